@@ -1,0 +1,52 @@
+"""What a strategy sees when it is asked for a signal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from livetrader.core.interval import CANDLE_INTERVALS, resample
+from livetrader.core.price import MINUTE_MS, Candle
+
+#: Fetches the closed 1-minute candles opening in [start_ms, end_ms).
+CandleLoader = Callable[[int, int], Awaitable[list[Candle]]]
+
+
+class Context:
+    """The strategy's view of one tick: symbol, time, VWAP price and closed candles only.
+
+    ``candles`` never returns a candle that opened at or after the minute containing
+    ``now``: a strategy cannot look ahead, in live and backtest alike.
+    """
+
+    __slots__ = ("symbol", "strategy", "exchange", "now_ms", "price", "_load")
+
+    def __init__(
+        self, symbol: str, strategy: str, exchange: str, now_ms: int, price: float, load: CandleLoader
+    ) -> None:
+        self.symbol = symbol
+        self.strategy = strategy
+        self.exchange = exchange
+        self.now_ms = now_ms
+        self.price = price
+        self._load = load
+
+    @property
+    def now(self) -> datetime:
+        """The tick time as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.now_ms / 1000, tz=UTC)
+
+    async def candles(self, interval: str = "1m", limit: int = 30) -> list[Candle]:
+        """The last ``limit`` closed candles of ``interval`` before now, oldest first."""
+        if interval not in CANDLE_INTERVALS:
+            raise ValueError(f"unknown candle interval {interval!r}; use one of {', '.join(CANDLE_INTERVALS)}")
+        if limit <= 0:
+            return []
+        step = CANDLE_INTERVALS[interval]
+        end = self.now_ms - self.now_ms % MINUTE_MS
+        if step == MINUTE_MS:
+            return await self._load(end - limit * MINUTE_MS, end)
+        # Whole buckets only: stop at the last bucket boundary at or before the current minute.
+        bucket_end = end - end % step
+        raw = await self._load(bucket_end - limit * step, bucket_end)
+        return resample(raw, step)[-limit:]

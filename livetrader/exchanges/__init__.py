@@ -1,0 +1,1 @@
+"""Sources of 1-minute candles: ``sim`` (embedded), ``files`` (CSV/JSON replay), and ccxt exchanges."""

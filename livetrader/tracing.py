@@ -1,0 +1,26 @@
+"""Describe a strategy's exception by where it happened in the user's own code."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def user_frame(exc: BaseException) -> str | None:
+    """``path:line`` of the innermost traceback frame outside livetrader and the stdlib, if any."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        name = frame.filename
+        if name.startswith(_PACKAGE_DIR) or "/lib/python" in name or name.startswith("<"):
+            continue
+        found = f"{name}:{frame.lineno}"
+    return found
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message (at path:line)`` for a log line or an error event."""
+    where = user_frame(exc)
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{text} (at {where})" if where else text
