@@ -417,9 +417,9 @@ def test_formulas_agree_on_moderate_values(pnls):
     if wins or losses:
         # expectancy = win_rate/100 * avg_win - loss_rate * |avg_loss|
         decisive = len(wins) + len(losses)
-        expected = (len(wins) / decisive) * (sum(wins) / len(wins) if wins else 0.0) - (
-            len(losses) / decisive
-        ) * (abs(sum(losses) / len(losses)) if losses else 0.0)
+        avg_win = sum(wins) / len(wins) if wins else 0.0
+        avg_loss = sum(losses) / len(losses) if losses else 0.0
+        expected = len(wins) / decisive * avg_win - len(losses) / decisive * abs(avg_loss)
         assert s.expectancy == pytest.approx(expected, abs=1e-9)
     if s.sharpe is not None:
         assert s.std_dev is not None and s.sqn is not None

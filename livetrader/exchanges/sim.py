@@ -16,10 +16,10 @@ for an integer seed Python guarantees stable across versions.
 from __future__ import annotations
 
 import difflib
+import gc
 import hashlib
 import math
 import random
-from collections.abc import Callable
 from functools import lru_cache
 from itertools import repeat
 
@@ -37,17 +37,22 @@ DEFAULT_SYMBOLS: dict[str, float] = {
 }
 
 # Value-noise layers: (stream id, knot spacing in minutes, size of a knot in log-price units).
-# Knots are triangular variates scaled to unit variance. The short layers are scaled by the
-# volatility factor; the long ones set the trend, which stays within a band of the base price
-# (roughly a quarter to four times it) however far in time one goes.
-_SHORT_LAYERS = ((1, 15, 0.0010), (2, 60, 0.0022), (3, 240, 0.0045), (4, 1440, 0.0080))
-_LONG_LAYERS = ((5, 4320, 0.012), (6, 10080, 0.025), (7, 43200, 0.06), (8, 259200, 0.18))
-# The volatility factor is exp(sum of these layers), clipped below by its own smoothness.
-_VOL_LAYERS = ((9, 360, 0.25), (10, 2880, 0.35))
-# Per-minute streams: noise of each boundary's price, excursions above/below the body, volume.
+# Knots are unit-variance variates. ``_FAST`` layers are evaluated every minute; the slower ones
+# only every ``_GRID`` minutes and interpolated linearly in between (they are smooth at that
+# scale, and it keeps generation fast). ``_FAST`` and ``_SWING`` are scaled by the volatility
+# factor; ``_TREND`` is not, and keeps the price within a band of the base price (roughly a
+# quarter to four times it) however far in time one goes.
+_FAST = ((1, 15, 0.0012), (2, 60, 0.0030))
+_SWING = ((3, 240, 0.0060), (4, 1440, 0.0110))
+_TREND = ((5, 4320, 0.012), (6, 10080, 0.025), (7, 43200, 0.06), (8, 259200, 0.18))
+# The volatility factor is exp(sum of these layers): median 1, mostly between about 0.4 and 2.5.
+_VOL = ((9, 360, 0.25), (10, 2880, 0.35))
+_GRID = 15
+assert all(spacing % _GRID == 0 for _, spacing, _ in _SWING + _TREND + _VOL)
+# Per-minute streams: each boundary's own noise; wicks above/below the body; volume.
 _NOISE, _HIGH, _LOW, _VOLUME = 11, 12, 13, 14
-_NOISE_SIZE = 0.00045  # one boundary's own noise; sets the typical 1-minute move (~0.06 %)
-_WICK_SIZE = 0.0008  # largest excursion of a wick beyond the candle body, at volatility 1
+_NOISE_SIZE = 0.0006  # sets the typical 1-minute move (~0.06 %)
+_WICK_SIZE = 0.0012  # largest excursion of a wick beyond the candle body, at volatility 1
 _VOLUME_NOTIONAL = 250_000.0  # quote currency traded in a typical minute, at volatility 1
 
 _MINUTE_BLOCK = 1440  # minutes per cached block of per-minute randomness
@@ -64,14 +69,16 @@ def normalize_symbol(symbol: str) -> str:
 
 
 @lru_cache(maxsize=128)
-def _block(key: int, stream: int, block: int, size: int) -> list[float]:
-    """``size`` unit-variance triangular variates of one block of one stream (cached)."""
+def _block(key: int, stream: int, block: int, size: int, uniform: bool) -> list[float]:
+    """One block of a stream (cached): uniforms in [0, 1), or unit-variance triangular variates."""
     rng = random.Random((((key << 8) | stream) << 48) | (block + _BLOCK_OFFSET))
     r = rng.random
+    if uniform:
+        return [r() for _ in repeat(None, size)]
     return [(r() - r()) * _SQRT6 for _ in repeat(None, size)]
 
 
-def _stream(key: int, stream: int, first: int, count: int, block_size: int) -> list[float]:
+def _stream(key: int, stream: int, first: int, count: int, block_size: int, uniform: bool = False) -> list[float]:
     """Values ``first .. first + count - 1`` of a stream, whichever blocks they fall in."""
     out: list[float] = []
     index = first
@@ -79,34 +86,70 @@ def _stream(key: int, stream: int, first: int, count: int, block_size: int) -> l
     while index < end:
         block, offset = divmod(index, block_size)
         take = min(end - index, block_size - offset)
-        out.extend(_block(key, stream, block, block_size)[offset : offset + take])
+        out.extend(_block(key, stream, block, block_size, uniform)[offset : offset + take])
         index += take
     return out
 
 
 @lru_cache(maxsize=32)
-def _weights(spacing: int) -> tuple[float, ...]:
-    """Smoothstep weights of the next knot at each minute of a knot interval."""
+def _smoothstep(spacing: int) -> tuple[float, ...]:
+    """Weight of the next knot at each step of a knot interval (zero slope at the knots)."""
     return tuple(f * f * (3.0 - 2.0 * f) for f in (i / spacing for i in range(spacing)))
 
 
-def _layer(key: int, stream: int, spacing: int, size: float, first: int, count: int) -> list[float]:
-    """One value-noise layer at boundaries ``first .. first + count - 1``."""
+def _interpolate(
+    knots: list[float], k0: int, spacing: int, weights: tuple[float, ...], first: int, count: int
+) -> list[float]:
+    """Values at points ``first .. first + count - 1`` between knots ``k0, k0 + 1, ...``.
+
+    Knot ``k`` sits at point ``k * spacing``; ``weights[i]`` is the share of the next knot ``i``
+    points past a knot.
+    """
+    start = first - k0 * spacing  # relative to knot k0
+    end = start + count
+    out: list[float] = []
+    extend = out.extend
+    for i in range(start // spacing, (end - 1) // spacing + 1):
+        a = knots[i]
+        d = knots[i + 1] - a
+        lo = max(start - i * spacing, 0)
+        hi = min(end - i * spacing, spacing)
+        # Whole intervals (the common case in bulk) skip the slice copy.
+        extend([a + d * w for w in (weights if lo == 0 and hi == spacing else weights[lo:hi])])
+    return out
+
+
+def _layer(key: int, layer: tuple[int, int, float], first: int, count: int, unit: int = 1) -> list[float]:
+    """A value-noise layer at points ``first .. first + count - 1``; point ``p`` is minute ``p * unit``.
+
+    The knots (one every ``spacing`` minutes) are the same whatever ``unit``, so a coarse
+    evaluation agrees with a minute-by-minute one at the points they share.
+    """
+    stream, spacing, size = layer
+    spacing //= unit
     k0 = first // spacing
     k1 = (first + count - 1) // spacing + 1
     knots = [v * size for v in _stream(key, stream, k0, k1 - k0 + 1, _KNOT_BLOCK)]
-    weights = _weights(spacing)
-    out: list[float] = []
-    b = first
-    end = first + count
-    while b < end:
-        k, offset = divmod(b, spacing)
-        take = min(end - b, spacing - offset)
-        a = knots[k - k0]
-        d = knots[k - k0 + 1] - a
-        out.extend([a + d * w for w in weights[offset : offset + take]])
-        b += take
-    return out
+    return _interpolate(knots, k0, spacing, _smoothstep(spacing), first, count)
+
+
+_LINEAR = tuple(i / _GRID for i in range(_GRID))
+
+
+def _slow(key: int, first: int, count: int) -> tuple[list[float], list[float]]:
+    """The volatility factor and the slow log-price (swings and trend) at each minute boundary."""
+    g0 = first // _GRID
+    n = (first + count - 1) // _GRID + 2 - g0  # grid points around the range
+    exp = math.exp
+    vol_a, vol_b = (_layer(key, layer, g0, n, _GRID) for layer in _VOL)
+    vol = [exp(a + b) for a, b in zip(vol_a, vol_b, strict=True)]
+    swing = [_layer(key, layer, g0, n, _GRID) for layer in _SWING]
+    trend = [_layer(key, layer, g0, n, _GRID) for layer in _TREND]
+    slow = [v * (a + b) + c + d + e + f for v, a, b, c, d, e, f in zip(vol, *swing, *trend, strict=True)]
+    return (
+        _interpolate(vol, g0, _GRID, _LINEAR, first, count),
+        _interpolate(slow, g0, _GRID, _LINEAR, first, count),
+    )
 
 
 class SimSource:
@@ -139,9 +182,7 @@ class SimSource:
         known = sorted(self.symbols)
         close = difflib.get_close_matches(canonical, known, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UnknownSymbolError(
-            f"the sim exchange has no symbol {symbol!r}; {hint}known symbols: {', '.join(known)}"
-        )
+        raise UnknownSymbolError(f"the sim exchange has no symbol {symbol!r}; {hint}known symbols: {', '.join(known)}")
 
     def bounds(self, symbol: str) -> tuple[int, int] | None:
         """None: the simulated market has a candle for every minute."""
@@ -169,56 +210,44 @@ class SimSource:
         key = self._keys[symbol]
         base = self.symbols[symbol]
         n = count + 1  # boundaries: the opening of each candle, and the close of the last
-        vol = _volatility(key, first, n)
-        short = [_layer(key, s, spacing, size, first, n) for s, spacing, size in _SHORT_LAYERS]
-        long = [_layer(key, s, spacing, size, first, n) for s, spacing, size in _LONG_LAYERS]
+        vol, slow = _slow(key, first, n)
+        fast_a, fast_b = (_layer(key, layer, first, n) for layer in _FAST)
         noise = _stream(key, _NOISE, first, n, _MINUTE_BLOCK)
         exp = math.exp
         log_base = math.log(base)
         prices = [
-            exp(log_base + v * (e * _NOISE_SIZE + a + b + c + d) + f + g + h + i)
-            for v, e, a, b, c, d, f, g, h, i in zip(vol, noise, *short, *long, strict=True)
+            exp(log_base + v * (e * _NOISE_SIZE + a + b) + s)
+            for v, e, a, b, s in zip(vol, noise, fast_a, fast_b, slow, strict=True)
         ]
         return _candles(key, first, count, prices, vol, base)
 
 
-def _volatility(key: int, first: int, n: int) -> list[float]:
-    """The volatility factor at each boundary: median 1, mostly between about 0.4 and 2.5."""
-    a, b = (_layer(key, s, spacing, size, first, n) for s, spacing, size in _VOL_LAYERS)
-    exp = math.exp
-    return [exp(x + y) for x, y in zip(a, b, strict=True)]
-
-
 def _candles(key: int, first: int, count: int, prices: list[float], vol: list[float], base: float) -> list[Candle]:
     """Candles from boundary prices: bodies from consecutive prices, wicks and volume from noise."""
-    highs = _stream(key, _HIGH, first, count, _MINUTE_BLOCK)
-    lows = _stream(key, _LOW, first, count, _MINUTE_BLOCK)
-    volumes = _stream(key, _VOLUME, first, count, _MINUTE_BLOCK)
-    units = _VOLUME_NOTIONAL / base  # volume is in the base asset, so scale it by the price level
-    wick = _WICK_SIZE / _SQRT6  # the variates span (-sqrt 6, sqrt 6); wicks use their magnitude
-    make: Callable[..., Candle] = _new_tuple
-    out: list[Candle] = []
-    append = out.append
-    ts = first * MINUTE_MS
-    for i in range(count):
-        o = prices[i]
-        c = prices[i + 1]
-        v = vol[i]
-        top, bottom = (o, c) if o >= c else (c, o)
-        move = abs(c - o) / o
-        append(
-            make(
-                Candle,
-                (
-                    ts,
-                    o,
-                    top * (1.0 + v * wick * abs(highs[i])),
-                    bottom * (1.0 - v * wick * abs(lows[i])),
-                    c,
-                    # Busier when volatile and when the price moves: never zero, always varying.
-                    units * v * (1.0 + 0.3 * volumes[i]) * (1.0 + move * 1500.0),
-                ),
-            )
-        )
-        ts += MINUTE_MS
-    return out
+    opens = prices[:-1]
+    closes = prices[1:]
+    vol = vol[:-1]
+    ups = _stream(key, _HIGH, first, count, _MINUTE_BLOCK, uniform=True)
+    downs = _stream(key, _LOW, first, count, _MINUTE_BLOCK, uniform=True)
+    noise = _stream(key, _VOLUME, first, count, _MINUTE_BLOCK, uniform=True)
+    # Squared uniforms: short wicks are common, long ones rare.
+    w = _WICK_SIZE
+    highs = [(o if o >= c else c) * (1.0 + v * w * u * u) for o, c, v, u in zip(opens, closes, vol, ups, strict=True)]
+    lows = [(c if o >= c else o) * (1.0 - v * w * u * u) for o, c, v, u in zip(opens, closes, vol, downs, strict=True)]
+    units = _VOLUME_NOTIONAL / base  # volume is in the base asset, so it scales with 1 / price
+    # Busier when volatile and when the price moves; never zero, always varying.
+    volumes = [
+        units * v * (0.5 + u) * (1.0 + abs(c - o) / o * 1500.0)
+        for o, c, v, u in zip(opens, closes, vol, noise, strict=True)
+    ]
+    start = first * MINUTE_MS
+    rows = zip(range(start, start + count * MINUTE_MS, MINUTE_MS), opens, highs, lows, closes, volumes, strict=True)
+    # A million fresh tuples would set off repeated full garbage collections that cost more
+    # than the generation itself; these tuples of numbers cannot form cycles.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return list(map(_new_tuple, repeat(Candle, count), rows))
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -1,0 +1,33 @@
+"""livetrader: a crash-safe live trading daemon, one supervised loop per (symbol, strategy) pair.
+
+What a strategy module needs::
+
+    from livetrader import Strategy, Signal
+
+This package import stays light (no ccxt, rich, typer or engine) because every strategy
+module and every CLI call pays for it; ``Live`` is imported only when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from livetrader.context import Context
+from livetrader.core.signal import Signal
+from livetrader.strategy import Strategy
+
+if TYPE_CHECKING:
+    from livetrader.live import Live
+
+__version__ = "0.1.0"
+
+__all__ = ["Context", "Live", "Signal", "Strategy", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``Live`` on first use so ``import livetrader`` never loads the engine."""
+    if name == "Live":
+        from livetrader.live import Live
+
+        return Live
+    raise AttributeError(f"module 'livetrader' has no attribute {name!r}")

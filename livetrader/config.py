@@ -1,0 +1,284 @@
+"""The configuration: ``config/livetrader.toml`` read with tomllib, checked strictly.
+
+Layout (every key optional; the built-in defaults equal the shipped file)::
+
+    [livetrader]            data_dir, strategies_dir, exchange
+    [engine]                fee_percent, slippage_percent, cost, strategy_timeout_seconds,
+                            schedule_timeout_minutes, max_events
+    [exchanges.<name>]      free-form table per candle source ([exchanges.sim] seed = 42)
+    [risk.<profile>]        max_positions, max_positions_per_symbol
+
+A typo must not silently fall back to a default in a system that trades money, so an
+unknown section or key, a wrong type or an out-of-range value is a ConfigError naming the
+file, the key and what is expected. Relative paths are relative to the working directory.
+``LIVETRADER_DATA_DIR`` in the environment overrides ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from livetrader.errors import ConfigError
+
+#: Where ``load_config(None)`` looks, relative to the working directory.
+DEFAULT_CONFIG_PATH = Path("config/livetrader.toml")
+#: Environment variable that overrides ``[livetrader] data_dir``.
+DATA_DIR_ENV = "LIVETRADER_DATA_DIR"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Numbers the engine runs with (SPEC §2, §6, §10)."""
+
+    fee_percent: float = 0.1
+    slippage_percent: float = 0.1
+    cost: float = 100.0
+    strategy_timeout_seconds: float = 180.0
+    schedule_timeout_minutes: int = 120
+    max_events: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class RiskProfileConfig:
+    """One ``[risk.<name>]`` profile; a limit left as None is not checked."""
+
+    name: str
+    max_positions: int | None = None
+    max_positions_per_symbol: int | None = None
+
+
+def _default_exchanges() -> Mapping[str, Mapping[str, Any]]:
+    return MappingProxyType({"sim": MappingProxyType({"seed": 42})})
+
+
+def _default_risk() -> Mapping[str, RiskProfileConfig]:
+    # Built in so the shipped example strategies run even without the config file.
+    return MappingProxyType({"conservative": RiskProfileConfig("conservative", 3, 1)})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration. ``path`` is the file it came from, None for built-in defaults."""
+
+    data_dir: Path = Path("./dump")
+    strategies_dir: Path = Path("./strategies")
+    exchange: str = "sim"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    exchanges: Mapping[str, Mapping[str, Any]] = field(default_factory=_default_exchanges)
+    risk: Mapping[str, RiskProfileConfig] = field(default_factory=_default_risk)
+    path: Path | None = None
+
+    def exchange_options(self, name: str) -> dict[str, Any]:
+        """A mutable copy of ``[exchanges.<name>]``, empty when the section is absent."""
+        return dict(self.exchanges.get(name, {}))
+
+    def risk_tables(self) -> dict[str, dict[str, int]]:
+        """The risk profiles as plain ``{name: {limit: value}}`` tables, unset limits left out
+        (the shape ``livetrader.risk.build_profiles`` takes)."""
+        return {
+            name: {
+                key: value
+                for key in ("max_positions", "max_positions_per_symbol")
+                if (value := getattr(profile, key)) is not None
+            }
+            for name, profile in self.risk.items()
+        }
+
+    def risk_profile(self, name: str) -> RiskProfileConfig:
+        """The risk profile called ``name``; ConfigError with close matches when there is none."""
+        profile = self.risk.get(name)
+        if profile is not None:
+            return profile
+        source = self.path or "the built-in defaults"
+        close = difflib.get_close_matches(name, list(self.risk), n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+        known = ", ".join(sorted(self.risk)) or "none"
+        raise ConfigError(
+            f"unknown risk profile '{name}'{hint} Add a [risk.{name}] section to {source} (defined: {known})"
+        )
+
+
+# --- value checks: each returns the converted value or raises ConfigError -------------------
+
+Check = Callable[[Any, "_Where"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The file and dotted key a value came from, for error messages."""
+
+    path: Path | None
+    key: str
+
+    def error(self, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{_source(self.path)}: {self.key} must be {expected}, got {value!r}")
+
+
+def _source(path: Path | None) -> str:
+    return str(path) if path is not None else "config"
+
+
+def _number(minimum: float, inclusive: bool) -> Check:
+    """A finite int or float (bool excluded) at or above (or strictly above) ``minimum``."""
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+
+    def check(value: Any, where: _Where) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise where.error(f"a number {bound}", value)
+        if value < minimum or (not inclusive and value == minimum):
+            raise where.error(f"a number {bound}", value)
+        return float(value)
+
+    return check
+
+
+def _positive_int(value: Any, where: _Where) -> int:
+    # TOML has real booleans, and True is an int in Python: refuse it explicitly.
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise where.error("an integer > 0", value)
+    return value
+
+
+def _non_empty_str(value: Any, where: _Where) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise where.error("a non-empty string", value)
+    return value
+
+
+def _path(value: Any, where: _Where) -> Path:
+    return Path(_non_empty_str(value, where))
+
+
+_LIVETRADER_KEYS: dict[str, Check] = {
+    "data_dir": _path,
+    "strategies_dir": _path,
+    "exchange": _non_empty_str,
+}
+_ENGINE_KEYS: dict[str, Check] = {
+    "fee_percent": _number(0, inclusive=True),
+    "slippage_percent": _number(0, inclusive=True),
+    "cost": _number(0, inclusive=False),
+    "strategy_timeout_seconds": _number(0, inclusive=False),
+    "schedule_timeout_minutes": _positive_int,
+    "max_events": _positive_int,
+}
+_RISK_KEYS: dict[str, Check] = {
+    "max_positions": _positive_int,
+    "max_positions_per_symbol": _positive_int,
+}
+_SECTIONS = ("livetrader", "engine", "exchanges", "risk")
+
+
+def _read_table(table: Any, section: str, checks: dict[str, Check], path: Path | None) -> dict[str, Any]:
+    """Check every key of one table against ``checks``; unknown keys are errors."""
+    where = _Where(path, section)
+    if not isinstance(table, dict):
+        raise where.error("a table", table)
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in checks:
+            raise _unknown(path, f"{section}.{key}", [f"{section}.{k}" for k in checks])
+        out[key] = checks[key](value, _Where(path, f"{section}.{key}"))
+    return out
+
+
+def _unknown(path: Path | None, key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else "."
+    return ConfigError(f"{_source(path)}: unknown key {key}{hint} Known: {', '.join(known)}")
+
+
+def _read_exchanges(table: Any, path: Path | None) -> Mapping[str, Mapping[str, Any]]:
+    """``[exchanges.<name>]`` tables, kept free-form except the sim seed."""
+    where = _Where(path, "exchanges")
+    if not isinstance(table, dict):
+        raise where.error("a table of [exchanges.<name>] sections", table)
+    merged = {name: dict(options) for name, options in _default_exchanges().items()}
+    for name, options in table.items():
+        if not isinstance(options, dict):
+            raise _Where(path, f"exchanges.{name}").error("a table", options)
+        merged.setdefault(name, {}).update(options)
+    seed = merged["sim"].get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise _Where(path, "exchanges.sim.seed").error("an integer", seed)
+    return MappingProxyType({name: MappingProxyType(options) for name, options in merged.items()})
+
+
+def _read_risk(table: Any, path: Path | None) -> Mapping[str, RiskProfileConfig]:
+    """``[risk.<profile>]`` tables; a profile in the file replaces a built-in one of that name."""
+    where = _Where(path, "risk")
+    if not isinstance(table, dict):
+        raise where.error("a table of [risk.<profile>] sections", table)
+    profiles = dict(_default_risk())
+    for name, options in table.items():
+        values = _read_table(options, f"risk.{name}", _RISK_KEYS, path)
+        profiles[name] = RiskProfileConfig(name=name, **values)
+    return MappingProxyType(profiles)
+
+
+def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
+    """Build a Config from an already parsed TOML document, checking every section and key."""
+    for section in data:
+        if section not in _SECTIONS:
+            close = difflib.get_close_matches(section, _SECTIONS, n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else "."
+            raise ConfigError(
+                f"{_source(path)}: unknown section [{section}]{hint} Known: [livetrader], [engine], "
+                "[exchanges.<name>], [risk.<profile>]"
+            )
+    top = _read_table(data.get("livetrader", {}), "livetrader", _LIVETRADER_KEYS, path)
+    engine = _read_table(data.get("engine", {}), "engine", _ENGINE_KEYS, path)
+    config = Config(
+        engine=EngineConfig(**engine),
+        exchanges=_read_exchanges(data.get("exchanges", {}), path),
+        risk=_read_risk(data.get("risk", {}), path),
+        path=path,
+        **top,
+    )
+    return _with_env(config)
+
+
+def _with_env(config: Config) -> Config:
+    """Apply environment overrides (LIVETRADER_DATA_DIR)."""
+    data_dir = os.environ.get(DATA_DIR_ENV, "").strip()
+    if not data_dir:
+        return config
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    values["data_dir"] = Path(data_dir)
+    return Config(**values)
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Load the configuration.
+
+    With ``path`` None, read ``config/livetrader.toml`` under the working directory when it
+    exists, else use the built-in defaults. An explicit ``path`` must exist.
+    Raises ConfigError for a missing explicit file, malformed TOML (with its line) or any
+    invalid section, key or value.
+    """
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.is_file():
+            return _with_env(Config())
+        path = DEFAULT_CONFIG_PATH
+    path = Path(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"config file {path} {what}; pass an existing file or leave --config out")
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    return parse_config(data, path)

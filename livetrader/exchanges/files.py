@@ -1,0 +1,344 @@
+"""Candle replay from a CSV or JSON file (``files``): one market per file, parsed once.
+
+CSV: a header naming ``timestamp,open,high,low,close,volume`` (any order, extra columns
+ignored); timestamps in integer ms or ISO-8601 (naive means UTC). JSON: an array of
+``[timestamp_ms, open, high, low, close, volume]`` rows, the shape ccxt ``fetch_ohlcv``
+returns; numbers may be strings. Every problem is a ``CandleSourceError`` naming the file,
+the line (CSV) or row index (JSON), and what to fix. Missing minutes (real markets have
+minutes without trades) are filled with flat zero-volume candles at the previous close,
+unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from livetrader.core.price import MINUTE_MS, Candle
+from livetrader.errors import CandleSourceError, UnknownSymbolError
+
+COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+_PRICES = ("open", "high", "low", "close")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Row locations as the user sees them: ("line", 12) for CSV, ("row index", 3) for JSON.
+_Where = tuple[str, int]
+_Row = tuple[_Where, Sequence[object]]
+
+
+def normalize_symbol(symbol: str) -> str:
+    """``btc/usdt`` -> ``BTCUSDT``."""
+    return symbol.strip().upper().replace("/", "")
+
+
+def _iso(ms: int) -> str:
+    """A timestamp as readable UTC, for messages."""
+    try:
+        return (_EPOCH + ms * _MS).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError:
+        return "out of range"
+
+
+class FileSource:
+    """Closed 1-minute candles replayed from a CSV or JSON file; implements ``CandleSource``.
+
+    After construction: ``candles`` and the parallel ``times`` (opening ms), ``format``
+    (``"csv"``/``"json"``), ``rows`` (candles read from the file), ``gaps`` (runs of missing
+    minutes) and ``filled_minutes`` (flat candles added to fill them).
+    """
+
+    name = "files"
+
+    def __init__(self, path: str | Path, symbol: str | None = None, strict: bool = False) -> None:
+        self.path = Path(path)
+        self.symbol = normalize_symbol(symbol) if symbol else None
+        self.strict = strict
+        self.candles: list[Candle] = []
+        self.times: list[int] = []
+        self.rows = 0
+        self.gaps = 0
+        self.filled_minutes = 0
+        data = self._read()
+        self.format = _detect_format(self.path, data)
+        rows = self._json_rows(data) if self.format == "json" else self._csv_rows(data)
+        self._load(rows)
+        if not self.candles:
+            raise self._error(f"holds no candles; it needs {_shape(self.format)}")
+
+    # -- CandleSource -------------------------------------------------------------------------
+
+    def resolve_symbol(self, symbol: str) -> str:
+        """The symbol, normalized (``btc/usdt`` -> ``BTCUSDT``); the file carries no symbol of its own.
+
+        If the source was created for a symbol, any other raises UnknownSymbolError.
+        """
+        canonical = normalize_symbol(symbol)
+        if not canonical:
+            raise UnknownSymbolError(f"empty symbol for candle file {self.path}")
+        if self.symbol is not None and canonical != self.symbol:
+            raise UnknownSymbolError(
+                f"candle file {self.path} is for {self.symbol}, not {canonical}; "
+                f"use symbol {self.symbol} or another file"
+            )
+        return canonical
+
+    def bounds(self, symbol: str) -> tuple[int, int] | None:
+        """``(first opening, last opening + 1 minute)`` of the candles in the file."""
+        self.resolve_symbol(symbol)
+        return self.times[0], self.times[-1] + MINUTE_MS
+
+    async def fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """Candles opening in ``[start_ms, end_ms)`` that the file holds; see ``fetch_sync``."""
+        return self.fetch_sync(symbol, start_ms, end_ms)
+
+    def fetch_sync(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """Candles opening in ``[start_ms, end_ms)``, clipped to what the file holds."""
+        self.resolve_symbol(symbol)
+        lo = bisect_left(self.times, start_ms)
+        hi = bisect_left(self.times, end_ms, lo)
+        return self.candles[lo:hi]
+
+    async def close(self) -> None:
+        """Nothing to release: the file was read whole at construction."""
+
+    # -- parsing --------------------------------------------------------------------------------
+
+    def _error(self, message: str, where: _Where | None = None) -> CandleSourceError:
+        at = f" {where[0]} {where[1]}" if where else ""
+        return CandleSourceError(f"candle file {self.path}{at}: {message}")
+
+    def _read(self) -> bytes:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise CandleSourceError(f"candle file {self.path} does not exist; check the path") from None
+        except IsADirectoryError:
+            raise CandleSourceError(f"candle file {self.path} is a directory; give a .csv or .json file") from None
+        except OSError as exc:
+            raise CandleSourceError(f"candle file {self.path} cannot be read: {exc.strerror}") from None
+        if not data.strip():
+            raise CandleSourceError(
+                f"candle file {self.path} is empty; it needs {_shape(_detect_format(self.path, data))}"
+            )
+        return data
+
+    def _json_rows(self, data: bytes) -> Iterator[_Row]:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise self._error(f"is not valid JSON ({exc}); it needs {_shape('json')}") from None
+        if not isinstance(doc, list):
+            raise self._error(f"holds a JSON {type(doc).__name__}, not an array; it needs {_shape('json')}")
+        for index, row in enumerate(doc):
+            where = ("row index", index)
+            if not isinstance(row, list) or len(row) < len(COLUMNS):
+                raise self._error(
+                    f"{_short(row)} is not a row of six values; each row must be "
+                    "[timestamp_ms, open, high, low, close, volume]",
+                    where,
+                )
+            yield where, row
+
+    def _csv_rows(self, data: bytes) -> Iterator[_Row]:
+        try:
+            text = data.decode("utf-8-sig")  # -sig: spreadsheets often start the file with a BOM
+        except UnicodeDecodeError as exc:
+            raise self._error(f"is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header: list[str] | None = None
+        columns: list[int] = []
+        needed = 0  # fields a row must have to reach every required column
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue  # blank lines are harmless
+            where = ("line", reader.line_num)
+            if header is None:
+                header = [f.strip().lower() for f in fields]
+                columns = self._columns(header, where)
+                needed = max(columns) + 1
+                continue
+            if len(fields) < needed:
+                raise self._error(
+                    f"has {len(fields)} field(s) but the header names {len(header)}; "
+                    "fill in the missing values or remove the row",
+                    where,
+                )
+            yield where, [fields[i] for i in columns]
+
+    def _columns(self, header: list[str], where: _Where) -> list[int]:
+        """Positions of the required columns in the header."""
+        missing = [c for c in COLUMNS if c not in header]
+        if not missing:
+            return [header.index(c) for c in COLUMNS]
+        if _is_number(header[0]):
+            raise self._error(f"has no header; add the line {','.join(COLUMNS)} before the first row", where)
+        raise self._error(
+            f"the header lacks column(s) {', '.join(missing)} (it has: {', '.join(header)}); "
+            f"the header must name {','.join(COLUMNS)}",
+            where,
+        )
+
+    def _load(self, rows: Iterator[_Row]) -> None:
+        """Check each row and append it, filling or refusing gaps; raises at the first bad row."""
+        candles = self.candles
+        times = self.times
+        previous: Candle | None = None
+        previous_where: _Where | None = None
+        new = tuple.__new__  # Candle tuples without the Python-level __new__, for load speed
+        for where, row in rows:
+            ts = self._timestamp(row[0], where)
+            o, h, low, c = (self._price(row[i], name, where) for i, name in enumerate(_PRICES, 1))
+            v = self._number(row[5], "volume", where)
+            if v < 0:
+                raise self._error(f"volume {row[5]} is negative; volume must be zero or more", where)
+            if h < low:
+                raise self._error(f"high {h} is below low {low}; check the row (columns swapped?)", where)
+            if not (low <= o <= h):
+                raise self._error(f"open {o} lies outside the low-high range [{low}, {h}]; fix the row", where)
+            if not (low <= c <= h):
+                raise self._error(f"close {c} lies outside the low-high range [{low}, {h}]; fix the row", where)
+            if previous is not None:
+                step = ts - previous.timestamp
+                if step <= 0:
+                    self._raise_order(ts, step, previous_where, where)
+                if step > MINUTE_MS:
+                    self._gap(previous, ts, where)
+            candle: Candle = new(Candle, (ts, o, h, low, c, v))
+            candles.append(candle)
+            times.append(ts)
+            self.rows += 1
+            previous = candle
+            previous_where = where
+
+    def _raise_order(self, ts: int, step: int, before: _Where | None, where: _Where) -> None:
+        earlier = f"{before[0]} {before[1]}" if before else "the previous row"
+        if step == 0:
+            raise self._error(
+                f"duplicate timestamp {ts} ({_iso(ts)}), already on {earlier}; remove one of the two rows", where
+            )
+        raise self._error(
+            f"timestamp {ts} ({_iso(ts)}) comes before the one on {earlier}; sort the rows by timestamp", where
+        )
+
+    def _gap(self, previous: Candle, ts: int, where: _Where) -> None:
+        """Fill the minutes missing before ``ts`` with flat candles, or refuse in strict mode."""
+        missing = (ts - previous.timestamp) // MINUTE_MS - 1
+        if self.strict:
+            after = previous.timestamp + MINUTE_MS
+            raise self._error(
+                f"{missing} minute(s) missing from {after} ({_iso(after)}) to before {ts} ({_iso(ts)}); "
+                "use without --strict to fill gaps with flat zero-volume candles",
+                where,
+            )
+        # Nothing traded: the price stays at the last close (what an exchange reports too).
+        p = previous.close
+        new = tuple.__new__
+        for t in range(previous.timestamp + MINUTE_MS, ts, MINUTE_MS):
+            self.candles.append(new(Candle, (t, p, p, p, p, 0.0)))
+            self.times.append(t)
+        self.gaps += 1
+        self.filled_minutes += missing
+
+    def _timestamp(self, value: object, where: _Where) -> int:
+        """Opening time in integer ms from ms (int, float or text) or ISO-8601 text."""
+        ms = _parse_timestamp(value)
+        if ms is None:
+            raise self._error(
+                f"timestamp {_short(value)} is neither integer milliseconds nor an ISO-8601 time "
+                "like 2024-01-01T00:00:00Z",
+                where,
+            )
+        if ms % MINUTE_MS:
+            hint = " (it looks like seconds: multiply by 1000)" if abs(ms) < 100_000_000_000 else ""
+            raise self._error(
+                f"timestamp {_short(value)} is not on a minute boundary{hint}; "
+                "each candle is stamped with the start of its minute, a multiple of 60000 ms",
+                where,
+            )
+        return ms
+
+    def _number(self, value: object, column: str, where: _Where) -> float:
+        """A finite float from a JSON number or numeric text (``"0.0012"``)."""
+        try:
+            # Exact types: bool is an int subclass, and true/false are not numbers here.
+            if type(value) is float or type(value) is int or type(value) is str:
+                x = float(value)  # type: ignore[arg-type]  # float() also strips spaces
+            else:
+                raise ValueError
+        except ValueError:
+            raise self._error(f"{column} {_short(value)} is not a number; fix or remove the row", where) from None
+        except OverflowError:
+            x = math.inf
+        if not math.isfinite(x):
+            raise self._error(f"{column} is {_short(value)}; values must be finite numbers", where)
+        return x
+
+    def _price(self, value: object, column: str, where: _Where) -> float:
+        x = self._number(value, column, where)
+        if x <= 0:
+            raise self._error(f"{column} {_short(value)} is not positive; prices must be above zero", where)
+        return x
+
+
+def _parse_timestamp(value: object) -> int | None:
+    """Milliseconds from an int, an integral float, digits, or ISO-8601 text; None if none of these."""
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[return-value]
+    if kind is float:
+        return int(value) if value.is_integer() else None  # type: ignore[attr-defined]
+    if kind is not str:
+        return None
+    text = value.strip()  # type: ignore[attr-defined]
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        x = float(text)
+        return int(x) if x.is_integer() else None
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # naive times are UTC, as exchanges report them
+    return (moment - _EPOCH) // _MS
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _detect_format(path: Path, data: bytes) -> str:
+    """``json`` or ``csv``: by extension, else by the first character of the content."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".json"):
+        return suffix[1:]
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return "json" if head in (b"[", b"{") else "csv"
+
+
+def _shape(fmt: str) -> str:
+    if fmt == "json":
+        return "a JSON array of [timestamp_ms, open, high, low, close, volume] rows"
+    return f"a header line {','.join(COLUMNS)} and one row per minute"
+
+
+def _short(value: object) -> str:
+    """A value as it appears in the file, cut short for messages."""
+    text = repr(value) if not isinstance(value, str) else repr(value.strip())
+    return text if len(text) <= 40 else text[:37] + "..."

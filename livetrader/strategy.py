@@ -1,0 +1,486 @@
+"""The ``Strategy`` base class users subclass, and the loader for the strategies folder.
+
+A strategy is a class in a module of the strategies folder (``./strategies`` by default)::
+
+    from livetrader import Strategy, Signal
+
+    class MyStrategy(Strategy):
+        name = "my-strategy"      # what --strategy selects
+        interval = "5m"           # signal throttle: 1m 3m 5m 15m 30m 1h
+        risk = None               # optional risk profile name (config [risk.<name>])
+
+        async def get_signal(self, ctx):
+            candles = await ctx.candles("1m", limit=30)   # closed candles only, oldest first
+            if candles[-1].close > candles[0].close:
+                return Signal(position="long", take_profit=ctx.price * 1.02,
+                              stop_loss=ctx.price * 0.99, minutes=120)
+            return None                                   # no trade this time
+
+The loader (``load_strategies``) imports every ``*.py`` of the folder whose name does not
+start with ``_`` and collects the ``Strategy`` subclasses each module defines. Files whose
+name starts with ``_`` are never loaded as strategies but may be imported by them as helpers
+(``from _indicators import sma``): the folder is on ``sys.path`` while its modules import.
+Every problem is recorded with the file and line it comes from, so one broken file never
+hides the others and ``livetrader strategies check`` can report them all at once.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import inspect
+import itertools
+import os
+import re
+import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from livetrader.core.interval import SIGNAL_INTERVALS
+from livetrader.errors import StrategyLoadError, UnknownStrategyError
+
+if TYPE_CHECKING:
+    from livetrader.context import Context
+    from livetrader.core.signal import Signal, TickResult
+
+#: The optional callbacks a strategy may define; each is called with the TickResult.
+CALLBACKS: tuple[str, ...] = ("on_open", "on_close", "on_active", "on_idle", "on_schedule", "on_cancel")
+
+# Strategy names end up in file names, journal records and report titles: keep them plain.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NON_WORD = re.compile(r"\W")
+
+# Each load imports modules under fresh names, so reloading a folder (or loading two folders
+# holding a file of the same name) never returns a stale module from sys.modules.
+_module_counter = itertools.count(1)
+
+
+class Strategy:
+    """Base class of every strategy. Subclass it in a module of the strategies folder.
+
+    Class attributes:
+
+    - ``name``: what ``--strategy`` selects; required, unique across the folder, made of
+      letters, digits, ``.``, ``_`` and ``-``.
+    - ``interval``: the signal throttle (SPEC §4), one of ``1m 3m 5m 15m 30m 1h``; the
+      strategy is asked at most once per interval while its pair holds no signal.
+    - ``risk``: the name of a risk profile (``[risk.<name>]`` in the config), or None.
+
+    ``get_signal(self, ctx)`` is required. It may be ``async def`` (needed to
+    ``await ctx.candles(...)``) or a plain ``def``; it returns a ``Signal`` or None.
+    A plain ``def`` runs on the event loop, so keep it quick.
+
+    Optional callbacks, each called with the ``TickResult`` of the tick, sync or async:
+    ``on_open``, ``on_close``, ``on_active``, ``on_idle``, ``on_schedule``, ``on_cancel``.
+
+    One instance is created per pair (symbol), so instance attributes set in ``__init__``
+    (which must take no arguments) hold per-symbol state.
+    """
+
+    name: ClassVar[str] = ""
+    interval: ClassVar[str] = "1m"
+    risk: ClassVar[str | None] = None
+
+    #: True when ``get_signal`` is a coroutine function; computed once per class so the
+    #: engine can call it without inspecting on every tick.
+    signal_is_async: ClassVar[bool] = True
+    #: The callbacks this class defines, mapped to whether each is a coroutine function.
+    callbacks: ClassVar[dict[str, bool]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.signal_is_async = inspect.iscoroutinefunction(getattr(cls, "get_signal", None))
+        cls.callbacks = {
+            hook: inspect.iscoroutinefunction(fn) for hook in CALLBACKS if callable(fn := getattr(cls, hook, None))
+        }
+
+    async def get_signal(self, ctx: Context) -> Signal | None:
+        """Return a trade idea for ``ctx.symbol`` at ``ctx.now``, or None for no trade.
+
+        ``ctx.price`` is the VWAP of the last five closed 1-minute candles;
+        ``await ctx.candles("1m", limit=30)`` gives closed candles only, oldest first.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define get_signal(self, ctx)")
+
+
+async def ask_signal(strategy: Strategy, ctx: Context) -> Signal | None:
+    """Call ``strategy.get_signal(ctx)``, awaiting it only when it is a coroutine function."""
+    if strategy.signal_is_async:
+        return await strategy.get_signal(ctx)
+    return strategy.get_signal(ctx)  # type: ignore[return-value]
+
+
+async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> None:
+    """Call the strategy's ``hook`` callback with ``result`` if it defines one (sync or async)."""
+    is_async = strategy.callbacks.get(hook)
+    if is_async is None:
+        return
+    outcome = getattr(strategy, hook)(result)
+    if is_async:
+        await outcome
+
+
+class StrategyInfo(NamedTuple):
+    """A loaded strategy class and where it is defined."""
+
+    cls: type[Strategy]
+    file: Path
+    line: int
+
+    @property
+    def name(self) -> str:
+        """The strategy's ``name``."""
+        return self.cls.name
+
+
+class StrategyProblem(NamedTuple):
+    """Something wrong in a strategy file; ``name`` is the strategy concerned, when known."""
+
+    file: Path
+    line: int
+    message: str
+    name: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass(slots=True)
+class StrategyRegistry:
+    """What ``load_strategies`` found: the strategies that loaded and every problem.
+
+    ``strategies`` maps each name to its class and location; ``problems`` lists each
+    failure with file and line. Strategies declared with a problem (bad interval,
+    duplicate name) are kept out of ``strategies``, in ``rejected``, so ``get`` can
+    explain why they cannot run.
+    """
+
+    directory: Path
+    strategies: dict[str, StrategyInfo] = field(default_factory=dict)
+    problems: list[StrategyProblem] = field(default_factory=list)
+    # Strategies whose declaration was rejected, so ``get`` can explain instead of "unknown".
+    rejected: dict[str, StrategyInfo] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every file loaded without a problem."""
+        return not self.problems
+
+    def names(self) -> list[str]:
+        """The loaded strategy names, sorted."""
+        return sorted(self.strategies)
+
+    def __iter__(self) -> Iterator[StrategyInfo]:
+        return iter(self.strategies[name] for name in self.names())
+
+    def __len__(self) -> int:
+        return len(self.strategies)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.strategies
+
+    def get(self, name: str) -> type[Strategy]:
+        """The strategy class called ``name``.
+
+        Raises StrategyLoadError when the strategy (or its file) has a problem, and
+        UnknownStrategyError, with close matches, when no strategy has that name.
+        """
+        info = self.strategies.get(name) or self.rejected.get(name)
+        if info is not None:
+            own = [p for p in self.problems if p.name == name or p.file == info.file]
+            if own:
+                raise StrategyLoadError(_problem_text(f"strategy '{name}' cannot be used", own))
+            return info.cls
+        # A file that failed to import may well hold the strategy: say so rather than "unknown".
+        suspects = [p for p in self.problems if p.name is None and _mentions(p.file, name)]
+        if suspects:
+            raise StrategyLoadError(_problem_text(f"strategy '{name}' failed to load", suspects))
+        raise UnknownStrategyError(self._unknown_message(name))
+
+    def raise_problems(self) -> None:
+        """Raise StrategyLoadError listing every problem as ``path:line: message``, if any."""
+        if self.problems:
+            count = len(self.problems)
+            head = f"{count} problem{'s' if count > 1 else ''} loading strategies from {self.directory}"
+            raise StrategyLoadError(_problem_text(head, self.problems))
+
+    def _unknown_message(self, name: str) -> str:
+        # Rejected names count too: "did you mean X?" then leads to X's actual problem.
+        close = difflib.get_close_matches(name, sorted({*self.strategies, *self.rejected}), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+        loaded = ", ".join(self.names()) or f"none from {self.directory}"
+        text = f"unknown strategy '{name}'{hint} Loaded: {loaded}; see `livetrader strategies`"
+        if self.problems:
+            text += f" ({len(self.problems)} problem(s) while loading: run `livetrader strategies check`)"
+        return text
+
+
+def _problem_text(head: str, problems: list[StrategyProblem]) -> str:
+    return head + ":\n" + "\n".join(f"  {p}" for p in problems)
+
+
+def _mentions(file: Path, name: str) -> bool:
+    """True when ``file`` holds ``name`` as a string literal (a cheap guess at its strategies)."""
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return f'"{name}"' in text or f"'{name}'" in text
+
+
+def load_strategies(directory: Path) -> StrategyRegistry:
+    """Import every strategy module of ``directory`` and collect its Strategy subclasses.
+
+    Problems (import failures, invalid declarations, duplicate names) are recorded in the
+    returned registry, never raised; call ``raise_problems()`` to fail on any of them.
+    Raises StrategyLoadError only when the folder itself is missing.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "is not a folder" if directory.exists() else "does not exist"
+        raise StrategyLoadError(
+            f"strategies folder {directory} {what}; create it, or point --strategies-dir "
+            "(or strategies_dir in the [livetrader] section of the config) at the folder "
+            "holding your strategy files"
+        )
+    registry = StrategyRegistry(directory=directory)
+    files = sorted(p for p in directory.glob("*.py") if not p.name.startswith("_"))
+    with _on_sys_path(directory):
+        for file in files:
+            module = _import_file(file, registry)
+            if module is not None:
+                _collect(module, file, registry)
+    return registry
+
+
+class _on_sys_path:
+    """Put a folder first on sys.path while its modules import, then restore the import state.
+
+    Helper modules the strategies imported by plain name are dropped from sys.modules
+    afterwards, so another folder with a helper of the same name gets its own.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.entry = str(directory.resolve())
+        self.prefix = os.path.join(self.entry, "")
+        self.before: set[str] = set()
+
+    def __enter__(self) -> None:
+        self.before = set(sys.modules)
+        sys.path.insert(0, self.entry)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            sys.path.remove(self.entry)
+        except ValueError:
+            pass
+        for key in set(sys.modules) - self.before:
+            module_file = getattr(sys.modules[key], "__file__", None) or ""
+            if module_file.startswith(self.prefix) and not key.startswith("_livetrader_strategy_"):
+                del sys.modules[key]
+
+
+def _import_file(file: Path, registry: StrategyRegistry) -> ModuleType | None:
+    """Import ``file`` under a unique module name; record a problem and return None on failure."""
+    module_name = f"_livetrader_strategy_{next(_module_counter)}_{_NON_WORD.sub('_', file.stem)}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        registry.problems.append(StrategyProblem(file, 1, "cannot be imported as a Python module"))
+        return None
+    module = importlib.util.module_from_spec(spec)
+    # Registered before executing so dataclasses, pickling and typing can find the module.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        del sys.modules[module_name]
+        line, message = _import_failure(file, exc)
+        registry.problems.append(StrategyProblem(file, line, message))
+        return None
+    return module
+
+
+def _import_failure(file: Path, exc: BaseException) -> tuple[int, str]:
+    """The line of ``file`` an import failure points at, and a one-line description."""
+    if isinstance(exc, SyntaxError) and exc.filename and _same_file(exc.filename, file):
+        return exc.lineno or 1, f"syntax error: {exc.msg}"
+    line = _line_in_file(exc, file) or 1
+    if isinstance(exc, SyntaxError):
+        # The syntax error is in a helper module this file imports.
+        return line, f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}"
+    return line, f"failed to import: {type(exc).__name__}: {exc}"
+
+
+def _line_in_file(exc: BaseException, file: Path) -> int | None:
+    """The innermost traceback line that lies in ``file``, if any."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if _same_file(frame.filename, file):
+            line = frame.lineno
+    return line
+
+
+def _same_file(filename: str, file: Path) -> bool:
+    try:
+        return Path(filename).resolve() == file.resolve()
+    except OSError:
+        return False
+
+
+def _collect(module: ModuleType, file: Path, registry: StrategyRegistry) -> None:
+    """Check and register every Strategy subclass ``module`` defines itself."""
+    locations = _class_locations(file)
+    seen: set[int] = set()
+    for obj in list(vars(module).values()):
+        if not _is_own_strategy(obj, module) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        where = locations.get(obj.__qualname__)
+        line = where.line if where else _fallback_line(obj)
+        info = StrategyInfo(obj, file, line)
+        # Only a name the class declares itself counts: an inherited one belongs to the parent.
+        own_name = obj.__dict__.get("name")
+        own_name = own_name if isinstance(own_name, str) and own_name else None
+        problems = [
+            StrategyProblem(file, where.attrs.get(attr, line) if where else line, message, own_name)
+            for attr, message in _declaration_problems(obj)
+        ]
+        if problems:
+            registry.problems.extend(problems)
+            if own_name:
+                registry.rejected.setdefault(own_name, info)
+            continue
+        _register(info, registry)
+
+
+def _is_own_strategy(obj: object, module: ModuleType) -> bool:
+    return (
+        isinstance(obj, type)
+        and issubclass(obj, Strategy)
+        and obj is not Strategy
+        and obj.__module__ == module.__name__
+    )
+
+
+def _register(info: StrategyInfo, registry: StrategyRegistry) -> None:
+    """Add ``info`` unless its name is taken; a duplicate makes the name unusable."""
+    first = registry.strategies.pop(info.name, None) or registry.rejected.get(info.name)
+    if first is None:
+        registry.strategies[info.name] = info
+        return
+    # Neither class may run under a shared name: which one --strategy picks would be an accident.
+    registry.rejected.setdefault(info.name, first)
+    registry.problems.append(
+        StrategyProblem(
+            info.file,
+            info.line,
+            f"strategy name '{info.name}' is already used by {first.cls.__name__} at "
+            f"{first.file}:{first.line}; give each strategy its own name",
+            info.name,
+        )
+    )
+
+
+def _declaration_problems(cls: type[Strategy]) -> list[tuple[str, str]]:
+    """What is wrong with a strategy class's declaration, as (attribute, message) pairs."""
+    label = cls.__name__
+    problems: list[tuple[str, str]] = []
+    name = cls.__dict__.get("name")
+    if name is None:
+        problems.append(("", f'{label} has no name; add e.g. name = "my-strategy" to the class'))
+    elif not isinstance(name, str) or not _NAME_RE.match(name):
+        problems.append(("name", f"{label}.name {name!r} must be a non-empty string of letters, digits, '.', '_', '-'"))
+    if getattr(cls, "get_signal", None) is Strategy.get_signal:
+        problems.append(("", f"{label} has no get_signal; define async def get_signal(self, ctx)"))
+    elif not callable(cls.get_signal):
+        problems.append(("get_signal", f"{label}.get_signal must be a method"))
+    elif inspect.isasyncgenfunction(cls.get_signal) or inspect.isgeneratorfunction(cls.get_signal):
+        problems.append(("get_signal", f"{label}.get_signal must return a Signal or None, not yield"))
+    if not isinstance(cls.interval, str) or cls.interval not in SIGNAL_INTERVALS:
+        problems.append(
+            ("interval", f"{label}.interval {cls.interval!r} is invalid; use one of {' '.join(SIGNAL_INTERVALS)}")
+        )
+    if cls.risk is not None and (not isinstance(cls.risk, str) or not cls.risk):
+        problems.append(("risk", f"{label}.risk {cls.risk!r} must be a risk profile name or None"))
+    for hook in CALLBACKS:
+        value = getattr(cls, hook, None)
+        if value is not None and not callable(value):
+            problems.append((hook, f"{label}.{hook} must be a method"))
+    return problems
+
+
+class _ClassLocation(NamedTuple):
+    line: int
+    attrs: dict[str, int]
+
+
+def _class_locations(file: Path) -> dict[str, _ClassLocation]:
+    """Map each class's qualified name in ``file`` to its line and its attributes' lines."""
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    found: dict[str, _ClassLocation] = {}
+
+    def visit(nodes: list[ast.stmt], prefix: str) -> None:
+        for node in nodes:
+            if isinstance(node, ast.ClassDef):
+                qualname = prefix + node.name
+                found[qualname] = _ClassLocation(node.lineno, _attribute_lines(node))
+                visit(node.body, qualname + ".")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(node.body, f"{prefix}{node.name}.<locals>.")
+
+    visit(tree.body, "")
+    return found
+
+
+def _attribute_lines(node: ast.ClassDef) -> dict[str, int]:
+    """The line of each attribute assigned or method defined directly in a class body."""
+    lines: dict[str, int] = {}
+    for stmt in node.body:
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                if isinstance(target, ast.Name):
+                    lines[target.id] = stmt.lineno
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            lines[stmt.target.id] = stmt.lineno
+        elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines[stmt.name] = stmt.lineno
+    return lines
+
+
+def _fallback_line(cls: type) -> int:
+    """A class's line when the source cannot be parsed (e.g. a class built dynamically)."""
+    try:
+        return inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        return 1
+
+
+def _class_file(cls: type) -> tuple[Path, int]:
+    """Where ``cls`` is defined, as well as can be told."""
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    if not filename:
+        return Path(f"<{cls.__module__}>"), 1
+    file = Path(filename)
+    where = _class_locations(file).get(cls.__qualname__)
+    return file, where.line if where else _fallback_line(cls)
+
+
+def instantiate(cls: type[Strategy]) -> Strategy:
+    """Create an instance of ``cls``; a constructor error becomes StrategyLoadError with file:line."""
+    try:
+        return cls()
+    except Exception as exc:
+        file, line = _class_file(cls)
+        line = _line_in_file(exc, file) or line
+        raise StrategyLoadError(
+            f"{file}:{line}: strategy '{cls.name}' could not be created: {type(exc).__name__}: {exc}"
+        ) from exc

@@ -1,0 +1,43 @@
+"""my-strategy: follow fresh upward momentum (an SMA crossover on 1-minute candles).
+
+Copy this file, change ``name`` and ``get_signal``, and run it with
+``livetrader backtest BTC/USDT --strategy <your-name>``.
+"""
+
+from livetrader import Signal, Strategy
+
+FAST = 10  # minutes in the fast moving average
+SLOW = 30  # minutes in the slow moving average
+LOOKBACK = 5  # one 5m interval: the strategy is asked once per interval, so look back that far
+
+
+def sma(values: list[float], length: int) -> float:
+    """The mean of the last ``length`` values."""
+    return sum(values[-length:]) / length
+
+
+class MyStrategy(Strategy):
+    """Go long when the fast average has just crossed above the slow one."""
+
+    name = "my-strategy"  # what --strategy selects
+    interval = "5m"  # asked at most once per 5 minutes while the pair holds no signal
+    risk = None  # no risk profile: no limit on concurrent positions
+
+    async def get_signal(self, ctx):
+        candles = await ctx.candles("1m", limit=SLOW + LOOKBACK)
+        if len(candles) < SLOW + LOOKBACK:
+            return None  # not enough history yet
+        closes = [c.close for c in candles]
+        before = closes[:-LOOKBACK]
+        crossed_up = sma(closes, FAST) > sma(closes, SLOW) and sma(before, FAST) <= sma(before, SLOW)
+        if not crossed_up:
+            return None
+        # Market entry (no price_open): opens at the current price. TP +1.5 %, SL -1 %:
+        # both at least 0.5 % away from the entry, as SPEC §5 requires.
+        return Signal(
+            position="long",
+            take_profit=ctx.price * 1.015,
+            stop_loss=ctx.price * 0.99,
+            minutes=240,  # close after 4 hours whatever happens
+            note=f"SMA{FAST} crossed above SMA{SLOW}",
+        )
