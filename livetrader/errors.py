@@ -37,3 +37,43 @@ class CandleSourceError(LivetraderError):
 
 class NoCandlesError(UsageError):
     """The requested date range holds no candles."""
+
+
+class StoreError(LivetraderError):
+    """A file in the data directory could not be read or written."""
+
+
+class StoreReadError(StoreError):
+    """A durable file is unreadable or not valid JSON; callers quarantine it rather than guess.
+
+    ``path`` is the file (a ``Path`` or ``str``), ``reason`` the short cause.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read {path}: {reason}")
+
+
+class StoreWriteError(StoreError):
+    """A durable write failed (disk full, read-only filesystem, ...); ``reason`` says what was kept."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"cannot write {path}: {reason}; free disk space or fix the filesystem (permissions, read-only "
+            "mount), then restart"
+        )
+
+
+class DataDirLocked(StoreError):
+    """Another live process holds the data directory lock (exit code 1).
+
+    ``directory`` is the data directory, ``pid`` the holder's pid when it could be read.
+    """
+
+    def __init__(self, message: str, directory: object, pid: int | None = None) -> None:
+        self.directory = directory
+        self.pid = pid
+        super().__init__(message)

@@ -94,3 +94,53 @@ def make_signal_id(symbol: str, strategy: str, now_ms: int) -> str:
     """A readable id, unique per pair: a pair accepts at most one signal per minute."""
     stamp = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%MZ")
     return f"{symbol}-{strategy}-{stamp}"
+
+
+_ROW_FIELDS = ("position", "price_open", "take_profit", "stop_loss", "minutes", "scheduled_at", "pending_at", "note")
+
+
+def record_of(result: TickResult) -> dict:
+    """The flat JSON-ready record of a tick result: the journal line, the report row, the event.
+
+    Keys: ``event`` (the tick action), ``signal_id``, ``symbol``, ``strategy``, ``exchange``,
+    ``at`` (ms UTC), ``price`` (the VWAP of the tick), the signal's fields, and whichever of
+    ``close_reason``, ``price_close``, ``pnl_percentage``, ``pnl_cost``, ``progress_tp``,
+    ``progress_sl``, ``reason`` apply. Absent values are omitted.
+    """
+    rec: dict = {
+        "event": result.action,
+        "signal_id": result.signal.id if result.signal else None,
+        "symbol": result.symbol,
+        "strategy": result.strategy,
+        "exchange": result.exchange,
+        "at": result.at,
+        "price": result.price,
+    }
+    if result.signal is not None:
+        for name in _ROW_FIELDS:
+            rec[name] = getattr(result.signal, name)
+    for name in ("close_reason", "price_close", "pnl_percentage", "pnl_cost", "progress_tp", "progress_sl", "reason"):
+        value = getattr(result, name)
+        if value is not None:
+            rec[name] = value
+    if rec["signal_id"] is None:
+        del rec["signal_id"]
+    return rec
+
+
+def row_of(record: dict) -> SignalRow:
+    """Rebuild the SignalRow a record carries; raises KeyError/TypeError/ValueError when malformed."""
+    return SignalRow(
+        id=str(record["signal_id"]),
+        symbol=str(record["symbol"]),
+        strategy=str(record["strategy"]),
+        exchange=str(record["exchange"]),
+        position=record["position"],
+        price_open=float(record["price_open"]),
+        take_profit=float(record["take_profit"]),
+        stop_loss=float(record["stop_loss"]),
+        minutes=int(record["minutes"]),
+        scheduled_at=int(record["scheduled_at"]),
+        pending_at=None if record.get("pending_at") is None else int(record["pending_at"]),
+        note=str(record.get("note", "")),
+    )

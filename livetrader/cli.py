@@ -1,0 +1,184 @@
+"""The ``livetrader`` command. Thin: it parses, calls the modules that do the work, and prints.
+
+Heavy imports happen inside the commands so that ``livetrader --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from livetrader.errors import LivetraderError, UsageError
+
+app = typer.Typer(
+    name="livetrader",
+    help="Run trading strategies live, crash-safe: one supervised loop per (symbol, strategy) pair.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+strategies_app = typer.Typer(help="List or check the strategies in the strategies folder.", invoke_without_command=True)
+app.add_typer(strategies_app, name="strategies")
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Config file (default: config/livetrader.toml).")]
+StrategiesDirOpt = Annotated[
+    Path | None, typer.Option("--strategies-dir", help="Folder of strategy modules (default: ./strategies).")
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def guarded(work: Callable[[], T]) -> T:
+    """Run ``work``; a user-facing error becomes one message and its exit code, never a traceback."""
+    try:
+        return work()
+    except LivetraderError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def parse_time(text: str, option: str) -> int:
+    """ISO-8601 date or date-time (naive = UTC) to integer ms UTC."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not an ISO-8601 date such as 2024-01-01 or 2024-01-01T12:30Z") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def iso(ms: int | None) -> str:
+    """Integer ms UTC as ``YYYY-mm-ddTHH:MMZ``."""
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _settings(config: Path | None, strategies_dir: Path | None) -> tuple[Any, Path]:
+    from livetrader.config import load_config
+
+    cfg = load_config(config)
+    return cfg, strategies_dir or cfg.strategies_dir
+
+
+@strategies_app.callback()
+def strategies_list(
+    ctx: typer.Context, config: ConfigOpt = None, strategies_dir: StrategiesDirOpt = None
+) -> None:
+    """List the strategies that loaded, and any problem found while loading."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = (config, strategies_dir)
+        return
+    from livetrader.strategy import load_strategies
+
+    def work() -> None:
+        _, folder = _settings(config, strategies_dir)
+        registry = load_strategies(folder)
+        _print_strategies(registry)
+
+    guarded(work)
+
+
+@strategies_app.command("check")
+def strategies_check(ctx: typer.Context, config: ConfigOpt = None, strategies_dir: StrategiesDirOpt = None) -> None:
+    """Exit non-zero when any strategy module failed to load."""
+    from livetrader.strategy import load_strategies
+
+    parent = ctx.obj or (None, None)
+
+    def work() -> None:
+        _, folder = _settings(config or parent[0], strategies_dir or parent[1])
+        registry = load_strategies(folder)
+        _print_strategies(registry)
+        registry.raise_problems()
+        typer.echo(f"ok: {len(registry)} strategies loaded from {folder}")
+
+    guarded(work)
+
+
+def _print_strategies(registry: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Strategies in {registry.directory}")
+    for column in ("name", "interval", "risk", "file"):
+        table.add_column(column)
+    for info in registry:
+        cls = info.cls
+        table.add_row(cls.name, cls.interval, cls.risk or "-", f"{info.file}:{info.line}")
+    console = Console()
+    console.print(table)
+    for problem in registry.problems:
+        console.print(f"[red]problem[/red] {problem}", markup=True, highlight=False)
+
+
+@app.command()
+def backtest(
+    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. BTCUSDT or BTC/USDT.")],
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (see `livetrader strategies`).")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="First frame, ISO-8601 UTC (default: 7 days before --to).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="End of the range, exclusive (default: today 00:00 UTC).")
+    ] = None,
+    exchange: Annotated[str, typer.Option("--exchange", "-e", help="Candle source: sim or files.")] = "sim",
+    candles: Annotated[Path | None, typer.Option("--candles", help="CSV or JSON candle file (--exchange files).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse a candle file with missing minutes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write the markdown report here.")] = None,
+    config: ConfigOpt = None,
+    strategies_dir: StrategiesDirOpt = None,
+) -> None:
+    """Backtest a strategy over historical or simulated candles, at full speed."""
+    from livetrader.commands.backtest import BacktestRequest, run
+
+    def work() -> None:
+        cfg, folder = _settings(config, strategies_dir)
+        if candles is not None and exchange == "sim":
+            chosen = "files"  # --candles says where the candles are; do not make the user repeat it
+        else:
+            chosen = exchange
+        request = BacktestRequest(
+            symbol=symbol,
+            strategy=strategy,
+            start=parse_time(start, "--from") if start else None,
+            end=parse_time(end, "--to") if end else None,
+            exchange=chosen,
+            candles=candles,
+            strict=strict,
+            as_json=as_json,
+            report=report,
+        )
+        run(request, cfg, folder)
+
+    guarded(work)
+
+
+def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]:
+    """The last ``days`` whole days before today 00:00 UTC."""
+    now = now or datetime.now(UTC)
+    end = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return int((end - timedelta(days=days)).timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="livetrader")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

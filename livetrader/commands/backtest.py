@@ -1,0 +1,272 @@
+"""``livetrader backtest``: load candles, run the backtest, print a summary or one JSON document."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from livetrader.backtest import BacktestResult, run_backtest
+from livetrader.config import Config
+from livetrader.core.machine import Rules
+from livetrader.core.pnl import Costs
+from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
+from livetrader.core.signal import TickResult
+from livetrader.core.stats import ClosedTrade, Stats, compute_stats
+from livetrader.errors import NoCandlesError, UsageError
+from livetrader.risk import build_profiles
+from livetrader.sources import open_source
+from livetrader.strategy import instantiate, load_strategies
+
+#: Minutes of history loaded before ``--from`` so strategies can look back from the first frame.
+HISTORY_MINUTES = 1440
+
+
+@dataclass(slots=True, frozen=True)
+class BacktestRequest:
+    """What the user asked for on the command line."""
+
+    symbol: str
+    strategy: str
+    start: int | None
+    end: int | None
+    exchange: str
+    candles: Path | None
+    strict: bool
+    as_json: bool
+    report: Path | None
+
+
+def rules_of(config: Config) -> Rules:
+    """The machine's rules from the ``[engine]`` section."""
+    e = config.engine
+    return Rules(Costs(e.fee_percent, e.slippage_percent, e.cost), e.schedule_timeout_minutes)
+
+
+def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> tuple[int, int]:
+    """``[start, end)`` from the options, defaulting to the file's span or the last 7 days."""
+    from livetrader.cli import default_range
+
+    if bounds is not None:
+        first, last_end = bounds
+        start = request.start if request.start is not None else first + VWAP_CANDLES * MINUTE_MS
+        end = request.end if request.end is not None else last_end
+    else:
+        default_start, default_end = default_range()
+        end = request.end if request.end is not None else default_end
+        start = request.start if request.start is not None else end - (default_end - default_start)
+    if start >= end:
+        raise UsageError(f"--from must be before --to (got {_iso(start)} .. {_iso(end)})")
+    return start, end
+
+
+def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> BacktestResult:
+    """Run the whole command; raises LivetraderError subclasses for the user's mistakes."""
+    registry = load_strategies(strategies_dir)
+    cls = registry.get(request.strategy)
+    strategy = instantiate(cls)
+    source = open_source(request.exchange, config, request.candles, request.strict)
+    symbol = source.resolve_symbol(request.symbol)
+    bounds = source.bounds(symbol)
+    start, end = resolve_range(request, bounds)
+    if bounds is not None and (end <= bounds[0] or start >= bounds[1]):
+        raise NoCandlesError(
+            f"no candles for {symbol} between {_iso(start)} and {_iso(end)}: "
+            f"{request.candles} covers {_iso(bounds[0])} .. {_iso(bounds[1])}"
+        )
+    history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
+    candles = asyncio.run(source.fetch(symbol, history_start, end))
+    if not candles:
+        raise NoCandlesError(f"no candles for {symbol} between {_iso(start)} and {_iso(end)}")
+    profiles = build_profiles(config.risk_tables())
+    risk = None
+    if cls.risk:
+        config.risk_profile(cls.risk)  # a clear error when the profile is not configured
+        risk = profiles[cls.risk]
+
+    started = time.perf_counter()
+    with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
+        result = asyncio.run(
+            run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
+                         rules=rules_of(config), risk=risk, progress=progress)
+        )
+    elapsed = time.perf_counter() - started
+    stats = compute_stats(
+        [ClosedTrade(t.pnl_percentage or 0.0, t.signal.pending_at or t.at, t.at) for t in result.trades if t.signal],
+        first_at=result.start,
+        last_at=result.end,
+    )
+    filled = getattr(source, "filled_minutes", 0)
+    if request.report is not None:
+        _write_report(request.report, result, stats)
+    if request.as_json:
+        sys.stdout.buffer.write(orjson.dumps(to_document(result, stats, elapsed, filled), option=orjson.OPT_INDENT_2))
+        sys.stdout.buffer.write(b"\n")
+    else:
+        print_summary(result, stats, elapsed, filled)
+    return result
+
+
+def trade_record(t: TickResult) -> dict[str, Any]:
+    """The JSON shape of one closed trade (times as integer ms UTC)."""
+    s = t.signal
+    assert s is not None
+    return {
+        "signal_id": s.id,
+        "symbol": s.symbol,
+        "strategy": s.strategy,
+        "position": s.position,
+        "price_open": s.price_open,
+        "take_profit": s.take_profit,
+        "stop_loss": s.stop_loss,
+        "minutes": s.minutes,
+        "scheduled_at": s.scheduled_at,
+        "opened_at": s.pending_at,
+        "closed_at": t.at,
+        "close_reason": t.close_reason,
+        "price_close": t.price_close,
+        "pnl_percentage": t.pnl_percentage,
+        "note": s.note,
+    }
+
+
+def cancel_record(t: TickResult) -> dict[str, Any]:
+    """The JSON shape of one cancelled scheduled signal."""
+    s = t.signal
+    assert s is not None
+    return {
+        "signal_id": s.id,
+        "symbol": s.symbol,
+        "strategy": s.strategy,
+        "position": s.position,
+        "price_open": s.price_open,
+        "take_profit": s.take_profit,
+        "stop_loss": s.stop_loss,
+        "scheduled_at": s.scheduled_at,
+        "cancelled_at": t.at,
+        "reason": t.reason,
+    }
+
+
+def to_document(result: BacktestResult, stats: Stats, elapsed: float, filled: int) -> dict[str, Any]:
+    """The one JSON document of ``--json``: trades, cancelled signals, statistics and a summary."""
+    return {
+        "trades": [trade_record(t) for t in result.trades],
+        "cancelled": [cancel_record(t) for t in result.cancelled],
+        "stats": stats.to_dict(),
+        "summary": {
+            "symbol": result.symbol,
+            "strategy": result.strategy,
+            "exchange": result.exchange,
+            "from": result.start,
+            "to": result.end,
+            "frames": result.frames,
+            "candles": result.candles,
+            "filled_minutes": filled,
+            "strategy_calls": result.strategy_calls,
+            "risk_rejections": result.risk_rejections,
+            "closed_at_range_end": result.ended_open,
+            "cancelled_at_range_end": result.ended_scheduled,
+            "seconds": round(elapsed, 6),
+        },
+    }
+
+
+def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: int) -> None:
+    """A readable summary: the range, the trades by close reason, the statistics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, format_stat
+
+    console = Console()
+    head = Table(title=f"Backtest {result.strategy} on {result.symbol} ({result.exchange})", show_header=False)
+    head.add_column("what")
+    head.add_column("value", justify="right")
+    head.add_row("range", f"{_iso(result.start)} .. {_iso(result.end)}")
+    head.add_row("frames (minutes)", f"{result.frames:,}")
+    if filled:
+        head.add_row("missing minutes filled", f"{filled:,} (flat, zero volume)")
+    head.add_row("strategy asked", f"{result.strategy_calls:,} times")
+    reasons: dict[str, int] = {}
+    for t in result.trades:
+        reasons[t.close_reason or "?"] = reasons.get(t.close_reason or "?", 0) + 1
+    head.add_row("trades", f"{len(result.trades):,}")
+    for reason, count in sorted(reasons.items()):
+        head.add_row(f"  {reason}", f"{count:,}")
+    if result.ended_open:
+        head.add_row("  of them closed at the range end", f"{result.ended_open}")
+    head.add_row("cancelled scheduled signals", f"{len(result.cancelled):,}")
+    if result.ended_scheduled:
+        head.add_row("  of them at the range end", f"{result.ended_scheduled}")
+    if result.risk_rejections:
+        head.add_row("risk rejections", f"{result.risk_rejections:,}")
+    speed = result.frames / elapsed if elapsed > 0 else float("inf")
+    head.add_row("time", f"{elapsed:.3f} s ({speed:,.0f} minutes/s)")
+    console.print(head)
+
+    table = Table(title="Statistics (N/A: not enough trades or history to be meaningful)")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    values = stats.to_dict()
+    for name, label, _ in STAT_EXPLANATIONS:
+        table.add_row(label, format_stat(values[name], STAT_KINDS[name]))
+    console.print(table)
+    if not result.trades:
+        console.print("No closed trades in this range.")
+
+
+def _write_report(path: Path, result: BacktestResult, stats: Stats) -> None:
+    from livetrader.core.signal import record_of
+    from livetrader.report import build_report
+    from livetrader.store.atomic import write_atomic
+
+    events = sorted(
+        [*(record_of(t) for t in result.trades), *(record_of(t) for t in result.cancelled)],
+        key=lambda r: r["at"],
+        reverse=True,
+    )
+    title = f"Backtest report: {result.strategy} on {result.symbol} ({result.exchange}), " \
+            f"{_iso(result.start)} .. {_iso(result.end)}"
+    text = build_report(title, events, stats=stats, note="Statistics cover every closed trade of the backtest.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text.encode())
+
+
+class _progress:
+    """A rich progress bar over simulated days, shown only on a terminal."""
+
+    def __init__(self, start: int, end: int, enabled: bool) -> None:
+        self.start, self.end, self.enabled = start, end, enabled
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("backtest"), BarColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("", total=self.end - self.start)
+        return self.update
+
+    def update(self, t: int) -> None:
+        self.bar.update(self.task, completed=t - self.start, description=_iso(t))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _iso(ms: int) -> str:
+    from livetrader.cli import iso
+
+    return iso(ms)
