@@ -168,6 +168,38 @@ def backtest(
     guarded(work)
 
 
+@app.command()
+def run(
+    symbols: Annotated[list[str], typer.Argument(help="One or more symbols, e.g. BTCUSDT ETHUSDT.")],
+    strategy: Annotated[
+        list[str], typer.Option("--strategy", "-s", help="Strategy name; repeat for several (one loop per pair).")
+    ],
+    exchange: Annotated[
+        str | None, typer.Option("--exchange", "-e", help="Candle source (default: from the config, sim).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where state, journal and reports live (default ./dump).")
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option("--speed", help="Run the sim/files clock N times faster than real time.")
+    ] = None,
+    candles: Annotated[Path | None, typer.Option("--candles", help="Candle file to replay (--exchange files).")] = None,
+    config: ConfigOpt = None,
+    strategies_dir: StrategiesDirOpt = None,
+) -> None:
+    """Run strategies live: one supervised loop per (symbol, strategy) pair, until SIGINT/SIGTERM."""
+    from livetrader.commands.run import RunRequest
+    from livetrader.commands.run import run as run_live
+
+    def work() -> int:
+        cfg, folder = _settings(config, strategies_dir)
+        request = RunRequest(symbols, strategy, exchange, data_dir, speed, candles)
+        return run_live(request, cfg, folder)
+
+    code = guarded(work)
+    raise typer.Exit(code)
+
+
 def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]:
     """The last ``days`` whole days before today 00:00 UTC."""
     now = now or datetime.now(UTC)

@@ -1,0 +1,164 @@
+"""``livetrader run``: check everything, start one loop per pair, stop gracefully on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from livetrader.clock import Clock, SimClock
+from livetrader.config import Config
+from livetrader.core.price import MINUTE_MS
+from livetrader.engine import Engine
+from livetrader.errors import LivetraderError, UsageError
+from livetrader.sources import BUILT_IN
+from livetrader.strategy import load_strategies
+
+log = structlog.get_logger("livetrader.run")
+
+#: Minutes of the candle file kept as history before a ``files`` replay starts ticking.
+REPLAY_HISTORY_MINUTES = 60
+
+
+class DataDirError(LivetraderError):
+    """The data directory cannot be created or written."""
+
+
+@dataclass(slots=True, frozen=True)
+class RunRequest:
+    """What the user asked for on the command line."""
+
+    symbols: list[str]
+    strategies: list[str]
+    exchange: str | None
+    data_dir: Path | None
+    speed: float | None
+    candles: Path | None
+    live_view: bool | None = None
+
+
+def check_data_dir(path: Path) -> Path:
+    """Create the data directory if needed and prove it is writable, before any loop starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise DataDirError(
+            f"data directory {path} is not writable ({exc.strerror}); fix its permissions or choose "
+            "another with --data-dir or LIVETRADER_DATA_DIR"
+        ) from None
+    return path
+
+
+def make_clock(request: RunRequest, exchange: str, engine_bounds: tuple[int, int] | None) -> Clock:
+    """The wall clock, or with ``--speed`` a simulated one (only for ``sim`` and ``files``)."""
+    if request.speed is None:
+        if exchange == "files" and engine_bounds is not None:
+            # A file in real time would wait years to reach "now": replay it from its start.
+            return SimClock(int(time.time() * 1000), _replay_origin(engine_bounds), 1.0)
+        return Clock()
+    if not request.speed > 0:
+        raise UsageError(f"--speed must be a positive number, got {request.speed}")
+    wall = int(time.time() * 1000)
+    origin = _replay_origin(engine_bounds) if engine_bounds is not None else wall - wall % MINUTE_MS
+    return SimClock(wall, origin, request.speed)
+
+
+def _replay_origin(bounds: tuple[int, int]) -> int:
+    return bounds[0] + REPLAY_HISTORY_MINUTES * MINUTE_MS
+
+
+def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> Engine:
+    """Check every input and build the engine with its pairs; raises before any loop starts."""
+    exchange = request.exchange or ("files" if request.candles else config.exchange)
+    if request.speed is not None and exchange not in BUILT_IN:
+        raise UsageError(f"--speed only works with the sim and files sources, not with a real exchange ({exchange})")
+    registry = load_strategies(strategies_dir)
+    for name in request.strategies:
+        registry.get(name)
+    if registry.problems:
+        log.warning("some strategy files failed to load", problems=[str(p) for p in registry.problems])
+    engine = Engine(config, registry, candles=request.candles)
+    source = engine.source(exchange)
+    bounds = source.bounds(source.resolve_symbol(request.symbols[0]))
+    engine.clock = make_clock(request, exchange, bounds)
+    engine.started_at = engine.clock.now_ms()
+    for symbol in request.symbols:
+        for name in request.strategies:
+            engine.add_pair(symbol, name, exchange)
+    return engine
+
+
+def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
+    """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
+    data_dir = check_data_dir(request.data_dir or config.data_dir)
+    engine = build_engine(request, config, strategies_dir)
+    return asyncio.run(_main(engine, data_dir, request))
+
+
+async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1 and signum == signal.SIGINT:
+            # Every write is atomic and every journal line fsync'ed: leaving now loses nothing.
+            sys.stderr.write("second interrupt: exiting at once\n")
+            os._exit(130)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        engine.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
+             data_dir=str(data_dir), speed=engine.clock.speed)
+    view = _live_view(engine, request)
+    try:
+        if view is not None:
+            with view:
+                await engine.run()
+        else:
+            await engine.run()
+    finally:
+        written = engine.write_reports(data_dir / "reports" / "live")
+        for path in written:
+            log.info("report written", path=str(path))
+        await engine.bus.drain(5.0)
+        await engine.close()
+    log.info("stopped", pairs=len(engine.pairs))
+    return 0
+
+
+def _live_view(engine: Engine, request: RunRequest):  # type: ignore[no-untyped-def]
+    """The rich table of pairs, on a terminal only."""
+    wanted = request.live_view if request.live_view is not None else sys.stdout.isatty()
+    if not wanted:
+        return None
+    from livetrader.console import LiveView, PairView
+
+    def views() -> list[PairView]:
+        out = []
+        for p in engine.pairs:
+            row = p.row
+            last = p.last_result
+            out.append(PairView(
+                symbol=p.symbol, strategy=p.strategy_name, exchange=p.exchange, state=p.state, price=p.price,
+                position=row.position if row else None, price_open=row.price_open if row else None,
+                take_profit=row.take_profit if row else None, stop_loss=row.stop_loss if row else None,
+                pnl_percentage=last.pnl_percentage if last is not None and last.action == "active" else None,
+                last_tick_at=p.last_tick_at, lag_ms=p.lag_ms, error_count=p.error_count, last_error=p.last_error,
+                closed_trades=p.closed_trades, realised_pnl=p.realised_pnl,
+            ))
+        return out
+
+    return LiveView(views)

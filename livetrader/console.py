@@ -1,0 +1,511 @@
+"""What the daemon shows: structured log lines, secret redaction, and the live table of pairs.
+
+Two outputs, chosen by where stdout goes:
+
+- not a terminal (systemd, a pipe, a file): one JSON object per line, ``timestamp`` (ISO-8601
+  UTC), ``level``, ``event``, then the key-values. journald stores each line as one entry.
+- a terminal: structlog's readable console renderer, and for ``livetrader run`` a rich table
+  (:class:`LiveView`) that log lines scroll above.
+
+Importing this module imports neither structlog nor rich: importing structlog imports rich
+(``structlog.dev`` probes for it), about 0.2 s, and the CLI must answer ``--help`` at once.
+Both are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+import orjson
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+    from rich.table import Table
+    from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+
+__all__ = [
+    "LiveView",
+    "PairView",
+    "add_redaction",
+    "clear_redaction",
+    "configure_logging",
+    "format_price",
+    "get_logger",
+    "redact",
+    "redact_secrets",
+]
+
+#: What replaces a secret wherever it appears.
+REDACTED = "***"
+#: Shorter strings are not treated as secrets: redacting "abc" would mangle ordinary text.
+MIN_SECRET_LENGTH = 4
+
+_LEVELS = {
+    "CRITICAL": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "WARN": logging.WARNING,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redaction
+# ---------------------------------------------------------------------------------------------
+
+# Longest first, so a secret that contains another registered secret is replaced whole.
+# Replaced as a whole tuple (never mutated) so a log call on another thread reads a consistent set.
+_secrets: tuple[str, ...] = ()
+_secrets_lock = threading.Lock()
+# Deeper than this, containers are checked through their repr: it bounds the walk on cyclic data.
+_MAX_DEPTH = 8
+
+
+def add_redaction(values: Iterable[str]) -> None:
+    """Register secrets (API keys, passwords) to be replaced by ``***`` in every log line.
+
+    Values shorter than 4 characters, and non-strings, are ignored. Registering is cumulative
+    and thread-safe; call it as soon as the secrets are loaded, before anything logs them.
+    """
+    global _secrets
+    new = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
+    if not new:
+        return
+    with _secrets_lock:
+        _secrets = tuple(sorted(set(_secrets) | new, key=len, reverse=True))
+
+
+def clear_redaction() -> None:
+    """Forget every registered secret (for tests that must not leak state into each other)."""
+    global _secrets
+    with _secrets_lock:
+        _secrets = ()
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < _MAX_DEPTH:
+        if isinstance(value, Mapping):
+            return {_redact_value(k, depth + 1): _redact_value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [_redact_value(v, depth + 1) for v in value]
+            return items if isinstance(value, list) else tuple(items)
+        if isinstance(value, set | frozenset):
+            return {_redact_value(v, depth + 1) for v in value}
+    # Anything else (an exception, an exchange object, bytes) is rendered through its repr by
+    # both renderers, so that is the text that could carry a secret.
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not break logging
+        return value
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: replace registered secrets in every string of the event, recursively.
+
+    It runs after ``format_exc_info``, so a traceback is already text and is redacted too.
+    """
+    if not _secrets:  # the common case outside production: no walk at all
+        return event_dict
+    return cast("EventDict", _redact_value(event_dict))
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------------------------
+
+
+def _json_fallback(obj: Any) -> Any:
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    return repr(obj)
+
+
+def _render_json(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
+    # The three fixed fields first so `journalctl -o cat` lines read left to right.
+    ordered = {
+        "timestamp": event_dict.pop("timestamp", None),
+        "level": event_dict.pop("level", None),
+        "event": event_dict.pop("event", None),
+        **event_dict,
+    }
+    try:
+        data = orjson.dumps(ordered, default=_json_fallback, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        # orjson refuses what json accepts (integers beyond 64 bits, for one); a log call must
+        # never take the daemon down, so fall back to the slow path.
+        return json.dumps(ordered, default=_json_fallback, ensure_ascii=False)
+    # Text, not bytes: the line goes through sys.stdout's text layer, keeping order with print()
+    # and following rich's redirection of sys.stdout while the live view is up.
+    return data.decode()
+
+
+class _StdlibBridge(logging.Handler):
+    """Hands stdlib ``logging`` records (asyncio, ccxt, urllib3) to structlog, so they share the
+    output format, the stream and the redaction."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            import structlog
+
+            # FilteringBoundLogger only knows the standard levels; custom ones round down.
+            level = max(
+                (lv for lv in (logging.WARNING, logging.ERROR, logging.CRITICAL) if lv <= record.levelno),
+                default=logging.WARNING,
+            )
+            structlog.get_logger().log(level, record.getMessage(), logger=record.name, exc_info=record.exc_info)
+        except Exception:
+            self.handleError(record)
+
+
+_bridge: _StdlibBridge | None = None
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
+
+
+def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Configure structlog (and route stdlib ``logging`` warnings to it). Safe to call again.
+
+    Args:
+        json_lines: JSON objects, one per line, if True; the readable console format if False;
+            if None, JSON unless the output stream is a terminal.
+        level: the lowest level shown: DEBUG, INFO, WARNING, ERROR or CRITICAL. Stdlib records
+            are taken from WARNING up whatever this says: below that, libraries are too chatty.
+        stream: where lines go. None means whatever ``sys.stdout`` is at the time of each line,
+            so rich's live view and pytest's capture both see them.
+
+    Every line is flushed as it is written: under systemd stdout is a pipe, and a daemon killed
+    with SIGKILL must not take buffered lines with it.
+    """
+    global _bridge
+    import structlog
+
+    min_level = _LEVELS.get(level.upper())
+    if min_level is None:
+        raise ValueError(f"unknown log level {level!r}: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    target = stream if stream is not None else sys.stdout
+    if json_lines is None:
+        json_lines = not _isatty(target)
+
+    renderer: Callable[[WrappedLogger, str, EventDict], str]
+    if json_lines:
+        renderer = _render_json
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(target))
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            structlog.processors.StackInfoRenderer(),
+            # Tracebacks become text before redaction: a secret in an exception message is then
+            # caught, and no pretty traceback with local variables can print an API key.
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
+        # PrintLogger prints with flush=True; with no file it prints to the sys.stdout of the
+        # moment, which is what lets rich's Live redirect log lines above its table.
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        # Not cached, so a re-configuration (tests, or `run` after import-time loggers) reaches
+        # every logger; resolving the configuration per call costs microseconds.
+        cache_logger_on_first_use=False,
+    )
+
+    root = logging.getLogger()
+    if _bridge is not None:
+        root.removeHandler(_bridge)
+    _bridge = _StdlibBridge(level=max(logging.WARNING, min_level))
+    root.addHandler(_bridge)
+
+
+class _DeferredLogger:
+    """Stands in for a structlog logger until its first use, so a module that calls
+    ``get_logger()`` at import time does not import structlog (and rich) with it."""
+
+    __slots__ = ("_initial", "_logger")
+
+    def __init__(self, initial: dict[str, Any]) -> None:
+        self._initial = initial
+        self._logger: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        logger = self._logger
+        if logger is None:
+            import structlog
+
+            logger = self._logger = structlog.get_logger(**self._initial)
+        return getattr(logger, name)
+
+    def __repr__(self) -> str:
+        return f"<logger {self._initial.get('logger', '(root)')}>"
+
+
+def get_logger(name: str | None = None) -> FilteringBoundLogger:
+    """A structlog logger; ``name`` (typically ``__name__``) is logged as the ``logger`` field.
+
+    Cheap to call at import time: structlog is imported on the first log call. Each call uses
+    the configuration current at that moment. ``.bind()`` fixes the configuration of the moment
+    in the logger it returns, so bind after :func:`configure_logging`, or use
+    ``structlog.contextvars.bound_contextvars`` (merged into every line) for per-task context.
+    """
+    return cast("FilteringBoundLogger", _DeferredLogger({"logger": name} if name else {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The live view
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PairView:
+    """What the live view shows of one (symbol, strategy) pair at one moment.
+
+    ``state`` is one of idle, scheduled, open, parked, stopped, done. ``position`` is the side
+    ("long"/"short") of the scheduled or open signal, None without one. Times are UTC ms.
+    """
+
+    symbol: str
+    strategy: str
+    exchange: str
+    state: str
+    price: float | None = None
+    position: str | None = None
+    price_open: float | None = None
+    take_profit: float | None = None
+    stop_loss: float | None = None
+    #: Unrealised PnL of the open position, in percent.
+    pnl_percentage: float | None = None
+    last_tick_at: int | None = None
+    lag_ms: int | None = None
+    error_count: int = 0
+    last_error: str | None = None
+    closed_trades: int = 0
+    #: Sum of the PnL percentages of the pair's closed trades.
+    realised_pnl: float = 0.0
+
+
+def format_price(x: float | None) -> str:
+    """A price at a precision that suits its size.
+
+    >>> format_price(50000), format_price(1.5), format_price(1.23456), format_price(0.00001234)
+    ('50,000.00', '1.50', '1.2346', '0.00001234')
+    >>> format_price(None)
+    '-'
+    """
+    if x is None or not math.isfinite(x):
+        return "-"
+    # Rounded first so 999.999 becomes "1,000.00", not "1000.00".
+    if abs(round(x, 2)) >= 1000:
+        return f"{x:,.2f}"
+    if abs(x) >= 1 or x == 0:
+        decimals = 4
+    else:
+        # Four significant digits: 0.00001234 has its first one at the 5th decimal.
+        decimals = min(3 - math.floor(math.log10(abs(x))), 20)
+    text = f"{x:.{decimals}f}"
+    # Trailing zeros carry no information, but two decimals keep a column of prices aligned.
+    whole, _, frac = text.partition(".")
+    frac = frac.rstrip("0").ljust(2, "0")
+    return f"{whole}.{frac}"
+
+
+_STATE_STYLES = {
+    "idle": "dim",
+    "scheduled": "yellow",
+    "open": "bold cyan",
+    "parked": "magenta",
+    "stopped": "red",
+    "done": "dim",
+}
+_ERROR_WIDTH = 60
+_LAG_SHOWN_MS = 5_000
+
+
+def _position_text(pair: PairView) -> str:
+    if pair.position is None:
+        return "-"
+    parts = [f"scheduled {pair.position}" if pair.state == "scheduled" else pair.position]
+    for label, value in (("@", pair.price_open), ("TP", pair.take_profit), ("SL", pair.stop_loss)):
+        if value is not None:
+            parts.append(f"{label} {format_price(value)}")
+    return " ".join(parts)
+
+
+def _one_line(text: str, width: int) -> str:
+    # Error messages can be multi-line (tracebacks, HTTP bodies); a table cell takes one line.
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class LiveView:
+    """A live table of the pairs for ``livetrader run`` on a terminal.
+
+    Use as a context manager; the table refreshes itself ``refresh_per_second`` times a second,
+    and anything printed or logged meanwhile scrolls above it::
+
+        with LiveView(lambda: views) as view:
+            ...
+            view.refresh()  # optional: show a change at once
+
+    ``pairs_provider`` is called from rich's refresh thread: it must return a snapshot (e.g. a
+    list of frozen :class:`PairView`), not a collection the engine mutates while it is read.
+    ``console`` defaults to a new ``rich.console.Console()`` on stdout.
+    """
+
+    def __init__(
+        self,
+        pairs_provider: Callable[[], Iterable[PairView]],
+        refresh_per_second: float = 2,
+        *,
+        console: Console | None = None,
+    ) -> None:
+        if refresh_per_second <= 0:
+            raise ValueError(f"refresh_per_second must be > 0, got {refresh_per_second}")
+        self._pairs_provider = pairs_provider
+        self._refresh_per_second = refresh_per_second
+        self._console = console
+        self._live: Live | None = None
+
+    def __enter__(self) -> LiveView:
+        from rich.console import Console
+        from rich.live import Live
+
+        live = Live(
+            console=self._console if self._console is not None else Console(),
+            get_renderable=self.render,
+            refresh_per_second=self._refresh_per_second,
+            redirect_stdout=True,
+            redirect_stderr=True,
+            # The last table stays on screen after a stop: it is the final state of the run.
+            transient=False,
+        )
+        # start(refresh=True): Live's own __enter__ waits a full refresh period before the first
+        # draw when the content comes from get_renderable.
+        live.start(refresh=True)
+        self._live = live
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
+
+    def refresh(self) -> None:
+        """Redraw now instead of at the next tick of the refresh timer (no-op when not entered)."""
+        if self._live is not None:
+            self._live.refresh()
+
+    def render(self) -> RenderableType:
+        """The table of pairs as of now, as a rich renderable (also what the tests print)."""
+        from rich.text import Text
+
+        try:
+            pairs = list(self._pairs_provider())
+        except Exception as exc:
+            # An exception here would kill rich's refresh thread and freeze the display silently.
+            return Text(_one_line(redact(f"live view: cannot read the pairs: {exc!r}"), 200), style="red")
+        return self._table(pairs)
+
+    def _table(self, pairs: list[PairView]) -> Table:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        realised = sum(p.realised_pnl for p in pairs)
+        caption = Text.assemble(
+            f"{len(pairs)} pairs · {sum(p.state == 'open' for p in pairs)} open · "
+            f"{sum(p.closed_trades for p in pairs)} closed trades · realised PnL ",
+            _signed_percent(realised),
+        )
+        table = Table(box=box.SIMPLE_HEAD, caption=caption, caption_justify="left")
+        # Short cells never wrap: a price split over two lines reads as two numbers.
+        table.add_column("Symbol", no_wrap=True, style="bold")
+        table.add_column("Strategy", no_wrap=True)
+        table.add_column("Exchange", no_wrap=True)
+        table.add_column("State", no_wrap=True)
+        table.add_column("Price", justify="right", no_wrap=True)
+        table.add_column("Position")
+        table.add_column("PnL", justify="right", no_wrap=True)
+        table.add_column("Last tick (UTC)", no_wrap=True)
+        table.add_column("Errors")
+        for pair in pairs:
+            table.add_row(
+                pair.symbol,
+                pair.strategy,
+                pair.exchange,
+                Text(pair.state, style=_STATE_STYLES.get(pair.state, "")),
+                format_price(pair.price),
+                _position_text(pair),
+                _signed_percent(pair.pnl_percentage),
+                _tick_text(pair),
+                _errors_text(pair),
+            )
+        return table
+
+
+def _signed_percent(value: float | None) -> Any:
+    from rich.text import Text
+
+    if value is None or not math.isfinite(value):
+        return Text("-")
+    style = "green" if value > 0 else "red" if value < 0 else ""
+    return Text(f"{value:+.2f}%", style=style)
+
+
+def _tick_text(pair: PairView) -> Any:
+    from rich.text import Text
+
+    if pair.last_tick_at is None:
+        return Text("-")
+    text = Text(datetime.fromtimestamp(pair.last_tick_at / 1000, UTC).strftime("%H:%M:%S"))
+    if pair.lag_ms is not None and pair.lag_ms > _LAG_SHOWN_MS:
+        text.append(f" lag {pair.lag_ms // 1000}s", style="yellow")
+    return text
+
+
+def _errors_text(pair: PairView) -> Any:
+    from rich.text import Text
+
+    if pair.error_count <= 0:
+        return Text("-")
+    text = str(pair.error_count)
+    if pair.last_error:
+        # Exchange errors can quote request URLs and headers; the screen gets the same redaction.
+        text += " " + _one_line(redact(pair.last_error), _ERROR_WIDTH)
+    return Text(text, style="red")

@@ -1,0 +1,241 @@
+"""The live engine: every pair's loop, supervised, on one clock, in one process (SPEC §8).
+
+Each pair ticks right after every minute boundary of the clock. A tick that fails is
+reported and the loop carries on; a loop that crashes is restarted with exponential
+backoff, and parked after too many crashes in a row, without the other pairs noticing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from livetrader.clock import Clock
+from livetrader.config import Config
+from livetrader.core.machine import Rules
+from livetrader.core.pnl import Costs
+from livetrader.core.price import MINUTE_MS
+from livetrader.errors import UsageError
+from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
+from livetrader.exchanges.base import CandleSource
+from livetrader.pair import Pair, PairSettings
+from livetrader.risk import RiskProfile, build_profiles
+from livetrader.sources import open_source
+from livetrader.strategy import StrategyRegistry, instantiate
+from livetrader.tracing import describe
+
+log = structlog.get_logger("livetrader.engine")
+
+
+@dataclass(slots=True, frozen=True)
+class Supervision:
+    """How crashed loops are restarted (real seconds) and when they are parked instead."""
+
+    first_backoff: float = 1.0
+    max_backoff: float = 60.0
+    max_crashes: int = 5
+    #: Real seconds after a minute boundary before ticking, so the exchange has closed the candle.
+    tick_delay: float = 0.0
+
+
+def settings_of(config: Config) -> PairSettings:
+    """Pair settings from the ``[engine]`` section."""
+    e = config.engine
+    rules = Rules(Costs(e.fee_percent, e.slippage_percent, e.cost), e.schedule_timeout_minutes)
+    return PairSettings(rules, e.strategy_timeout_seconds, e.max_events)
+
+
+class Engine:
+    """All pairs of one process: their sources, risk profiles, clock, loops and reports."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: StrategyRegistry,
+        *,
+        clock: Clock | None = None,
+        bus: EventBus = BUS,
+        supervision: Supervision = Supervision(),
+        candles: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.clock = clock or Clock()
+        self.bus = bus
+        self.supervision = supervision
+        self.candles = candles
+        self.settings = settings_of(config)
+        self.sources: dict[str, CandleSource] = {}
+        self.profiles: dict[str, RiskProfile] = build_profiles(config.risk_tables())
+        self.pairs: list[Pair] = []
+        self.stopping = asyncio.Event()
+        self.started_at = self.clock.now_ms()
+
+    # --- building -------------------------------------------------------------------------
+
+    def source(self, exchange: str) -> CandleSource:
+        """The one source of ``exchange``, shared by every pair on it."""
+        if exchange not in self.sources:
+            self.sources[exchange] = open_source(exchange, self.config, self.candles)
+        return self.sources[exchange]
+
+    def add_pair(self, symbol: str, strategy: str, exchange: str | None = None) -> Pair:
+        """Create the pair; every usage error (strategy, symbol, exchange, risk) is raised here."""
+        exchange = exchange or self.config.exchange
+        cls = self.registry.get(strategy)
+        source = self.source(exchange)
+        resolved = source.resolve_symbol(symbol)
+        if any(p.key == (resolved, cls.name, exchange) for p in self.pairs):
+            raise UsageError(f"pair {resolved} / {cls.name} / {exchange} was given twice")
+        risk = None
+        if cls.risk:
+            self.config.risk_profile(cls.risk)  # a clear error for a profile missing from the config
+            risk = self.profiles[cls.risk]
+        pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus)
+        self.pairs.append(pair)
+        return pair
+
+    # --- running --------------------------------------------------------------------------
+
+    async def run(self, pairs: Iterable[Pair] | None = None) -> None:
+        """Run the loops until ``stop()``; then finish gracefully (see ``shutdown``)."""
+        chosen = list(pairs) if pairs is not None else list(self.pairs)
+        tasks = [asyncio.create_task(self.supervise(p), name=f"pair {p.key}") for p in chosen]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.shutdown(chosen)
+
+    def stop(self) -> None:
+        """Ask every loop to stop after its current tick; no new signal is accepted from now on."""
+        for pair in self.pairs:
+            pair.accepting = False
+        self.stopping.set()
+
+    async def shutdown(self, pairs: Iterable[Pair]) -> None:
+        """Cancel waiting scheduled signals (``user``); open positions stay as they are."""
+        now = self.clock.now_ms()
+        for pair in pairs:
+            pair.accepting = False
+            try:
+                await pair.cancel_scheduled(now)
+            except Exception as exc:
+                pair.report_error(now, f"could not cancel the scheduled signal: {describe(exc)}", "storage")
+
+    async def supervise(self, pair: Pair) -> None:
+        """Run ``pair``'s loop; restart it with backoff when it crashes, park it when it keeps crashing."""
+        crashes = 0
+        backoff = self.supervision.first_backoff
+        reason = "stopped"
+        while not self.stopping.is_set():
+            ticks_before = pair.ticks
+            try:
+                reason = await self.loop(pair)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A loop that ticked fine for a while before crashing starts its count afresh.
+                crashes = 1 if pair.ticks - ticks_before > 10 else crashes + 1
+                message = f"loop crashed ({crashes}/{self.supervision.max_crashes}): {describe(exc)}"
+                pair.error_count += 1
+                pair.last_error = message
+                log.error("loop crashed", symbol=pair.symbol, strategy=pair.strategy_name, error=describe(exc),
+                          crashes=crashes)
+                self.bus.emit("error", ErrorEvent(*pair.key, self.clock.now_ms(), message, "crash"))
+                if crashes >= self.supervision.max_crashes:
+                    pair.state = "parked"
+                    reason = "parked"
+                    pair.last_error = f"parked after {crashes} crashes in a row: {describe(exc)}"
+                    log.error("loop parked", symbol=pair.symbol, strategy=pair.strategy_name)
+                    self.bus.emit("error", ErrorEvent(*pair.key, self.clock.now_ms(), pair.last_error, "parked"))
+                    break
+                if await self._sleep_real(backoff):
+                    break
+                backoff = min(backoff * 2, self.supervision.max_backoff)
+        if pair.state != "parked":
+            pair.state = "stopped" if reason == "stopped" else reason
+        self.bus.emit("done", DoneEvent(*pair.key, self.clock.now_ms(), reason))
+
+    async def loop(self, pair: Pair) -> str:
+        """Tick ``pair`` once now, then right after every minute boundary, until stopped.
+
+        A tick that overruns the minute is followed by the next boundary, not by the
+        missed ones: ticks never pile up, and ``pair.lag_ms`` says how late each one was.
+        Returns why it ended.
+        """
+        due = self.clock.now_ms()
+        while not self.stopping.is_set():
+            now = self.clock.now_ms()
+            pair.lag_ms = max(0, now - due)
+            if self._exhausted(pair, now):
+                return "finished"
+            await pair.tick(now)
+            pair.ticks += 1
+            now = self.clock.now_ms()
+            due = now - now % MINUTE_MS + MINUTE_MS
+            if await self._sleep_until(due):
+                break
+        return "stopped"
+
+    def _exhausted(self, pair: Pair, now: int) -> bool:
+        """True when a finite source (a candle file) has no candle left for this minute."""
+        bounds = pair.source.bounds(pair.symbol)
+        return bounds is not None and now - now % MINUTE_MS > bounds[1]
+
+    async def _sleep_until(self, due_ms: int) -> bool:
+        """Sleep until the clock reaches ``due_ms`` (plus the tick delay); True when stopping."""
+        real = self.clock.real_seconds(due_ms - self.clock.now_ms()) + self.supervision.tick_delay
+        return await self._sleep_real(real)
+
+    async def _sleep_real(self, seconds: float) -> bool:
+        if seconds <= 0:
+            return self.stopping.is_set()
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    # --- reports --------------------------------------------------------------------------
+
+    def write_reports(self, directory: Path) -> list[Path]:
+        """Write one markdown report per pair into ``directory``; returns the files written."""
+        from livetrader.report import build_report, report_filename, stats_for
+        from livetrader.store.atomic import write_atomic
+
+        directory.mkdir(parents=True, exist_ok=True)
+        now = int(time.time() * 1000)
+        written = []
+        for pair in self.pairs:
+            records = pair.window.events()
+            title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
+            text = build_report(title, records, stats=stats_for(records), now_ms=now,
+                                note=f"The last {pair.settings.max_events} events kept in memory by this run.")
+            path = directory / report_filename(pair.symbol, pair.strategy_name, pair.exchange, now)
+            write_atomic(path, text.encode())
+            written.append(path)
+        return written
+
+    async def close(self) -> None:
+        """Close every source."""
+        for source in self.sources.values():
+            try:
+                await source.close()
+            except Exception as exc:  # closing is best effort; report, do not mask the exit
+                log.warning("closing source failed", error=describe(exc))
+
+    def summary(self) -> dict[str, Any]:
+        """A one-line view for STATUS= and logs."""
+        open_positions = sum(1 for p in self.pairs if p.state == "open")
+        last = max((p.last_tick_at or 0 for p in self.pairs), default=0)
+        return {"pairs": len(self.pairs), "open": open_positions, "last_tick_at": last}

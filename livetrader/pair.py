@@ -1,0 +1,268 @@
+"""One pair (symbol, strategy, exchange): its state, one tick, and applying a tick's result.
+
+The decisions are the core's (``core.machine``); this module only fetches the price,
+asks the strategy, and moves the result out: to the journal and snapshot (write-ahead,
+through ``PairStore``), to the risk profile, to the strategy's callbacks, to the event
+bus and to the in-memory report window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from livetrader.context import Context
+from livetrader.core.interval import SIGNAL_INTERVALS, bucket
+from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, idle
+from livetrader.core.price import Candle, CandleError, price_window, validate_candles, vwap
+from livetrader.core.signal import SignalRow, TickResult, make_signal_id, record_of
+from livetrader.core.validate import SignalError
+from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
+from livetrader.exchanges.base import CandleSource
+from livetrader.report import EventWindow
+from livetrader.risk import RiskProfile
+from livetrader.strategy import Strategy, ask_signal, run_callback
+from livetrader.tracing import describe
+
+log = structlog.get_logger("livetrader.pair")
+
+#: Tick actions that change durable state: journaled before the in-memory state changes.
+TRANSITIONS = frozenset({"scheduled", "opened", "closed", "cancelled"})
+_HOOKS = {"opened": "on_open", "closed": "on_close", "active": "on_active", "idle": "on_idle",
+          "scheduled": "on_schedule", "cancelled": "on_cancel"}
+
+
+class PairStore(Protocol):
+    """Durable storage of one pair; the persistence layer implements it."""
+
+    def write_ahead(self, record: dict[str, Any]) -> None:
+        """Append a transition to the journal, durably, before the state changes."""
+
+    def snapshot(self, state: dict[str, Any]) -> None:
+        """Replace the pair's snapshot with ``state``, atomically."""
+
+
+@dataclass(slots=True, frozen=True)
+class PairSettings:
+    """The numbers a pair runs with."""
+
+    rules: Rules = DEFAULT_RULES
+    strategy_timeout_seconds: float = 180.0
+    max_events: int = 250
+
+
+class Pair:
+    """The live state of one (symbol, strategy, exchange) pair and how it ticks."""
+
+    def __init__(
+        self,
+        symbol: str,
+        strategy: Strategy,
+        exchange: str,
+        source: CandleSource,
+        *,
+        settings: PairSettings = PairSettings(),
+        risk: RiskProfile | None = None,
+        bus: EventBus = BUS,
+        store: PairStore | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.strategy = strategy
+        self.strategy_name: str = strategy.name
+        self.exchange = exchange
+        self.source = source
+        self.settings = settings
+        self.risk = risk
+        self.bus = bus
+        self.store = store
+        self.interval_ms = SIGNAL_INTERVALS[strategy.interval]
+        self.window = EventWindow(settings.max_events)
+        # State that decides: the signal, the throttle bucket, the whipsaw guard.
+        self.row: SignalRow | None = None
+        self.last_bucket: int | None = None
+        self.last_opened_id: str | None = None
+        # When False the pair asks for no new signal (stopping, or storage failing).
+        self.accepting = True
+        # What the operator sees.
+        self.state = "idle"
+        self.price: float | None = None
+        self.last_tick_at: int | None = None
+        self.lag_ms: int | None = None
+        self.last_result: TickResult | None = None
+        self.error_count = 0
+        self.last_error: str | None = None
+        self.ticks = 0
+        self.closed_trades = 0
+        self.realised_pnl = 0.0
+        self.listeners: list[Any] = []
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(symbol, strategy, exchange)."""
+        return (self.symbol, self.strategy_name, self.exchange)
+
+    def __repr__(self) -> str:
+        return f"Pair({self.symbol}, {self.strategy_name}, {self.exchange})"
+
+    # --- the tick -------------------------------------------------------------------------
+
+    async def tick(self, now: int) -> TickResult | None:
+        """Run one tick at ``now``; None when no price could be had (an error event says why)."""
+        started = time.perf_counter()
+        previous = self.last_tick_at
+        try:
+            price = await self.price_at(now)
+        except Exception as exc:  # a source failure must never end the loop
+            self.report_error(now, f"no price: {describe(exc)}", "source")
+            return None
+        self.price = price
+        row = self.row
+        if row is None:
+            result = await self._ask(now, price)
+        elif row.pending_at is None:
+            result = check_scheduled(row, now, price, risk=self._gate, rules=self.settings.rules)
+            if result.reason and result.action == "waiting":
+                self._risk_event(now, result.reason, row.id)
+        else:
+            result = check_open(row, now, price, self.settings.rules)
+        await self.apply(result)
+        self.last_tick_at = now
+        self.bus.emit("performance", PerformanceEvent(
+            self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
+        return result
+
+    async def price_at(self, now: int) -> float:
+        """VWAP of the five closed minutes before ``now``, from validated candles."""
+        start, end = price_window(now)
+        return vwap(await self.candles(start, end))
+
+    async def candles(self, start: int, end: int) -> list[Candle]:
+        """Closed 1-minute candles opening in ``[start, end)``, complete and validated."""
+        candles = await self.source.fetch(self.symbol, start, end)
+        validate_candles(candles, start, end)
+        return candles
+
+    async def _ask(self, now: int, price: float) -> TickResult:
+        if not self.accepting:
+            return idle(*self.key, now, price)
+        b = bucket(now, self.interval_ms)
+        if b == self.last_bucket:
+            return idle(*self.key, now, price)
+        handed_back, self.last_bucket = self.last_bucket, b
+        ctx = Context(self.symbol, self.strategy_name, self.exchange, now, price, self.candles)
+        try:
+            signal = await asyncio.wait_for(ask_signal(self.strategy, ctx), self.settings.strategy_timeout_seconds)
+        except TimeoutError:
+            message = f"strategy timed out after {self.settings.strategy_timeout_seconds:g} s"
+            self.report_error(now, message, "strategy")
+            return idle(*self.key, now, price, reason=message)
+        except (CandleError, Exception) as exc:
+            self.report_error(now, f"strategy raised {describe(exc)}", "strategy")
+            return idle(*self.key, now, price, reason="strategy error")
+        if signal is None:
+            return idle(*self.key, now, price)
+        if getattr(signal, "id", None) is not None and signal.id == self.last_opened_id:
+            return idle(*self.key, now, price, reason=f"ignored: same id as the last opened signal {signal.id}")
+        try:
+            result = accept(signal, *self.key, getattr(signal, "id", None) or make_signal_id(self.symbol,
+                            self.strategy_name, now), now, price, self._gate)
+        except SignalError as exc:
+            self.report_error(now, str(exc), "signal")
+            return idle(*self.key, now, price, reason="invalid signal")
+        if result.action == "idle" and result.reason:
+            self.last_bucket = handed_back  # a risk rejection may be asked again next tick
+            self._risk_event(now, result.reason, getattr(signal, "id", None))
+        return result
+
+    def _gate(self, row: SignalRow, price: float, now: int) -> str | None:
+        return self.risk.check(row, price, now) if self.risk else None
+
+    # --- applying a result ----------------------------------------------------------------
+
+    async def apply(self, result: TickResult) -> None:
+        """Make ``result`` the pair's state: journal first, then memory, snapshot, events."""
+        action = result.action
+        record = record_of(result)
+        if action in TRANSITIONS and self.store is not None:
+            self.store.write_ahead(record)  # raises on a storage failure: the state stays as it was
+        if action in ("closed", "cancelled"):
+            self.row = None
+        elif result.signal is not None:
+            self.row = result.signal
+        if action == "opened":
+            assert result.signal is not None
+            self.last_opened_id = result.signal.id
+            if self.risk:
+                self.risk.add(result.signal)
+        elif action == "closed":
+            if self.risk:
+                self.risk.remove(result.signal_id or "")
+            self.closed_trades += 1
+            self.realised_pnl += result.pnl_percentage or 0.0
+        if action in TRANSITIONS and self.store is not None:
+            self.store.snapshot(self.snapshot())
+        self.state = "idle" if self.row is None else ("open" if self.row.pending_at is not None else "scheduled")
+        self.last_result = result
+        self.window.add(record)
+        if action in TRANSITIONS:
+            log.info(action, **_log_fields(record))
+        self.bus.emit("signal", result)
+        self.bus.emit("signal_live", result)
+        for listener in self.listeners:
+            listener(result)
+        hook = _HOOKS.get(action)
+        if hook is None:
+            return
+        try:
+            await run_callback(self.strategy, hook, result)
+        except Exception as exc:
+            self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the pair needs to resume: its signal, throttle bucket and whipsaw guard."""
+        return {
+            "symbol": self.symbol,
+            "strategy": self.strategy_name,
+            "exchange": self.exchange,
+            "signal": None if self.row is None else _row_dict(self.row),
+            "last_bucket": self.last_bucket,
+            "last_opened_id": self.last_opened_id,
+        }
+
+    async def cancel_scheduled(self, now: int) -> TickResult | None:
+        """Cancel a waiting scheduled signal (reason ``user``), as ``stop`` does."""
+        if self.row is None or self.row.pending_at is not None:
+            return None
+        result = cancel(self.row, now, self.price or self.row.price_open, "user")
+        await self.apply(result)
+        return result
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def report_error(self, now: int, message: str, kind: str) -> None:
+        """Count, log and emit an error of this pair."""
+        self.error_count += 1
+        self.last_error = message
+        log.warning("tick failed", kind=kind, error=message, symbol=self.symbol, strategy=self.strategy_name,
+                    exchange=self.exchange)
+        self.bus.emit("error", ErrorEvent(self.symbol, self.strategy_name, self.exchange, now, message, kind))
+
+    def _risk_event(self, now: int, reason: str, signal_id: str | None) -> None:
+        profile = self.risk.name if self.risk else ""
+        log.info("risk rejected", reason=reason, symbol=self.symbol, strategy=self.strategy_name, profile=profile)
+        self.bus.emit("risk", RiskEvent(self.symbol, self.strategy_name, self.exchange, now, profile, reason,
+                                        signal_id))
+
+
+def _row_dict(row: SignalRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in row.__slots__}  # type: ignore[attr-defined]
+
+
+def _log_fields(record: dict[str, Any]) -> dict[str, Any]:
+    keep = ("signal_id", "symbol", "strategy", "exchange", "position", "price", "price_open", "take_profit",
+            "stop_loss", "close_reason", "price_close", "pnl_percentage", "reason")
+    return {k: record[k] for k in keep if k in record}

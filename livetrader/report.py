@@ -1,0 +1,430 @@
+"""Per-pair event windows and markdown reports (SPEC §10).
+
+Records are the flat dicts of :func:`livetrader.core.signal.record_of` (the journal lines), so
+the live window and ``livetrader report`` (which reads the journal) render the same way.
+Nothing here does I/O except :func:`write_equity_png`, and nothing prints ``nan`` or ``inf``:
+missing or non-finite numbers print ``-`` (values) or ``N/A`` (statistics).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import deque
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from os import PathLike
+from typing import Any, Final
+
+from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_EVENTS: Final = 250
+"""Events kept per pair in memory (the seed's ``MAX_EVENTS``)."""
+
+SPARK_BLOCKS: Final = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH: Final = 60
+"""Most points an equity sparkline shows; longer curves are resampled to fit a line."""
+
+NO_CLOSED_TRADES: Final = "No closed trades yet."
+
+COLUMNS: Final[tuple[str, ...]] = (
+    "Time (UTC)",
+    "Action",
+    "Symbol",
+    "Signal ID",
+    "Position",
+    "Price",
+    "Open",
+    "Take profit",
+    "Stop loss",
+    "PnL %",
+    "Close reason",
+    "Duration",
+)
+"""The report table's header, one column per field of a row."""
+
+# Actions whose repeated per-tick rows collapse into one per signal (see EventWindow.add).
+_REPLACING: Final = frozenset({"active", "waiting"})
+
+
+# -- numbers and times ---------------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    """``value`` as a finite float, else None (journals are read back from disk: trust nothing)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _ms(value: Any) -> int | None:
+    number = _num(value)
+    return None if number is None else int(number)
+
+
+def format_price(x: float | None) -> str:
+    """A price with sensible precision: ``50,000.00``, ``1.235``, ``0.00001234``; ``-`` for None/NaN/inf.
+
+    Four significant digits (at least two decimals, at most 12) so both a BTC price and a
+    sub-cent token price stay readable and show their moves.
+    """
+    value = _num(x)
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0.00"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = min(12, max(2, 3 - magnitude))
+    return f"{value:,.{decimals}f}"
+
+
+def format_time(ms: int | None) -> str:
+    """ISO-8601 UTC to the second, ``2024-01-01T12:00:00Z``; ``-`` when unknown."""
+    value = _ms(ms)
+    if value is None:
+        return "-"
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "-"
+
+
+def format_duration(ms: int | None) -> str:
+    """A span as ``45m``, ``2h 05m`` or ``1d 02h 05m`` (minutes rounded down); ``-`` when unknown or negative."""
+    value = _ms(ms)
+    if value is None or value < 0:
+        return "-"
+    minutes = value // 60_000
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h {mins:02d}m"
+    if hours:
+        return f"{hours}h {mins:02d}m"
+    return f"{mins}m"
+
+
+# -- the in-memory window ------------------------------------------------------------------------
+
+
+class EventWindow:
+    """The last ``max_events`` records of one pair, newest first, with the SPEC §10 space savers.
+
+    Memory is bounded however long the daemon runs: a ``deque(maxlen=max_events)`` drops the
+    oldest record, and repeated per-tick rows collapse (see :meth:`add`).
+    """
+
+    __slots__ = ("max_events", "_events", "total_added")
+
+    def __init__(self, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self.max_events = max_events
+        self._events: deque[dict] = deque(maxlen=max_events)  # index 0 is the newest
+        self.total_added = 0
+        """Records ever passed to :meth:`add`, collapsed or not."""
+
+    def add(self, record: dict) -> None:
+        """Add a record (from ``record_of``) as the newest event.
+
+        * ``idle``: replaces the newest stored event when that is an ``idle`` too — nothing
+          opened or was active since, so a quiet pair keeps one idle row, not one per minute.
+        * ``active``: replaces the previous ``active`` row of the same signal id (and moves it to
+          the front). The seed replaces *any* event with the same signal id; we restrict it to
+          ``active`` so the ``opened`` row (entry time and price) and the ``closed`` row stay in
+          the report — they are the rows a reader wants.
+        * ``waiting`` (a scheduled signal not yet filled) collapses the same way, per signal id:
+          it repeats every tick for up to two hours and would otherwise flood the window.
+        * anything else is stored as is.
+        """
+        self.total_added += 1
+        events = self._events
+        action = record.get("event")
+        if action == "idle":
+            if events and events[0].get("event") == "idle":
+                events[0] = record
+                return
+        elif action in _REPLACING:
+            signal_id = record.get("signal_id")
+            if signal_id is not None:
+                for i, old in enumerate(events):  # almost always i == 0; at most max_events steps
+                    if old.get("event") == action and old.get("signal_id") == signal_id:
+                        del events[i]
+                        break
+        events.appendleft(record)
+
+    def extend(self, records: Iterable[dict]) -> None:
+        """:meth:`add` each record, oldest first (e.g. replaying the journal on start)."""
+        for record in records:
+            self.add(record)
+
+    def events(self) -> list[dict]:
+        """The stored records, newest first."""
+        return list(self._events)
+
+    def closed_trades(self) -> list[ClosedTrade]:
+        """The closed trades in the window, oldest close first."""
+        return closed_trades(reversed(self._events))
+
+    def stats(self) -> Stats:
+        """Statistics over the window (``total_events`` counts the stored rows, as the seed does)."""
+        return stats_for(list(self._events))
+
+    def clear(self) -> None:
+        """Forget every stored record."""
+        self._events.clear()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+# -- statistics from records ---------------------------------------------------------------------
+
+
+def closed_trade_of(record: dict) -> ClosedTrade | None:
+    """The :class:`ClosedTrade` of a ``closed`` record; None for other records or a missing/non-finite PnL.
+
+    Opened at ``pending_at`` (falling back to ``scheduled_at``, then to the close time); closed at ``at``.
+    """
+    if record.get("event") != "closed":
+        return None
+    pnl = _num(record.get("pnl_percentage"))
+    closed_at = _ms(record.get("at"))
+    if pnl is None or closed_at is None:
+        return None
+    opened_at = _ms(record.get("pending_at"))
+    if opened_at is None:
+        opened_at = _ms(record.get("scheduled_at"))
+    return ClosedTrade(pnl, closed_at if opened_at is None else opened_at, closed_at)
+
+
+def closed_trades(records: Iterable[dict]) -> list[ClosedTrade]:
+    """The closed trades among ``records`` (any order), sorted by close time."""
+    trades = [t for t in map(closed_trade_of, records) if t is not None]
+    trades.sort(key=lambda t: (t.closed_at, t.opened_at))
+    return trades
+
+
+def stats_for(records: Sequence[dict]) -> Stats:
+    """Statistics over the closed records among ``records``; ``total_events`` is ``len(records)``."""
+    return compute_stats(closed_trades(records), total_events=len(records))
+
+
+# -- markdown ------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside a markdown table cell: no pipe, no line break, never empty."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    text = " ".join(text.split())
+    return text or "-"
+
+
+def _duration_of(record: dict) -> str:
+    action = record.get("event")
+    at = _ms(record.get("at"))
+    if at is None:
+        return "-"
+    if action == "closed":
+        start = _ms(record.get("pending_at"))
+        if start is None:
+            start = _ms(record.get("scheduled_at"))
+    elif action == "cancelled":
+        start = _ms(record.get("scheduled_at"))
+    else:
+        return "-"
+    return "-" if start is None else format_duration(at - start)
+
+
+def _reason_of(record: dict) -> Any:
+    action = record.get("event")
+    if action == "closed":
+        return record.get("close_reason")
+    if action == "cancelled":
+        return record.get("reason")
+    return None
+
+
+def _row(record: dict) -> str:
+    pnl = _num(record.get("pnl_percentage"))
+    cells = (
+        format_time(record.get("at")),
+        _cell(record.get("event")),
+        _cell(record.get("symbol")),
+        _cell(record.get("signal_id")),
+        _cell(record.get("position")),
+        format_price(record.get("price")),
+        format_price(record.get("price_open")),
+        format_price(record.get("take_profit")),
+        format_price(record.get("stop_loss")),
+        "-" if pnl is None else format_stat(pnl, "pnl"),
+        _cell(_reason_of(record)),
+        _duration_of(record),
+    )
+    return "| " + " | ".join(cells) + " |"
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
+    """A unicode block sparkline (``▁▂▃▄▅▆▇█``) of finite ``values``, resampled to at most ``width`` points.
+
+    Resampling keeps the last value of each bucket, so the line ends on the final value.
+    A flat series prints mid-height blocks. Empty input gives an empty string.
+    """
+    points = [v for v in values if math.isfinite(v)]
+    if not points:
+        return ""
+    if len(points) > width > 0:
+        n = len(points)
+        points = [points[min(n - 1, ((i + 1) * n) // width - 1)] for i in range(width)]
+    lo, hi = min(points), max(points)
+    if hi - lo <= 0 or not math.isfinite(hi - lo):
+        return SPARK_BLOCKS[3] * len(points)
+    top = len(SPARK_BLOCKS) - 1
+    return "".join(SPARK_BLOCKS[max(0, min(top, round((v - lo) / (hi - lo) * top)))] for v in points)
+
+
+def equity_curve(trades: Sequence[ClosedTrade]) -> list[float]:
+    """Cumulative PnL (percentage points) after each trade in close order, starting from 0.
+
+    The leading 0 makes a first losing trade show as a fall, as the max drawdown counts it.
+    """
+    curve = [0.0]
+    total = 0.0
+    for trade in sorted(trades, key=lambda t: (t.closed_at, t.opened_at)):
+        if math.isfinite(trade.pnl_percentage):
+            total += trade.pnl_percentage
+            curve.append(total)
+    return curve
+
+
+def _equity_section(trades: Sequence[ClosedTrade]) -> list[str]:
+    curve = equity_curve(trades)
+    count = len(curve) - 1
+    if count == 0:
+        return []
+    lines = ["## Equity", ""]
+    final = format_stat(curve[-1], "pnl")
+    if count < 2:
+        lines.append(f"One closed trade, cumulative PnL {final}; the curve needs at least two.")
+    else:
+        spark = sparkline(curve)
+        resampled = f", resampled to {len(spark)} points" if len(spark) < len(curve) else ""
+        lines.append(f"`{spark}`")
+        lines.append("")
+        lines.append(
+            f"Cumulative PnL over {count} closed trades{resampled}, from 0: "
+            f"min {format_stat(min(curve), 'pnl')} · max {format_stat(max(curve), 'pnl')} · final {final}."
+        )
+    lines.append("")
+    return lines
+
+
+def build_report(
+    title: str,
+    records: Sequence[dict],
+    *,
+    stats: Stats,
+    note: str | None = None,
+    now_ms: int | None = None,
+    trades: Sequence[ClosedTrade] | None = None,
+    max_rows: int | None = None,
+) -> str:
+    """The markdown report of one pair: title, events table, equity line, statistics.
+
+    ``records`` are ``record_of`` dicts in any order; rows are printed newest first (by ``at``;
+    ties keep the given order). ``stats`` is passed in because it may cover more than the rows
+    (e.g. every closed trade in the journal — say so in ``note``). ``now_ms`` stamps the report
+    (default: the clock). ``trades`` are the closed trades of the equity line (default: those
+    among ``records``); ``max_rows`` keeps only the newest rows of a long journal.
+    """
+    if now_ms is None:
+        now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
+    ordered = sorted(records, key=lambda r: -(_ms(r.get("at")) or 0))
+    shown = ordered if max_rows is None else ordered[: max(0, max_rows)]
+
+    lines = [f"# {' '.join(str(title).split())}", "", f"Generated {format_time(now_ms)}.", ""]
+    if note:
+        lines += [" ".join(note.split()), ""]
+
+    lines += ["## Events", ""]
+    if len(shown) < len(ordered):
+        lines += [f"Showing the newest {len(shown)} of {len(ordered)} events.", ""]
+    if shown:
+        lines.append("| " + " | ".join(COLUMNS) + " |")
+        lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+        lines += [_row(record) for record in shown]
+    else:
+        lines.append("No events yet.")
+    lines.append("")
+
+    lines += _equity_section(closed_trades(records) if trades is None else trades)
+
+    lines += ["## Statistics", ""]
+    if stats.total_closed == 0:
+        lines += [NO_CLOSED_TRADES, ""]
+    lines += ["| Statistic | Value | Meaning |", "|---|---|---|"]
+    for name, label, explanation in STAT_EXPLANATIONS:
+        value = format_stat(getattr(stats, name), STAT_KINDS[name])
+        lines.append(f"| {_cell(label)} | {value} | {_cell(explanation)} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe(part: str) -> str:
+    # Leading dots would make a hidden file (or "..") — a report must be visible and stay in its folder.
+    cleaned = _UNSAFE.sub("-", str(part)).lstrip(".")
+    return cleaned or "-"
+
+
+def report_filename(symbol: str, strategy: str, exchange: str, now_ms: int) -> str:
+    """``<symbol>_<strategy>_<exchange>_<YYYYmmddTHHMMSSZ>.md``, each part reduced to ``[A-Za-z0-9._-]``.
+
+    ``BTC/USDT`` becomes ``BTC-USDT``; the timestamp is UTC.
+    """
+    stamp = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{_safe(symbol)}_{_safe(strategy)}_{_safe(exchange)}_{stamp}.md"
+
+
+def write_equity_png(path: str | PathLike[str], records: Sequence[dict]) -> bool:
+    """Draw the equity curve of the closed ``records`` to a PNG at ``path``; True when written.
+
+    Uses matplotlib only if it is installed (it is not a dependency), through its object API
+    without pyplot so the host's backend and global figures are untouched. Returns False when
+    matplotlib is missing, when there is no closed trade, or when drawing/writing fails (logged):
+    a chart is a nicety and must never break a shutdown.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    trades = closed_trades(records)
+    if not trades:
+        return False
+    try:
+        curve = equity_curve(trades)
+        figure = Figure(figsize=(8, 3), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot(1, 1, 1)
+        axes.plot(range(len(curve)), curve, linewidth=1.5)
+        axes.axhline(0.0, linewidth=0.5, color="grey")
+        axes.set_xlabel("closed trades")
+        axes.set_ylabel("cumulative PnL (%)")
+        axes.grid(True, alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(path, format="png")
+    except Exception:
+        log.warning("could not write the equity chart %s", path, exc_info=True)
+        return False
+    return True

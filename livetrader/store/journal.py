@@ -1,0 +1,270 @@
+"""The per-pair append-only event journal: the write-ahead log of SPEC §9.
+
+One JSON object per line in ``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl``.
+Each ``append`` is a single ``os.write`` on an ``O_APPEND`` descriptor followed by
+``fsync``, so when it returns the record survives a crash or power loss; the engine changes
+its snapshot only after that. A crash during ``append`` can leave at most one partial last
+line, which was never acknowledged and is therefore safe to cut (``repair_truncated_tail``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import orjson
+
+from livetrader.errors import StoreReadError, StoreWriteError
+from livetrader.store.atomic import describe_os_error, fsync_dir
+
+JOURNAL_DIR = "journal"
+JOURNAL_SUFFIX = ".jsonl"
+EVENTS = frozenset({"scheduled", "opened", "closed", "cancelled"})
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SNIPPET = 80  # bytes of a bad line quoted in a problem report
+
+
+def sanitize_name(name: str) -> str:
+    """A file-name-safe form of a symbol/strategy/exchange: ``BTC/USDT`` -> ``BTC-USDT``."""
+    if not name:
+        raise ValueError("journal name part must not be empty")
+    return _UNSAFE.sub("-", name)
+
+
+def journal_path(data_dir: Path, symbol: str, strategy: str, exchange: str) -> Path:
+    """``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl`` with each part sanitised.
+
+    Distinct names can map to one file (``BTC/USDT`` and ``BTC-USDT``); records carry the
+    unsanitised names, so callers that need certainty can check them.
+    """
+    parts = (sanitize_name(symbol), sanitize_name(strategy), sanitize_name(exchange))
+    return Path(data_dir) / JOURNAL_DIR / ("_".join(parts) + JOURNAL_SUFFIX)
+
+
+def record_problem(record: object) -> str | None:
+    """Why ``record`` is not a valid journal record, or None if it is.
+
+    Valid: a dict with ``event`` in scheduled/opened/closed/cancelled and ``at`` a
+    non-negative integer (ms UTC), as produced by ``livetrader.core.signal.record_of``.
+    """
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    if "event" not in record:
+        return "missing 'event'"
+    if record["event"] not in EVENTS:
+        return f"unknown event {record['event']!r}"
+    if "at" not in record:
+        return "missing 'at'"
+    at = record["at"]
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        return f"'at' must be a non-negative integer of ms, got {at!r}"
+    return None
+
+
+class Journal:
+    """An open, append-only journal file; keep one per pair for the life of the pair.
+
+    Not safe for two writers on one file: the data directory lock guarantees one process,
+    and the internal lock serialises threads of that process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._mutex = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._fd: int | None = os.open(
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+                )
+                # A new file's directory entry must be durable too, or fsync'ed appends could vanish with it.
+                fsync_dir(self.path.parent)
+            except FileExistsError:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StoreWriteError(self.path, describe_os_error(exc)) from exc
+
+    def append(self, record: dict) -> None:
+        """Append one record durably; when this returns the record is on disk.
+
+        Raises ``ValueError`` for an invalid record (see ``record_problem``), ``TypeError`` if
+        it is not JSON-serialisable, and ``StoreWriteError`` if the write or fsync fails — in
+        which case the journal is cut back to its previous length so no partial line remains.
+        """
+        problem = record_problem(record)
+        if problem is not None:
+            raise ValueError(f"refusing to journal an invalid record: {problem}")
+        line = orjson.dumps(record) + b"\n"
+        with self._mutex:
+            fd = self._fd
+            if fd is None:
+                raise StoreWriteError(self.path, "the journal is closed")
+            size_before = os.fstat(fd).st_size
+            try:
+                # One write of the whole line: a crash leaves at most one partial line, at the end.
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(0, f"short write ({written} of {len(line)} bytes)")
+                os.fsync(fd)
+            except OSError as exc:
+                kept = self._cut_back(fd, size_before)
+                raise StoreWriteError(self.path, f"{describe_os_error(exc)}; {kept}") from exc
+
+    def _cut_back(self, fd: int, size: int) -> str:
+        # Remove what the failed append left, so the next append does not glue onto a partial line.
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError:
+            # The file may now end in a partial line; stop writing and let recovery repair it.
+            os.close(fd)
+            self._fd = None
+            return "the journal may end in a partial line and is closed; restart to repair it"
+        return "the record was not journaled"
+
+    def close(self) -> None:
+        """Close the descriptor; idempotent. Appended records are already durable."""
+        with self._mutex:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed (or after an unrecoverable write failure)."""
+        return self._fd is None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(slots=True, frozen=True)
+class JournalProblem:
+    """An invalid line: 1-based ``line`` number, byte ``offset``, ``reason``, start of the ``text``."""
+
+    line: int
+    offset: int
+    reason: str
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class TruncatedTail:
+    """A last line without its newline, left by a crash mid-append: ``size`` bytes at ``offset``."""
+
+    line: int
+    offset: int
+    size: int
+
+
+@dataclass(slots=True, frozen=True)
+class JournalRead:
+    """What ``read_journal`` found: valid ``records`` in file order, ``problems``, a ``truncated_tail``."""
+
+    path: Path
+    records: list[dict] = field(default_factory=list)
+    problems: list[JournalProblem] = field(default_factory=list)
+    truncated_tail: TruncatedTail | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True if no line is invalid (a truncated tail alone is expected after a crash)."""
+        return not self.problems
+
+
+def read_journal(path: Path) -> JournalRead:
+    """Parse a journal, keeping every valid record and reporting every bad line.
+
+    A last line without a trailing newline is reported as ``truncated_tail`` and skipped,
+    even if it happens to parse: ``append`` writes the newline in the same write, so such a
+    line was never acknowledged. A missing file reads as an empty journal (a new pair);
+    any other read error raises ``StoreReadError``.
+    """
+    path = Path(path)
+    records: list[dict] = []
+    problems: list[JournalProblem] = []
+    tail: TruncatedTail | None = None
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return JournalRead(path=path)
+    except OSError as exc:
+        raise StoreReadError(path, describe_os_error(exc)) from exc
+    offset = 0
+    with handle:
+        try:
+            # Iterating a binary file streams lines, so a long journal is never read whole.
+            for number, raw in enumerate(handle, start=1):
+                start, offset = offset, offset + len(raw)
+                if not raw.endswith(b"\n"):
+                    tail = TruncatedTail(line=number, offset=start, size=len(raw))
+                    break
+                reason, record = _parse_line(raw)
+                if reason is None:
+                    records.append(record)
+                else:
+                    text = raw[:_SNIPPET].decode("utf-8", "replace").rstrip("\n")
+                    problems.append(JournalProblem(line=number, offset=start, reason=reason, text=text))
+        except OSError as exc:
+            raise StoreReadError(path, describe_os_error(exc)) from exc
+    return JournalRead(path=path, records=records, problems=problems, truncated_tail=tail)
+
+
+def _parse_line(raw: bytes) -> tuple[str | None, dict]:
+    if not raw.strip():
+        return "empty line", {}
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return f"invalid JSON: {exc}", {}
+    problem = record_problem(record)
+    return (problem, {}) if problem else (None, record)
+
+
+def repair_truncated_tail(path: Path) -> int:
+    """Cut a partial last line (everything after the last newline), fsync, return bytes cut.
+
+    Returns 0 when the journal ends cleanly or does not exist. Call it before opening a
+    ``Journal`` on the file, while holding the data directory lock.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise StoreWriteError(path, describe_os_error(exc)) from exc
+    try:
+        size = os.fstat(fd).st_size
+        keep = _end_of_last_line(fd, size)
+        if keep == size:
+            return 0
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+        return size - keep
+    except OSError as exc:
+        raise StoreWriteError(path, describe_os_error(exc)) from exc
+    finally:
+        os.close(fd)
+
+
+def _end_of_last_line(fd: int, size: int, chunk: int = 64 * 1024) -> int:
+    # Scan backwards so repairing a large journal does not read all of it.
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        data = os.pread(fd, end - start, start)
+        cut = data.rfind(b"\n")
+        if cut != -1:
+            return start + cut + 1
+        end = start
+    return 0

@@ -1,0 +1,311 @@
+"""Log output (JSON lines, console), redaction, and the live table."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from rich.console import Console
+
+from livetrader.console import (
+    LiveView,
+    PairView,
+    add_redaction,
+    clear_redaction,
+    configure_logging,
+    format_price,
+    get_logger,
+    redact,
+)
+
+SECRET = "sk_live_0123456789abcdef"
+
+
+class FakeTTY(io.StringIO):
+    """A terminal, as far as isatty() can tell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # configure_logging changes process-wide state; put it back so other test files are unaffected.
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = saved_handlers
+    clear_redaction()
+
+
+def json_lines(stream: io.StringIO) -> list[dict]:
+    text = stream.getvalue()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+# --- JSON lines ---------------------------------------------------------------------------------
+
+
+def test_json_lines_one_object_per_line_with_fields() -> None:
+    out = io.StringIO()
+    configure_logging(json_lines=True, stream=out)
+    log = get_logger("livetrader.test")
+    log.info("tick", symbol="BTC/USDT", price=50000.5)
+    log.warning("lagging", lag_ms=7000)
+
+    first, second = json_lines(out)
+    assert list(first)[:3] == ["timestamp", "level", "event"]
+    assert first["event"] == "tick" and first["level"] == "info"
+    assert first["symbol"] == "BTC/USDT" and first["price"] == 50000.5
+    assert first["logger"] == "livetrader.test"
+    assert first["timestamp"].endswith("Z") and "T" in first["timestamp"]
+    assert second["level"] == "warning" and second["lag_ms"] == 7000
+
+
+def test_auto_detect_chooses_json_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    configure_logging(stream=out)
+    get_logger().info("hello")
+    assert json_lines(out)[0]["event"] == "hello"
+
+
+def test_unserialisable_values_do_not_break_logging() -> None:
+    out = io.StringIO()
+    configure_logging(json_lines=True, stream=out)
+    get_logger().info("odd", obj=object(), big=2**80, tags={"a"})
+    (line,) = json_lines(out)
+    assert line["big"] == 2**80 and line["tags"] == ["a"] and "object" in line["obj"]
+
+
+def test_level_filtering_hides_debug_at_info() -> None:
+    out = io.StringIO()
+    configure_logging(json_lines=True, level="INFO", stream=out)
+    log = get_logger()
+    log.debug("hidden")
+    log.info("shown")
+    assert [line["event"] for line in json_lines(out)] == ["shown"]
+
+    out = io.StringIO()
+    configure_logging(json_lines=True, level="debug", stream=out)
+    log.debug("now shown")  # the same logger follows the new configuration
+    assert [line["event"] for line in json_lines(out)] == ["now shown"]
+
+
+def test_unknown_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging(level="LOUD", stream=io.StringIO())
+
+
+def test_stdlib_warnings_are_routed_at_warning_level() -> None:
+    out = io.StringIO()
+    configure_logging(json_lines=True, level="DEBUG", stream=out)
+    configure_logging(json_lines=True, level="DEBUG", stream=out)  # idempotent: one handler
+    lib = logging.getLogger("ccxt.test")
+    lib.setLevel(logging.DEBUG)
+    try:
+        lib.info("chatty")
+        lib.warning("rate limited %s", "binance")
+    finally:
+        lib.setLevel(logging.NOTSET)
+    (line,) = json_lines(out)
+    assert line == line | {"event": "rate limited binance", "level": "warning", "logger": "ccxt.test"}
+
+
+def test_console_renderer_on_a_terminal() -> None:
+    tty = FakeTTY()
+    configure_logging(stream=tty)
+    get_logger().info("started", pairs=3)
+    text = tty.getvalue()
+    assert "started" in text and "pairs" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text.splitlines()[0])
+
+
+def test_lines_survive_sigkill_through_a_pipe(tmp_path) -> None:
+    # Under systemd stdout is a pipe: nothing may sit in a buffer when the process is killed.
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from livetrader.console import configure_logging, get_logger
+        configure_logging()
+        get_logger().info("before kill", n=1)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == -9
+    (line,) = [json.loads(s) for s in done.stdout.splitlines()]
+    assert line["event"] == "before kill" and line["n"] == 1
+
+
+def test_import_does_not_pull_in_rich_or_structlog() -> None:
+    code = "import sys, livetrader.console as c; c.get_logger('x'); print(sorted(m for m in ('rich', 'structlog') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=os.environ)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+# --- Redaction ----------------------------------------------------------------------------------
+
+
+def test_redaction_in_event_field_and_nested_values() -> None:
+    out = io.StringIO()
+    configure_logging(json_lines=True, stream=out)
+    add_redaction([SECRET])
+    log = get_logger()
+    log.info(f"using key {SECRET}")
+    log.info("request", headers={"X-MBX-APIKEY": SECRET}, args=[1, ("a", f"k={SECRET}")], url=f"?key={SECRET}")
+
+    assert SECRET not in out.getvalue()
+    event, request = json_lines(out)
+    assert event["event"] == "using key ***"
+    assert request["headers"] == {"X-MBX-APIKEY": "***"}
+    assert request["args"] == [1, ["a", "k=***"]]
+    assert request["url"] == "?key=***"
+
+
+def test_redaction_in_exception_traceback_and_reprs() -> None:
+    out = io.StringIO()
+    configure_logging(json_lines=True, stream=out)
+    add_redaction([SECRET])
+    log = get_logger()
+    try:
+        raise RuntimeError(f"401 for key {SECRET}")
+    except RuntimeError as exc:
+        log.exception("fetch failed")
+        log.error("fetch failed again", error=exc)
+
+    assert SECRET not in out.getvalue()
+    first, second = json_lines(out)
+    assert "Traceback" in first["exception"] and "401 for key ***" in first["exception"]
+    assert second["error"] == "RuntimeError('401 for key ***')"
+
+
+def test_redaction_of_stdlib_records_and_console_output() -> None:
+    tty = FakeTTY()
+    configure_logging(stream=tty)
+    add_redaction([SECRET])
+    logging.getLogger("asyncio").error("task failed with %s", SECRET)
+    get_logger().info("key", value=SECRET)
+    assert SECRET not in tty.getvalue() and "***" in tty.getvalue()
+
+
+def test_short_secrets_are_ignored_and_longest_wins() -> None:
+    add_redaction(["abc", "", SECRET, SECRET[:8]])
+    assert redact("abc") == "abc"
+    assert redact(f"x {SECRET} y {SECRET[:8]}") == "x *** y ***"
+
+
+# --- Prices and the live view -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("price", "text"),
+    [
+        (None, "-"),
+        (float("nan"), "-"),
+        (50000, "50,000.00"),
+        (50123.456, "50,123.46"),
+        (999.999, "1,000.00"),
+        (1.5, "1.50"),
+        (1.23456, "1.2346"),
+        (1.2, "1.20"),
+        (0.5, "0.50"),
+        (0.12345, "0.1235"),
+        (0.00001234, "0.00001234"),
+        (0.0, "0.00"),
+    ],
+)
+def test_format_price(price: float | None, text: str) -> None:
+    assert format_price(price) == text
+
+
+NOW_MS = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
+
+PAIRS = [
+    PairView(
+        symbol="BTC/USDT",
+        strategy="breakout",
+        exchange="binance",
+        state="open",
+        price=50000,
+        position="long",
+        price_open=50123,
+        take_profit=51000,
+        stop_loss=49500,
+        pnl_percentage=-0.25,
+        last_tick_at=NOW_MS,
+        lag_ms=12_000,
+        error_count=2,
+        last_error="NetworkError: " + "x" * 100,
+        closed_trades=3,
+        realised_pnl=1.5,
+    ),
+    PairView(
+        symbol="SHIB/USDT",
+        strategy="meanrev",
+        exchange="sim",
+        state="scheduled",
+        price=0.00001234,
+        position="short",
+        price_open=0.0000125,
+        last_tick_at=NOW_MS,
+        lag_ms=100,
+        closed_trades=1,
+        realised_pnl=-0.5,
+    ),
+    PairView(symbol="ETH/USDT", strategy="breakout", exchange="binance", state="idle"),
+]
+
+
+def render(view: LiveView) -> str:
+    console = Console(file=io.StringIO(), width=200)
+    console.print(view.render())
+    return console.file.getvalue()
+
+
+def test_live_view_renders_one_row_per_pair() -> None:
+    text = render(LiveView(lambda: PAIRS))
+    lines = text.splitlines()
+    for symbol, state in [("BTC/USDT", "open"), ("SHIB/USDT", "scheduled"), ("ETH/USDT", "idle")]:
+        (row,) = [line for line in lines if symbol in line]
+        assert f" {state} " in row
+    assert "50,000.00" in text and "0.00001234" in text
+    assert "long @ 50,123.00 TP 51,000.00 SL 49,500.00" in text
+    assert "scheduled short @ 0.0000125" in text
+    assert "-0.25%" in text
+    assert "22:13:20 lag 12s" in text and "lag 0s" not in text
+    assert "2 NetworkError: xxx" in text and "x" * 60 not in text
+    assert "3 pairs · 1 open · 4 closed trades · realised PnL +1.00%" in text
+    for absent in ("N/A", "None", "nan"):
+        assert absent not in text
+
+
+def test_live_view_redacts_errors_and_survives_a_failing_provider() -> None:
+    add_redaction([SECRET])
+    pair = PairView("BTC/USDT", "s", "binance", "parked", error_count=1, last_error=f"bad key {SECRET}")
+    assert "bad key ***" in render(LiveView(lambda: [pair]))
+
+    def broken() -> list[PairView]:
+        raise KeyError(SECRET)
+
+    text = render(LiveView(broken))
+    assert "cannot read the pairs" in text and SECRET not in text
+
+
+def test_live_view_as_a_context_manager() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    with LiveView(lambda: PAIRS, refresh_per_second=20, console=console) as view:
+        view.refresh()
+    view.refresh()  # after exit: a no-op, not an error
+    assert "BTC/USDT" in console.file.getvalue()
