@@ -136,7 +136,9 @@ def backtest(
         str | None, typer.Option("--to", help="End of the range, exclusive (default: today 00:00 UTC).")
     ] = None,
     exchange: Annotated[str, typer.Option("--exchange", "-e", help="Candle source: sim or files.")] = "sim",
-    candles: Annotated[Path | None, typer.Option("--candles", help="CSV or JSON candle file (--exchange files).")] = None,
+    candles: Annotated[
+        Path | None, typer.Option("--candles", help="CSV or JSON candle file (--exchange files).")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse a candle file with missing minutes.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the markdown report here.")] = None,

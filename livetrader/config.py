@@ -247,8 +247,12 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
 
 
 def _with_env(config: Config) -> Config:
-    """Apply environment overrides (LIVETRADER_DATA_DIR)."""
+    """Apply environment overrides: LIVETRADER_DATA_DIR, else systemd's STATE_DIRECTORY
+    when the config leaves data_dir at its default."""
     data_dir = os.environ.get(DATA_DIR_ENV, "").strip()
+    if not data_dir and config.data_dir == Path("./dump"):
+        # Under systemd, StateDirectory= hands us the place for durable state.
+        data_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0].strip()
     if not data_dir:
         return config
     values = {f.name: getattr(config, f.name) for f in fields(config)}

@@ -250,22 +250,20 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", st
 
 
 class _DeferredLogger:
-    """Stands in for a structlog logger until its first use, so a module that calls
-    ``get_logger()`` at import time does not import structlog (and rich) with it."""
+    """Stands in for a structlog logger, so a module that calls ``get_logger()`` at import time
+    does not import structlog (and rich) with it, and follows later re-configurations."""
 
-    __slots__ = ("_initial", "_logger")
+    __slots__ = ("_initial",)
 
     def __init__(self, initial: dict[str, Any]) -> None:
         self._initial = initial
-        self._logger: Any = None
 
     def __getattr__(self, name: str) -> Any:
-        logger = self._logger
-        if logger is None:
-            import structlog
+        import structlog
 
-            logger = self._logger = structlog.get_logger(**self._initial)
-        return getattr(logger, name)
+        # Bound per call, on the configuration of the moment. (structlog.get_logger(logger=...)
+        # is not an option: `logger` clashes with the name of wrap_logger's first parameter.)
+        return getattr(structlog.get_logger().bind(**self._initial), name)
 
     def __repr__(self) -> str:
         return f"<logger {self._initial.get('logger', '(root)')}>"

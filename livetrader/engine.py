@@ -63,6 +63,7 @@ class Engine:
         bus: EventBus = BUS,
         supervision: Supervision = Supervision(),
         candles: Path | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -70,11 +71,11 @@ class Engine:
         self.bus = bus
         self.supervision = supervision
         self.candles = candles
+        self.data_dir = data_dir or config.data_dir
         self.settings = settings_of(config)
         self.sources: dict[str, CandleSource] = {}
         self.profiles: dict[str, RiskProfile] = build_profiles(config.risk_tables())
         self.pairs: list[Pair] = []
-        self.stopping = asyncio.Event()
         self.started_at = self.clock.now_ms()
 
     # --- building -------------------------------------------------------------------------
@@ -104,39 +105,38 @@ class Engine:
     # --- running --------------------------------------------------------------------------
 
     async def run(self, pairs: Iterable[Pair] | None = None) -> None:
-        """Run the loops until ``stop()``; then finish gracefully (see ``shutdown``)."""
+        """Run the loops of ``pairs`` (default: all) until ``stop()``, then finish each gracefully."""
         chosen = list(pairs) if pairs is not None else list(self.pairs)
-        tasks = [asyncio.create_task(self.supervise(p), name=f"pair {p.key}") for p in chosen]
+        await asyncio.gather(*(self.run_pair(p) for p in chosen))
+
+    async def run_pair(self, pair: Pair, stopping: asyncio.Event | None = None) -> None:
+        """Run one pair's supervised loop until it is stopped, finishes or is parked.
+
+        Then cancel its waiting scheduled signal (``user``); an open position stays as it is.
+        """
+        if stopping is not None:
+            pair.stopping = stopping
         try:
-            await asyncio.gather(*tasks)
+            await self.supervise(pair)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.shutdown(chosen)
+            pair.accepting = False
+            now = self.clock.now_ms()
+            try:
+                await pair.cancel_scheduled(now - now % MINUTE_MS)
+            except Exception as exc:
+                pair.report_error(now, f"could not cancel the scheduled signal: {describe(exc)}", "storage")
 
     def stop(self) -> None:
         """Ask every loop to stop after its current tick; no new signal is accepted from now on."""
         for pair in self.pairs:
-            pair.accepting = False
-        self.stopping.set()
-
-    async def shutdown(self, pairs: Iterable[Pair]) -> None:
-        """Cancel waiting scheduled signals (``user``); open positions stay as they are."""
-        now = self.clock.now_ms()
-        for pair in pairs:
-            pair.accepting = False
-            try:
-                await pair.cancel_scheduled(now)
-            except Exception as exc:
-                pair.report_error(now, f"could not cancel the scheduled signal: {describe(exc)}", "storage")
+            pair.request_stop()
 
     async def supervise(self, pair: Pair) -> None:
         """Run ``pair``'s loop; restart it with backoff when it crashes, park it when it keeps crashing."""
         crashes = 0
         backoff = self.supervision.first_backoff
         reason = "stopped"
-        while not self.stopping.is_set():
+        while not pair.stopping.is_set():
             ticks_before = pair.ticks
             try:
                 reason = await self.loop(pair)
@@ -159,7 +159,7 @@ class Engine:
                     log.error("loop parked", symbol=pair.symbol, strategy=pair.strategy_name)
                     self.bus.emit("error", ErrorEvent(*pair.key, self.clock.now_ms(), pair.last_error, "parked"))
                     break
-                if await self._sleep_real(backoff):
+                if await self._sleep_real(pair, backoff):
                     break
                 backoff = min(backoff * 2, self.supervision.max_backoff)
         if pair.state != "parked":
@@ -174,16 +174,15 @@ class Engine:
         Returns why it ended.
         """
         due = self.clock.now_ms()
-        while not self.stopping.is_set():
+        while not pair.stopping.is_set():
             now = self.clock.now_ms()
             pair.lag_ms = max(0, now - due)
             if self._exhausted(pair, now):
                 return "finished"
             await pair.tick(now)
-            pair.ticks += 1
             now = self.clock.now_ms()
             due = now - now % MINUTE_MS + MINUTE_MS
-            if await self._sleep_until(due):
+            if await self._sleep_until(pair, due):
                 break
         return "stopped"
 
@@ -192,39 +191,46 @@ class Engine:
         bounds = pair.source.bounds(pair.symbol)
         return bounds is not None and now - now % MINUTE_MS > bounds[1]
 
-    async def _sleep_until(self, due_ms: int) -> bool:
+    async def _sleep_until(self, pair: Pair, due_ms: int) -> bool:
         """Sleep until the clock reaches ``due_ms`` (plus the tick delay); True when stopping."""
         real = self.clock.real_seconds(due_ms - self.clock.now_ms()) + self.supervision.tick_delay
-        return await self._sleep_real(real)
+        return await self._sleep_real(pair, real)
 
-    async def _sleep_real(self, seconds: float) -> bool:
+    async def _sleep_real(self, pair: Pair, seconds: float) -> bool:
         if seconds <= 0:
-            return self.stopping.is_set()
+            return pair.stopping.is_set()
         try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+            await asyncio.wait_for(pair.stopping.wait(), seconds)
         except TimeoutError:
             return False
         return True
 
     # --- reports --------------------------------------------------------------------------
 
-    def write_reports(self, directory: Path) -> list[Path]:
-        """Write one markdown report per pair into ``directory``; returns the files written."""
-        from livetrader.report import build_report, report_filename, stats_for
+    def report_text(self, pair: Pair, now_ms: int | None = None) -> str:
+        """The markdown report of ``pair``'s in-memory event window."""
+        from livetrader.report import build_report, stats_for
+
+        records = pair.window.events()
+        title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
+        note = f"The last {pair.settings.max_events} events kept in memory by this run."
+        return build_report(title, records, stats=stats_for(records), now_ms=now_ms, note=note)
+
+    def write_report(self, pair: Pair, path: Path | None = None) -> Path:
+        """Write ``pair``'s report atomically (default: under ``<data-dir>/reports/live``)."""
+        from livetrader.report import report_filename
         from livetrader.store.atomic import write_atomic
 
-        directory.mkdir(parents=True, exist_ok=True)
         now = int(time.time() * 1000)
-        written = []
-        for pair in self.pairs:
-            records = pair.window.events()
-            title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
-            text = build_report(title, records, stats=stats_for(records), now_ms=now,
-                                note=f"The last {pair.settings.max_events} events kept in memory by this run.")
-            path = directory / report_filename(pair.symbol, pair.strategy_name, pair.exchange, now)
-            write_atomic(path, text.encode())
-            written.append(path)
-        return written
+        if path is None:
+            path = self.data_dir / "reports" / "live" / report_filename(*pair.key, now)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, self.report_text(pair, now).encode())
+        return path
+
+    def write_reports(self) -> list[Path]:
+        """One report per pair; returns the files written."""
+        return [self.write_report(pair) for pair in self.pairs]
 
     async def close(self) -> None:
         """Close every source."""

@@ -18,9 +18,10 @@ import structlog
 from livetrader.context import Context
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, idle
-from livetrader.core.price import Candle, CandleError, price_window, validate_candles, vwap
+from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, CandleError, price_window, validate_candles, vwap
 from livetrader.core.signal import SignalRow, TickResult, make_signal_id, record_of
 from livetrader.core.validate import SignalError
+from livetrader.errors import StoreError
 from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
 from livetrader.exchanges.base import CandleSource
 from livetrader.report import EventWindow
@@ -87,6 +88,8 @@ class Pair:
         self.last_opened_id: str | None = None
         # When False the pair asks for no new signal (stopping, or storage failing).
         self.accepting = True
+        # Set to end the loop after its current tick.
+        self.stopping = asyncio.Event()
         # What the operator sees.
         self.state = "idle"
         self.price: float | None = None
@@ -96,6 +99,8 @@ class Pair:
         self.error_count = 0
         self.last_error: str | None = None
         self.ticks = 0
+        # The last minute at which the held signal was checked (None: since it was created).
+        self.checked_until: int | None = None
         self.closed_trades = 0
         self.realised_pnl = 0.0
         self.listeners: list[Any] = []
@@ -111,28 +116,64 @@ class Pair:
     # --- the tick -------------------------------------------------------------------------
 
     async def tick(self, now: int) -> TickResult | None:
-        """Run one tick at ``now``; None when no price could be had (an error event says why)."""
+        """Run one tick at ``now``; None when no price could be had (an error event says why).
+
+        Results are stamped at the minute boundary: the price only changes per minute.
+        A pair holding a signal checks every minute since the last one it checked, in
+        order, so a tick that comes late (a slow tick, a restart after downtime) applies a
+        take-profit, stop-loss, expiry or activation at the minute and price it happened.
+        """
         started = time.perf_counter()
         previous = self.last_tick_at
+        minute = now - now % MINUTE_MS
         try:
-            price = await self.price_at(now)
+            if self.row is None:
+                self.price = await self.price_at(minute)
+                result = await self._ask(minute, self.price)
+                await self.apply(result)
+                self.checked_until = minute
+            else:
+                result = await self._check_minutes(minute)
+        except StoreError:
+            raise  # storage failures are the engine's to handle: the state must not move on
         except Exception as exc:  # a source failure must never end the loop
-            self.report_error(now, f"no price: {describe(exc)}", "source")
+            self.report_error(minute, f"no price: {describe(exc)}", "source")
             return None
-        self.price = price
-        row = self.row
-        if row is None:
-            result = await self._ask(now, price)
-        elif row.pending_at is None:
-            result = check_scheduled(row, now, price, risk=self._gate, rules=self.settings.rules)
-            if result.reason and result.action == "waiting":
-                self._risk_event(now, result.reason, row.id)
-        else:
-            result = check_open(row, now, price, self.settings.rules)
-        await self.apply(result)
         self.last_tick_at = now
+        self.ticks += 1
         self.bus.emit("performance", PerformanceEvent(
             self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
+        return result
+
+    async def _check_minutes(self, minute: int) -> TickResult:
+        """Check the held signal at every minute in ``(checked_until, minute]``; return the last result."""
+        row = self.row
+        assert row is not None
+        since = self.checked_until if self.checked_until is not None else _minute_of(row.pending_at or row.scheduled_at)
+        first = max(since + MINUTE_MS, _minute_of(row.pending_at or row.scheduled_at) + MINUTE_MS)
+        if first > minute:  # this minute was already checked (a second tick in one minute)
+            first = minute
+        candles = await self.candles(first - VWAP_CANDLES * MINUTE_MS, minute)
+        result: TickResult | None = None
+        for t in range(first, minute + MINUTE_MS, MINUTE_MS):
+            i = (t - first) // MINUTE_MS
+            price = vwap(candles[i:i + VWAP_CANDLES])
+            self.price = price
+            if row.pending_at is None:
+                result = check_scheduled(row, t, price, risk=self._gate, rules=self.settings.rules)
+                if result.reason and result.action == "waiting":
+                    self._risk_event(t, result.reason, row.id)
+            else:
+                result = check_open(row, t, price, self.settings.rules)
+            self.checked_until = t
+            if result.action in TRANSITIONS:
+                await self.apply(result)
+                if self.row is None:
+                    return result  # the strategy is asked again from the next tick on
+                row = self.row
+        assert result is not None
+        if result.action not in TRANSITIONS:
+            await self.apply(result)
         return result
 
     async def price_at(self, now: int) -> float:
@@ -241,6 +282,11 @@ class Pair:
         await self.apply(result)
         return result
 
+    def request_stop(self) -> None:
+        """End the loop after its current tick, and accept no new signal from now on."""
+        self.accepting = False
+        self.stopping.set()
+
     # --- reporting --------------------------------------------------------------------------
 
     def report_error(self, now: int, message: str, kind: str) -> None:
@@ -258,11 +304,15 @@ class Pair:
                                         signal_id))
 
 
+def _minute_of(ms: int) -> int:
+    return ms - ms % MINUTE_MS
+
+
 def _row_dict(row: SignalRow) -> dict[str, Any]:
     return {name: getattr(row, name) for name in row.__slots__}  # type: ignore[attr-defined]
 
 
 def _log_fields(record: dict[str, Any]) -> dict[str, Any]:
-    keep = ("signal_id", "symbol", "strategy", "exchange", "position", "price", "price_open", "take_profit",
+    keep = ("at", "signal_id", "symbol", "strategy", "exchange", "position", "price", "price_open", "take_profit",
             "stop_loss", "close_reason", "price_close", "pnl_percentage", "reason")
     return {k: record[k] for k in keep if k in record}

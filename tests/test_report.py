@@ -113,24 +113,28 @@ def test_waiting_collapses_per_signal() -> None:
 
 def test_window_stays_bounded_over_100000_events() -> None:
     window = EventWindow(max_events=250)
+    base = tick("idle", DAY0)
+    sig_base = tick("opened", DAY0, row("x", DAY0))
 
     def feed(count: int, start: int) -> int:
+        # Fresh dicts shaped like record_of's (built by copying, which keeps 100,000 events quick).
         at = start
         n = 0
         while n < count:
             for _ in range(5):
-                window.add(tick("idle", at))
+                window.add({**base, "at": at})
                 at += M
                 n += 1
-            sig = row(f"id-{at}", at)
-            window.add(tick("opened", at, sig))
+            sid = f"id-{at}"
+            window.add({**sig_base, "event": "opened", "signal_id": sid, "at": at})
             n += 1
             for _ in range(20):
                 at += M
-                window.add(tick("active", at, sig))
+                window.add({**sig_base, "event": "active", "signal_id": sid, "at": at, "progress_tp": 1.0})
                 n += 1
             at += M
-            window.add(tick("closed", at, sig, close_reason="time_expired", pnl_percentage=0.1))
+            window.add({**sig_base, "event": "closed", "signal_id": sid, "at": at, "pnl_percentage": 0.1,
+                        "close_reason": "time_expired"})
             n += 1
             at += M
         return at

@@ -86,7 +86,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
         registry.get(name)
     if registry.problems:
         log.warning("some strategy files failed to load", problems=[str(p) for p in registry.problems])
-    engine = Engine(config, registry, candles=request.candles)
+    engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir or config.data_dir)
     source = engine.source(exchange)
     bounds = source.bounds(source.resolve_symbol(request.symbols[0]))
     engine.clock = make_clock(request, exchange, bounds)
@@ -99,12 +99,18 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
 
 def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
+    from livetrader.console import configure_logging
+
+    configure_logging()
     data_dir = check_data_dir(request.data_dir or config.data_dir)
     engine = build_engine(request, config, strategies_dir)
     return asyncio.run(_main(engine, data_dir, request))
 
 
 async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
+    from livetrader.live import Live
+
+    Live.use_engine(engine)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -130,7 +136,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
         else:
             await engine.run()
     finally:
-        written = engine.write_reports(data_dir / "reports" / "live")
+        written = engine.write_reports()
         for path in written:
             log.info("report written", path=str(path))
         await engine.bus.drain(5.0)

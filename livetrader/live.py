@@ -1,0 +1,199 @@
+"""The Python API, mirroring the seed's ``Live``: run, background, get_data, get_report, dump.
+
+::
+
+    from livetrader import Live
+
+    async for result in Live.run("BTCUSDT", strategy="my-strategy", exchange="sim"):
+        if result.action == "closed" and result.pnl_percentage < -10:
+            break                      # stops that loop cleanly
+
+    stop = Live.background("BTCUSDT", strategy="my-strategy")
+    ...
+    stop()   # finish the current tick, accept no new signal, cancel a waiting scheduled one
+
+All pairs started through ``Live`` in one process share one engine (one clock, one source
+per exchange, shared risk profiles), configured with ``Live.configure`` before first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from livetrader.clock import Clock
+from livetrader.config import load_config
+from livetrader.core.signal import TickResult
+from livetrader.core.stats import Stats
+from livetrader.engine import Engine
+from livetrader.pair import Pair
+from livetrader.strategy import load_strategies
+
+#: What ``Live.run`` yields: the results a user acts on.
+YIELDED = frozenset({"opened", "closed", "cancelled"})
+
+
+class _Handle:
+    """One pair started through the API: its task and its own stop flag."""
+
+    def __init__(self, engine: Engine, pair: Pair) -> None:
+        self.engine = engine
+        self.pair = pair
+        self.stopping = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.done = threading.Event()
+
+    async def run(self) -> None:
+        try:
+            await self.engine.run_pair(self.pair, self.stopping)
+        finally:
+            self.done.set()
+
+    def stop(self) -> None:
+        self.pair.accepting = False
+        self.stopping.set()
+
+
+class Live:
+    """Live trading from Python code; see the module docstring."""
+
+    _engine: Engine | None = None
+    _options: dict[str, Any] = {}
+    _pairs: dict[tuple[str, str], Pair] = {}
+
+    @classmethod
+    def configure(
+        cls,
+        *,
+        config: Path | None = None,
+        strategies_dir: Path | None = None,
+        clock: Clock | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        """Set the engine's options; must be called before the first pair starts."""
+        if cls._engine is not None:
+            raise RuntimeError("Live.configure must be called before the first Live.run or Live.background")
+        cls._options = {"config": config, "strategies_dir": strategies_dir, "clock": clock, "data_dir": data_dir}
+
+    @classmethod
+    def engine(cls) -> Engine:
+        """The process's engine, built from the options on first use."""
+        if cls._engine is None:
+            opts = cls._options
+            config = load_config(opts.get("config"))
+            registry = load_strategies(opts.get("strategies_dir") or config.strategies_dir)
+            cls._engine = Engine(config, registry, clock=opts.get("clock"), data_dir=opts.get("data_dir"))
+        return cls._engine
+
+    @classmethod
+    def use_engine(cls, engine: Engine | None) -> None:
+        """Make ``engine`` the one the API reports on (the CLI's daemon does this); None resets."""
+        cls._engine = engine
+        cls._pairs = {(p.symbol, p.strategy_name): p for p in engine.pairs} if engine else {}
+
+    @classmethod
+    def _start(cls, symbol: str, strategy: str, exchange: str | None) -> _Handle:
+        engine = cls.engine()
+        pair = engine.add_pair(symbol, strategy, exchange)
+        cls._pairs[(pair.symbol, pair.strategy_name)] = pair
+        cls._pairs[(symbol, strategy)] = pair
+        return _Handle(engine, pair)
+
+    @classmethod
+    async def run(cls, symbol: str, strategy: str, exchange: str | None = None) -> AsyncIterator[TickResult]:
+        """Run one pair; yield its ``opened``, ``closed`` and ``cancelled`` results as they happen.
+
+        Leaving the ``async for`` (break, return, an exception) stops the loop as ``stop``
+        does; use ``contextlib.aclosing`` to have that happen at the break itself.
+        """
+        handle = cls._start(symbol, strategy, exchange)
+        queue: asyncio.Queue[TickResult] = asyncio.Queue()
+        handle.pair.listeners.append(lambda r: queue.put_nowait(r) if r.action in YIELDED else None)
+        handle.task = asyncio.create_task(handle.run())
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, handle.task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                while not queue.empty():
+                    yield queue.get_nowait()
+                await handle.task  # re-raises a failure of the loop
+                return
+        finally:
+            handle.stop()
+            if handle.task is not None and not handle.task.done():
+                await handle.task
+
+    @classmethod
+    def background(cls, symbol: str, strategy: str, exchange: str | None = None) -> Callable[[], None]:
+        """Start one pair and return ``stop``.
+
+        Inside a running event loop the pair runs as a task of that loop; otherwise in a
+        thread of its own. ``stop()`` lets the current tick finish, accepts no new signal,
+        cancels a waiting scheduled signal and leaves an open position persisted. Outside a
+        loop, ``stop()`` also waits (up to 30 s) until the loop has ended.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            handle = cls._start(symbol, strategy, exchange)
+            handle.task = loop.create_task(handle.run())
+            return handle.stop
+        holder: dict[str, Any] = {}
+        ready = threading.Event()
+
+        async def main() -> None:
+            try:
+                holder["handle"] = cls._start(symbol, strategy, exchange)
+            except BaseException as exc:
+                holder["error"] = exc
+                ready.set()
+                return
+            holder["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await holder["handle"].run()
+
+        thread = threading.Thread(target=asyncio.run, args=(main(),), name=f"livetrader {symbol}", daemon=True)
+        thread.start()
+        ready.wait()
+        if "error" in holder:
+            raise holder["error"]
+
+        def stop() -> None:
+            holder["loop"].call_soon_threadsafe(holder["handle"].stop)
+            thread.join(30)
+
+        return stop
+
+    @classmethod
+    def _pair(cls, symbol: str, strategy: str) -> Pair:
+        pair = cls._pairs.get((symbol, strategy))
+        if pair is None:
+            known = ", ".join(f"{s}/{n}" for s, n in cls._pairs) or "none"
+            raise KeyError(f"no live pair {symbol}/{strategy} in this process (running: {known})")
+        return pair
+
+    @classmethod
+    def get_data(cls, symbol: str, strategy: str) -> Stats:
+        """The statistics of the pair's in-memory event window."""
+        from livetrader.report import stats_for
+
+        return stats_for(cls._pair(symbol, strategy).window.events())
+
+    @classmethod
+    def get_report(cls, symbol: str, strategy: str) -> str:
+        """The markdown report of the pair's in-memory event window."""
+        return cls.engine().report_text(cls._pair(symbol, strategy))
+
+    @classmethod
+    def dump(cls, symbol: str, strategy: str, path: Path | None = None) -> Path:
+        """Write the pair's report (default: ``<data-dir>/reports/live/<pair>_<time>.md``); return the path."""
+        return cls.engine().write_report(cls._pair(symbol, strategy), path)
