@@ -1,0 +1,75 @@
+"""Helpers to run the real ``livetrader`` command as a subprocess in end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_STRATEGIES = Path(__file__).resolve().parent / "fixtures" / "strategies"
+DATA = ROOT.parent / "shared" / "data" / "UNITTEST_BTC-1m.json"
+
+
+def workdir(tmp_path: Path) -> Path:
+    """A working directory with the shipped strategies plus the test strategies."""
+    strategies = tmp_path / "strategies"
+    shutil.copytree(ROOT / "strategies", strategies, ignore=shutil.ignore_patterns("__pycache__"))
+    for file in FIXTURE_STRATEGIES.glob("*.py"):
+        shutil.copy(file, strategies / file.name)
+    return tmp_path
+
+
+def command(*args: str) -> list[str]:
+    """``livetrader ARGS`` run with this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-m", "livetrader.cli", *args]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVETRADER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env.update(extra)
+    return env
+
+
+def start(cwd: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """Start the daemon; stdout (JSON log lines) and stderr are captured as text."""
+    return subprocess.Popen(command(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment(**env))
+
+
+def run(cwd: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion."""
+    return subprocess.run(command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=environment(**env))
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT, timeout: float = 30) -> tuple[int, str, str]:
+    """Send ``sig`` and wait; returns (exit code, stdout, stderr)."""
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def events(stdout: str) -> list[dict]:
+    """The JSON log lines of a run."""
+    out = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False

@@ -1,0 +1,147 @@
+"""Supervision, cadence, timeouts and catch-up of the live engine, in process, on a fast clock."""
+
+import asyncio
+import time
+from dataclasses import replace
+
+from daemon import FIXTURE_STRATEGIES
+from livetrader.clock import SimClock
+from livetrader.config import Config, EngineConfig
+from livetrader.core.price import MINUTE_MS
+from livetrader.engine import Engine, Supervision
+from livetrader.events import EventBus
+from livetrader.exchanges.sim import SimSource
+from livetrader import Signal, Strategy
+from livetrader.strategy import load_strategies
+
+
+def engine(speed=6000, timeout=180.0, supervision=Supervision(first_backoff=0.01, max_crashes=3)):
+    wall = int(time.time() * 1000)
+    config = replace(Config(), engine=EngineConfig(strategy_timeout_seconds=timeout))
+    return Engine(config, load_strategies(FIXTURE_STRATEGIES), clock=SimClock(wall, wall - wall % MINUTE_MS, speed),
+                  bus=EventBus(), supervision=supervision)
+
+
+def test_a_loop_that_keeps_crashing_is_parked_and_the_others_carry_on():
+    e = engine()
+    bad = e.add_pair("BTCUSDT", "always-long")
+    good = e.add_pair("ETHUSDT", "always-long")
+    errors = []
+    e.bus.listen("error", errors.append)
+
+    async def crash(now):
+        raise RuntimeError("bug in the engine")
+
+    bad.tick = crash
+
+    async def main():
+        task = asyncio.create_task(e.run())
+        await asyncio.sleep(0.6)
+        e.stop()
+        await task
+        await e.bus.drain(1)
+
+    asyncio.run(main())
+    assert bad.state == "parked"
+    kinds = [x.kind for x in errors if x.symbol == "BTCUSDT"]
+    assert kinds == ["crash", "crash", "crash", "parked"]
+    assert good.ticks > 10 and good.closed_trades >= 1
+
+
+def test_a_hanging_strategy_times_out_into_an_error_and_the_loop_continues():
+    e = engine(speed=600, timeout=0.2)
+    pair = e.add_pair("BTCUSDT", "hanging")
+    errors = []
+    e.bus.listen("error", errors.append)
+
+    async def main():
+        task = asyncio.create_task(e.run())
+        await asyncio.sleep(1.0)
+        e.stop()
+        await task
+        await e.bus.drain(1)
+
+    asyncio.run(main())
+    assert pair.ticks >= 2
+    assert errors and all("timed out after 0.2 s" in x.message for x in errors)
+
+
+def test_slow_ticks_do_not_pile_up_and_report_their_lag():
+    class Slow(Strategy):
+        name = "slow"
+        interval = "1m"
+
+        async def get_signal(self, ctx):
+            time.sleep(0.05)  # 5 simulated minutes at speed 6000, blocking on purpose
+
+    e = engine(speed=6000)
+    e.registry.strategies["slow"] = type(e.registry.strategies["always-long"])(Slow, FIXTURE_STRATEGIES, 1)
+    pair = e.add_pair("BTCUSDT", "slow")
+
+    async def main():
+        task = asyncio.create_task(e.run())
+        await asyncio.sleep(1.0)
+        e.stop()
+        await task
+
+    asyncio.run(main())
+    # 1 s = 100 simulated minutes; each tick takes 5 of them: about 20 ticks, never 100.
+    assert 5 <= pair.ticks <= 30
+    assert pair.lag_ms is not None
+
+
+def test_a_late_tick_checks_every_missed_minute_in_order():
+    """Downtime catch-up: the position closes at the minute and price it would have had."""
+    e = engine()
+    pair = e.add_pair("BTCUSDT", "always-long")
+    source = SimSource()
+    start = 1_704_067_200_000
+
+    async def main():
+        result = await pair.tick(start)
+        assert result.action == "opened"
+        row = pair.row
+        # Jump 45 minutes ahead at once, as if the process had been down.
+        return row, await pair.tick(start + 45 * MINUTE_MS)
+
+    row, result = asyncio.run(main())
+    # The reference: check every minute with the same core until it closes.
+    from livetrader.core.machine import check_open
+    from livetrader.core.price import vwap
+
+    expected = None
+    for t in range(start + MINUTE_MS, start + 46 * MINUTE_MS, MINUTE_MS):
+        candles = source.fetch_sync("BTCUSDT", t - 5 * MINUTE_MS, t)
+        tick = check_open(row, t, vwap(candles))
+        if tick.action == "closed":
+            expected = tick
+            break
+    assert expected is not None
+    assert (result.action, result.at, result.close_reason, result.price_close) == (
+        "closed", expected.at, expected.close_reason, expected.price_close)
+    assert expected.at < start + 45 * MINUTE_MS or expected.close_reason == "time_expired"
+
+
+def test_signal_ids_and_whipsaw_guard_in_live():
+    class Repeat(Strategy):
+        name = "repeat"
+        interval = "1m"
+
+        async def get_signal(self, ctx):
+            return Signal("long", ctx.price * 1.006, ctx.price * 0.994, minutes=1, id="same-idea")
+
+    e = engine()
+    e.registry.strategies["repeat"] = type(e.registry.strategies["always-long"])(Repeat, FIXTURE_STRATEGIES, 1)
+    pair = e.add_pair("BTCUSDT", "repeat")
+    start = 1_704_067_200_000
+
+    async def main():
+        actions = []
+        for i in range(6):
+            result = await pair.tick(start + i * MINUTE_MS)
+            actions.append((result.action, result.reason))
+        return actions
+
+    actions = asyncio.run(main())
+    assert actions[0][0] == "opened" and actions[1][0] == "closed"
+    assert all(a == "idle" and "same id" in r for a, r in actions[2:])
