@@ -25,7 +25,9 @@ from livetrader.errors import UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.exchanges.base import CandleSource
 from livetrader.pair import Pair, PairSettings
-from livetrader.risk import RiskProfile, build_profiles
+from livetrader.core.signal import row_of
+from livetrader.risk import OpenPosition, RiskProfile, build_profiles
+from livetrader.store.state import pair_stem
 from livetrader.sources import open_source
 from livetrader.strategy import StrategyRegistry, instantiate
 from livetrader.tracing import describe
@@ -76,6 +78,7 @@ class Engine:
         self.sources: dict[str, CandleSource] = {}
         self.profiles: dict[str, RiskProfile] = build_profiles(config.risk_tables())
         self.pairs: list[Pair] = []
+        self.lock: Any = None
         self.started_at = self.clock.now_ms()
 
     # --- building -------------------------------------------------------------------------
@@ -86,8 +89,28 @@ class Engine:
             self.sources[exchange] = open_source(exchange, self.config, self.candles)
         return self.sources[exchange]
 
+    def open(self) -> None:
+        """Take the data directory: lock it for this process and clean temp files left by a crash.
+
+        Raises ``DataDirLocked`` naming the process that holds it.
+        """
+        if self.lock is not None:
+            return
+        from livetrader.store.atomic import clean_temp_files
+        from livetrader.store.lock import DataDirLock
+
+        lock = DataDirLock(self.data_dir)
+        lock.acquire()
+        self.lock = lock
+        for path in clean_temp_files(self.data_dir):
+            log.warning("removed a temp file left by a crash", path=str(path))
+
     def add_pair(self, symbol: str, strategy: str, exchange: str | None = None) -> Pair:
-        """Create the pair; every usage error (strategy, symbol, exchange, risk) is raised here."""
+        """Create the pair and restore its durable state.
+
+        Every usage error (strategy, symbol, exchange, risk) is raised here, and
+        ``StateDamaged`` when the pair's files are damaged (they are quarantined first).
+        """
         exchange = exchange or self.config.exchange
         cls = self.registry.get(strategy)
         source = self.source(exchange)
@@ -99,8 +122,78 @@ class Engine:
             self.config.risk_profile(cls.risk)  # a clear error for a profile missing from the config
             risk = self.profiles[cls.risk]
         pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus)
+        self.open()
+        self._restore(pair, cls.risk)
         self.pairs.append(pair)
+        if risk is not None:
+            self._watch_risk(risk)
         return pair
+
+    def _restore(self, pair: Pair, risk_name: str | None) -> None:
+        from livetrader.core.interval import bucket
+        from livetrader.store.state import FilePairStore, restore_pair
+
+        restored = restore_pair(self.data_dir, pair.key, repair=True)
+        for note in restored.notes:
+            log.warning("recovery", symbol=pair.symbol, strategy=pair.strategy_name, note=note)
+        pair.row = restored.row
+        pair.last_opened_id = restored.last_opened_id
+        if restored.last_asked_at is not None:
+            pair.last_bucket = bucket(restored.last_asked_at, pair.interval_ms)
+        pair.state = "idle" if pair.row is None else ("open" if pair.row.pending_at is not None else "scheduled")
+        for record in restored.records[-pair.settings.max_events:]:
+            pair.window.add(record)
+        closed = [r for r in restored.records if r["event"] == "closed"]
+        pair.closed_trades = len(closed)
+        pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
+        pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name)
+        if restored.interrupted or not pair.store.path.exists():
+            pair.store.snapshot(pair.snapshot())  # completes an interrupted transition
+        if pair.row is not None:
+            log.info("restored", symbol=pair.symbol, strategy=pair.strategy_name, signal_id=pair.row.id,
+                     state=pair.state)
+
+    def _watch_risk(self, profile: RiskProfile) -> None:
+        """Reconcile a profile with the restored signals (they win) and persist it on every change."""
+        from livetrader.risk import position_dict
+        from livetrader.store.state import load_risk, save_risk
+
+        if profile.on_change is not None:
+            profile.positions.clear()
+        for pair in self.pairs:
+            if pair.risk is profile and pair.row is not None and pair.row.pending_at is not None:
+                profile.positions[pair.row.id] = OpenPosition.of(pair.row)
+        for position in self._positions_of_absent_pairs(profile.name):
+            profile.positions.setdefault(position.signal_id, position)
+        stored = {p.get("signal_id") for p in load_risk(self.data_dir, profile.name)}
+        if stored != set(profile.positions):
+            log.warning("risk positions reconciled with the restored signals", profile=profile.name,
+                        stored=sorted(str(s) for s in stored), restored=sorted(profile.positions))
+
+        def persist(p: RiskProfile) -> None:
+            save_risk(self.data_dir, p.name, [position_dict(x) for x in p.positions.values()])
+
+        profile.on_change = persist
+        persist(profile)
+
+    def _positions_of_absent_pairs(self, profile: str) -> list[OpenPosition]:
+        """Open positions of pairs on disk that this process does not run (e.g. a removed strategy)."""
+        from livetrader.store.atomic import read_json
+        from livetrader.store.state import PAIRS_DIR
+
+        running = {pair_stem(p.key) for p in self.pairs}
+        found = []
+        for path in sorted((self.data_dir / PAIRS_DIR).glob("*.json")):
+            if path.stem in running:
+                continue
+            try:
+                data = read_json(path)
+                signal = data.get("signal") if isinstance(data, dict) and data.get("risk") == profile else None
+                if signal and signal.get("pending_at") is not None:
+                    found.append(OpenPosition.of(row_of({**signal, "signal_id": signal["id"]})))
+            except Exception as exc:  # an unreadable absent pair is reported by `recover`, not fatal here
+                log.warning("cannot read the snapshot of a pair not running", path=str(path), error=describe(exc))
+        return found
 
     # --- running --------------------------------------------------------------------------
 
@@ -233,7 +326,13 @@ class Engine:
         return [self.write_report(pair) for pair in self.pairs]
 
     async def close(self) -> None:
-        """Close every source."""
+        """Close every source and journal, and release the data directory."""
+        for pair in self.pairs:
+            if pair.store is not None:
+                pair.store.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         for source in self.sources.values():
             try:
                 await source.close()

@@ -134,8 +134,12 @@ class Pair:
                 self.checked_until = minute
             else:
                 result = await self._check_minutes(minute)
-        except StoreError:
-            raise  # storage failures are the engine's to handle: the state must not move on
+        except StoreError as exc:
+            # The durable state did not move on; keep checking the held signal (a close is
+            # retried next tick) but take no new signal until storage works and we restart.
+            self.accepting = False
+            self.report_error(minute, f"storage failed, no new signals: {exc}", "storage")
+            return None
         except Exception as exc:  # a source failure must never end the loop
             self.report_error(minute, f"no price: {describe(exc)}", "source")
             return None

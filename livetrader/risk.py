@@ -89,6 +89,8 @@ class RiskProfile:
     name: str
     checks: list[RiskCheck] = field(default_factory=list)
     positions: dict[str, OpenPosition] = field(default_factory=dict)
+    #: Called after every change of ``positions`` (the engine persists the profile there).
+    on_change: Callable[[RiskProfile], None] | None = None
 
     def check(self, row: SignalRow, price: float, now: int) -> str | None:
         """The first rejection reason of any check, or None when all accept."""
@@ -106,10 +108,18 @@ class RiskProfile:
     def add(self, row: SignalRow) -> None:
         """Record ``row`` as an open position."""
         self.positions[row.id] = OpenPosition.of(row)
+        if self.on_change is not None:
+            self.on_change(self)
 
     def remove(self, signal_id: str) -> None:
         """Forget a closed position."""
-        self.positions.pop(signal_id, None)
+        if self.positions.pop(signal_id, None) is not None and self.on_change is not None:
+            self.on_change(self)
+
+
+def position_dict(p: OpenPosition) -> dict[str, object]:
+    """The JSON shape of an open position."""
+    return {name: getattr(p, name) for name in p.__slots__}  # type: ignore[attr-defined]
 
 
 def build_profiles(config: dict[str, dict[str, int]]) -> dict[str, RiskProfile]:

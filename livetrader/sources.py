@@ -1,7 +1,8 @@
-"""Open the candle source a command names: ``sim``, ``files`` or a configured exchange."""
+"""Open the candle source a command names: ``sim``, ``files`` or a real exchange through ccxt."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from livetrader.config import Config
@@ -12,7 +13,13 @@ BUILT_IN = ("sim", "files")
 
 
 def open_source(name: str, config: Config, candles: Path | None = None, strict: bool = False) -> CandleSource:
-    """The candle source called ``name``; UsageError saying what to do when it cannot be opened."""
+    """The candle source called ``name``; UsageError saying what to do when it cannot be opened.
+
+    ``sim`` and ``files`` are built in. Any other name is a ccxt exchange when its
+    ``[exchanges.<name>]`` table names a ``ccxt_id``, or when the name itself is a ccxt
+    exchange id (``binance``); ccxt is imported only then. One call, one source: the engine
+    keeps one per exchange and shares it by every pair.
+    """
     if candles is not None and name != "files":
         raise UsageError(f"--candles only goes with --exchange files (the exchange is {name!r})")
     if name == "sim":
@@ -26,8 +33,32 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
         from livetrader.exchanges.files import FileSource
 
         return FileSource(candles, strict=strict)
+    table = config.exchange_options(name)
+    if "ccxt_id" in table or (name and _is_ccxt_id(name)):
+        from livetrader.exchanges.ccxt_source import CcxtSource, load_credentials, parse_settings
+
+        where = str(config.path) if config.path else "config"
+        credentials = load_credentials(name, parse_settings(name, table, where))
+        return CcxtSource(name, table, credentials, config_path=config.path)
     known = sorted({*BUILT_IN, *config.exchanges})
+    close = difflib.get_close_matches(name, _ccxt_ids() + known, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UsageError(
-        f"unknown exchange {name!r}; known: {', '.join(known)}. "
-        f"Add an [exchanges.{name}] section to the config for a ccxt exchange"
+        f"unknown exchange {name!r}; known: {', '.join(known)}, or any ccxt exchange id (binance, kraken, ...).{hint} "
+        f"For a ccxt exchange under another name, add an [exchanges.{name}] section with ccxt_id = \"...\" "
+        "to the config"
     )
+
+
+def _ccxt_ids() -> list[str]:
+    """ccxt's exchange ids, or none when ccxt is not installed."""
+    try:
+        from livetrader.exchanges.ccxt_source import ccxt_exchange_ids
+
+        return ccxt_exchange_ids()
+    except ImportError:
+        return []
+
+
+def _is_ccxt_id(name: str) -> bool:
+    return name in _ccxt_ids()

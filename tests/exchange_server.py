@@ -447,12 +447,14 @@ class ExchangeServer:
     """A Binance-compatible REST server on 127.0.0.1 (a free port), run on a background thread.
 
     ``clock`` returns the server's time in ms (default: the machine's); ``seed`` and ``symbols``
-    are those of the ``SimSource`` that makes the candles (default: ``DEFAULT_SYMBOLS``).
+    are those of the ``SimSource`` that makes the candles (default: ``DEFAULT_SYMBOLS``);
+    ``port`` 0 picks a free one.
     Use as a context manager; ``url`` is ``http://127.0.0.1:PORT``.
     """
 
     def __init__(self, clock: Clock = wall_clock, seed: int = 42, symbols: dict[str, float] | None = None,
-                 include_forming: bool = False) -> None:
+                 include_forming: bool = False, port: int = 0) -> None:
+        self.requested_port = port  # 0: any free port; a fixed one brings a "down" exchange back
         self.sim = SimSource(seed=seed, symbols=symbols if symbols is not None else dict(DEFAULT_SYMBOLS))
         self.faults = Faults()
         self._state = _State(clock, self.sim, self.faults, include_forming, threading.Event())
@@ -463,7 +465,7 @@ class ExchangeServer:
 
     def start(self) -> ExchangeServer:
         """Bind a free port and serve on a daemon thread."""
-        httpd = _Server(("127.0.0.1", 0), _Handler)
+        httpd = _Server(("127.0.0.1", self.requested_port), _Handler)
         httpd.state = self._state
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},

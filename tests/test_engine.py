@@ -15,15 +15,15 @@ from livetrader import Signal, Strategy
 from livetrader.strategy import load_strategies
 
 
-def engine(speed=6000, timeout=180.0, supervision=Supervision(first_backoff=0.01, max_crashes=3)):
+def engine(data_dir, speed=6000, timeout=180.0, supervision=Supervision(first_backoff=0.01, max_crashes=3)):
     wall = int(time.time() * 1000)
     config = replace(Config(), engine=EngineConfig(strategy_timeout_seconds=timeout))
     return Engine(config, load_strategies(FIXTURE_STRATEGIES), clock=SimClock(wall, wall - wall % MINUTE_MS, speed),
-                  bus=EventBus(), supervision=supervision)
+                  bus=EventBus(), supervision=supervision, data_dir=data_dir)
 
 
-def test_a_loop_that_keeps_crashing_is_parked_and_the_others_carry_on():
-    e = engine()
+def test_a_loop_that_keeps_crashing_is_parked_and_the_others_carry_on(tmp_path):
+    e = engine(tmp_path)
     bad = e.add_pair("BTCUSDT", "always-long")
     good = e.add_pair("ETHUSDT", "always-long")
     errors = []
@@ -48,8 +48,8 @@ def test_a_loop_that_keeps_crashing_is_parked_and_the_others_carry_on():
     assert good.ticks > 10 and good.closed_trades >= 1
 
 
-def test_a_hanging_strategy_times_out_into_an_error_and_the_loop_continues():
-    e = engine(speed=600, timeout=0.2)
+def test_a_hanging_strategy_times_out_into_an_error_and_the_loop_continues(tmp_path):
+    e = engine(tmp_path, speed=600, timeout=0.2)
     pair = e.add_pair("BTCUSDT", "hanging")
     errors = []
     e.bus.listen("error", errors.append)
@@ -66,7 +66,7 @@ def test_a_hanging_strategy_times_out_into_an_error_and_the_loop_continues():
     assert errors and all("timed out after 0.2 s" in x.message for x in errors)
 
 
-def test_slow_ticks_do_not_pile_up_and_report_their_lag():
+def test_slow_ticks_do_not_pile_up_and_report_their_lag(tmp_path):
     class Slow(Strategy):
         name = "slow"
         interval = "1m"
@@ -74,7 +74,7 @@ def test_slow_ticks_do_not_pile_up_and_report_their_lag():
         async def get_signal(self, ctx):
             time.sleep(0.05)  # 5 simulated minutes at speed 6000, blocking on purpose
 
-    e = engine(speed=6000)
+    e = engine(tmp_path, speed=6000)
     e.registry.strategies["slow"] = type(e.registry.strategies["always-long"])(Slow, FIXTURE_STRATEGIES, 1)
     pair = e.add_pair("BTCUSDT", "slow")
 
@@ -90,9 +90,9 @@ def test_slow_ticks_do_not_pile_up_and_report_their_lag():
     assert pair.lag_ms is not None
 
 
-def test_a_late_tick_checks_every_missed_minute_in_order():
+def test_a_late_tick_checks_every_missed_minute_in_order(tmp_path):
     """Downtime catch-up: the position closes at the minute and price it would have had."""
-    e = engine()
+    e = engine(tmp_path)
     pair = e.add_pair("BTCUSDT", "always-long")
     source = SimSource()
     start = 1_704_067_200_000
@@ -122,7 +122,7 @@ def test_a_late_tick_checks_every_missed_minute_in_order():
     assert expected.at < start + 45 * MINUTE_MS or expected.close_reason == "time_expired"
 
 
-def test_signal_ids_and_whipsaw_guard_in_live():
+def test_signal_ids_and_whipsaw_guard_in_live(tmp_path):
     class Repeat(Strategy):
         name = "repeat"
         interval = "1m"
@@ -130,7 +130,7 @@ def test_signal_ids_and_whipsaw_guard_in_live():
         async def get_signal(self, ctx):
             return Signal("long", ctx.price * 1.006, ctx.price * 0.994, minutes=1, id="same-idea")
 
-    e = engine()
+    e = engine(tmp_path)
     e.registry.strategies["repeat"] = type(e.registry.strategies["always-long"])(Repeat, FIXTURE_STRATEGIES, 1)
     pair = e.add_pair("BTCUSDT", "repeat")
     start = 1_704_067_200_000

@@ -18,6 +18,7 @@ from livetrader.core.price import MINUTE_MS
 from livetrader.engine import Engine
 from livetrader.errors import LivetraderError, UsageError
 from livetrader.sources import BUILT_IN
+from livetrader.store.state import StateDamaged
 from livetrader.strategy import load_strategies
 
 log = structlog.get_logger("livetrader.run")
@@ -58,18 +59,50 @@ def check_data_dir(path: Path) -> Path:
     return path
 
 
-def make_clock(request: RunRequest, exchange: str, engine_bounds: tuple[int, int] | None) -> Clock:
-    """The wall clock, or with ``--speed`` a simulated one (only for ``sim`` and ``files``)."""
-    if request.speed is None:
-        if exchange == "files" and engine_bounds is not None:
-            # A file in real time would wait years to reach "now": replay it from its start.
-            return SimClock(int(time.time() * 1000), _replay_origin(engine_bounds), 1.0)
-        return Clock()
-    if not request.speed > 0:
+def make_clock(
+    request: RunRequest, exchange: str, engine_bounds: tuple[int, int] | None, data_dir: Path | None = None
+) -> Clock:
+    """The wall clock, or a simulated one: with ``--speed`` (``sim`` and ``files`` only) or a file replay.
+
+    A simulated timeline is saved in the data directory and continued on restart, the
+    downtime elapsing in simulated time too, so a restart catches up exactly as it would
+    on the wall clock.
+    """
+    if request.speed is not None and not request.speed > 0:
         raise UsageError(f"--speed must be a positive number, got {request.speed}")
+    if request.speed is None and not (exchange == "files" and engine_bounds is not None):
+        return Clock()
+    # A file in real time would wait years to reach "now": replay it from its start.
+    speed = request.speed or 1.0
     wall = int(time.time() * 1000)
-    origin = _replay_origin(engine_bounds) if engine_bounds is not None else wall - wall % MINUTE_MS
-    return SimClock(wall, origin, request.speed)
+    saved = _saved_clock(data_dir) if data_dir is not None else None
+    if saved is not None:
+        now_sim = saved.now_ms()
+        clock = SimClock(wall, now_sim, speed) if saved.speed != speed else saved
+    else:
+        origin = _replay_origin(engine_bounds) if engine_bounds is not None else wall - wall % MINUTE_MS
+        clock = SimClock(wall, origin, speed)
+    if data_dir is not None:
+        from livetrader.store.atomic import write_json_atomic
+        from livetrader.store.state import CLOCK_FILE
+
+        (data_dir / CLOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(data_dir / CLOCK_FILE, clock.to_dict())
+    return clock
+
+
+def _saved_clock(data_dir: Path) -> SimClock | None:
+    from livetrader.store.atomic import read_json
+    from livetrader.store.state import CLOCK_FILE
+
+    try:
+        data = read_json(data_dir / CLOCK_FILE)
+        return SimClock(int(data["origin_wall"]), int(data["origin_sim"]), float(data["speed"]))  # type: ignore[index]
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged clock file only loses the simulated timeline: start a new one
+        log.warning("ignoring an unreadable simulated clock file", error=str(exc))
+        return None
 
 
 def _replay_origin(bounds: tuple[int, int]) -> int:
@@ -89,11 +122,20 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
     engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir or config.data_dir)
     source = engine.source(exchange)
     bounds = source.bounds(source.resolve_symbol(request.symbols[0]))
-    engine.clock = make_clock(request, exchange, bounds)
+    engine.open()
+    engine.clock = make_clock(request, exchange, bounds, engine.data_dir)
     engine.started_at = engine.clock.now_ms()
+    damaged = []
     for symbol in request.symbols:
         for name in request.strategies:
-            engine.add_pair(symbol, name, exchange)
+            try:
+                engine.add_pair(symbol, name, exchange)
+            except StateDamaged as exc:
+                # The other pairs start; this one waits for a person (see `livetrader recover`).
+                log.error("pair not started: damaged state", symbol=symbol, strategy=name, error=str(exc))
+                damaged.append(exc)
+    if not engine.pairs:
+        raise damaged[0] if damaged else UsageError("no pair to run")
     return engine
 
 

@@ -1,0 +1,861 @@
+"""Real exchanges through ccxt (async): closed 1-minute candles for any exchange ccxt supports.
+
+Configured by an ``[exchanges.<name>]`` table (every key optional)::
+
+    [exchanges.binance]
+    ccxt_id = "binance"                 # default: the table's name
+    options = { defaultType = "spot" }  # the ccxt constructor's ``options``
+    urls = { api_base = "http://127.0.0.1:8080" }  # every API URL re-rooted here (tests)
+    timeout_ms = 10000                  # per HTTP request (ccxt's default: 10000)
+    rate_limit_ms = 50                  # ccxt's rate limiter (default: the exchange's own)
+    max_retries = 4                     # retries of a failed request, with exponential backoff
+    retry_base_seconds = 0.5            # first backoff; doubles each retry ...
+    retry_max_seconds = 8.0             # ... up to this
+    page_limit = 1000                   # candles per request (default: what ccxt says the exchange allows)
+    sandbox = false                     # the exchange's test network, when ccxt knows one
+    credentials_file = "/etc/livetrader/binance.toml"   # mode 600: apiKey, secret [, password]
+
+Credentials never come from this table: from ``credentials_file`` when it is set, else from the
+environment (``LIVETRADER_<NAME>_API_KEY``, ``LIVETRADER_<NAME>_SECRET``, optional
+``LIVETRADER_<NAME>_PASSWORD``). Their values are replaced by ``***`` in every message this
+module produces and in ccxt's own log records.
+
+ccxt is imported lazily, inside functions: importing it costs about half a second and
+``livetrader --help`` must answer at once.
+
+One ccxt instance per source, and the engine shares one source per exchange by every pair, so
+ccxt's rate limiter sees every request of the process. An async ccxt instance belongs to the
+event loop it first ran in (its HTTP session and rate limiter do); a source used from a new loop
+makes a new instance and hands it the markets already loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import difflib
+import json
+import logging
+import math
+import os
+import re
+import stat
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
+
+import structlog
+
+from livetrader.core.price import MINUTE_MS, Candle, CandleError, validate_candles
+from livetrader.errors import CandleSourceError, ConfigError, UnknownSymbolError, UsageError
+
+log = structlog.get_logger("livetrader.exchanges.ccxt")
+
+#: Keys an ``[exchanges.<name>]`` table of a ccxt exchange may hold.
+SETTING_KEYS = (
+    "ccxt_id", "options", "urls", "timeout_ms", "rate_limit_ms", "max_retries", "retry_base_seconds",
+    "retry_max_seconds", "page_limit", "sandbox", "credentials_file",
+)
+#: Keys that would put a secret into the config file (compared lower-case, without ``_`` and ``-``).
+_SECRET_KEYS = frozenset({
+    "apikey", "key", "secret", "apisecret", "secretkey", "password", "passphrase", "privatekey", "token",
+})
+#: Quote currencies tried, longest first, to guess ``BASE/QUOTE`` from ``BASEQUOTE`` before the
+#: markets are loaded (only when the exchange cannot be reached at start).
+_COMMON_QUOTES = tuple(sorted(
+    ("USDT", "USDC", "FDUSD", "TUSD", "BUSD", "DAI", "USD", "EUR", "GBP", "JPY", "TRY", "BRL", "BTC", "ETH",
+     "BNB"),
+    key=len, reverse=True,
+))
+#: After the markets failed to load at start, how long ``resolve_symbol`` guesses instead of
+#: blocking on another attempt (the candle fetches keep trying in the meantime).
+_LOAD_RETRY_AFTER_SECONDS = 60.0
+_MESSAGE_LIMIT = 300  # characters of an exchange's answer kept in an error message
+_DEFAULT_PAGE_LIMIT = 1000
+#: How far behind this machine the exchange's clock may be for a fetch to wait for the last
+#: candle to close (once) instead of failing the tick.
+_SKEW_WAIT_MS = 5_000
+
+# The ``Date`` header of the last response in this task: the exchange's own clock (see fetch).
+_RESPONSE_DATE: contextvars.ContextVar[int | None] = contextvars.ContextVar("livetrader_ccxt_date", default=None)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CcxtSettings:
+    """An ``[exchanges.<name>]`` table of a ccxt exchange, checked (see the module docstring)."""
+
+    ccxt_id: str
+    options: Mapping[str, Any]
+    api_base: str | None = None
+    timeout_ms: int | None = None
+    rate_limit_ms: float | None = None
+    max_retries: int = 4
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 8.0
+    page_limit: int | None = None
+    sandbox: bool = False
+    credentials_file: Path | None = None
+
+
+def _env_prefix(name: str) -> str:
+    """``LIVETRADER_<NAME>_``: the name upper-cased, anything not alphanumeric as ``_``."""
+    return "LIVETRADER_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_"
+
+
+def _plain_key(key: str) -> str:
+    return re.sub(r"[_\-\s]", "", key.lower())
+
+
+def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") -> CcxtSettings:
+    """Check ``[exchanges.<name>]``; ConfigError naming ``source``, the key and what is expected.
+
+    A credential in the table is refused: config files get copied, committed and shared.
+    """
+    where = f"{source}: [exchanges.{name}]"
+    prefix = _env_prefix(name)
+    for key, value in table.items():
+        nested = value.keys() if key == "options" and isinstance(value, Mapping) else ()
+        for k in (key, *nested):
+            if _plain_key(str(k)) in _SECRET_KEYS:
+                raise ConfigError(
+                    f"{where} holds a credential ({k}); credentials never go in the config file. Set "
+                    f"{prefix}API_KEY and {prefix}SECRET in the environment, or name a file readable only by "
+                    f"you with credentials_file = \"...\" (chmod 600)"
+                )
+        if key not in SETTING_KEYS:
+            close = difflib.get_close_matches(key, SETTING_KEYS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "."
+            raise ConfigError(f"{where}: unknown key {key}{hint} Known: {', '.join(SETTING_KEYS)}")
+
+    def error(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{where} {key} must be {expected}, got {table[key]!r}")
+
+    def number(key: str, default: float | None, minimum: float, strict: bool = False) -> float | None:
+        if key not in table:
+            return default
+        value = table[key]
+        bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        if bad or value < minimum or (strict and value == minimum):
+            raise error(key, f"a number {'>' if strict else '>='} {minimum:g}")
+        return float(value)
+
+    def integer(key: str, default: int | None, minimum: int) -> int | None:
+        if key not in table:
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise error(key, f"an integer >= {minimum}")
+        return value
+
+    ccxt_id = table.get("ccxt_id", name)
+    if not isinstance(ccxt_id, str) or not ccxt_id.strip():
+        raise error("ccxt_id", "a ccxt exchange id such as \"binance\"")
+    options = table.get("options", {})
+    if not isinstance(options, Mapping):
+        raise error("options", "a table (the ccxt constructor's options)")
+    urls = table.get("urls", {})
+    if not isinstance(urls, Mapping):
+        raise error("urls", "a table such as { api_base = \"http://127.0.0.1:8080\" }")
+    for key in urls:
+        if key != "api_base":
+            raise ConfigError(f"{where} urls: unknown key {key}; only api_base is supported")
+    api_base = urls.get("api_base")
+    if api_base is not None and (
+        not isinstance(api_base, str) or urlsplit(api_base).scheme not in ("http", "https")
+        or not urlsplit(api_base).netloc
+    ):
+        raise ConfigError(f"{where} urls.api_base must be an http(s) URL such as \"http://127.0.0.1:8080\", "
+                          f"got {api_base!r}")
+    sandbox = table.get("sandbox", False)
+    if not isinstance(sandbox, bool):
+        raise error("sandbox", "true or false")
+    credentials_file = table.get("credentials_file")
+    if credentials_file is not None and (not isinstance(credentials_file, str) or not credentials_file.strip()):
+        raise error("credentials_file", "a file path")
+    base = number("retry_base_seconds", 0.5, 0.0)
+    cap = number("retry_max_seconds", 8.0, 0.0)
+    assert base is not None and cap is not None
+    return CcxtSettings(
+        ccxt_id=ccxt_id.strip(),
+        options=dict(options),
+        api_base=api_base.rstrip("/") if api_base else None,
+        timeout_ms=integer("timeout_ms", None, 1),
+        rate_limit_ms=number("rate_limit_ms", None, 0.0),
+        max_retries=integer("max_retries", 4, 0) or 0,
+        retry_base_seconds=base,
+        retry_max_seconds=cap,
+        page_limit=integer("page_limit", None, 1),
+        sandbox=sandbox,
+        credentials_file=Path(credentials_file) if credentials_file else None,
+    )
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Credentials:
+    """An API key and its secret (and a password, for exchanges that want one). Never printed."""
+
+    api_key: str
+    secret: str
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return "Credentials(api_key='***', secret='***'" + (", password='***')" if self.password else ")")
+
+    __str__ = __repr__
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every value to hide from messages."""
+        return tuple(v for v in (self.api_key, self.secret, self.password) if v)
+
+    def ccxt_config(self) -> dict[str, str]:
+        """The ccxt constructor's credential keys."""
+        config = {"apiKey": self.api_key, "secret": self.secret}
+        if self.password:
+            config["password"] = self.password
+        return config
+
+
+def _credential_field(key: str) -> str | None:
+    """Which credential a key of a credentials file or env file names (``API_KEY``, ``apiKey``, ...)."""
+    plain = _plain_key(key)
+    if plain.endswith("apikey") or plain == "key":
+        return "api_key"
+    if plain.endswith("secret") or plain.endswith("secretkey"):
+        return "secret"
+    if plain.endswith("password") or plain.endswith("passphrase"):
+        return "password"
+    return None
+
+
+def _read_credentials_file(path: Path, name: str) -> dict[str, str]:
+    """The credentials in ``path`` (TOML, JSON, or ``KEY=VALUE`` lines), after checking its mode."""
+    where = f"credentials_file {path} of [exchanges.{name}]"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist; create it (chmod 600) or remove credentials_file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{where} is not a regular file")
+    if mode & 0o077:
+        raise ConfigError(
+            f"{where} is accessible by group or others (mode {stat.S_IMODE(mode):o}); refusing to start. "
+            f"Run: chmod 600 {path}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where} cannot be read: {reason}") from None
+    # The parsers' messages give positions only, never the text: safe to show.
+    data: Any
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: invalid TOML ({exc})") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: invalid JSON (line {exc.lineno}, column {exc.colno})") from None
+    else:
+        data = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.removeprefix("export ").partition("=")
+            if not sep:
+                raise ConfigError(f"{where} line {number}: expected KEY=VALUE")
+            data[key.strip()] = value.strip().strip("'\"")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a table of apiKey and secret")
+    found: dict[str, str] = {}
+    for key, value in data.items():
+        which = _credential_field(str(key))
+        if which is None:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string")
+        found[which] = value.strip()
+    return found
+
+
+def load_credentials(name: str, settings: CcxtSettings, environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """The credentials of exchange ``name``: from ``credentials_file`` when set, else the environment.
+
+    None when there are none (candles need none). ConfigError for a credentials file readable by
+    others, unreadable or incomplete, and for a key without its secret (or the reverse).
+    """
+    environ = os.environ if environ is None else environ
+    prefix = _env_prefix(name)
+    if settings.credentials_file is not None:
+        values = _read_credentials_file(settings.credentials_file, name)
+        origin = f"credentials_file {settings.credentials_file}"
+    else:
+        values = {
+            field: environ.get(prefix + suffix, "").strip()
+            for field, suffix in (("api_key", "API_KEY"), ("secret", "SECRET"), ("password", "PASSWORD"))
+        }
+        origin = f"the environment ({prefix}API_KEY, {prefix}SECRET)"
+    api_key, secret = values.get("api_key", ""), values.get("secret", "")
+    if not api_key and not secret:
+        if settings.credentials_file is not None:
+            raise ConfigError(f"{origin} of [exchanges.{name}] holds no apiKey and secret")
+        return None
+    if not api_key or not secret:
+        missing = "the secret" if api_key else "the API key"
+        raise ConfigError(f"{origin} gives only one of API key and secret for {name}; add {missing}")
+    return Credentials(api_key, secret, values.get("password") or None)
+
+
+# --- small helpers --------------------------------------------------------------------------
+
+
+def _symbol_key(symbol: str) -> str:
+    """``btc/usdt``, ``BTC-USDT``, ``BTCUSDT`` -> ``BTCUSDT``: how a typed symbol is looked up."""
+    return re.sub(r"[/\-_\s]", "", symbol.upper())
+
+
+def guess_symbol(symbol: str) -> str:
+    """A unified ``BASE/QUOTE`` guess without the markets: ``btc/usdt`` or ``BTCUSDT`` -> ``BTC/USDT``.
+
+    Used only while the exchange cannot be reached at start; the fetches resolve it properly
+    once the markets load.
+    """
+    s = symbol.strip().upper()
+    if "/" in s:
+        return s
+    for quote_code in _COMMON_QUOTES:
+        if s.endswith(quote_code) and len(s) > len(quote_code):
+            return f"{s[: -len(quote_code)]}/{quote_code}"
+    return s
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _date_ms(headers: Any) -> int | None:
+    """The ``Date`` response header in ms, or None."""
+    try:
+        value = headers.get("Date") or headers.get("date")
+        return int(parsedate_to_datetime(value).timestamp() * 1000) if value else None
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+
+
+class _Malformed(ValueError):
+    """The exchange answered something that is not the data asked for; worth retrying."""
+
+
+class _Redactor(logging.Filter):
+    """Replaces secrets in ccxt's own log records (its debug lines print request headers)."""
+
+    def __init__(self, clean: Callable[[str], str]) -> None:
+        super().__init__()
+        self.clean = clean
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is logging's problem, not ours
+            return True
+        cleaned = self.clean(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def ccxt_exchange_ids() -> list[str]:
+    """Every exchange id ccxt supports (imports ccxt: call only when a real exchange is wanted)."""
+    import ccxt.async_support as ccxt
+
+    return list(ccxt.exchanges)
+
+
+# --- the source -----------------------------------------------------------------------------
+
+
+class CcxtSource:
+    """Closed 1-minute candles from a real exchange through async ccxt; implements ``CandleSource``.
+
+    ``name`` is the ``[exchanges.<name>]`` table (and the name in messages), ``options`` that
+    table, ``credentials`` from ``load_credentials`` (or None). ``clock`` returns the machine's
+    time in ms (injectable for tests). Symbols are the ccxt unified ones (``BTC/USDT``);
+    ``resolve_symbol`` accepts ``BTCUSDT``, ``BTC/USDT`` or ``btc/usdt``.
+
+    Markets load once, lazily: ``await prepare(symbols)`` in async code; ``resolve_symbol``,
+    which is synchronous, loads them itself when they are not loaded yet (see its docstring).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        credentials: Credentials | None = None,
+        *,
+        clock: Callable[[], int] | None = None,
+        config_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = parse_settings(name, options, str(config_path) if config_path else "config")
+        self._credentials = credentials
+        self._secrets = _secret_variants(credentials.secrets() if credentials else ())
+        self._clock = clock or _wall_ms
+        self._exchange: Any = None  # the shared ccxt instance, bound to the loop it first ran in
+        self._loop: asyncio.AbstractEventLoop | None = None  # that loop
+        self._lock: asyncio.Lock | None = None  # guards the markets load on that loop
+        self._markets_holder: Any = None  # an instance (maybe closed) whose markets are loaded
+        self._lookup_table: dict[str, str] = {}  # _symbol_key -> unified symbol
+        self._load_failed_at: float | None = None
+        self._redactor = _Redactor(self._clean) if self._secrets else None
+        self._check_exchange()
+
+    def __repr__(self) -> str:
+        return f"CcxtSource({self.name!r}, ccxt_id={self.settings.ccxt_id!r})"
+
+    # --- CandleSource ----------------------------------------------------------------------
+
+    def resolve_symbol(self, symbol: str) -> str:
+        """The unified symbol (``BTC/USDT``) of ``symbol``; UnknownSymbolError with close matches.
+
+        When the markets are not loaded yet this blocks to load them: on a worker thread with
+        its own event loop and a throwaway ccxt instance (one request), so it works with or
+        without a running loop and never ties the shared instance to a short-lived loop; the
+        shared instance gets the markets on first use. Async callers should ``await
+        prepare(...)`` first, which does not block. If the exchange cannot be reached (after the
+        retries), the daemon must still start and recover by itself: the normalized guess
+        (``guess_symbol``) is returned, a warning logged, and the fetches resolve the symbol
+        once the markets load. Errors that retrying cannot fix (credentials refused) raise.
+        """
+        if not symbol or not symbol.strip():
+            raise UnknownSymbolError(f"empty symbol for exchange {self.name}")
+        if not self._lookup_table and not self._recently_failed():
+            try:
+                self._load_markets_blocking()
+            except CandleSourceError as exc:
+                self._load_failed_at = time.monotonic()
+                log.warning("markets not loaded; symbols are checked once the exchange answers",
+                            exchange=self.name, error=str(exc))
+        if self._lookup_table:
+            return self._lookup(symbol)
+        return guess_symbol(symbol)
+
+    async def prepare(self, symbols: Iterable[str] = ()) -> list[str]:
+        """Load the markets (once) on the running loop, then resolve ``symbols``; their unified names.
+
+        Raises UnknownSymbolError naming every unknown symbol, CandleSourceError when the
+        exchange cannot be reached after the retries.
+        """
+        await self._ready()
+        resolved, unknown = [], []
+        for symbol in symbols:
+            try:
+                resolved.append(self._lookup(symbol))
+            except UnknownSymbolError as exc:
+                unknown.append(str(exc))
+        if unknown:
+            raise UnknownSymbolError("; ".join(unknown))
+        return resolved
+
+    def bounds(self, symbol: str) -> tuple[int, int] | None:
+        """None: a live exchange has no end."""
+        return None
+
+    async def fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """Closed 1-minute candles opening in ``[start_ms, end_ms)``, complete and validated.
+
+        Candles at or after the machine's current minute are still forming and are left out,
+        so ``end_ms`` past the last closed minute gives fewer candles. The exchange's clock (the
+        ``Date`` of its answers) must agree that the last one has closed: a few seconds behind,
+        the fetch waits once; further behind, CandleSourceError says the clocks disagree. Long
+        windows (downtime catch-up) are fetched in pages. A batch with a gap, a duplicate or an
+        impossible candle raises CandleSourceError naming the exchange, the symbol and the
+        problem: live candles are never filled in.
+        """
+        exchange = await self._ready()
+        unified = self._lookup(symbol)
+        now = self._clock()
+        current = now - now % MINUTE_MS
+        first = -(-start_ms // MINUTE_MS) * MINUTE_MS
+        end = min(end_ms, current)
+        if end <= first:
+            return []
+        candles, exchange_now = await self._fetch_range(exchange, unified, first, end)
+        if exchange_now is not None and 0 < end - exchange_now <= _SKEW_WAIT_MS:
+            # The exchange is a moment behind this machine and still forms the last candle asked
+            # for: wait until it has closed it, once, rather than lose the tick.
+            await asyncio.sleep((end - exchange_now) / 1000 + 0.25)
+            candles, exchange_now = await self._fetch_range(exchange, unified, first, end)
+        if exchange_now is not None and exchange_now < end:
+            raise CandleSourceError(
+                f"{self.name} {unified}: the exchange has not closed the candles up to {_iso(end)} yet: its "
+                f"clock ({_iso(exchange_now)}) is {(now - exchange_now) / 1000:.0f} s behind this machine's; "
+                "synchronise the clock (NTP)"
+            )
+        try:
+            validate_candles(candles, first, end)
+        except CandleError as exc:
+            raise CandleSourceError(f"{self.name} {unified}: bad candles: {exc}") from None
+        return candles
+
+    async def _fetch_range(self, exchange: Any, unified: str, first: int, end: int) -> tuple[list[Candle], int | None]:
+        """Candles opening in ``[first, end)``, page by page; and the earliest ``Date`` the exchange sent."""
+        page_limit = self._page_limit(exchange)
+        candles: list[Candle] = []
+        exchange_now: int | None = None
+        since = first
+        while since < end:
+            want = min(page_limit, -(-(end - since) // MINUTE_MS))
+            rows, date = await self._call(
+                f"fetching candles of {unified}", self._fetch_page, exchange, unified, since, want)
+            if date is not None:
+                exchange_now = date if exchange_now is None else min(exchange_now, date)
+            if not rows:
+                break
+            candles.extend(c for c in rows if first <= c.timestamp < end)
+            if rows[-1].timestamp < since:
+                break  # the exchange ignored ``since``: no progress to be made
+            since = rows[-1].timestamp + MINUTE_MS
+        return candles, exchange_now
+
+    async def close(self) -> None:
+        """Close the ccxt HTTP session (the source can be used again: a new one opens)."""
+        exchange, loop = self._exchange, self._loop
+        self._exchange = self._loop = self._lock = None
+        if exchange is not None:
+            if loop is asyncio.get_running_loop():
+                await exchange.close()
+            else:
+                _abandon(exchange)
+        if self._redactor is not None:
+            logging.getLogger("ccxt").removeFilter(self._redactor)
+            logging.getLogger("ccxt.base.exchange").removeFilter(self._redactor)
+
+    # --- formatting ------------------------------------------------------------------------
+
+    def format_price(self, symbol: str, value: float) -> str:
+        """``value`` rounded to the market's price precision (``50123.46``), for reports.
+
+        Without loaded markets, or for a value below the tick, a plain ``%.8g`` instead.
+        """
+        return self._to_precision("price_to_precision", symbol, value)
+
+    def format_amount(self, symbol: str, value: float) -> str:
+        """``value`` rounded to the market's amount precision, for reports."""
+        return self._to_precision("amount_to_precision", symbol, value)
+
+    def _to_precision(self, method: str, symbol: str, value: float) -> str:
+        holder = self._markets_holder
+        if holder is not None and self._lookup_table:
+            try:
+                return str(getattr(holder, method)(self._lookup(symbol), value))
+            except Exception:  # noqa: S110 - formatting must never fail a report
+                pass
+        return f"{value:.8g}"
+
+    # --- the ccxt instance -------------------------------------------------------------------
+
+    def _check_exchange(self) -> None:
+        """UsageError now (not at the first tick) for an unknown id or an exchange without candles."""
+        import ccxt.async_support as ccxt
+
+        ccxt_id = self.settings.ccxt_id
+        if ccxt_id not in ccxt.exchanges:
+            close = difflib.get_close_matches(ccxt_id, ccxt.exchanges, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"[exchanges.{self.name}] ccxt_id {ccxt_id!r} is not an exchange ccxt knows{hint}")
+        exchange = self._new_exchange(register=False)
+        if not exchange.has.get("fetchOHLCV"):
+            raise UsageError(f"{self.name} ({ccxt_id}): ccxt cannot fetch candles from this exchange")
+        if "1m" not in (exchange.timeframes or {"1m": "1m"}):
+            raise UsageError(f"{self.name} ({ccxt_id}) has no 1-minute candles")
+
+    def _new_exchange(self, register: bool = True) -> Any:
+        """A ccxt instance configured from the settings; not bound to a loop until its first request."""
+        import ccxt.async_support as ccxt
+
+        s = self.settings
+        config: dict[str, Any] = {"enableRateLimit": True, "options": dict(s.options)}
+        if s.timeout_ms is not None:
+            config["timeout"] = s.timeout_ms
+        if s.rate_limit_ms is not None:
+            config["rateLimit"] = s.rate_limit_ms
+        if self._credentials is not None:
+            config.update(self._credentials.ccxt_config())
+        try:
+            exchange = getattr(ccxt, s.ccxt_id)(config)
+            if s.sandbox:
+                exchange.set_sandbox_mode(True)
+        except ccxt.BaseError as exc:
+            raise UsageError(f"{self.name}: ccxt refused the configuration: {self._clean(str(exc))}") from None
+        if s.api_base is not None:
+            exchange.urls["api"] = _rebase(exchange.urls.get("api"), s.api_base)
+            if s.api_base.startswith("http://"):
+                # ccxt waits 250 ms on close so TLS transports can shut down; plain HTTP has none.
+                exchange.timeout_on_exit = 0
+        _check_responses(exchange, ccxt.BadResponse)
+        if register and self._redactor is not None:
+            for name in ("ccxt", "ccxt.base.exchange"):
+                logger = logging.getLogger(name)
+                if self._redactor not in logger.filters:
+                    logger.addFilter(self._redactor)
+        return exchange
+
+    def _client(self) -> Any:
+        """The shared instance for the running loop (made on first use, or anew for a new loop)."""
+        loop = asyncio.get_running_loop()
+        exchange = self._exchange
+        if exchange is not None and self._loop is not loop:
+            _abandon(exchange)
+            exchange = None
+        if exchange is None:
+            exchange = self._new_exchange()
+            if self._markets_holder is not None:
+                exchange.set_markets_from_exchange(self._markets_holder)
+            self._exchange, self._loop, self._lock = exchange, loop, asyncio.Lock()
+        return exchange
+
+    async def _ready(self) -> Any:
+        """The shared instance, with its markets loaded (once, under a lock, with retries)."""
+        exchange = self._client()
+        if exchange.markets:
+            return exchange
+        assert self._lock is not None
+        async with self._lock:
+            if not exchange.markets:  # another pair may have loaded them while this one waited
+                await self._call("loading markets", self._load_markets, exchange)
+        return exchange
+
+    async def _load_markets(self, exchange: Any) -> None:
+        markets = await exchange.load_markets(reload=True)
+        if not markets:
+            raise _Malformed("the exchange listed no markets")
+        self._set_markets(exchange)
+
+    def _set_markets(self, exchange: Any) -> None:
+        table: dict[str, str] = {}
+        # Spot first: on exchanges where a spot market and a perpetual share an id (binance's
+        # BTCUSDT), the plain spelling means spot.
+        for market in sorted(exchange.markets.values(), key=lambda m: not m.get("spot")):
+            symbol = market["symbol"]
+            for spelling in (symbol, market.get("id")):
+                if isinstance(spelling, str) and spelling:
+                    table.setdefault(_symbol_key(spelling), symbol)
+        self._markets_holder = exchange
+        self._lookup_table = table
+        self._load_failed_at = None
+
+    def _load_markets_blocking(self) -> None:
+        """Load the markets on a worker thread with its own loop and throwaway instance; wait."""
+        outcome: list[BaseException | None] = []
+
+        async def load() -> None:
+            exchange = self._new_exchange()
+            try:
+                await self._call("loading markets", self._load_markets, exchange)
+            finally:
+                await exchange.close()
+
+        def work() -> None:
+            try:
+                asyncio.run(load())
+                outcome.append(None)
+            except BaseException as exc:  # handed to the calling thread below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=work, name=f"livetrader-{self.name}-markets", daemon=True)
+        thread.start()
+        thread.join()
+        error = outcome[0] if outcome else CandleSourceError(f"{self.name}: loading markets did not finish")
+        if error is not None:
+            raise error
+
+    def _recently_failed(self) -> bool:
+        return self._load_failed_at is not None and time.monotonic() - self._load_failed_at < _LOAD_RETRY_AFTER_SECONDS
+
+    def _lookup(self, symbol: str) -> str:
+        """The unified symbol of ``symbol`` among the loaded markets; UnknownSymbolError otherwise."""
+        if not self._lookup_table:
+            raise CandleSourceError(f"{self.name} unavailable: markets not loaded yet")
+        holder = self._markets_holder
+        s = symbol.strip()
+        if holder is not None and s in holder.markets:
+            return s
+        found = self._lookup_table.get(_symbol_key(s))
+        if found is not None:
+            return found
+        close = difflib.get_close_matches(_symbol_key(s), list(self._lookup_table), n=3, cutoff=0.6)
+        suggestions = list(dict.fromkeys(self._lookup_table[c] for c in close))
+        hint = f"did you mean {', '.join(suggestions)}? " if suggestions else ""
+        raise UnknownSymbolError(
+            f"{self.name} has no market {symbol!r}; {hint}({len(holder.markets) if holder else 0} markets "
+            f"listed, written BTC/USDT or BTCUSDT)"
+        )
+
+    def _page_limit(self, exchange: Any) -> int:
+        """Candles per request: the setting, else ccxt's knowledge of the exchange, else 1000."""
+        if self.settings.page_limit is not None:
+            return self.settings.page_limit
+        try:
+            limit = exchange.features["spot"]["fetchOHLCV"]["limit"]
+        except (AttributeError, KeyError, TypeError):
+            limit = None
+        return limit if isinstance(limit, int) and limit > 0 else _DEFAULT_PAGE_LIMIT
+
+    async def _fetch_page(self, exchange: Any, symbol: str, since: int, limit: int) -> tuple[list[Candle], int | None]:
+        """One request: candles from ``since`` on (at most ``limit``), and the exchange's Date."""
+        _RESPONSE_DATE.set(None)
+        rows = await exchange.fetch_ohlcv(symbol, "1m", since=since, limit=limit)
+        date = _RESPONSE_DATE.get()
+        if not isinstance(rows, list):
+            raise _Malformed(f"candles answer is a {type(rows).__name__}, not a list")
+        candles = []
+        for row in rows:
+            if not isinstance(row, list | tuple) or len(row) < 6:
+                raise _Malformed(f"candle row {str(row)[:60]!r} is not [time, open, high, low, close, volume]")
+            timestamp, o, h, low, c, v = row[:6]
+            if isinstance(timestamp, bool) or not isinstance(timestamp, int) or any(
+                isinstance(x, bool) or not isinstance(x, int | float) for x in (o, h, low, c, v)
+            ):
+                raise _Malformed(f"candle row {str(row)[:80]!r} has a missing or non-numeric value")
+            candles.append(Candle(timestamp, float(o), float(h), float(low), float(c), float(v)))
+        candles.sort(key=lambda c: c.timestamp)
+        return candles, date
+
+    # --- retries and messages ----------------------------------------------------------------
+
+    async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``await fn(*args)``, retried with exponential backoff on what retrying can fix.
+
+        Retried: network errors, timeouts, rate limiting (429/418), exchange unavailable (5xx),
+        other ``OperationFailed`` answers, ccxt's catch-all ``ExchangeError`` and malformed
+        answers. Not retried (raised at once, with what to do): bad symbol, refused credentials
+        or permissions, insufficient funds, and every other specific ccxt error. Exceptions
+        are raised outside the ``except`` blocks so no ccxt exception (whose text may hold a
+        secret) rides along as ``__context__`` into a traceback.
+        """
+        import ccxt.async_support as ccxt
+
+        attempts = self.settings.max_retries + 1
+        delay = self.settings.retry_base_seconds
+        last = ""
+        for attempt in range(1, attempts + 1):
+            fatal: Exception | None = None
+            try:
+                return await fn(*args)
+            except ccxt.BaseError as exc:
+                if isinstance(exc, ccxt.OperationFailed) or type(exc) is ccxt.ExchangeError:
+                    last = self._describe(exc)
+                else:
+                    fatal = self._fatal(what, exc)
+            except (_Malformed, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+                # ccxt's parsers trip over answers that are not what they expect.
+                last = f"malformed answer ({self._describe(exc)})"
+            if fatal is not None:
+                raise fatal
+            if attempt < attempts:
+                wait = min(delay, self.settings.retry_max_seconds)
+                log.info("exchange request failed; retrying", exchange=self.name, what=what, attempt=attempt,
+                         wait_seconds=wait, error=last)
+                await asyncio.sleep(wait)
+                delay *= 2
+        raise CandleSourceError(f"{self.name} unavailable: {what} failed {attempts} time(s): {last}")
+
+    def _fatal(self, what: str, exc: Exception) -> Exception:
+        """The user-facing error for a ccxt error that retrying cannot fix."""
+        import ccxt.async_support as ccxt
+
+        text = self._describe(exc)
+        prefix = _env_prefix(self.name)
+        if isinstance(exc, ccxt.BadSymbol):
+            return UnknownSymbolError(f"{self.name} rejects the symbol while {what}: {text}; check the symbol")
+        if isinstance(exc, ccxt.AuthenticationError):
+            source = (f"credentials_file {self.settings.credentials_file}" if self.settings.credentials_file
+                      else f"{prefix}API_KEY / {prefix}SECRET")
+            return UsageError(f"{self.name} refused the credentials while {what}: {text}; check {source} "
+                              "(key, secret, permissions, IP whitelist)")
+        if isinstance(exc, ccxt.InsufficientFunds):
+            return UsageError(f"{self.name}: insufficient funds while {what}: {text}")
+        return CandleSourceError(f"{self.name} refused {what}: {text}; retrying will not help, check the "
+                                 f"[exchanges.{self.name}] settings")
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        if len(text) > _MESSAGE_LIMIT:
+            text = text[:_MESSAGE_LIMIT] + "..."
+        return self._clean(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+    def _clean(self, text: str) -> str:
+        """``text`` with every credential (and its URL-encoded forms) replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _secret_variants(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret as written and URL-encoded, longest first (so no partial replacement is left)."""
+    variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote_plus(s))}
+    return tuple(sorted(variants, key=len, reverse=True))
+
+
+def _rebase(api: Any, base: str) -> Any:
+    """Every http(s) URL in ``urls['api']`` (a string or nested tables) re-rooted at ``base``."""
+    if isinstance(api, str):
+        parts = urlsplit(api)
+        if parts.scheme not in ("http", "https"):
+            return api
+        return base + parts.path + (f"?{parts.query}" if parts.query else "")
+    if isinstance(api, dict):
+        return {key: _rebase(value, base) for key, value in api.items()}
+    return api
+
+
+def _check_responses(exchange: Any, bad_response: type[Exception]) -> None:
+    """Make a malformed answer an error, and note each answer's ``Date``.
+
+    ccxt returns the raw text when a JSON body does not parse (a truncated answer, an HTML
+    error page with status 200), and its parsers then make empty or garbled data of it
+    silently. Wrapping the instance's ``fetch`` turns those into ``BadResponse`` (retried).
+    """
+    original = exchange.fetch
+
+    async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        response = await original(url, method, headers, body)
+        _RESPONSE_DATE.set(_date_ms(exchange.last_response_headers))
+        if isinstance(response, str) and response.lstrip()[:1] in ("{", "[", "<"):
+            raise bad_response(f"{exchange.id} {method} {url}: malformed answer {response[:60]!r}")
+        return response
+
+    exchange.fetch = fetch
+
+
+def _abandon(exchange: Any) -> None:
+    """Drop an instance whose event loop is gone, without the warnings of an unclosed session."""
+    with contextlib.suppress(Exception):
+        if exchange.session is not None:
+            exchange.session.detach()
+    exchange.session = None
+    exchange.tcp_connector = None

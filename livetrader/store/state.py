@@ -1,0 +1,240 @@
+"""A pair's durable state: the journal (write-ahead log), the snapshot, and restoring both.
+
+Layout under the data directory::
+
+    journal/<symbol>_<strategy>_<exchange>.jsonl   every transition, fsync'ed, append-only
+    state/pairs/<symbol>_<strategy>_<exchange>.json the pair's snapshot (atomic rewrite)
+    state/risk/<profile>.json                       a risk profile's open positions
+
+The journal is the truth: a transition is appended (and fsync'ed) before anything else
+changes, and the snapshot records how many journal records it reflects. On restore, records
+beyond that count are an interrupted transition, completed by replaying them; a snapshot
+that claims more records than the journal holds means the journal lost data, which needs
+a person. A file that cannot be read or fails validation is quarantined, never deleted,
+and the pair does not start on a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livetrader.core.signal import SignalRow, row_of
+from livetrader.errors import LivetraderError, StoreReadError
+from livetrader.store.atomic import read_json, write_json_atomic
+from livetrader.store.journal import Journal, journal_path, read_journal, repair_truncated_tail, sanitize_name
+from livetrader.store.quarantine import quarantine
+
+PAIRS_DIR = Path("state") / "pairs"
+RISK_DIR = Path("state") / "risk"
+CLOCK_FILE = Path("state") / "clock.json"
+
+Key = tuple[str, str, str]
+
+
+class StateDamaged(LivetraderError):
+    """A pair's durable state is damaged; it was quarantined (or needs a person) and the pair does not start."""
+
+
+def pair_stem(key: Key) -> str:
+    """``<symbol>_<strategy>_<exchange>`` with each part made file-name safe."""
+    return "_".join(sanitize_name(part) for part in key)
+
+
+def snapshot_path(data_dir: Path, key: Key) -> Path:
+    """Where the pair's snapshot lives."""
+    return Path(data_dir) / PAIRS_DIR / f"{pair_stem(key)}.json"
+
+
+def risk_path(data_dir: Path, profile: str) -> Path:
+    """Where a risk profile's open positions live."""
+    return Path(data_dir) / RISK_DIR / f"{sanitize_name(profile)}.json"
+
+
+class FilePairStore:
+    """The durable storage of one pair: the journal and the snapshot (implements ``PairStore``)."""
+
+    def __init__(self, data_dir: Path, key: Key, records: int, risk: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.key = key
+        self.risk = risk
+        self.records = records
+        self.journal = Journal(journal_path(self.data_dir, *key))
+        self.path = snapshot_path(self.data_dir, key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_ahead(self, record: dict[str, Any]) -> None:
+        """Append the transition to the journal; when this returns it survives a crash."""
+        self.journal.append(record)
+        self.records += 1
+
+    def snapshot(self, state: dict[str, Any]) -> None:
+        """Rewrite the snapshot atomically, stamped with the journal records it reflects."""
+        write_json_atomic(self.path, {**state, "risk": self.risk, "journal_records": self.records})
+
+    def close(self) -> None:
+        """Close the journal."""
+        self.journal.close()
+
+
+@dataclass(slots=True)
+class Restored:
+    """What a pair resumes from, and what recovery had to do to get there."""
+
+    key: Key
+    row: SignalRow | None = None
+    last_asked_at: int | None = None
+    last_opened_id: str | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    snapshot_records: int = 0
+    notes: list[str] = field(default_factory=list)
+    risk: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the journal holds transitions the snapshot does not reflect yet."""
+        return len(self.records) > self.snapshot_records
+
+
+def replay(records: list[dict[str, Any]]) -> tuple[SignalRow | None, str | None, int | None]:
+    """The signal, last opened id and last ask time that a journal's records lead to."""
+    row: SignalRow | None = None
+    last_opened: str | None = None
+    last_asked: int | None = None
+    for rec in records:
+        event = rec["event"]
+        if event in ("scheduled", "opened"):
+            row = row_of(rec)
+            last_asked = max(last_asked or 0, row.scheduled_at)
+            if event == "opened":
+                last_opened = row.id
+        else:
+            row = None
+    return row, last_opened, last_asked
+
+
+def _check_records(records: list[dict[str, Any]], key: Key) -> str | None:
+    """Why the journal's records cannot be trusted, or None."""
+    for number, rec in enumerate(records, start=1):
+        if (rec.get("symbol"), rec.get("strategy"), rec.get("exchange")) != key:
+            return f"record {number} belongs to another pair ({rec.get('symbol')}/{rec.get('strategy')})"
+        try:
+            row_of(rec)
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"record {number} ({rec.get('event')}) lacks a valid signal: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _check_snapshot(data: object, key: Key) -> tuple[str | None, SignalRow | None]:
+    if not isinstance(data, dict):
+        return "not a JSON object", None
+    if (data.get("symbol"), data.get("strategy"), data.get("exchange")) != key:
+        return "it belongs to another pair", None
+    count = data.get("journal_records")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        return "journal_records is missing or not a count", None
+    signal = data.get("signal")
+    if signal is None:
+        return None, None
+    try:
+        return None, row_of({**signal, "signal_id": signal.get("id")})
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        return f"its signal is invalid: {type(exc).__name__}: {exc}", None
+
+
+def restore_pair(data_dir: Path, key: Key, *, repair: bool = True) -> Restored:
+    """Read, check and reconcile a pair's journal and snapshot.
+
+    With ``repair`` (the daemon, ``recover`` without ``--dry-run``) a truncated last
+    journal line is cut, damaged files are quarantined and an interrupted transition is
+    completed by rewriting the snapshot; without it nothing is changed and the notes say
+    what would be done. Raises ``StateDamaged`` when the pair must not start.
+    """
+    data_dir = Path(data_dir)
+    out = Restored(key)
+    jpath = journal_path(data_dir, *key)
+    read = read_journal(jpath)
+    if read.truncated_tail is not None:
+        size = read.truncated_tail.size
+        if repair:
+            repair_truncated_tail(jpath)
+            out.notes.append(f"cut a partial last journal line ({size} bytes) left by a crash mid-append")
+        else:
+            out.notes.append(f"would cut a partial last journal line ({size} bytes) left by a crash mid-append")
+    problem = None
+    if read.problems:
+        first = read.problems[0]
+        problem = f"{len(read.problems)} invalid journal line(s), first at line {first.line}: {first.reason}"
+    else:
+        problem = _check_records(read.records, key)
+    if problem is not None:
+        _damaged(data_dir, jpath, problem, repair)
+    out.records = read.records
+
+    spath = snapshot_path(data_dir, key)
+    snapshot: dict[str, Any] | None = None
+    try:
+        data = read_json(spath)
+    except FileNotFoundError:
+        data = None
+    except StoreReadError as exc:
+        _damaged(data_dir, spath, f"unreadable snapshot: {exc.reason}", repair)
+    if data is not None:
+        reason, _ = _check_snapshot(data, key)
+        if reason:
+            _damaged(data_dir, spath, f"invalid snapshot: {reason}", repair)
+        snapshot = data  # type: ignore[assignment]
+
+    row, last_opened, last_asked = replay(out.records)
+    out.row, out.last_opened_id = row, last_opened
+    if snapshot is not None:
+        out.snapshot_records = snapshot["journal_records"]
+        out.risk = snapshot.get("risk")
+        bucket = snapshot.get("last_bucket")
+        if isinstance(bucket, int) and not isinstance(bucket, bool):
+            last_asked = max(last_asked or 0, bucket)
+    out.last_asked_at = last_asked
+    if out.snapshot_records > len(out.records):
+        raise StateDamaged(
+            f"{pair_stem(key)}: the snapshot reflects {out.snapshot_records} journal records but the journal "
+            f"{jpath} holds {len(out.records)}: the journal lost records (restored from an old backup?). "
+            "Put the complete journal back, or move both files aside to start the pair afresh."
+        )
+    if out.interrupted:
+        missing = out.records[out.snapshot_records:]
+        what = ", ".join(f"{r['event']} {r.get('signal_id')}" for r in missing)
+        verb = "completed" if repair else "would complete"
+        out.notes.append(f"{verb} an interrupted transition: {what} (journaled, not yet in the snapshot)")
+    return out
+
+
+def _damaged(data_dir: Path, path: Path, reason: str, repair: bool) -> None:
+    if repair:
+        moved = quarantine(data_dir, path, reason)
+        raise StateDamaged(f"{path}: {reason}; moved to {moved} (nothing deleted). The pair does not start: "
+                           "inspect the file, then restart (the pair starts from what remains).")
+    raise StateDamaged(f"{path}: {reason}; it would be quarantined")
+
+
+def known_pairs(data_dir: Path) -> list[Path]:
+    """Journal and snapshot files present, for tools that look at every pair."""
+    data_dir = Path(data_dir)
+    return sorted([*(data_dir / "journal").glob("*.jsonl"), *(data_dir / PAIRS_DIR).glob("*.json")])
+
+
+def save_risk(data_dir: Path, profile: str, positions: list[dict[str, Any]]) -> None:
+    """Persist a risk profile's open positions."""
+    path = risk_path(data_dir, profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"profile": profile, "positions": positions})
+
+
+def load_risk(data_dir: Path, profile: str) -> list[dict[str, Any]]:
+    """A risk profile's persisted open positions (empty when none or unreadable: the signals win anyway)."""
+    try:
+        data = read_json(risk_path(data_dir, profile))
+    except (FileNotFoundError, StoreReadError):
+        return []
+    positions = data.get("positions") if isinstance(data, dict) else None
+    return [p for p in positions if isinstance(p, dict)] if isinstance(positions, list) else []
