@@ -500,7 +500,7 @@ class CcxtSource:
         now = self._clock()
         current = now - now % MINUTE_MS
         first = -(-start_ms // MINUTE_MS) * MINUTE_MS
-        end = min(end_ms, current)
+        end = min(-(-end_ms // MINUTE_MS) * MINUTE_MS, current)  # minutes opening before end_ms
         if end <= first:
             return []
         candles, exchange_now = await self._fetch_range(exchange, unified, first, end)
@@ -559,7 +559,7 @@ class CcxtSource:
     def format_price(self, symbol: str, value: float) -> str:
         """``value`` rounded to the market's price precision (``50123.46``), for reports.
 
-        Without loaded markets, or for a value below the tick, a plain ``%.8g`` instead.
+        Without loaded markets, or for a value below the tick, a plain ``%.12g`` instead.
         """
         return self._to_precision("price_to_precision", symbol, value)
 
@@ -574,7 +574,7 @@ class CcxtSource:
                 return str(getattr(holder, method)(self._lookup(symbol), value))
             except Exception:  # noqa: S110 - formatting must never fail a report
                 pass
-        return f"{value:.8g}"
+        return f"{value:.12g}"
 
     # --- the ccxt instance -------------------------------------------------------------------
 
