@@ -202,6 +202,37 @@ def run(
     raise typer.Exit(code)
 
 
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="The data directory (default: config, LIVETRADER_DATA_DIR, ./dump).")
+]
+
+
+def _data_dir(data_dir: Path | None, config: Path | None) -> Path:
+    from livetrader.config import load_config
+
+    return data_dir or load_config(config).data_dir
+
+
+@app.command()
+def recover(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be done.")] = False,
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Inspect the data directory without starting any loop, and repair what a crash left.
+
+    Exit codes: 0 nothing to do; 10 repairs needed (--dry-run) or made; 20 damage that needs
+    a person (the output says what); 1 a running daemon holds the directory; 2 usage error.
+    """
+    from livetrader.commands.recover import run as run_recover
+
+    def work() -> int:
+        return run_recover(_data_dir(data_dir, config), dry_run=dry_run, as_json=as_json)
+
+    raise typer.Exit(guarded(work))
+
+
 def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]:
     """The last ``days`` whole days before today 00:00 UTC."""
     now = now or datetime.now(UTC)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class Clock:
@@ -49,3 +50,17 @@ class SimClock(Clock):
     def to_dict(self) -> dict[str, float]:
         """The numbers that define the timeline, for persisting it."""
         return {"origin_wall": self.origin_wall, "origin_sim": self.origin_sim, "speed": self.speed}
+
+
+def saved_clock(data_dir: Path) -> SimClock | None:
+    """The simulated timeline saved in ``data_dir`` by a run with ``--speed``, if any."""
+    from livetrader.store.atomic import read_json
+    from livetrader.store.state import CLOCK_FILE
+
+    try:
+        data = read_json(Path(data_dir) / CLOCK_FILE)
+        return SimClock(int(data["origin_wall"]), int(data["origin_sim"]), float(data["speed"]))  # type: ignore[index]
+    except FileNotFoundError:
+        return None
+    except Exception:  # a damaged clock file only loses the simulated timeline: a new one starts
+        return None

@@ -21,14 +21,14 @@ from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS
+from livetrader.core.signal import row_of
 from livetrader.errors import UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.exchanges.base import CandleSource
 from livetrader.pair import Pair, PairSettings
-from livetrader.core.signal import row_of
 from livetrader.risk import OpenPosition, RiskProfile, build_profiles
-from livetrader.store.state import pair_stem
 from livetrader.sources import open_source
+from livetrader.store.state import pair_stem
 from livetrader.strategy import StrategyRegistry, instantiate
 from livetrader.tracing import describe
 

@@ -26,6 +26,7 @@ from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskE
 from livetrader.exchanges.base import CandleSource
 from livetrader.report import EventWindow
 from livetrader.risk import RiskProfile
+from livetrader.store.state import snapshot_dict
 from livetrader.strategy import Strategy, ask_signal, run_callback
 from livetrader.tracing import describe
 
@@ -269,14 +270,7 @@ class Pair:
 
     def snapshot(self) -> dict[str, Any]:
         """What the pair needs to resume: its signal, throttle bucket and whipsaw guard."""
-        return {
-            "symbol": self.symbol,
-            "strategy": self.strategy_name,
-            "exchange": self.exchange,
-            "signal": None if self.row is None else _row_dict(self.row),
-            "last_bucket": self.last_bucket,
-            "last_opened_id": self.last_opened_id,
-        }
+        return snapshot_dict(self.key, self.row, self.last_bucket, self.last_opened_id)
 
     async def cancel_scheduled(self, now: int) -> TickResult | None:
         """Cancel a waiting scheduled signal (reason ``user``), as ``stop`` does."""
@@ -310,10 +304,6 @@ class Pair:
 
 def _minute_of(ms: int) -> int:
     return ms - ms % MINUTE_MS
-
-
-def _row_dict(row: SignalRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in row.__slots__}  # type: ignore[attr-defined]
 
 
 def _log_fields(record: dict[str, Any]) -> dict[str, Any]:

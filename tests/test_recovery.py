@@ -162,9 +162,6 @@ def test_a_journal_that_lost_records_needs_a_person(tmp_path):
 def test_risk_positions_are_restored_and_reconciled_with_the_signals(tmp_path):
     config = replace(Config(), risk={"tight": RiskProfileConfig("tight", max_positions=1)})
 
-    class Risky:
-        pass
-
     strategies = tmp_path / "strategies"
     strategies.mkdir()
     (strategies / "risky.py").write_text(
@@ -224,8 +221,6 @@ def test_restart_announces_a_restored_position_as_active_never_opened(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     opened_id = [json.loads(x) for x in journal.read_text().splitlines() if '"opened"' in x][-1]["signal_id"]
-    from livetrader.events import BUS  # noqa: F401  (the daemon's events come out as log lines)
-
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "60")
     time.sleep(2)
     code, out, err = stop(proc)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from livetrader.clock import Clock, SimClock
+from livetrader.clock import Clock, SimClock, saved_clock
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
 from livetrader.engine import Engine
@@ -75,7 +75,7 @@ def make_clock(
     # A file in real time would wait years to reach "now": replay it from its start.
     speed = request.speed or 1.0
     wall = int(time.time() * 1000)
-    saved = _saved_clock(data_dir) if data_dir is not None else None
+    saved = saved_clock(data_dir) if data_dir is not None else None
     if saved is not None:
         now_sim = saved.now_ms()
         clock = SimClock(wall, now_sim, speed) if saved.speed != speed else saved
@@ -89,20 +89,6 @@ def make_clock(
         (data_dir / CLOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(data_dir / CLOCK_FILE, clock.to_dict())
     return clock
-
-
-def _saved_clock(data_dir: Path) -> SimClock | None:
-    from livetrader.store.atomic import read_json
-    from livetrader.store.state import CLOCK_FILE
-
-    try:
-        data = read_json(data_dir / CLOCK_FILE)
-        return SimClock(int(data["origin_wall"]), int(data["origin_sim"]), float(data["speed"]))  # type: ignore[index]
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # a damaged clock file only loses the simulated timeline: start a new one
-        log.warning("ignoring an unreadable simulated clock file", error=str(exc))
-        return None
 
 
 def _replay_origin(bounds: tuple[int, int]) -> int:

@@ -52,6 +52,20 @@ def risk_path(data_dir: Path, profile: str) -> Path:
     return Path(data_dir) / RISK_DIR / f"{sanitize_name(profile)}.json"
 
 
+def snapshot_dict(
+    key: Key, row: SignalRow | None, last_bucket: int | None, last_opened_id: str | None
+) -> dict[str, Any]:
+    """The snapshot of a pair: its signal, throttle bucket and whipsaw guard."""
+    return {
+        "symbol": key[0],
+        "strategy": key[1],
+        "exchange": key[2],
+        "signal": None if row is None else {name: getattr(row, name) for name in row.__slots__},
+        "last_bucket": last_bucket,
+        "last_opened_id": last_opened_id,
+    }
+
+
 class FilePairStore:
     """The durable storage of one pair: the journal and the snapshot (implements ``PairStore``)."""
 

@@ -1,0 +1,63 @@
+"""``livetrader recover``: print what ``livetrader.recover.inspect`` found and exit with its code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+
+from livetrader.errors import UsageError
+from livetrader.recover import Findings, inspect
+
+
+def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
+    """Inspect (and repair unless ``dry_run``) ``data_dir``; return the documented exit code."""
+    if not data_dir.is_dir():
+        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR")
+    findings = inspect(data_dir, dry_run=dry_run)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(findings.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print_findings(findings)
+    return findings.exit_code
+
+
+def print_findings(f: Findings) -> None:
+    """A plain, readable account: one line per fact, what to do at the end."""
+    from livetrader.cli import iso
+
+    out = sys.stdout
+    mode = "dry run: nothing changed" if f.dry_run else "repairs applied"
+    out.write(f"Data directory {f.data_dir} ({mode})\n")
+    if f.locked_by is not None:
+        out.write(f"  a running daemon holds it: pid {f.locked_by.get('pid')} (started {f.locked_by.get('started')})\n")
+        if not f.dry_run:
+            out.write("  refusing to change anything while it runs; stop it first, or use --dry-run to look\n")
+            return
+    for path in f.temp_files:
+        verb = "would remove" if f.dry_run else "removed"
+        out.write(f"  {verb} a temp file left by a crash: {path}\n")
+    for pair in f.pairs:
+        name = f"{pair.symbol} / {pair.strategy} / {pair.exchange}"
+        if pair.state == "idle":
+            held = "no signal"
+        else:
+            held = f"{pair.state} {pair.signal_id} since {iso(pair.since)}"
+            held += f"; its first tick re-checks up to {pair.catch_up_minutes} minute(s) of candles"
+        out.write(f"  {name}: {held} ({pair.journal_records} journal records)\n")
+        for note in pair.repairs:
+            out.write(f"    repair: {note}\n")
+        for problem in pair.damage:
+            out.write(f"    DAMAGE: {problem}\n")
+    for problem in f.damage:
+        out.write(f"  DAMAGE: {problem}\n")
+    code = f.exit_code
+    if code == 0:
+        out.write("Nothing to do.\n")
+    elif code == 10:
+        out.write("Repairs needed: run `livetrader recover` without --dry-run (a daemon also makes them on start).\n"
+                  if f.dry_run else "Repairs made.\n")
+    elif code == 20:
+        out.write("Damage that needs a person: see DAMAGE above; quarantined files are in quarantine/ "
+                  "with a .why.txt note each.\n")

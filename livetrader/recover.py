@@ -1,0 +1,159 @@
+"""``livetrader recover``: inspect a data directory without starting any loop, and repair it.
+
+It finds each pair's held signal and what its first tick would re-check (downtime
+catch-up), transitions a crash interrupted, partial journal lines, stale temp files,
+unreadable or invalid files, and a lock held by a live daemon. With ``dry_run`` it only
+says what it would do; otherwise it does it (the same repairs a daemon makes on start).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livetrader.clock import saved_clock
+from livetrader.core.price import MINUTE_MS
+from livetrader.errors import StoreReadError
+from livetrader.store.atomic import read_json, write_json_atomic
+from livetrader.store.journal import JOURNAL_DIR, read_journal
+from livetrader.store.lock import is_locked, read_lock_holder
+from livetrader.store.state import PAIRS_DIR, StateDamaged, restore_pair, snapshot_dict, snapshot_path
+
+#: Exit codes of ``livetrader recover``.
+NOTHING_TO_DO, REPAIRS, NEEDS_A_PERSON, LOCKED = 0, 10, 20, 1
+
+
+@dataclass(slots=True)
+class PairFinding:
+    """What recovery found for one pair."""
+
+    symbol: str
+    strategy: str
+    exchange: str
+    state: str = "idle"
+    signal_id: str | None = None
+    since: int | None = None
+    catch_up_minutes: int = 0
+    journal_records: int = 0
+    repairs: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Findings:
+    """Everything ``recover`` found; ``exit_code`` sums it up."""
+
+    data_dir: Path
+    dry_run: bool
+    locked_by: dict[str, Any] | None = None
+    temp_files: list[str] = field(default_factory=list)
+    pairs: list[PairFinding] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 nothing to do, 10 repairs needed (dry run) or made, 20 damage that needs a person, 1 locked."""
+        if self.locked_by is not None and not self.dry_run:
+            return LOCKED
+        if self.damage or any(p.damage for p in self.pairs):
+            return NEEDS_A_PERSON
+        if self.temp_files or any(p.repairs for p in self.pairs):
+            return REPAIRS
+        return NOTHING_TO_DO
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``--json``."""
+        return {
+            "data_dir": str(self.data_dir),
+            "dry_run": self.dry_run,
+            "exit_code": self.exit_code,
+            "locked_by": self.locked_by,
+            "temp_files": self.temp_files,
+            "damage": self.damage,
+            "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],  # type: ignore[attr-defined]
+        }
+
+
+def _pair_keys(data_dir: Path, findings: Findings) -> list[tuple[str, str, str]]:
+    """Each pair's (symbol, strategy, exchange), read from its files (file names are lossy)."""
+    keys: set[tuple[str, str, str]] = set()
+    for path in sorted((data_dir / PAIRS_DIR).glob("*.json")):
+        try:
+            data = read_json(path)
+            keys.add((data["symbol"], data["strategy"], data["exchange"]))  # type: ignore[index]
+        except (StoreReadError, TypeError, KeyError) as exc:
+            findings.damage.append(f"{path}: unreadable snapshot ({exc}); a daemon quarantines it on start")
+    for path in sorted((data_dir / JOURNAL_DIR).glob("*.jsonl")):
+        read = read_journal(path)
+        if read.records:
+            r = read.records[0]
+            keys.add((r["symbol"], r["strategy"], r["exchange"]))
+        elif read.problems:
+            findings.damage.append(f"{path}: no readable record ({read.problems[0].reason})")
+    return sorted(keys)
+
+
+def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Findings:
+    """Inspect (and unless ``dry_run``, repair) ``data_dir``; the lock must be free to repair."""
+    data_dir = Path(data_dir)
+    findings = Findings(data_dir, dry_run)
+    clock = saved_clock(data_dir)  # a --speed timeline runs ahead of the wall clock
+    now = now_ms if now_ms is not None else (clock.now_ms() if clock else int(time.time() * 1000))
+    if is_locked(data_dir):
+        holder = read_lock_holder(data_dir)
+        findings.locked_by = {"pid": holder.pid, "started": holder.started_iso} if holder else {"pid": None}
+        if not dry_run:
+            return findings
+        dry_run = True
+    findings.temp_files = sorted(str(p) for p in data_dir.rglob("*.tmp") if "quarantine" not in p.parts)
+    lock = None
+    if not dry_run:
+        from livetrader.store.atomic import clean_temp_files
+        from livetrader.store.lock import DataDirLock
+
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        clean_temp_files(data_dir)
+    try:
+        for key in _pair_keys(data_dir, findings):
+            findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now))
+    finally:
+        if lock is not None:
+            lock.release()
+    return findings
+
+
+def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now: int) -> PairFinding:
+    finding = PairFinding(*key)
+    try:
+        restored = restore_pair(data_dir, key, repair=not dry_run)
+    except StateDamaged as exc:
+        finding.damage.append(str(exc))
+        return finding
+    finding.repairs.extend(restored.notes)
+    finding.journal_records = len(restored.records)
+    row = restored.row
+    if row is not None:
+        finding.state = "open" if row.pending_at is not None else "scheduled"
+        finding.signal_id = row.id
+        finding.since = row.pending_at if row.pending_at is not None else row.scheduled_at
+        limit = row.minutes if row.pending_at is not None else 120
+        finding.catch_up_minutes = max(0, min((now - finding.since) // MINUTE_MS, limit))
+    if restored.interrupted and not dry_run:
+        _complete(data_dir, key, restored)
+    return finding
+
+
+def _complete(data_dir: Path, key: tuple[str, str, str], restored: Any) -> None:
+    """Rewrite the snapshot from the journal, as the daemon does on start."""
+    path = snapshot_path(data_dir, key)
+    try:
+        old = read_json(path)
+    except (FileNotFoundError, StoreReadError):
+        old = {}
+    bucket = old.get("last_bucket") if isinstance(old, dict) else None
+    state = snapshot_dict(key, restored.row, bucket, restored.last_opened_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**state, "risk": restored.risk, "journal_records": len(restored.records)})
