@@ -233,6 +233,21 @@ def recover(
     raise typer.Exit(guarded(work))
 
 
+@app.command()
+def report(
+    symbol: Annotated[str | None, typer.Argument(help="Only this symbol.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", "-s", help="Only this strategy.")] = None,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write one markdown file per pair here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Statistics and trades as one JSON document.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Build the reports from the journal, whether or not a daemon is running."""
+    from livetrader.commands.report import run as run_report
+
+    raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json)))
+
+
 def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]:
     """The last ``days`` whole days before today 00:00 UTC."""
     now = now or datetime.now(UTC)

@@ -306,7 +306,18 @@ class Engine:
 
         records = pair.window.events()
         title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
-        note = f"The last {pair.settings.max_events} events kept in memory by this run."
+        note = f"Events: the last {pair.settings.max_events} kept in memory (idle and active ones included)."
+        journaled = records
+        if pair.store is not None:
+            from livetrader.report import closed_trades
+            from livetrader.store.journal import read_journal
+
+            # The statistics cover the whole history, as `livetrader report` does.
+            journaled = read_journal(pair.store.journal.path).records
+            note += f" Statistics: all {sum(1 for r in journaled if r['event'] == 'closed')} closed trades " \
+                    "in the journal."
+            return build_report(title, records, stats=stats_for(journaled), now_ms=now_ms, note=note,
+                                trades=closed_trades(journaled))
         return build_report(title, records, stats=stats_for(records), now_ms=now_ms, note=note)
 
     def write_report(self, pair: Pair, path: Path | None = None) -> Path:

@@ -1,0 +1,98 @@
+"""``livetrader report``: markdown reports (or JSON) built from the journal, daemon running or not."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from livetrader.errors import UsageError
+from livetrader.report import build_report, closed_trades, report_filename, stats_for
+from livetrader.store.journal import JOURNAL_DIR, read_journal
+
+#: Newest journal events shown in a report table; the statistics always cover every trade.
+MAX_ROWS = 500
+
+
+@dataclass(slots=True)
+class JournalPair:
+    """One pair's journal: its records and how many lines could not be read."""
+
+    symbol: str
+    strategy: str
+    exchange: str
+    records: list[dict[str, Any]]
+    bad_lines: int
+    path: Path
+
+
+def journal_pairs(data_dir: Path) -> list[JournalPair]:
+    """Every pair with a journal under ``data_dir`` (read-only: nothing is repaired here)."""
+    out = []
+    for path in sorted((data_dir / JOURNAL_DIR).glob("*.jsonl")):
+        read = read_journal(path)
+        if not read.records:
+            continue
+        first = read.records[0]
+        bad = len(read.problems) + (1 if read.truncated_tail else 0)
+        out.append(JournalPair(first["symbol"], first["strategy"], first["exchange"], read.records, bad, path))
+    return out
+
+
+def journal_note(pair: JournalPair) -> str:
+    """The report's note: where it comes from and what the statistics cover."""
+    closed = sum(1 for r in pair.records if r["event"] == "closed")
+    note = (f"Built from the journal {pair.path.name}: the statistics cover all {closed} closed trades "
+            f"of its {len(pair.records)} events.")
+    if pair.bad_lines:
+        note += f" {pair.bad_lines} unreadable line(s) were skipped: run `livetrader recover --dry-run`."
+    return note
+
+
+def markdown_of(pair: JournalPair, now_ms: int) -> str:
+    """The markdown report of one journal."""
+    title = f"Report: {pair.strategy} on {pair.symbol} ({pair.exchange})"
+    return build_report(title, pair.records, stats=stats_for(pair.records), note=journal_note(pair), now_ms=now_ms,
+                        trades=closed_trades(pair.records), max_rows=MAX_ROWS)
+
+
+def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | None, as_json: bool) -> int:
+    """Print (or write to ``out``) the report of every matching pair; returns the exit code."""
+    if not data_dir.is_dir():
+        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR")
+    pairs = journal_pairs(data_dir)
+    if not pairs:
+        sys.stdout.write(f"No journal yet in {data_dir}: nothing has traded there. No closed trades yet.\n")
+        return 0
+    wanted = [p for p in pairs if (symbol is None or _same_symbol(p.symbol, symbol))
+              and (strategy is None or p.strategy == strategy)]
+    if not wanted:
+        known = ", ".join(f"{p.symbol}/{p.strategy}/{p.exchange}" for p in pairs)
+        raise UsageError(f"no journal for {symbol or '*'} / {strategy or '*'} in {data_dir}; pairs with a journal: {known}")
+    now = int(time.time() * 1000)
+    if as_json:
+        doc = {"pairs": [{"symbol": p.symbol, "strategy": p.strategy, "exchange": p.exchange,
+                          "stats": stats_for(p.records).to_dict(),
+                          "trades": [r for r in p.records if r["event"] == "closed"],
+                          "events": len(p.records), "unreadable_lines": p.bad_lines} for p in wanted]}
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    if out is None:
+        sys.stdout.write("\n\n".join(markdown_of(p, now) for p in wanted))
+        return 0
+    from livetrader.store.atomic import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    for p in wanted:
+        path = out / report_filename(p.symbol, p.strategy, p.exchange, now)
+        write_atomic(path, markdown_of(p, now).encode())
+        sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _same_symbol(a: str, b: str) -> bool:
+    return a.replace("/", "").upper() == b.replace("/", "").upper()
