@@ -119,7 +119,7 @@ def _print_strategies(registry: Any) -> None:
     for info in registry:
         cls = info.cls
         table.add_row(cls.name, cls.interval, cls.risk or "-", f"{info.file}:{info.line}")
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)
     for problem in registry.problems:
         console.print(f"[red]problem[/red] {problem}", markup=True, highlight=False)
@@ -246,6 +246,18 @@ def report(
     from livetrader.commands.report import run as run_report
 
     raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json)))
+
+
+@app.command()
+def status(
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """What the daemon of a data directory is doing: exit 0 when it runs, 3 when it does not."""
+    from livetrader.commands.status import run as run_status
+
+    raise typer.Exit(guarded(lambda: run_status(_data_dir(data_dir, config), as_json=as_json)))
 
 
 def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]:

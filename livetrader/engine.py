@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ class Supervision:
     max_crashes: int = 5
     #: Real seconds after a minute boundary before ticking, so the exchange has closed the candle.
     tick_delay: float = 0.0
+    #: Real seconds a tick may take beyond the strategy timeout before the watchdog gives up on it.
+    watchdog_grace: float = 30.0
 
 
 def settings_of(config: Config) -> PairSettings:
@@ -79,6 +81,7 @@ class Engine:
         self.profiles: dict[str, RiskProfile] = build_profiles(config.risk_tables())
         self.pairs: list[Pair] = []
         self.lock: Any = None
+        self.tasks: list[asyncio.Task[None]] = []
         self.started_at = self.clock.now_ms()
 
     # --- building -------------------------------------------------------------------------
@@ -197,10 +200,38 @@ class Engine:
 
     # --- running --------------------------------------------------------------------------
 
-    async def run(self, pairs: Iterable[Pair] | None = None) -> None:
-        """Run the loops of ``pairs`` (default: all) until ``stop()``, then finish each gracefully."""
+    async def run(self, pairs: Iterable[Pair] | None = None, on_ready: Callable[[], None] | None = None) -> None:
+        """Run the loops of ``pairs`` (default: all) until ``stop()``, then finish each gracefully.
+
+        Every pair first ticks once, which applies its downtime catch-up; ``on_ready`` is
+        called when all have (systemd's READY=1 means "recovered and caught up").
+        """
         chosen = list(pairs) if pairs is not None else list(self.pairs)
-        await asyncio.gather(*(self.run_pair(p) for p in chosen))
+        await asyncio.gather(*(self.first_tick(p) for p in chosen))
+        if on_ready is not None:
+            on_ready()
+        self.tasks = [asyncio.create_task(self.run_pair(p), name=f"pair {p.key}") for p in chosen]
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+
+    def abort(self) -> None:
+        """Cancel ticks still running after a graceful stop took too long.
+
+        Safe at any await: a transition is journaled and snapshotted without awaiting.
+        """
+        for task in self.tasks:
+            if not task.done():
+                log.warning("cancelling a tick that outlasted the graceful stop", task=task.get_name())
+                task.cancel()
+
+    async def first_tick(self, pair: Pair) -> None:
+        """The catch-up tick before the loops start; a crash here is left to the supervisor."""
+        try:
+            await pair.tick(self.clock.now_ms())
+        except Exception as exc:
+            log.error("first tick failed", symbol=pair.symbol, strategy=pair.strategy_name, error=describe(exc))
 
     async def run_pair(self, pair: Pair, stopping: asyncio.Event | None = None) -> None:
         """Run one pair's supervised loop until it is stopped, finishes or is parked.
@@ -267,6 +298,11 @@ class Engine:
         Returns why it ended.
         """
         due = self.clock.now_ms()
+        if pair.last_tick_at is not None and pair.last_tick_at // MINUTE_MS == due // MINUTE_MS:
+            # This minute was ticked already (the catch-up tick): wait for the next boundary.
+            due = due - due % MINUTE_MS + MINUTE_MS
+            if await self._sleep_until(pair, due):
+                return "stopped"
         while not pair.stopping.is_set():
             now = self.clock.now_ms()
             pair.lag_ms = max(0, now - due)
@@ -349,6 +385,12 @@ class Engine:
                 await source.close()
             except Exception as exc:  # closing is best effort; report, do not mask the exit
                 log.warning("closing source failed", error=describe(exc))
+
+    def watchdog_deadline(self) -> float:
+        """Real seconds within which a healthy loop completes a tick: two minutes, the strategy
+        timeout and a grace for exchange calls. A loop stuck past it lets systemd's watchdog fire."""
+        return (self.clock.real_seconds(2 * MINUTE_MS) + self.settings.strategy_timeout_seconds
+                + self.supervision.watchdog_grace)
 
     def summary(self) -> dict[str, Any]:
         """A one-line view for STATUS= and logs."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -100,6 +101,10 @@ class Pair:
         self.error_count = 0
         self.last_error: str | None = None
         self.ticks = 0
+        # Monotonic time of the last tick that completed (for the systemd watchdog).
+        self.progress_at: float | None = None
+        # Recent errors as (time ms, message), for `livetrader status`.
+        self.recent_errors: deque[tuple[int, str]] = deque(maxlen=200)
         # The last minute at which the held signal was checked (None: since it was created).
         self.checked_until: int | None = None
         self.closed_trades = 0
@@ -140,11 +145,14 @@ class Pair:
             # retried next tick) but take no new signal until storage works and we restart.
             self.accepting = False
             self.report_error(minute, f"storage failed, no new signals: {exc}", "storage")
+            self.progress_at = time.monotonic()
             return None
         except Exception as exc:  # a source failure must never end the loop
             self.report_error(minute, f"no price: {describe(exc)}", "source")
+            self.progress_at = time.monotonic()  # the loop is alive: it reported and will retry
             return None
         self.last_tick_at = now
+        self.progress_at = time.monotonic()
         self.ticks += 1
         self.bus.emit("performance", PerformanceEvent(
             self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
@@ -291,6 +299,7 @@ class Pair:
         """Count, log and emit an error of this pair."""
         self.error_count += 1
         self.last_error = message
+        self.recent_errors.append((now, message))
         log.warning("tick failed", kind=kind, error=message, symbol=self.symbol, strategy=self.strategy_name,
                     exchange=self.exchange)
         self.bus.emit("error", ErrorEvent(self.symbol, self.strategy_name, self.exchange, now, message, kind))

@@ -72,7 +72,9 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
               and (strategy is None or p.strategy == strategy)]
     if not wanted:
         known = ", ".join(f"{p.symbol}/{p.strategy}/{p.exchange}" for p in pairs)
-        raise UsageError(f"no journal for {symbol or '*'} / {strategy or '*'} in {data_dir}; pairs with a journal: {known}")
+        raise UsageError(
+            f"no journal for {symbol or '*'} / {strategy or '*'} in {data_dir}; pairs with a journal: {known}"
+        )
     now = int(time.time() * 1000)
     if as_json:
         doc = {"pairs": [{"symbol": p.symbol, "strategy": p.strategy, "exchange": p.exchange,

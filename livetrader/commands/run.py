@@ -135,10 +135,20 @@ def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     return asyncio.run(_main(engine, data_dir, request))
 
 
+#: Real seconds a graceful stop waits for the current ticks before cancelling them (under
+#: systemd's TimeoutStopSec=90, so a stop never ends in SIGKILL).
+STOP_GRACE_SECONDS = 30.0
+#: Real seconds between rewrites of the status file (and systemd STATUS= lines).
+STATUS_INTERVAL = 1.0
+
+
 async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
     from livetrader.live import Live
+    from livetrader.status import one_line, write_status
+    from livetrader.systemd import Notifier, PairProgress, WatchdogGate, watchdog_loop
 
     Live.use_engine(engine)
+    notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -149,26 +159,66 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
             # Every write is atomic and every journal line fsync'ed: leaving now loses nothing.
             sys.stderr.write("second interrupt: exiting at once\n")
             os._exit(130)
+        if signals_seen > 1:
+            return
         log.info("stopping", signal=signal.Signals(signum).name)
+        notifier.stopping("stopping: finishing the current ticks")
         engine.stop()
+        loop.call_later(STOP_GRACE_SECONDS, engine.abort)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
              data_dir=str(data_dir), speed=engine.clock.speed)
+    started = time.monotonic()
+
+    def progress() -> dict[str, PairProgress]:
+        deadline = engine.watchdog_deadline()
+        return {f"{p.symbol}/{p.strategy_name}": PairProgress(p.progress_at, deadline)
+                for p in engine.pairs if p.state != "parked" and not p.stopping.is_set()}
+
+    async def extend_while_catching_up() -> None:
+        # Catch-up after a long downtime may outlast TimeoutStartSec: keep asking for more.
+        while True:
+            notifier.extend_timeout(60)
+            await asyncio.sleep(20)
+
+    async def report_status() -> None:
+        while True:
+            try:
+                write_status(engine)
+            except Exception as exc:  # the status file is a convenience; never let it stop trading
+                log.warning("cannot write the status file", error=str(exc))
+            notifier.status(one_line(engine))
+            await asyncio.sleep(STATUS_INTERVAL)
+
+    extender = asyncio.create_task(extend_while_catching_up())
+
+    def on_ready() -> None:
+        extender.cancel()
+        notifier.ready(one_line(engine))
+        log.info("ready", pairs=len(engine.pairs), open=engine.summary()["open"])
+        helpers.append(asyncio.create_task(watchdog_loop(notifier, WatchdogGate(progress, started))))
+
+    helpers = [extender, asyncio.create_task(report_status())]
     view = _live_view(engine, request)
     try:
         if view is not None:
             with view:
-                await engine.run()
+                await engine.run(on_ready=on_ready)
         else:
-            await engine.run()
+            await engine.run(on_ready=on_ready)
     finally:
+        for task in helpers:
+            task.cancel()
+        notifier.stopping("writing reports")
         written = engine.write_reports()
         for path in written:
             log.info("report written", path=str(path))
+        write_status(engine, state="stopped")
         await engine.bus.drain(5.0)
         await engine.close()
+        notifier.close()
     log.info("stopped", pairs=len(engine.pairs))
     return 0
 

@@ -1,0 +1,90 @@
+"""The status file a running daemon rewrites, and what ``livetrader status`` makes of it.
+
+``<data-dir>/status.json`` is rewritten atomically about once a second: the pid, each
+pair's state, open position, last tick and lag, and its errors of the last hour. Whether
+the daemon still runs is decided by the data-directory lock (it dies with the process),
+never by the file alone: a stale file of a killed daemon is shown as such.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from livetrader.core.price import MINUTE_MS
+from livetrader.engine import Engine
+from livetrader.store.atomic import read_json, write_json_atomic
+
+STATUS_FILE = "status.json"
+HOUR_MS = 60 * MINUTE_MS
+
+
+def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]:
+    """What the status file holds."""
+    now = engine.clock.now_ms()
+    pairs = []
+    for p in engine.pairs:
+        row = p.row
+        errors = [(at, msg) for at, msg in p.recent_errors if at > now - HOUR_MS]
+        pairs.append({
+            "symbol": p.symbol, "strategy": p.strategy_name, "exchange": p.exchange, "state": p.state,
+            "price": p.price, "signal_id": row.id if row else None, "position": row.position if row else None,
+            "price_open": row.price_open if row else None, "take_profit": row.take_profit if row else None,
+            "stop_loss": row.stop_loss if row else None, "pending_at": row.pending_at if row else None,
+            "last_tick_at": p.last_tick_at, "lag_ms": p.lag_ms, "ticks": p.ticks,
+            "closed_trades": p.closed_trades, "realised_pnl": p.realised_pnl,
+            "errors_last_hour": len(errors), "last_error": errors[-1][1] if errors else None,
+            "accepting": p.accepting,
+        })
+    return {"pid": os.getpid(), "state": state, "started_at": engine.started_at, "now": now,
+            "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs}
+
+
+def write_status(engine: Engine, *, state: str = "running") -> None:
+    """Rewrite the status file atomically."""
+    write_json_atomic(engine.data_dir / STATUS_FILE, status_document(engine, state=state))
+
+
+def one_line(engine: Engine) -> str:
+    """The STATUS= line for systemd: pairs, open positions, last tick."""
+    s = engine.summary()
+    parked = sum(1 for p in engine.pairs if p.state == "parked")
+    last = time.strftime("%H:%M:%SZ", time.gmtime(s["last_tick_at"] / 1000)) if s["last_tick_at"] else "-"
+    text = f"{s['pairs']} pairs, {s['open']} open positions, last tick {last}"
+    return text + (f", {parked} parked" if parked else "")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    """The status file with ``alive`` and ``verdict`` added, or None when there is none."""
+    from livetrader.store.lock import is_locked
+
+    try:
+        doc = read_json(Path(data_dir) / STATUS_FILE)
+    except FileNotFoundError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    locked = is_locked(Path(data_dir))
+    alive = locked and pid_alive(int(doc.get("pid", 0)))
+    if alive:
+        verdict = "running"
+    elif doc.get("state") == "stopped":
+        verdict = "stopped"
+    else:
+        verdict = "dead"  # the process ended without writing its final status: killed or crashed
+    doc["alive"] = alive
+    doc["verdict"] = verdict
+    return doc
