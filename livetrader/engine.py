@@ -29,7 +29,7 @@ from livetrader.pair import Pair, PairSettings
 from livetrader.risk import OpenPosition, RiskProfile, build_profiles
 from livetrader.sources import open_source
 from livetrader.store.state import pair_stem
-from livetrader.strategy import StrategyRegistry, instantiate
+from livetrader.strategy import Strategy, StrategyRegistry, instantiate
 from livetrader.tracing import describe
 
 log = structlog.get_logger("livetrader.engine")
@@ -82,6 +82,8 @@ class Engine:
         self.pairs: list[Pair] = []
         self.lock: Any = None
         self.tasks: list[asyncio.Task[None]] = []
+        # Pairs on disk holding a signal that this process does not run (found once, at start).
+        self.not_running: list[dict[str, Any]] = []
         self.started_at = self.clock.now_ms()
 
     # --- building -------------------------------------------------------------------------
@@ -116,6 +118,29 @@ class Engine:
         """
         exchange = exchange or self.config.exchange
         cls = self.registry.get(strategy)
+        return self._add(symbol, cls, exchange)
+
+    def add_monitor_only(self, symbol: str, strategy: str, exchange: str | None, why: str) -> Pair | None:
+        """A pair whose strategy cannot be loaded: if it holds a signal on disk, keep checking
+        that signal (take-profit, stop-loss, expiry) but ask for nothing new. None when it holds none."""
+        from livetrader.store.state import restore_pair
+
+        exchange = exchange or self.config.exchange
+        resolved = self.source(exchange).resolve_symbol(symbol)
+        self.open()
+        if restore_pair(self.data_dir, (resolved, strategy, exchange), repair=False).row is None:
+            return None
+        placeholder = type("Unavailable", (Strategy,), {
+            "name": strategy, "__doc__": "Stands in for a strategy that failed to load.",
+            "get_signal": _no_signal, "__module__": __name__,
+        })
+        pair = self._add(resolved, placeholder, exchange)
+        pair.accepting = False
+        pair.degraded = f"strategy unavailable, only its open signal is monitored: {why}"
+        pair.report_error(self.clock.now_ms(), pair.degraded, "strategy")
+        return pair
+
+    def _add(self, symbol: str, cls: type[Strategy], exchange: str) -> Pair:
         source = self.source(exchange)
         resolved = source.resolve_symbol(symbol)
         if any(p.key == (resolved, cls.name, exchange) for p in self.pairs):
@@ -131,6 +156,26 @@ class Engine:
         if risk is not None:
             self._watch_risk(risk)
         return pair
+
+    def orphans(self) -> list[dict[str, Any]]:
+        """Pairs on disk that this process does not run but that hold a signal: reported, never dropped."""
+        from livetrader.store.atomic import read_json
+        from livetrader.store.state import PAIRS_DIR
+
+        running = {pair_stem(p.key) for p in self.pairs}
+        found = []
+        for path in sorted((self.data_dir / PAIRS_DIR).glob("*.json")):
+            if path.stem in running:
+                continue
+            try:
+                data = read_json(path)
+            except Exception:  # unreadable: `livetrader recover` reports it
+                continue
+            if isinstance(data, dict) and data.get("signal"):
+                found.append({"symbol": data.get("symbol"), "strategy": data.get("strategy"),
+                              "exchange": data.get("exchange"), "signal_id": data["signal"].get("id"),
+                              "state": "open" if data["signal"].get("pending_at") is not None else "scheduled"})
+        return found
 
     def _restore(self, pair: Pair, risk_name: str | None) -> None:
         from livetrader.core.interval import bucket
@@ -397,3 +442,7 @@ class Engine:
         open_positions = sum(1 for p in self.pairs if p.state == "open")
         last = max((p.last_tick_at or 0 for p in self.pairs), default=0)
         return {"pairs": len(self.pairs), "open": open_positions, "last_tick_at": last}
+
+
+async def _no_signal(self: Strategy, ctx: Any) -> None:
+    return None

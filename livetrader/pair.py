@@ -90,6 +90,8 @@ class Pair:
         self.last_opened_id: str | None = None
         # When False the pair asks for no new signal (stopping, or storage failing).
         self.accepting = True
+        # Why the pair runs degraded (e.g. its strategy failed to load), for status and logs.
+        self.degraded: str | None = None
         # Set to end the loop after its current tick.
         self.stopping = asyncio.Event()
         # What the operator sees.
@@ -178,12 +180,15 @@ class Pair:
                     self._risk_event(t, result.reason, row.id)
             else:
                 result = check_open(row, t, price, self.settings.rules)
-            self.checked_until = t
             if result.action in TRANSITIONS:
+                # Journaled first: if that fails, this minute is checked again next tick.
                 await self.apply(result)
+                self.checked_until = t
                 if self.row is None:
                     return result  # the strategy is asked again from the next tick on
                 row = self.row
+            else:
+                self.checked_until = t
         assert result is not None
         if result.action not in TRANSITIONS:
             await self.apply(result)

@@ -36,10 +36,11 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "last_tick_at": p.last_tick_at, "lag_ms": p.lag_ms, "ticks": p.ticks,
             "closed_trades": p.closed_trades, "realised_pnl": p.realised_pnl,
             "errors_last_hour": len(errors), "last_error": errors[-1][1] if errors else None,
-            "accepting": p.accepting,
+            "accepting": p.accepting, "degraded": p.degraded,
         })
     return {"pid": os.getpid(), "state": state, "started_at": engine.started_at, "now": now,
-            "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs}
+            "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs,
+            "not_running": engine.not_running}
 
 
 def write_status(engine: Engine, *, state: str = "running") -> None:

@@ -176,7 +176,8 @@ class Request:
     method: str
     path: str
     query: dict[str, str]
-    at_ms: int
+    at_ms: int  # on the server's clock
+    received: float  # time.monotonic() on arrival, to measure the spacing of requests
 
 
 @dataclass(slots=True)
@@ -273,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query))
         now = state.clock()
         with state.log_lock:
-            state.log.append(Request("GET", parts.path, query, now))
+            state.log.append(Request("GET", parts.path, query, now, time.monotonic()))
         fault, candle_faults = state.faults.take(parts.path, now)
         if fault is not None:
             self._fault(fault)

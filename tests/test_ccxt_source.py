@@ -406,3 +406,38 @@ def test_importing_the_cli_does_not_import_ccxt():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "False"
+
+
+def test_pairs_waiting_on_a_failed_markets_load_share_its_error(server):
+    server.faults.status(503, times=None, until_ms=NOW + 1, path="exchangeInfo")
+    src = source(server, max_retries=2)
+
+    async def main():
+        try:
+            return await asyncio.gather(*(src.fetch(s, CURRENT - 5 * MINUTE_MS, CURRENT)
+                                          for s in ["BTCUSDT", "ETHUSDT", "BNBUSDT"]), return_exceptions=True)
+        finally:
+            await src.close()
+
+    results = run(main())
+    assert all(isinstance(r, CandleSourceError) and "binance unavailable" in str(r) for r in results)
+    assert server.count("exchangeInfo") == 3  # one load with its 2 retries, not one per pair
+
+
+def test_a_burst_of_pairs_is_spaced_by_the_shared_rate_limiter(server):
+    src = source(server, rate_limit_ms=50)  # a klines request costs 0.4 of it on binance: 20 ms apart
+    src.resolve_symbol("BTCUSDT")
+    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"]
+
+    async def burst():
+        try:
+            return await asyncio.gather(*(src.fetch(s, CURRENT - 5 * MINUTE_MS, CURRENT) for s in symbols))
+        finally:
+            await src.close()
+
+    assert all(len(b) == 5 for b in run(burst()))
+    arrivals = [r.received for r in server.requests if "klines" in r.path]
+    assert len(arrivals) == len(symbols)
+    # One ccxt instance: its limiter queues every pair's request. Its bucket lets the first
+    # two or three through at once; the rest follow 20 ms apart.
+    assert arrivals[-1] - arrivals[0] >= 0.045

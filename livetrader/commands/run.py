@@ -16,7 +16,7 @@ from livetrader.clock import Clock, SimClock, saved_clock
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
 from livetrader.engine import Engine
-from livetrader.errors import LivetraderError, UsageError
+from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
 from livetrader.sources import BUILT_IN
 from livetrader.store.state import StateDamaged
 from livetrader.strategy import load_strategies
@@ -101,8 +101,12 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
     if request.speed is not None and exchange not in BUILT_IN:
         raise UsageError(f"--speed only works with the sim and files sources, not with a real exchange ({exchange})")
     registry = load_strategies(strategies_dir)
+    broken: dict[str, StrategyLoadError] = {}
     for name in request.strategies:
-        registry.get(name)
+        try:
+            registry.get(name)
+        except StrategyLoadError as exc:  # a misspelt name (UnknownStrategyError) still stops here
+            broken[name] = exc
     if registry.problems:
         log.warning("some strategy files failed to load", problems=[str(p) for p in registry.problems])
     engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir or config.data_dir)
@@ -115,13 +119,25 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
     for symbol in request.symbols:
         for name in request.strategies:
             try:
-                engine.add_pair(symbol, name, exchange)
+                if name in broken:
+                    # The other pairs run; this one only guards a signal it already holds.
+                    pair = engine.add_monitor_only(symbol, name, exchange, str(broken[name]))
+                    log.error("strategy failed to load", symbol=symbol, strategy=name, error=str(broken[name]),
+                              monitoring=pair is not None)
+                else:
+                    engine.add_pair(symbol, name, exchange)
             except StateDamaged as exc:
                 # The other pairs start; this one waits for a person (see `livetrader recover`).
                 log.error("pair not started: damaged state", symbol=symbol, strategy=name, error=str(exc))
                 damaged.append(exc)
     if not engine.pairs:
+        if broken:
+            raise next(iter(broken.values()))
         raise damaged[0] if damaged else UsageError("no pair to run")
+    engine.not_running = engine.orphans()
+    for orphan in engine.not_running:
+        log.warning("a pair not run by this process holds a signal; it is not monitored until you run it",
+                    **orphan)
     return engine
 
 
@@ -212,15 +228,37 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
         for task in helpers:
             task.cancel()
         notifier.stopping("writing reports")
-        written = engine.write_reports()
-        for path in written:
-            log.info("report written", path=str(path))
-        write_status(engine, state="stopped")
+        failures = _finish(engine)
         await engine.bus.drain(5.0)
         await engine.close()
         notifier.close()
     log.info("stopped", pairs=len(engine.pairs))
+    if failures:
+        raise ShutdownError("stopped, but " + "; ".join(failures))
     return 0
+
+
+class ShutdownError(LivetraderError):
+    """The daemon stopped, but a report or the final status could not be written."""
+
+
+def _finish(engine: Engine) -> list[str]:
+    """Write every report and the final status; each failure is logged, none stops the others."""
+    from livetrader.status import write_status
+
+    failures = []
+    for pair in engine.pairs:
+        try:
+            path = engine.write_report(pair)
+            log.info("report written", path=str(path))
+        except Exception as exc:
+            failures.append(f"the report of {pair.symbol}/{pair.strategy_name} was not written: {exc}")
+            log.error("report not written", symbol=pair.symbol, strategy=pair.strategy_name, error=str(exc))
+    try:
+        write_status(engine, state="stopped")
+    except Exception as exc:
+        failures.append(f"the final status was not written: {exc}")
+    return failures
 
 
 def _live_view(engine: Engine, request: RunRequest):  # type: ignore[no-untyped-def]

@@ -429,7 +429,9 @@ class CcxtSource:
         self._lock: asyncio.Lock | None = None  # guards the markets load on that loop
         self._markets_holder: Any = None  # an instance (maybe closed) whose markets are loaded
         self._lookup_table: dict[str, str] = {}  # _symbol_key -> unified symbol
-        self._load_failed_at: float | None = None
+        self._load_failed_at: float | None = None  # monotonic time the blocking load last failed
+        self._load_attempts = 0  # markets loads finished on the running loop ...
+        self._load_error: Exception | None = None  # ... and how the last one failed
         self._redactor = _Redactor(self._clean) if self._secrets else None
         self._check_exchange()
 
@@ -644,9 +646,22 @@ class CcxtSource:
         if exchange.markets:
             return exchange
         assert self._lock is not None
+        seen = self._load_attempts
         async with self._lock:
-            if not exchange.markets:  # another pair may have loaded them while this one waited
+            if exchange.markets:  # another pair loaded them while this one waited
+                return exchange
+            if self._load_attempts != seen and self._load_error is not None:
+                # Another pair just tried, with every retry, and failed: share its answer rather
+                # than queue one full retry sequence per pair behind the lock.
+                raise type(self._load_error)(str(self._load_error))
+            self._load_error = None
+            try:
                 await self._call("loading markets", self._load_markets, exchange)
+            except (CandleSourceError, UsageError) as exc:
+                self._load_error = exc
+                raise
+            finally:
+                self._load_attempts += 1
         return exchange
 
     async def _load_markets(self, exchange: Any) -> None:
