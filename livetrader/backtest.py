@@ -19,7 +19,7 @@ from livetrader.context import Context
 from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, close
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle
-from livetrader.core.signal import TickResult, make_signal_id
+from livetrader.core.signal import SignalRow, TickResult, make_signal_id
 from livetrader.core.validate import SignalError
 from livetrader.errors import LivetraderError, NoCandlesError
 from livetrader.risk import RiskProfile
@@ -48,34 +48,138 @@ class BacktestResult:
     ended_open: int = 0
     ended_scheduled: int = 0
 
+    def __repr__(self) -> str:
+        # Counts, not every trade: asyncio.run (3.11) reprs the main task's result while it
+        # restores the SIGINT handler, and the full repr of a year of trades takes ~0.1 s.
+        return (
+            f"BacktestResult({self.symbol} {self.strategy} {self.exchange} [{self.start}, {self.end}): "
+            f"{len(self.trades)} trades, {len(self.cancelled)} cancelled, {self.frames} frames)"
+        )
+
 
 class _Series:
-    """Gap-free 1-minute candles as flat lists, with the VWAP of any frame in O(5)."""
+    """Gap-free 1-minute candles and the VWAP of any frame, bit-identical to ``core.price.vwap``.
 
-    __slots__ = ("candles", "base", "tv", "vol", "close")
+    Frame ``f`` is the decision stamped ``base + f minutes``, priced by candles ``f-5 .. f-1``.
+    A single frame (the strategy being asked) is priced directly, in O(5). Scans of a held
+    signal need the price of every frame, so there the VWAPs are computed in bulk, one block
+    of frames at a time, and kept: a whole year of trading costs one pass over the candles.
+    Bulk and direct use the same arithmetic in the same order, so they agree to the bit.
+    """
+
+    __slots__ = ("candles", "base", "vwaps", "_ready")
+
+    #: Frames per bulk VWAP block: large enough to amortise the slicing, small enough that a
+    #: scan ending early wastes little.
+    BLOCK = 1024
 
     def __init__(self, candles: Sequence[Candle]) -> None:
         self.candles = list(candles)
-        self.base = candles[0].timestamp
-        self.vol = [c.volume for c in candles]
-        # Same arithmetic, in the same order, as core.price.vwap: results are bit-identical.
-        self.tv = [(c.high + c.low + c.close) / 3.0 * c.volume for c in candles]
-        self.close = [c.close for c in candles]
+        self.base = self.candles[0].timestamp
+        n = len(self.candles)
+        self.vwaps: list[float] = [0.0] * (n + 1)
+        self._ready = bytearray(n // self.BLOCK + 1)
 
     def index(self, ts: int) -> int:
+        """The candle index of the candle opening at ``ts`` (also the frame index of ``ts``)."""
         return (ts - self.base) // MINUTE_MS
+
+    def stamp(self, frame_index: int) -> int:
+        """The time of frame ``frame_index``."""
+        return self.base + frame_index * MINUTE_MS
 
     def vwap_at(self, frame_index: int) -> float:
         """VWAP of the five candles before frame ``frame_index`` (candles i-5 .. i-1)."""
-        lo = frame_index - VWAP_CANDLES
+        if self._ready[frame_index // self.BLOCK]:
+            return self.vwaps[frame_index]
         volume = 0.0
         weighted = 0.0
-        for k in range(lo, frame_index):
-            volume += self.vol[k]
-            weighted += self.tv[k]
+        for _, _, high, low, close, vol in self.candles[frame_index - VWAP_CANDLES:frame_index]:
+            volume += vol
+            weighted += (high + low + close) / 3.0 * vol
         if volume > 0:
             return weighted / volume
-        return sum(self.close[lo:frame_index]) / VWAP_CANDLES
+        return self._mean_close(frame_index)
+
+    def _mean_close(self, frame_index: int) -> float:
+        # core.price.vwap's fallback when no volume traded, with the same sum.
+        return sum(c.close for c in self.candles[frame_index - VWAP_CANDLES:frame_index]) / VWAP_CANDLES
+
+    def ready_until(self, frame_index: int) -> int:
+        """Make sure ``vwaps`` holds the block of ``frame_index``; return the end of that block."""
+        block = frame_index // self.BLOCK
+        if not self._ready[block]:
+            self._fill(block)
+        return min((block + 1) * self.BLOCK, len(self.vwaps))
+
+    def _fill(self, block: int) -> None:
+        """Compute the VWAPs of one block of frames in bulk.
+
+        Each ``typical * volume`` is computed once and each window summed left to right
+        from 0.0, exactly as ``core.price.vwap`` sums its loop: the results are the same
+        floats, and the rolling window costs a few additions per frame.
+        """
+        first = max(block * self.BLOCK, VWAP_CANDLES)
+        stop = min((block + 1) * self.BLOCK, len(self.vwaps))
+        if first < stop:
+            chunk = self.candles[first - VWAP_CANDLES:stop - 1]
+            tv = [(high + low + close) / 3.0 * volume for _, _, high, low, close, volume in chunk]
+            vol = [c[5] for c in chunk]
+            out = [
+                (0.0 + a + b + c + d + e) / y if (y := 0.0 + p + q + r + s + t) > 0 else None
+                for a, b, c, d, e, p, q, r, s, t in zip(
+                    tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:]
+                )
+            ]
+            if None in out:  # windows without volume: the mean close, as core.price.vwap
+                out = [self._mean_close(first + j) if x is None else x for j, x in enumerate(out)]
+            self.vwaps[first:stop] = out
+        self._ready[block] = 1
+
+    def first_exit(self, row: SignalRow, f: int, stop: int) -> int | None:
+        """The first frame in ``[f, stop)`` whose price reaches the open ``row``'s TP or SL, or None.
+
+        The same comparisons as ``core.machine.check_open``; every frame before the one
+        returned is an ``active`` tick with nothing to record, so none is built.
+        """
+        vwaps = self.vwaps
+        tp, sl = row.take_profit, row.stop_loss
+        long = row.position == "long"
+        while f < stop:
+            seg = min(stop, self.ready_until(f))
+            if long:
+                for j in range(f, seg):
+                    p = vwaps[j]
+                    if p >= tp or p <= sl:
+                        return j
+            else:
+                for j in range(f, seg):
+                    p = vwaps[j]
+                    if p <= tp or p >= sl:
+                        return j
+            f = seg
+        return None
+
+    def first_touch(self, row: SignalRow, k: int, stop: int) -> int | None:
+        """The first candle in ``[k, stop)`` whose low (long; short: high) reaches the scheduled
+        ``row``'s entry or stop-loss, or None.
+
+        The same comparisons as ``core.machine.check_scheduled`` on a candle: a candle that
+        reaches neither leaves the signal ``waiting``, with nothing to record.
+        """
+        candles = self.candles
+        po, sl = row.price_open, row.stop_loss
+        if row.position == "long":
+            for j in range(k, stop):
+                low = candles[j][3]
+                if low <= sl or low <= po:
+                    return j
+        else:
+            for j in range(k, stop):
+                high = candles[j][2]
+                if high >= sl or high >= po:
+                    return j
+        return None
 
 
 async def run_backtest(
@@ -197,26 +301,32 @@ async def _scan_scheduled(series, row, k, end, rules, gate, result, emit):  # ty
     """Scan candles from index ``k`` until the scheduled ``row`` activates or is cancelled.
 
     Returns ``(row, next_candle_index, None)`` on activation, or ``(row, k, stamp)`` when it
-    was cancelled at ``stamp``.
+    was cancelled at ``stamp``. Candles that reach neither the entry nor the stop-loss are
+    skipped in one tight loop (``first_touch``); ``check_scheduled`` decides at the candle
+    that does, at the timeout, and again after a risk rejection kept the signal waiting.
     """
-    candles = series.candles
-    n = len(candles)
-    while k < n:
-        c = candles[k]
-        stamp = c.timestamp + MINUTE_MS
-        if stamp > end:
-            break
-        tick = check_scheduled(row, stamp, series.vwap_at(k + 1), c.low, c.high, gate, rules)
+    last = series.index(end)  # the last decision is the one stamped ``end``
+    timeout = _first_frame_at(series, row.scheduled_at + rules.schedule_timeout_minutes * MINUTE_MS)
+    while True:
+        # Candle j is decided at frame j + 1; frames before ``timeout`` cannot time out.
+        stop = min(timeout, last + 1) - 1
+        j = series.first_touch(row, k, stop)
+        if j is None:
+            if timeout > last:
+                break
+            j = max(timeout - 1, k)
+        c = series.candles[j]
+        tick = check_scheduled(row, c.timestamp + MINUTE_MS, series.vwap_at(j + 1), c.low, c.high, gate, rules)
         if tick.action == "cancelled":
             result.cancelled.append(tick)
             await emit(tick)
-            return row, k, stamp
+            return row, j, tick.at
         if tick.action == "opened":
             await emit(tick)
             assert tick.signal is not None
-            return tick.signal, k + 1, None
-        k += 1
-    tick = cancel(row, end, series.vwap_at(series.index(end)), "timeout")
+            return tick.signal, j + 1, None
+        k = j + 1  # a risk rejection at activation: the signal keeps waiting
+    tick = cancel(row, end, series.vwap_at(last), "timeout")
     result.cancelled.append(tick)
     result.ended_scheduled += 1
     await emit(tick)
@@ -224,25 +334,35 @@ async def _scan_scheduled(series, row, k, end, rules, gate, result, emit):  # ty
 
 
 async def _scan_open(series, row, k, end, rules, result, emit) -> int:  # type: ignore[no-untyped-def]
-    """Check the open ``row`` on each candle from index ``k``; return the close time."""
-    candles = series.candles
-    n = len(candles)
-    while k < n:
-        stamp = candles[k].timestamp + MINUTE_MS
-        if stamp > end:
-            break
-        tick = check_open(row, stamp, series.vwap_at(k + 1), rules)
-        if tick.action == "closed":
-            result.trades.append(tick)
-            await emit(tick)
-            return stamp
-        k += 1
-    price = series.vwap_at(series.index(end))
+    """Check the open ``row`` from the candle at index ``k`` on; return the close time.
+
+    Only three frames can close it: the first whose price reaches TP or SL (found by
+    ``first_exit`` over the bulk VWAPs), the expiry, or the end of the range. The close
+    itself is built by ``check_open``, the live code path, so its result is the live one.
+    """
+    f = k + 1  # candle k is decided at frame k + 1
+    last = series.index(end)
+    expiry = max(_first_frame_at(series, row.pending_at + row.minutes * MINUTE_MS), f)
+    hit = series.first_exit(row, f, min(expiry, last + 1))
+    if hit is None and expiry <= last:
+        hit = expiry
+    if hit is not None:
+        tick = check_open(row, series.stamp(hit), series.vwap_at(hit), rules)
+        assert tick.action == "closed", tick
+        result.trades.append(tick)
+        await emit(tick)
+        return tick.at
+    price = series.vwap_at(last)
     tick = close(row, end, price, price, "time_expired", rules)
     result.trades.append(tick)
     result.ended_open += 1
     await emit(tick)
     return end
+
+
+def _first_frame_at(series: _Series, ms: int) -> int:
+    """The index of the first frame at or after ``ms``."""
+    return -(-(ms - series.base) // MINUTE_MS)
 
 
 def _iso(ms: int) -> str:

@@ -212,13 +212,12 @@ def test_bad_candles_are_an_error_naming_exchange_symbol_and_problem(server, dam
     assert server.count("klines") == 1  # bad data is not retried: the next tick asks again
 
 
-def test_a_spike_is_served_as_is(server):
-    # The server can inject a 1000x spike; it is a well-formed candle, so it passes validation.
+def test_a_1000x_spike_is_bad_data_not_a_price(server):
     server.faults.bad_candle("spike", minutes=[CURRENT - 2 * MINUTE_MS])
     src = source(server)
-    candles = run(fetch_and_close(src, "BTCUSDT", CURRENT - 5 * MINUTE_MS, CURRENT))
-    normal = server.candles("BTCUSDT", CURRENT - 5 * MINUTE_MS, CURRENT)
-    assert candles[3].close == pytest.approx(normal[3].close * 1000)
+    with pytest.raises(CandleSourceError, match="binance BTC/USDT: bad candles: .*spike"):
+        run(fetch_and_close(src, "BTCUSDT", CURRENT - 5 * MINUTE_MS, CURRENT))
+    assert server.count("klines") == 1
 
 
 # --- retries --------------------------------------------------------------------------------

@@ -58,3 +58,11 @@ def test_requested_window_must_be_covered_exactly():
     validate_candles([c(0), c(M)], 0, 2 * M)
     with pytest.raises(CandleError, match="expected 3"):
         validate_candles([c(0), c(M)], 0, 3 * M)
+
+
+def test_a_thousandfold_spike_is_bad_data_not_a_price():
+    candles = [c(i * M) for i in range(5)]
+    candles[2] = c(2 * M, o=100, h=100_000, lo=100, cl=100)
+    with pytest.raises(CandleError, match="price spike"):
+        validate_candles(candles)
+    validate_candles([c(i * M, cl=100 + i, h=110) for i in range(5)])  # ordinary moves pass

@@ -79,12 +79,32 @@ def validate_candles(
                 missing = (c.timestamp - previous) // step_ms - 1
                 raise CandleError(f"{missing} candle(s) missing after {previous}")
         previous = c.timestamp
+    spike = spike_problem(candles)
+    if spike:
+        raise CandleError(spike)
     if start_ms is not None and end_ms is not None:
         expected = (end_ms - start_ms) // step_ms
         if len(candles) != expected or (candles and candles[0].timestamp != start_ms):
             raise CandleError(
                 f"expected {expected} candle(s) opening in [{start_ms}, {end_ms}), got {len(candles)}"
             )
+
+
+#: A candle this many times above (or below) the batch's median close is bad data, not a market
+#: move: one 1000x print must never open or close a position.
+SPIKE_FACTOR = 10.0
+
+
+def spike_problem(candles: Sequence[Candle]) -> str | None:
+    """Why the batch holds an implausible price spike, or None."""
+    if len(candles) < 3:
+        return None
+    closes = sorted(c.close for c in candles)
+    median = closes[len(closes) // 2]
+    for c in candles:
+        if c.high > median * SPIKE_FACTOR or c.low < median / SPIKE_FACTOR:
+            return f"candle at {c.timestamp}: price spike ({c.low}..{c.high} against a median close of {median})"
+    return None
 
 
 def price_window(now_ms: int) -> tuple[int, int]:

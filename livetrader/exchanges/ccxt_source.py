@@ -403,8 +403,9 @@ class CcxtSource:
 
     ``name`` is the ``[exchanges.<name>]`` table (and the name in messages), ``options`` that
     table, ``credentials`` from ``load_credentials`` (or None). ``clock`` returns the machine's
-    time in ms (injectable for tests). Symbols are the ccxt unified ones (``BTC/USDT``);
-    ``resolve_symbol`` accepts ``BTCUSDT``, ``BTC/USDT`` or ``btc/usdt``.
+    time in ms (the ``clock`` attribute; replaceable, e.g. by a simulated clock in tests).
+    Symbols are the ccxt unified ones (``BTC/USDT``); ``resolve_symbol`` accepts ``BTCUSDT``,
+    ``BTC/USDT`` or ``btc/usdt``.
 
     Markets load once, lazily: ``await prepare(symbols)`` in async code; ``resolve_symbol``,
     which is synchronous, loads them itself when they are not loaded yet (see its docstring).
@@ -423,7 +424,8 @@ class CcxtSource:
         self.settings = parse_settings(name, options, str(config_path) if config_path else "config")
         self._credentials = credentials
         self._secrets = _secret_variants(credentials.secrets() if credentials else ())
-        self._clock = clock or _wall_ms
+        #: The machine's time in ms; the engine may point it at its own (simulated) clock.
+        self.clock: Callable[[], int] = clock or _wall_ms
         self._exchange: Any = None  # the shared ccxt instance, bound to the loop it first ran in
         self._loop: asyncio.AbstractEventLoop | None = None  # that loop
         self._lock: asyncio.Lock | None = None  # guards the markets load on that loop
@@ -499,7 +501,7 @@ class CcxtSource:
         """
         exchange = await self._ready()
         unified = self._lookup(symbol)
-        now = self._clock()
+        now = self.clock()
         current = now - now % MINUTE_MS
         first = -(-start_ms // MINUTE_MS) * MINUTE_MS
         end = min(-(-end_ms // MINUTE_MS) * MINUTE_MS, current)  # minutes opening before end_ms
