@@ -135,7 +135,9 @@ def backtest(
     end: Annotated[
         str | None, typer.Option("--to", help="End of the range, exclusive (default: today 00:00 UTC).")
     ] = None,
-    exchange: Annotated[str, typer.Option("--exchange", "-e", help="Candle source: sim or files.")] = "sim",
+    exchange: Annotated[
+        str, typer.Option("--exchange", "-e", help="Candle source: sim, files, or a ccxt exchange (binance, ...).")
+    ] = "sim",
     candles: Annotated[
         Path | None, typer.Option("--candles", help="CSV or JSON candle file (--exchange files).")
     ] = None,

@@ -44,6 +44,7 @@ class EngineConfig:
     strategy_timeout_seconds: float = 180.0
     schedule_timeout_minutes: int = 120
     max_events: int = 250
+    watchdog_grace_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,7 @@ _ENGINE_KEYS: dict[str, Check] = {
     "strategy_timeout_seconds": _number(0, inclusive=False),
     "schedule_timeout_minutes": _positive_int,
     "max_events": _positive_int,
+    "watchdog_grace_seconds": _number(0, inclusive=False),
 }
 _RISK_KEYS: dict[str, Check] = {
     "max_positions": _positive_int,

@@ -44,8 +44,6 @@ class Supervision:
     max_crashes: int = 5
     #: Real seconds after a minute boundary before ticking, so the exchange has closed the candle.
     tick_delay: float = 0.0
-    #: Real seconds a tick may take beyond the strategy timeout before the watchdog gives up on it.
-    watchdog_grace: float = 30.0
 
 
 def settings_of(config: Config) -> PairSettings:
@@ -91,7 +89,11 @@ class Engine:
     def source(self, exchange: str) -> CandleSource:
         """The one source of ``exchange``, shared by every pair on it."""
         if exchange not in self.sources:
-            self.sources[exchange] = open_source(exchange, self.config, self.candles)
+            source = open_source(exchange, self.config, self.candles)
+            if hasattr(source, "clock"):
+                # The source judges "closed candles" and clock skew by the engine's clock.
+                source.clock = lambda: self.clock.now_ms()
+            self.sources[exchange] = source
         return self.sources[exchange]
 
     def open(self) -> None:
@@ -435,7 +437,7 @@ class Engine:
         """Real seconds within which a healthy loop completes a tick: two minutes, the strategy
         timeout and a grace for exchange calls. A loop stuck past it lets systemd's watchdog fire."""
         return (self.clock.real_seconds(2 * MINUTE_MS) + self.settings.strategy_timeout_seconds
-                + self.supervision.watchdog_grace)
+                + self.config.engine.watchdog_grace_seconds)
 
     def summary(self) -> dict[str, Any]:
         """A one-line view for STATUS= and logs."""

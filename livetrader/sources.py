@@ -39,6 +39,10 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
 
         where = str(config.path) if config.path else "config"
         credentials = load_credentials(name, parse_settings(name, table, where))
+        if credentials is not None:
+            from livetrader.console import add_redaction
+
+            add_redaction(credentials.secrets())  # no log line may ever carry them
         return CcxtSource(name, table, credentials, config_path=config.path)
     known = sorted({*BUILT_IN, *config.exchanges})
     close = difflib.get_close_matches(name, _ccxt_ids() + known, n=3)

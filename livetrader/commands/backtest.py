@@ -80,7 +80,7 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
             f"{request.candles} covers {_iso(bounds[0])} .. {_iso(bounds[1])}"
         )
     history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
-    candles = asyncio.run(source.fetch(symbol, history_start, end))
+    candles = asyncio.run(_fetch_and_close(source, symbol, history_start, end))
     if not candles:
         raise NoCandlesError(f"no candles for {symbol} between {_iso(start)} and {_iso(end)}")
     profiles = build_profiles(config.risk_tables())
@@ -110,6 +110,14 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     else:
         print_summary(result, stats, elapsed, filled)
     return result
+
+
+async def _fetch_and_close(source: Any, symbol: str, start: int, end: int) -> list[Any]:
+    """All candles of the range, closing the source's connections on the same event loop."""
+    try:
+        return await source.fetch(symbol, start, end)
+    finally:
+        await source.close()
 
 
 def trade_record(t: TickResult) -> dict[str, Any]:

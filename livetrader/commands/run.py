@@ -95,10 +95,17 @@ def _replay_origin(bounds: tuple[int, int]) -> int:
     return bounds[0] + REPLAY_HISTORY_MINUTES * MINUTE_MS
 
 
+def _local_exchange(config: Config, exchange: str) -> bool:
+    """True for a ccxt exchange pointed at a server on this machine (a test exchange), which may
+    run on a simulated clock; a real exchange's candles follow the wall clock."""
+    base = str(config.exchange_options(exchange).get("urls", {}).get("api_base", ""))
+    return base.startswith(("http://127.", "http://localhost", "http://[::1]"))
+
+
 def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> Engine:
     """Check every input and build the engine with its pairs; raises before any loop starts."""
     exchange = request.exchange or ("files" if request.candles else config.exchange)
-    if request.speed is not None and exchange not in BUILT_IN:
+    if request.speed is not None and exchange not in BUILT_IN and not _local_exchange(config, exchange):
         raise UsageError(f"--speed only works with the sim and files sources, not with a real exchange ({exchange})")
     registry = load_strategies(strategies_dir)
     broken: dict[str, StrategyLoadError] = {}

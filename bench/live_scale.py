@@ -1,0 +1,143 @@
+"""Benchmark 2: live scale, N pairs through the real Engine/Pair tick path, persistence on.
+
+For each simulated minute the benchmark sets the manual clock and awaits every pair's
+``tick(minute)`` at once (``asyncio.gather``), as the engine's loops would right after a
+minute boundary, and times that sweep. Everything a live tick does runs: candles fetched
+and validated, VWAP, the throttle, the strategy, the machine, journal and snapshot with
+fsync on every transition (data directory in a temporary folder), the event window, the
+event bus (one ``signal`` listener attached) and logging as the daemon logs (JSON lines,
+to a file). Resident memory is read after a warm-up and after the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.common import Result, median, percentile, rss_bytes
+from bench.harness import ORIGIN_MS, build_engine, daemon_logging, layout, sweep, synthetic_symbols
+from livetrader.core.price import MINUTE_MS
+from livetrader.exchanges.sim import SimSource
+
+TARGET_SWEEP_SECONDS_AT_10K = 0.25
+TARGET_GROWTH_BYTES_PER_100K_TICKS = 1_000_000
+
+
+async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ignore[no-untyped-def]
+    """Sweep ``warmup`` then ``minutes`` minutes; return the sweep times and memory readings."""
+    events = Counter()
+
+    def count(result) -> None:  # type: ignore[no-untyped-def]
+        events[result.action] += 1
+
+    engine.bus.listen("signal", count)
+    now = clock.now
+    for _ in range(warmup):
+        clock.now = now
+        await sweep(engine, now)
+        now += MINUTE_MS
+    await engine.bus.drain(10)
+    gc.collect()
+    rss_warm = rss_bytes()
+    times = []
+    for _ in range(minutes):
+        clock.now = now
+        began = time.perf_counter()
+        await sweep(engine, now)
+        times.append(time.perf_counter() - began)
+        now += MINUTE_MS
+    await engine.bus.drain(10)
+    gc.collect()
+    rss_end = rss_bytes()
+    return {"times": times, "rss_warm": rss_warm, "rss_end": rss_end, "events": dict(events)}
+
+
+def measure(pairs: int, warmup: int, minutes: int) -> dict:
+    """Build ``pairs`` pairs in a fresh data directory and sweep them; the figures of that run."""
+    with tempfile.TemporaryDirectory(prefix="livetrader-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        with daemon_logging(Path(tmp) / "daemon.log"):
+            began = time.perf_counter()
+            engine, clock = build_engine(data_dir, layout(pairs), ORIGIN_MS, warmup + minutes)
+            built = time.perf_counter() - began
+            try:
+                run = asyncio.run(_drive(engine, clock, warmup, minutes))
+                status = _status_write_seconds(engine)
+                windows = sum(len(p.window.events()) for p in engine.pairs)
+                states = Counter(p.state for p in engine.pairs)
+                closed = sum(p.closed_trades for p in engine.pairs)
+                journal_bytes = sum(f.stat().st_size for f in (data_dir / "journal").glob("*.jsonl"))
+            finally:
+                asyncio.run(engine.close())
+    times = run["times"]
+    ticks = pairs * minutes
+    growth = (run["rss_end"] - run["rss_warm"]) / ticks * 100_000
+    return {
+        "pairs": pairs,
+        "warmup_minutes": warmup,
+        "minutes": minutes,
+        "build_seconds": built,
+        "sweep_median_seconds": median(times),
+        "sweep_p99_seconds": percentile(times, 99),
+        "sweep_max_seconds": max(times),
+        "pair_ticks_per_second": ticks / sum(times),
+        "rss_after_warmup_bytes": run["rss_warm"],
+        "rss_after_run_bytes": run["rss_end"],
+        "rss_growth_bytes_per_100k_ticks": growth,
+        "status_file_write_seconds": status,
+        "events": run["events"],
+        "states_at_end": dict(states),
+        "closed_trades": closed,
+        "event_window_records": windows,
+        "journal_bytes": journal_bytes,
+    }
+
+
+def _status_write_seconds(engine) -> float:  # type: ignore[no-untyped-def]
+    """One rewrite of the status file (the daemon does it about once a real second)."""
+    from livetrader.status import write_status
+
+    began = time.perf_counter()
+    write_status(engine)
+    return time.perf_counter() - began
+
+
+def sim_fetch_cost(symbols: int, fetches: int = 200) -> float:
+    """Seconds per 5-candle fetch from the plain ``SimSource`` holding ``symbols`` symbols."""
+    sim = SimSource(seed=42, symbols=synthetic_symbols(symbols))
+    names = list(sim.symbols)
+    began = time.perf_counter()
+    for i in range(fetches):
+        end = ORIGIN_MS + (i // len(names)) * MINUTE_MS
+        sim.fetch_sync(names[i % len(names)], end - 5 * MINUTE_MS, end)
+    return (time.perf_counter() - began) / fetches
+
+
+def run(sizes: tuple[int, ...] = (1_000, 10_000), warmup: int = 20, minutes: int = 60) -> Result:
+    """Measure every size in ``sizes``; the targets apply to 10,000 pairs."""
+    out = Result("live", "Live scale: pairs swept per simulated minute (real tick path, persistence on)")
+    for n in sizes:
+        figures = measure(n, warmup, minutes)
+        out.details[str(n)] = figures
+        target = TARGET_SWEEP_SECONDS_AT_10K if n >= 10_000 else None
+        out.add(f"{n:,} pairs: sweep median", figures["sweep_median_seconds"], "s", target)
+        out.add(f"{n:,} pairs: sweep p99", figures["sweep_p99_seconds"], "s", target)
+        out.add(f"{n:,} pairs: pair-ticks/s", figures["pair_ticks_per_second"], "ticks/s")
+        out.add(f"{n:,} pairs: RSS after warm-up", figures["rss_after_warmup_bytes"] / 2**20, "MiB")
+        out.add(f"{n:,} pairs: RSS growth per 100k ticks", figures["rss_growth_bytes_per_100k_ticks"] / 2**20,
+                "MiB", TARGET_GROWTH_BYTES_PER_100K_TICKS / 2**20)
+        out.add(f"{n:,} pairs: status file write", figures["status_file_write_seconds"], "s")
+    few, many = 7, max(1, -(-max(sizes) // 3))
+    out.details["sim_fetch_seconds"] = {str(few): sim_fetch_cost(few), str(many): sim_fetch_cost(many)}
+    out.add(f"plain SimSource 5-candle fetch ({few} symbols)", out.details["sim_fetch_seconds"][str(few)], "s")
+    out.add(f"plain SimSource 5-candle fetch ({many:,} symbols)", out.details["sim_fetch_seconds"][str(many)], "s")
+    out.notes.append(
+        f"{warmup} warm-up minutes, then {minutes} timed minutes; pairs = symbols x "
+        "(bench-reference, my-strategy, dip-buyer); candles are the sim's, pre-generated per symbol "
+        "(see bench/harness.py PreloadedSim); the plain SimSource fetch cost is listed separately"
+    )
+    return out
