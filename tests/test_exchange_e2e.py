@@ -190,3 +190,42 @@ def test_help_answers_fast_and_does_not_import_ccxt():
     result = subprocess.run([sys.executable, "-m", "livetrader.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "run" in result.stdout
     assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("skew_minutes", [-3, 3])
+def test_exchange_clock_skew(tmp_path, skew_minutes):
+    cwd = workdir(tmp_path)
+    daemon_now = follow_daemon_clock(tmp_path)
+    with ExchangeServer(clock=lambda: daemon_now() + skew_minutes * 60_000) as srv:
+        proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance",
+                     "--config", config(cwd, srv), "--speed", "600")
+        time.sleep(3)
+        code, out, err = stop(proc)
+    assert code == 0, err
+    logs = events(out)
+    if skew_minutes < 0:
+        # Behind: the last minutes have not closed there yet; nothing is decided on a partial window.
+        failures = [e for e in logs if e["event"] == "tick failed"]
+        assert failures and any("clock" in e["error"] for e in failures)
+        assert not any(e["event"] in ("opened", "closed") for e in logs)
+    else:
+        # Ahead: candles our clock has not reached are ignored; trading is normal.
+        assert any(e["event"] == "opened" for e in logs)
+        check_data_dir(cwd / "dump")
+
+
+def test_request_timeouts_are_retried_then_reported(tmp_path, server):
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server, timeout_ms=300)
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600")
+    assert wait_for(lambda: (cwd / "dump" / "journal").exists(), 30)
+    server.faults.hang(1.0, times=4)
+    time.sleep(3)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    logs = events(out)
+    assert any(e["event"] == "tick failed" and "unavailable" in e["error"] for e in logs)
+    opened_after = [e for e in logs if e["event"] in ("opened", "closed")]
+    assert opened_after
+    check_data_dir(cwd / "dump")
