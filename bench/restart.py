@@ -74,6 +74,7 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         engine.not_running = engine.orphans()
         restored = time.monotonic()
         open_positions = sum(1 for p in engine.pairs if p.state == "open")
+        scan = _duplicate_scan_seconds(engine)
         import orjson
 
         sim = engine.sources["sim"]
@@ -88,7 +89,21 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         asyncio.run(engine.close())
     print(json.dumps({"started": started, "imported": imported, "restored": restored, "loaded": loaded,
                       "ticked": ticked, "pairs": len(engine.pairs), "open_after_restore": open_positions,
-                      "open_after_tick": still_open}))
+                      "open_after_tick": still_open, "duplicate_scan": scan}))
+
+
+def _duplicate_scan_seconds(engine) -> float:  # type: ignore[no-untyped-def]
+    """Seconds of one scan of every pair for a key, as ``Engine`` does on each ``add_pair``.
+
+    A diagnostic: ``add_pair`` checks the new key against every pair added before it,
+    so restoring N pairs scans N * (N - 1) / 2 pairs in all.
+    """
+    missing = ("", "", "")
+    runs = 5
+    began = time.monotonic()
+    for _ in range(runs):
+        any(p.key == missing for p in engine.pairs)
+    return (time.monotonic() - began) / runs
 
 
 def interpreter_start(runs: int = 5) -> float:
@@ -133,6 +148,8 @@ def measure(pairs: int) -> dict:
         "open_after_restore": t["open_after_restore"],
         "open_after_tick": t["open_after_tick"],
         "interpreter_start_seconds": interpreter_start(),
+        # add_pair i scans the i pairs before it: N * (N - 1) / 2 pair visits, ~ N / 2 full scans.
+        "duplicate_checks_seconds_estimated": t["duplicate_scan"] * (pairs - 1) / 2,
     }
 
 
@@ -146,6 +163,7 @@ def run(pairs: int = 10_000):  # type: ignore[no-untyped-def]
     out.add("  of which interpreter start (python -c pass)", figures["interpreter_start_seconds"], "s")
     out.add("  of which imports", figures["imports_seconds"], "s")
     out.add("  of which engine build + restore", figures["restore_seconds"], "s")
+    out.add("  of which add_pair duplicate checks (estimated)", figures["duplicate_checks_seconds_estimated"], "s")
     out.add("+ first tick of every pair (READY=1)", figures["to_ready_seconds"], "s")
     out.notes.append(
         "fresh interpreter running the engine code of `livetrader run` (see bench/restart.py for why not the CLI); "
