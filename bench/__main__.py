@@ -90,6 +90,8 @@ def document(results: list[Result], quick: bool) -> dict[str, Any]:
 def _number(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 10:

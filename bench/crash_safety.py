@@ -132,6 +132,7 @@ def run(count: int = 500) -> Result:
         f"{count} transitions (opened/closed alternately), same bytes, same disk, interleaved; "
         f"journal append {figures['journal_append_median_seconds'] * 1e3:.3f} ms vs bare "
         f"{figures['bare_append_median_seconds'] * 1e3:.3f} ms, snapshot "
-        f"{figures['snapshot_median_seconds'] * 1e3:.3f} ms vs bare {figures['bare_snapshot_median_seconds'] * 1e3:.3f} ms"
+        f"{figures['snapshot_median_seconds'] * 1e3:.3f} ms vs bare "
+        f"{figures['bare_snapshot_median_seconds'] * 1e3:.3f} ms"
     )
     return out

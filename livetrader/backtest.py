@@ -2,10 +2,19 @@
 
 Backtest time is live time: at frame ``t`` the price is the VWAP of the candles opening in
 ``[t-5m, t)``; a decision taken from the candle opening at ``c`` is stamped ``c + 1m``.
-The loop is lean on purpose: candles live in flat lists, the VWAP window is summed from
-precomputed ``typical * volume`` products, a pair with no signal jumps straight to the
-next throttle bucket (no frame inside one bucket can ask the strategy), and an open or
-scheduled signal is scanned candle by candle until it ends.
+
+The results are exactly those of a plain per-minute replay of the core (tests compare them
+trade by trade); the speed comes from doing only the work that can change them:
+
+- a pair with no signal jumps straight to the next throttle bucket: no frame inside one
+  bucket can ask the strategy, so nothing can happen there;
+- an open position can only end at the first frame whose VWAP reaches TP or SL, at its
+  expiry, or at the end of the range. The VWAPs are computed in bulk (``_Series``), the
+  first TP/SL frame is found by a tight loop of float comparisons, and ``check_open`` (the
+  live code) is called once, at the frame that closes it: no ``active`` result is built;
+- a scheduled signal likewise ends or activates only at the first candle whose low (high
+  for a short) reaches its entry or stop-loss, or at its timeout; ``check_scheduled``
+  decides there.
 """
 
 from __future__ import annotations
@@ -94,9 +103,9 @@ class _Series:
             return self.vwaps[frame_index]
         volume = 0.0
         weighted = 0.0
-        for _, _, high, low, close, vol in self.candles[frame_index - VWAP_CANDLES:frame_index]:
+        for _, _, high, low, last, vol in self.candles[frame_index - VWAP_CANDLES:frame_index]:
             volume += vol
-            weighted += (high + low + close) / 3.0 * vol
+            weighted += (high + low + last) / 3.0 * vol
         if volume > 0:
             return weighted / volume
         return self._mean_close(frame_index)
@@ -115,20 +124,22 @@ class _Series:
     def _fill(self, block: int) -> None:
         """Compute the VWAPs of one block of frames in bulk.
 
-        Each ``typical * volume`` is computed once and each window summed left to right
-        from 0.0, exactly as ``core.price.vwap`` sums its loop: the results are the same
-        floats, and the rolling window costs a few additions per frame.
+        Each ``typical * volume`` is computed once per candle, and each window is summed left
+        to right starting from 0.0, exactly as ``core.price.vwap`` accumulates in its loop: the
+        results are the same floats, and a frame costs a few additions and one division.
         """
         first = max(block * self.BLOCK, VWAP_CANDLES)
         stop = min((block + 1) * self.BLOCK, len(self.vwaps))
         if first < stop:
             chunk = self.candles[first - VWAP_CANDLES:stop - 1]
-            tv = [(high + low + close) / 3.0 * volume for _, _, high, low, close, volume in chunk]
+            tv = [(high + low + last) / 3.0 * volume for _, _, high, low, last, volume in chunk]
             vol = [c[5] for c in chunk]
+            # Five shifted views: element j of the k-th is candle j + k of the chunk; zip stops
+            # with the shortest, at the last complete window.
             out = [
                 (0.0 + a + b + c + d + e) / y if (y := 0.0 + p + q + r + s + t) > 0 else None
                 for a, b, c, d, e, p, q, r, s, t in zip(
-                    tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:]
+                    tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:], strict=False
                 )
             ]
             if None in out:  # windows without volume: the mean close, as core.price.vwap

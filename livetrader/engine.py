@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,25 +159,31 @@ class Engine:
             self._watch_risk(risk)
         return pair
 
-    def orphans(self) -> list[dict[str, Any]]:
-        """Pairs on disk that this process does not run but that hold a signal: reported, never dropped."""
+    def _absent_snapshots(self) -> Iterator[dict[str, Any]]:
+        """The readable snapshots of pairs on disk that this process does not run."""
         from livetrader.store.atomic import read_json
         from livetrader.store.state import PAIRS_DIR
 
         running = {pair_stem(p.key) for p in self.pairs}
-        found = []
         for path in sorted((self.data_dir / PAIRS_DIR).glob("*.json")):
             if path.stem in running:
                 continue
             try:
                 data = read_json(path)
-            except Exception:  # unreadable: `livetrader recover` reports it
+            except Exception as exc:  # unreadable: reported by `livetrader recover`, not fatal here
+                log.warning("cannot read the snapshot of a pair not running", path=str(path), error=describe(exc))
                 continue
-            if isinstance(data, dict) and data.get("signal"):
-                found.append({"symbol": data.get("symbol"), "strategy": data.get("strategy"),
-                              "exchange": data.get("exchange"), "signal_id": data["signal"].get("id"),
-                              "state": "open" if data["signal"].get("pending_at") is not None else "scheduled"})
-        return found
+            if isinstance(data, dict):
+                yield data
+
+    def orphans(self) -> list[dict[str, Any]]:
+        """Pairs on disk that this process does not run but that hold a signal: reported, never dropped."""
+        return [
+            {"symbol": data.get("symbol"), "strategy": data.get("strategy"), "exchange": data.get("exchange"),
+             "signal_id": data["signal"].get("id"),
+             "state": "open" if data["signal"].get("pending_at") is not None else "scheduled"}
+            for data in self._absent_snapshots() if isinstance(data.get("signal"), dict)
+        ]
 
     def _restore(self, pair: Pair, risk_name: str | None) -> None:
         from livetrader.core.interval import bucket
@@ -228,21 +234,15 @@ class Engine:
 
     def _positions_of_absent_pairs(self, profile: str) -> list[OpenPosition]:
         """Open positions of pairs on disk that this process does not run (e.g. a removed strategy)."""
-        from livetrader.store.atomic import read_json
-        from livetrader.store.state import PAIRS_DIR
-
-        running = {pair_stem(p.key) for p in self.pairs}
         found = []
-        for path in sorted((self.data_dir / PAIRS_DIR).glob("*.json")):
-            if path.stem in running:
+        for data in self._absent_snapshots():
+            signal = data.get("signal")
+            if data.get("risk") != profile or not isinstance(signal, dict) or signal.get("pending_at") is None:
                 continue
             try:
-                data = read_json(path)
-                signal = data.get("signal") if isinstance(data, dict) and data.get("risk") == profile else None
-                if signal and signal.get("pending_at") is not None:
-                    found.append(OpenPosition.of(row_of({**signal, "signal_id": signal["id"]})))
-            except Exception as exc:  # an unreadable absent pair is reported by `recover`, not fatal here
-                log.warning("cannot read the snapshot of a pair not running", path=str(path), error=describe(exc))
+                found.append(OpenPosition.of(row_of({**signal, "signal_id": signal["id"]})))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("invalid snapshot of a pair not running", pair=data.get("symbol"), error=describe(exc))
         return found
 
     # --- running --------------------------------------------------------------------------
@@ -390,13 +390,11 @@ class Engine:
         records = pair.window.events()
         title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
         note = f"Events: the last {pair.settings.max_events} kept in memory (idle and active ones included)."
-        journaled = records
         if pair.store is not None:
             from livetrader.report import closed_trades
-            from livetrader.store.journal import read_journal
 
             # The statistics cover the whole history, as `livetrader report` does.
-            journaled = read_journal(pair.store.journal.path).records
+            journaled = self._journaled(pair)
             note += f" Statistics: all {sum(1 for r in journaled if r['event'] == 'closed')} closed trades " \
                     "in the journal."
             return build_report(title, records, stats=stats_for(journaled), now_ms=now_ms, note=note,
@@ -405,7 +403,7 @@ class Engine:
 
     def write_report(self, pair: Pair, path: Path | None = None) -> Path:
         """Write ``pair``'s report atomically (default: under ``<data-dir>/reports/live``)."""
-        from livetrader.report import report_filename
+        from livetrader.report import report_filename, write_equity_png
         from livetrader.store.atomic import write_atomic
 
         now = int(time.time() * 1000)
@@ -413,7 +411,13 @@ class Engine:
             path = self.data_dir / "reports" / "live" / report_filename(*pair.key, now)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, self.report_text(pair, now).encode())
+        write_equity_png(path.with_suffix(".png"), self._journaled(pair))  # only with livetrader[charts]
         return path
+
+    def _journaled(self, pair: Pair) -> list[dict[str, Any]]:
+        from livetrader.store.journal import read_journal
+
+        return read_journal(pair.store.journal.path).records if pair.store is not None else pair.window.events()
 
     def write_reports(self) -> list[Path]:
         """One report per pair; returns the files written."""

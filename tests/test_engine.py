@@ -145,3 +145,35 @@ def test_signal_ids_and_whipsaw_guard_in_live(tmp_path):
     actions = asyncio.run(main())
     assert actions[0][0] == "opened" and actions[1][0] == "closed"
     assert all(a == "idle" and "same id" in r for a, r in actions[2:])
+
+
+def test_live_throttle_asks_once_per_bucket_and_a_risk_rejection_hands_it_back(tmp_path):
+    asked = []
+
+    class Every5(Strategy):
+        name = "every5"
+        interval = "5m"
+
+        async def get_signal(self, ctx):
+            asked.append(ctx.now_ms)
+            return Signal("long", ctx.price * 1.05, ctx.price * 0.95, minutes=600)
+
+    e = engine(tmp_path)
+    e.registry.strategies["every5"] = type(e.registry.strategies["always-long"])(Every5, FIXTURE_STRATEGIES, 1)
+    pair = e.add_pair("BTCUSDT", "every5")
+    from livetrader.risk import RiskProfile, max_positions
+
+    pair.risk = RiskProfile("full", [max_positions(0)])  # rejects everything
+    start = 1_704_067_200_000 + 2 * MINUTE_MS  # 00:02, inside the 00:00 bucket
+
+    async def main():
+        for i in range(4):
+            await pair.tick(start + i * MINUTE_MS)
+        pair.risk = None
+        for i in range(4, 12):
+            await pair.tick(start + i * MINUTE_MS)
+
+    asyncio.run(main())
+    # Rejected at 00:02..00:05 (each rejection hands the bucket back), accepted at 00:06.
+    assert asked[:5] == [start + i * MINUTE_MS for i in range(5)]
+    assert len(asked) == 5 and pair.row is not None and pair.row.scheduled_at == start + 4 * MINUTE_MS

@@ -120,45 +120,24 @@ async def _fetch_and_close(source: Any, symbol: str, start: int, end: int) -> li
         await source.close()
 
 
-def trade_record(t: TickResult) -> dict[str, Any]:
-    """The JSON shape of one closed trade (times as integer ms UTC)."""
+def _signal_fields(t: TickResult) -> dict[str, Any]:
     s = t.signal
     assert s is not None
-    return {
-        "signal_id": s.id,
-        "symbol": s.symbol,
-        "strategy": s.strategy,
-        "position": s.position,
-        "price_open": s.price_open,
-        "take_profit": s.take_profit,
-        "stop_loss": s.stop_loss,
-        "minutes": s.minutes,
-        "scheduled_at": s.scheduled_at,
-        "opened_at": s.pending_at,
-        "closed_at": t.at,
-        "close_reason": t.close_reason,
-        "price_close": t.price_close,
-        "pnl_percentage": t.pnl_percentage,
-        "note": s.note,
-    }
+    return {"signal_id": s.id, "symbol": s.symbol, "strategy": s.strategy, "position": s.position,
+            "price_open": s.price_open, "take_profit": s.take_profit, "stop_loss": s.stop_loss,
+            "minutes": s.minutes, "scheduled_at": s.scheduled_at}
+
+
+def trade_record(t: TickResult) -> dict[str, Any]:
+    """The JSON shape of one closed trade (times as integer ms UTC)."""
+    assert t.signal is not None
+    return {**_signal_fields(t), "opened_at": t.signal.pending_at, "closed_at": t.at, "close_reason": t.close_reason,
+            "price_close": t.price_close, "pnl_percentage": t.pnl_percentage, "note": t.signal.note}
 
 
 def cancel_record(t: TickResult) -> dict[str, Any]:
     """The JSON shape of one cancelled scheduled signal."""
-    s = t.signal
-    assert s is not None
-    return {
-        "signal_id": s.id,
-        "symbol": s.symbol,
-        "strategy": s.strategy,
-        "position": s.position,
-        "price_open": s.price_open,
-        "take_profit": s.take_profit,
-        "stop_loss": s.stop_loss,
-        "scheduled_at": s.scheduled_at,
-        "cancelled_at": t.at,
-        "reason": t.reason,
-    }
+    return {**_signal_fields(t), "cancelled_at": t.at, "reason": t.reason}
 
 
 def to_document(result: BacktestResult, stats: Stats, elapsed: float, filled: int) -> dict[str, Any]:

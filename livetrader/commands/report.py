@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from livetrader.errors import UsageError
-from livetrader.report import build_report, closed_trades, report_filename, stats_for
+from livetrader.report import build_report, closed_trades, report_filename, stats_for, write_equity_png
 from livetrader.store.journal import JOURNAL_DIR, read_journal
 
 #: Newest journal events shown in a report table; the statistics always cover every trade.
@@ -92,6 +92,7 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
     for p in wanted:
         path = out / report_filename(p.symbol, p.strategy, p.exchange, now)
         write_atomic(path, markdown_of(p, now).encode())
+        write_equity_png(path.with_suffix(".png"), p.records)  # only with livetrader[charts]
         sys.stdout.write(f"{path}\n")
     return 0
 

@@ -1,0 +1,257 @@
+"""The benchmarks run and give sane numbers, and the fast backtest path trades exactly as a plain replay.
+
+``plain_replay`` below is the slow, obvious reference: one live-style tick per minute, straight
+from the core (``core.price.vwap``, ``check_open``, ``check_scheduled``, ``accept``), with no bulk
+VWAP, no bucket jumps and no scans. The fast path must produce the very same ``TickResult``
+objects: times, reasons, prices, PnL, ids, everything.
+"""
+
+import asyncio
+import math
+import random
+
+import pytest
+
+from bench import workload
+from bench.__main__ import PLAN, run_all, sanity_problems
+from livetrader.backtest import run_backtest
+from livetrader.context import Context
+from livetrader.core.interval import SIGNAL_INTERVALS
+from livetrader.core.machine import DEFAULT_RULES, accept, cancel, check_open, check_scheduled, close
+from livetrader.core.price import Candle, vwap
+from livetrader.core.signal import Signal, make_signal_id
+from livetrader.risk import RiskProfile
+
+M = 60_000
+
+
+def plain_replay(strategy, candles, symbol, start, end, risk=None):
+    """Every minute from ``start`` to ``end``, one tick each, as live mode would run it."""
+    base = candles[0].timestamp
+    interval = SIGNAL_INTERVALS[strategy.interval]
+    gate = risk.check if risk else None
+
+    def price_at(t):
+        i = (t - base) // M
+        return vwap(candles[i - 5:i])
+
+    async def load(a, b):
+        return [c for c in candles if a <= c.timestamp < b]
+
+    def ask(t, price):
+        ctx = Context(symbol, strategy.name, "sim", t, price, load)
+        out = strategy.get_signal(ctx)
+        return asyncio.run(out) if asyncio.iscoroutine(out) else out
+
+    row, last_bucket, last_opened = None, None, None
+    trades, cancelled = [], []
+    for t in range(start, end + M, M):
+        price = price_at(t)
+        if row is not None and row.pending_at is not None:  # an open position
+            if t > row.pending_at:
+                tick = check_open(row, t, price)
+                if tick.action == "closed":
+                    trades.append(tick)
+                    if risk:
+                        risk.remove(row.id)
+                    row = None
+            continue
+        if row is not None:  # a scheduled signal, checked on the candle that just closed
+            if t > row.scheduled_at:
+                c = candles[(t - base) // M - 1]
+                tick = check_scheduled(row, t, price, c.low, c.high, gate)
+                if tick.action == "cancelled":
+                    cancelled.append(tick)
+                    row = None
+                elif tick.action == "opened":
+                    row = tick.signal
+                    last_opened = row.id
+                    if risk:
+                        risk.add(row)
+            continue
+        if t >= end or t - t % interval == last_bucket:
+            continue
+        previous, last_bucket = last_bucket, t - t % interval
+        signal = ask(t, price)
+        if signal is None or (signal.id is not None and signal.id == last_opened):
+            continue
+        tick = accept(signal, symbol, strategy.name, "sim", signal.id or make_signal_id(symbol, strategy.name, t),
+                      t, price, gate)
+        if tick.action == "idle":  # a risk rejection hands the bucket back
+            last_bucket = previous
+            continue
+        row = tick.signal
+        if tick.action == "opened":
+            last_opened = row.id
+            if risk:
+                risk.add(row)
+    if row is not None:
+        price = price_at(end)
+        if row.pending_at is not None:
+            trades.append(close(row, end, price, price, "time_expired", DEFAULT_RULES))
+        else:
+            cancelled.append(cancel(row, end, price, "timeout"))
+    return trades, cancelled
+
+
+def fast(strategy, candles, symbol, start, end, risk=None):
+    return asyncio.run(run_backtest(strategy, candles, symbol, start, end, risk=risk))
+
+
+def test_fast_path_equals_plain_replay_on_the_reference_workload():
+    days = 3
+    candles = workload.candles(days)
+    start, end = workload.frame_range(days)
+    result = fast(workload.ReferenceStrategy("trade"), candles, workload.SYMBOL, start, end)
+    trades, cancelled = plain_replay(workload.ReferenceStrategy("trade"), candles, workload.SYMBOL, start, end)
+    assert len(result.trades) > 10
+    assert {t.close_reason for t in result.trades} >= {"take_profit", "stop_loss", "time_expired"}
+    for got, want in zip(result.trades, trades, strict=True):  # trade by trade, every field
+        assert (got.at, got.close_reason, got.price, got.price_close, got.pnl_percentage) == (
+            want.at, want.close_reason, want.price, want.price_close, want.pnl_percentage)
+        assert got == want
+    assert result.cancelled == cancelled == []
+
+
+def test_idle_reference_workload_never_trades_and_asks_once_per_bucket():
+    candles = workload.candles(1)
+    start, end = workload.frame_range(1)
+    strategy = workload.ReferenceStrategy("idle")
+    result = fast(strategy, candles, workload.SYMBOL, start, end)
+    assert result.trades == [] and result.frames == 1440
+    assert strategy.calls == result.strategy_calls == 1440 // 5
+
+
+def test_workload_candles_follow_the_formula():
+    ts = workload.START_MS + 7 * M
+    m = ts // M
+    x = (m * 2654435761) % 2**32
+    x ^= x >> 15
+    x = (x * 2246822519) % 2**32
+    x ^= x >> 13
+    noise = (x % 10000) / 10000 - 0.5
+    price = 50000 * (1 + 0.03 * math.sin(ts / (60000 * 317)) + 0.002 * noise)
+    assert workload.candle(ts) == Candle(ts, price, price * 1.0005, price * 0.9995, price, 10 + (noise + 0.5) * 5)
+    candles = workload.candles(1)
+    assert candles[0].timestamp == workload.START_MS - 5 * M and len(candles) == 1440 + 5
+
+
+# --- the fast path on harder ground: scheduled signals, windows without volume, risk ----------
+
+def rough_market(seed, minutes, start):
+    """A random walk with zero-volume minutes and flat stretches (VWAP falls back to the mean close)."""
+    rng = random.Random(seed)
+    price, out = 100.0, []
+    for i in range(minutes):
+        o = price
+        price *= 1 + rng.gauss(0, 0.003)
+        hi, lo = max(o, price) * (1 + rng.random() * 0.002), min(o, price) * (1 - rng.random() * 0.002)
+        volume = 0.0 if rng.random() < 0.3 else rng.random() * 10
+        if 400 <= i < 420:
+            o = hi = lo = price
+            volume = 0.0
+        out.append(Candle(start + i * M, o, hi, lo, price, volume))
+    return out
+
+
+class Mixed:
+    """Market and scheduled signals, long and short, with lifetimes from 1 minute to a day."""
+
+    name = "mixed"
+
+    def __init__(self, seed, interval):
+        self.rng = random.Random(seed)
+        self.interval = interval
+
+    def get_signal(self, ctx):
+        r, p = self.rng.random(), ctx.price
+        minutes = self.rng.choice([1, 2, 5, 30, 90, 240, 1440])
+        if r < 0.3:
+            return None
+        if r < 0.45:
+            return Signal("long", p * 1.01, p * 0.99, minutes=minutes)
+        if r < 0.6:
+            return Signal("short", p * 0.99, p * 1.01, minutes=minutes)
+        if r < 0.75:
+            return Signal("long", p * 1.012, p * 0.99, price_open=p * 0.997, minutes=minutes)
+        if r < 0.9:
+            return Signal("short", p * 0.988, p * 1.01, price_open=p * 1.003, minutes=minutes)
+        return Signal("long", p * 1.008, p * 0.994, price_open=p * 1.001, minutes=minutes, id="same-idea")
+
+
+def flaky_profile():
+    """Rejects about a third of acceptances and activations, deterministically."""
+
+    def flaky(candidate):
+        digest = (candidate.now // M * 7 + len(candidate.signal.id) + (candidate.signal.pending_at or 0)) % 3
+        return "flaky" if digest == 0 else None
+
+    return RiskProfile("flaky", [flaky])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fast_path_equals_plain_replay_with_scheduled_signals_no_volume_and_risk(seed):
+    t0 = workload.START_MS
+    candles = rough_market(seed, 2000, t0)
+    rng = random.Random(seed)
+    start = t0 + rng.randrange(5, 200) * M
+    end = t0 + rng.randrange(1200, 2000) * M
+    interval = rng.choice(["1m", "3m", "5m", "15m"])
+    with_risk = seed % 2 == 0
+    result = fast(Mixed(seed, interval), candles, "X", start, end, flaky_profile() if with_risk else None)
+    trades, cancelled = plain_replay(Mixed(seed, interval), candles, "X", start, end,
+                                     flaky_profile() if with_risk else None)
+    assert len(result.trades) > 5
+    assert result.trades == trades
+    assert result.cancelled == cancelled
+
+
+class Scripted:
+    """The scripted signal at the given frames, None otherwise."""
+
+    name, interval = "scripted", "1m"
+
+    def __init__(self, script):
+        self.script = script
+
+    def get_signal(self, ctx):
+        return self.script.get(ctx.now_ms)
+
+
+def test_fast_path_equals_plain_replay_when_prices_land_exactly_on_the_levels():
+    # Whole-number candles make the VWAP exact, so each comparison is decided at equality:
+    # TP reached (long, >=), SL reached (short, >=), entry reached and SL reached on a candle low (<=).
+    t0 = workload.START_MS
+
+    def flat(ts, price, low=None):
+        return Candle(ts, price, price, price if low is None else low, price, 1.0)
+
+    special = {**{20 + i: 101.0 for i in range(10)}, **{50 + i: 101.0 for i in range(10)}}
+    candles = [flat(t0 + i * M, special.get(i, 100.0), {80: 99.5, 140: 98.0}.get(i)) for i in range(200)]
+    script = {
+        t0 + 10 * M: Signal("long", 101.0, 99.0, minutes=240),
+        t0 + 40 * M: Signal("short", 99.0, 101.0, minutes=240),
+        t0 + 70 * M: Signal("long", 101.0, 98.0, price_open=99.5, minutes=30),
+        t0 + 130 * M: Signal("long", 101.0, 98.0, price_open=99.5, minutes=30),
+    }
+    start, end = t0 + 5 * M, t0 + 190 * M
+    result = fast(Scripted(script), candles, "X", start, end)
+    trades, cancelled = plain_replay(Scripted(script), candles, "X", start, end)
+    assert [(t.close_reason, t.price_close) for t in result.trades] == [
+        ("take_profit", 101.0), ("stop_loss", 101.0), ("time_expired", 100.0)]
+    assert result.trades[2].signal.pending_at == t0 + 81 * M  # activated on the candle low at 80
+    assert [c.reason for c in result.cancelled] == ["price_reject"]
+    assert result.trades == trades and result.cancelled == cancelled
+
+
+# --- the benchmarks themselves -----------------------------------------------------------------
+
+def test_quick_benchmarks_are_sane():
+    results = run_all(list(PLAN), quick=True)
+    assert [r.name for r in results] == list(PLAN)
+    assert sanity_problems(results) == []
+    backtest = next(r for r in results if r.name == "backtest")
+    assert backtest.details["trade"]["trades"] > 0 and backtest.details["idle"]["trades"] == 0
+    for result in results:
+        for row in result.rows:
+            assert math.isfinite(row.value), (result.name, row.metric)
