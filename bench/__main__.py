@@ -4,6 +4,7 @@
     python -m bench --quick         # everything, small, and check the numbers are sane (for CI)
     python -m bench --only backtest --only cli
     python -m bench --json > results.json
+    python -m bench --save results.json   # the table, and the JSON document in a file
 
 Progress goes to stderr, so ``--json`` output on stdout stays one clean document.
 """
@@ -74,6 +75,10 @@ def sanity_problems(results: list[Result]) -> list[str]:
                 sane = finite_positive(row.value)
             if not sane:
                 problems.append(f"{result.name}: {row.metric} = {row.value!r}")
+        if result.name == "live":
+            for size, figures in result.details.items():
+                if isinstance(figures, dict) and figures.get("fetches_outside_preloaded_candles"):
+                    problems.append(f"live: {size} pairs fetched candles outside the preloaded range")
         if result.name == "backtest":
             if not result.details["trade"]["trades"] > 0:
                 problems.append("backtest: trade mode made no trade")
@@ -125,13 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, then check the numbers are sane")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.add_argument("--save", metavar="PATH", help="also write the JSON document to PATH")
     parser.add_argument("--only", action="append", choices=list(PLAN), metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(PLAN)}")
     args = parser.parse_args(argv)
     names = [n for n in PLAN if not args.only or n in args.only]
     results = run_all(names, args.quick, say=lambda text: print(text, file=sys.stderr, flush=True))
+    text = orjson.dumps(document(results, args.quick), option=orjson.OPT_INDENT_2).decode() + "\n"
+    if args.save:
+        with open(args.save, "w", encoding="utf-8") as f:
+            f.write(text)
     if args.json:
-        sys.stdout.write(orjson.dumps(document(results, args.quick), option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(text)
     else:
         print(table(results, args.quick))
     problems = sanity_problems(results) if args.quick else []

@@ -82,6 +82,8 @@ class PreloadedSim:
         self.first = first_ms
         self.end = end_ms
         self.rows: dict[str, list[Candle]] = {}
+        #: Fetches outside the preloaded range, served by the plain sim (slow): should stay 0.
+        self.misses = 0
 
     def preload(self, symbols: list[str]) -> None:
         for symbol in symbols:
@@ -97,6 +99,7 @@ class PreloadedSim:
     async def fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
         rows = self.rows.get(symbol)
         if rows is None or start_ms < self.first or end_ms > self.end:
+            self.misses += 1
             return self.sim.fetch_sync(symbol, start_ms, end_ms)
         return rows[-(-(start_ms - self.first) // MINUTE_MS):-(-(end_ms - self.first) // MINUTE_MS)]
 

@@ -25,6 +25,8 @@ from livetrader.exchanges.sim import SimSource
 
 TARGET_SWEEP_SECONDS_AT_10K = 0.25
 TARGET_GROWTH_BYTES_PER_100K_TICKS = 1_000_000
+#: Minutes swept after the timed run with the ticks awaited one by one (no task per pair).
+SEQUENTIAL_MINUTES = 10
 
 
 async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ignore[no-untyped-def]
@@ -53,7 +55,18 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     await engine.bus.drain(10)
     gc.collect()
     rss_end = rss_bytes()
-    return {"times": times, "rss_warm": rss_warm, "rss_end": rss_end, "events": dict(events)}
+    # The same work without a task per pair: how much of a sweep is asyncio's scheduling.
+    sequential = []
+    for _ in range(SEQUENTIAL_MINUTES):
+        clock.now = now
+        began = time.perf_counter()
+        for pair in engine.pairs:
+            await pair.tick(now)
+        sequential.append(time.perf_counter() - began)
+        now += MINUTE_MS
+    await engine.bus.drain(10)
+    return {"times": times, "sequential": sequential, "rss_warm": rss_warm, "rss_end": rss_end,
+            "events": dict(events)}
 
 
 def measure(pairs: int, warmup: int, minutes: int) -> dict:
@@ -62,7 +75,7 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         data_dir = Path(tmp) / "data"
         with daemon_logging(Path(tmp) / "daemon.log"):
             began = time.perf_counter()
-            engine, clock = build_engine(data_dir, layout(pairs), ORIGIN_MS, warmup + minutes)
+            engine, clock = build_engine(data_dir, layout(pairs), ORIGIN_MS, warmup + minutes + SEQUENTIAL_MINUTES)
             built = time.perf_counter() - began
             try:
                 run = asyncio.run(_drive(engine, clock, warmup, minutes))
@@ -71,6 +84,7 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
                 states = Counter(p.state for p in engine.pairs)
                 closed = sum(p.closed_trades for p in engine.pairs)
                 journal_bytes = sum(f.stat().st_size for f in (data_dir / "journal").glob("*.jsonl"))
+                misses = engine.sources["sim"].misses
             finally:
                 asyncio.run(engine.close())
     times = run["times"]
@@ -84,6 +98,7 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         "sweep_median_seconds": median(times),
         "sweep_p99_seconds": percentile(times, 99),
         "sweep_max_seconds": max(times),
+        "sequential_sweep_median_seconds": median(run["sequential"]),
         "pair_ticks_per_second": ticks / sum(times),
         "rss_after_warmup_bytes": run["rss_warm"],
         "rss_after_run_bytes": run["rss_end"],
@@ -94,6 +109,7 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         "closed_trades": closed,
         "event_window_records": windows,
         "journal_bytes": journal_bytes,
+        "fetches_outside_preloaded_candles": misses,
     }
 
 
@@ -127,6 +143,7 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000), warmup: int = 20, minutes: int
         out.add(f"{n:,} pairs: sweep median", figures["sweep_median_seconds"], "s", target)
         out.add(f"{n:,} pairs: sweep p99", figures["sweep_p99_seconds"], "s", target)
         out.add(f"{n:,} pairs: pair-ticks/s", figures["pair_ticks_per_second"], "ticks/s")
+        out.add(f"{n:,} pairs: sweep median, awaited one by one", figures["sequential_sweep_median_seconds"], "s")
         out.add(f"{n:,} pairs: RSS after warm-up", figures["rss_after_warmup_bytes"] / 1e6, "MB")
         # Page-sized RSS steps swamp a short run: the target needs at least 100,000 measured ticks.
         long_run = n * minutes >= 100_000
