@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import Result, finite_positive, machine
+from bench.common import Result, machine
 
 #: name -> (what it measures, full-size arguments, quick arguments)
 PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -67,13 +67,7 @@ def sanity_problems(results: list[Result]) -> list[str]:
     problems = []
     for result in results:
         for row in result.rows:
-            if "growth" in row.metric:  # memory may shrink as well as grow
-                sane = math.isfinite(row.value)
-            elif row.unit == "trades":
-                sane = math.isfinite(row.value) and row.value >= 0
-            else:
-                sane = finite_positive(row.value)
-            if not sane:
+            if not row.is_sane:
                 problems.append(f"{result.name}: {row.metric} = {row.value!r}")
         if result.name == "live":
             for size, figures in result.details.items():

@@ -50,7 +50,7 @@ def run(days: int = workload.DEFAULT_DAYS, repeats: int = 5) -> Result:
         reasons = Counter(t.close_reason for t in first.trades)
         out.add(f"{mode}: simulated minutes/s", first.frames / seconds, "min/s", TARGET_MINUTES_PER_SECOND, "min")
         out.add(f"{mode}: candles/s", first.candles / seconds, "candles/s")
-        out.add(f"{mode}: trades", len(first.trades), "trades")
+        out.add(f"{mode}: trades", len(first.trades), "trades", sane="nonnegative")
         out.details[mode] = {
             "frames": first.frames,
             "candles": first.candles,

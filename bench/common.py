@@ -17,6 +17,8 @@ class Row:
 
     ``met`` is None when there is no target; ``better`` says which way the target points
     (``"max"``: the value must stay at or under ``target``; ``"min"``: at or above it).
+    ``sane`` is what a sane measurement looks like: ``"positive"``, ``"nonnegative"`` (a count
+    or a time that may well be nothing) or ``"finite"`` (a difference, which may be negative).
     """
 
     metric: str
@@ -24,6 +26,15 @@ class Row:
     unit: str
     target: float | None = None
     better: str = "max"
+    sane: str = "positive"
+
+    @property
+    def is_sane(self) -> bool:
+        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value)):
+            return False
+        if self.sane == "positive":
+            return self.value > 0
+        return self.value >= 0 if self.sane == "nonnegative" else True
 
     @property
     def met(self) -> bool | None:
@@ -47,8 +58,9 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, metric: str, value: float, unit: str, target: float | None = None, better: str = "max") -> Row:
-        row = Row(metric, value, unit, target, better)
+    def add(self, metric: str, value: float, unit: str, target: float | None = None, better: str = "max",
+            sane: str = "positive") -> Row:
+        row = Row(metric, value, unit, target, better, sane)
         self.rows.append(row)
         return row
 
@@ -110,8 +122,3 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return info
-
-
-def finite_positive(value: float) -> bool:
-    """True for a finite number above zero (what a sane measurement is)."""
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0

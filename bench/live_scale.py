@@ -45,13 +45,15 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     await engine.bus.drain(10)
     gc.collect()
     rss_warm = rss_bytes()
+    tracked = len(gc.get_objects())
     times = []
-    for _ in range(minutes):
-        clock.now = now
-        began = time.perf_counter()
-        await sweep(engine, now)
-        times.append(time.perf_counter() - began)
-        now += MINUTE_MS
+    with _GcTimer() as collections:
+        for _ in range(minutes):
+            clock.now = now
+            began = time.perf_counter()
+            await sweep(engine, now)
+            times.append(time.perf_counter() - began)
+            now += MINUTE_MS
     await engine.bus.drain(10)
     gc.collect()
     rss_end = rss_bytes()
@@ -66,7 +68,38 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
         now += MINUTE_MS
     await engine.bus.drain(10)
     return {"times": times, "sequential": sequential, "rss_warm": rss_warm, "rss_end": rss_end,
-            "events": dict(events)}
+            "events": dict(events), "gc": collections.totals(), "tracked_objects": tracked}
+
+
+class _GcTimer:
+    """Times CPython's cyclic garbage collections (``gc.callbacks``) while in the ``with`` block.
+
+    Observation only: the collector runs as it always does. With thousands of pairs the
+    heap holds hundreds of thousands of tracked objects, and a full collection walks them all.
+    """
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.count[generation] += 1
+            self.seconds[generation] += time.perf_counter() - self._started
+
+    def __enter__(self) -> _GcTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def totals(self) -> dict:
+        return {"collections": self.count, "seconds": self.seconds, "total_seconds": sum(self.seconds)}
 
 
 def measure(pairs: int, warmup: int, minutes: int) -> dict:
@@ -99,6 +132,9 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         "sweep_p99_seconds": percentile(times, 99),
         "sweep_max_seconds": max(times),
         "sequential_sweep_median_seconds": median(run["sequential"]),
+        "gc_seconds_per_sweep": run["gc"]["total_seconds"] / minutes,
+        "gc": run["gc"],
+        "gc_tracked_objects_after_warmup": run["tracked_objects"],
         "pair_ticks_per_second": ticks / sum(times),
         "rss_after_warmup_bytes": run["rss_warm"],
         "rss_after_run_bytes": run["rss_end"],
@@ -144,11 +180,13 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000), warmup: int = 20, minutes: int
         out.add(f"{n:,} pairs: sweep p99", figures["sweep_p99_seconds"], "s", target)
         out.add(f"{n:,} pairs: pair-ticks/s", figures["pair_ticks_per_second"], "ticks/s")
         out.add(f"{n:,} pairs: sweep median, awaited one by one", figures["sequential_sweep_median_seconds"], "s")
+        out.add(f"{n:,} pairs: cyclic GC per sweep (mean)", figures["gc_seconds_per_sweep"], "s", sane="nonnegative")
         out.add(f"{n:,} pairs: RSS after warm-up", figures["rss_after_warmup_bytes"] / 1e6, "MB")
+        out.add(f"{n:,} pairs: RSS after the run", figures["rss_after_run_bytes"] / 1e6, "MB")
         # Page-sized RSS steps swamp a short run: the target needs at least 100,000 measured ticks.
         long_run = n * minutes >= 100_000
         out.add(f"{n:,} pairs: RSS growth per 100k ticks", figures["rss_growth_bytes_per_100k_ticks"] / 1e6,
-                "MB", TARGET_GROWTH_BYTES_PER_100K_TICKS / 1e6 if long_run else None)
+                "MB", TARGET_GROWTH_BYTES_PER_100K_TICKS / 1e6 if long_run else None, sane="finite")
         out.add(f"{n:,} pairs: status file write", figures["status_file_write_seconds"], "s")
     few, many = 7, max(1, -(-max(sizes) // 3))
     out.details["sim_fetch_seconds"] = {str(few): sim_fetch_cost(few), str(many): sim_fetch_cost(many)}

@@ -14,6 +14,11 @@ system-wide monotonic clock, from just before spawning it to the moment the chil
 4. ticked every pair once one minute later (the tick after which the daemon signals
    READY=1), with the candles read from a file the parent wrote (that loading is not timed).
 
+Each ``add_pair`` call is timed (``_growth``): the cost of restoring a pair while the engine
+holds few is told apart from the part that grows with the pairs already added (``Engine``
+checks each new pair against every pair added before it, so restoring N pairs takes N^2/2
+comparisons).
+
 The command line (``livetrader run SYMBOLS... --strategy ...``) is not used because the
 sim behind it has seven symbols, and 10,000 pairs would need 1,429 strategies; what runs
 is the engine code ``livetrader run`` calls, in a fresh process. Bare interpreter start-up
@@ -62,48 +67,84 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
     """Runs in the fresh process: restore every pair, tick them once, print the timeline as JSON."""
     started = time.monotonic()
     import asyncio
+    from dataclasses import replace
 
-    from bench.harness import ORIGIN_MS, PreloadedSim, build_engine, daemon_logging, layout, sweep
+    import orjson
+
+    from bench.harness import (
+        ORIGIN_MS,
+        ManualClock,
+        PreloadedSim,
+        daemon_logging,
+        layout,
+        registry,
+        sweep,
+        synthetic_symbols,
+    )
+    from livetrader.config import Config
     from livetrader.core.price import MINUTE_MS, Candle
+    from livetrader.engine import Engine
+    from livetrader.events import EventBus
+    from livetrader.exchanges.sim import SimSource
 
     imported = time.monotonic()
     now = ORIGIN_MS + MINUTE_MS
-    log = Path(data_dir).parent / "restart.log"
-    with daemon_logging(log):
-        engine, clock = build_engine(Path(data_dir), layout(pairs, HOLD_STRATEGIES), now, 1, preload=False)
+    chosen = layout(pairs, HOLD_STRATEGIES)
+    stamps: dict[str, object] = {"started": started, "imported": imported}
+    with daemon_logging(Path(data_dir).parent / "restart.log"):
+        sim = SimSource(seed=42, symbols=synthetic_symbols(len({s for s, _ in chosen})))
+        engine = Engine(replace(Config(), data_dir=Path(data_dir)), registry(), clock=ManualClock(now),
+                        bus=EventBus(), data_dir=Path(data_dir))
+        engine.sources["sim"] = sim
+        stamps["built"] = time.monotonic()
+        durations = []
+        for symbol, strategy in chosen:
+            began = time.monotonic()
+            engine.add_pair(symbol, strategy, "sim")
+            durations.append(time.monotonic() - began)
+        stamps["added"] = time.monotonic()
         engine.not_running = engine.orphans()
-        restored = time.monotonic()
-        open_positions = sum(1 for p in engine.pairs if p.state == "open")
-        scan = _duplicate_scan_seconds(engine)
-        import orjson
-
-        sim = engine.sources["sim"]
+        stamps["restored"] = time.monotonic()
+        stamps["add_pair_growth"] = _growth(durations)
+        stamps["open_after_restore"] = sum(1 for p in engine.pairs if p.state == "open")
         source = PreloadedSim(sim, ORIGIN_MS - 10 * MINUTE_MS, now + MINUTE_MS)
-        source.rows = {s: [Candle(*c) for c in r] for s, r in orjson.loads(Path(candles_file).read_bytes()).items()}
+        data = orjson.loads(Path(candles_file).read_bytes())
+        source.rows = {s: [Candle(*c) for c in rows] for s, rows in data.items()}
         for pair in engine.pairs:
             pair.source = source
-        loaded = time.monotonic()
+        stamps["loaded"] = time.monotonic()
         asyncio.run(sweep(engine, now))
-        ticked = time.monotonic()
-        still_open = sum(1 for p in engine.pairs if p.state == "open")
+        stamps["ticked"] = time.monotonic()
+        stamps["open_after_tick"] = sum(1 for p in engine.pairs if p.state == "open")
+        stamps["fetches_outside_preloaded_candles"] = source.misses
         asyncio.run(engine.close())
-    print(json.dumps({"started": started, "imported": imported, "restored": restored, "loaded": loaded,
-                      "ticked": ticked, "pairs": len(engine.pairs), "open_after_restore": open_positions,
-                      "open_after_tick": still_open, "duplicate_scan": scan}))
+    print(json.dumps(stamps))
 
 
-def _duplicate_scan_seconds(engine) -> float:  # type: ignore[no-untyped-def]
-    """Seconds of one scan of every pair for a key, as ``Engine`` does on each ``add_pair``.
+def _growth(durations: list[float]) -> dict[str, object]:
+    """How the cost of one ``add_pair`` grows with the pairs added before it.
 
-    A diagnostic: ``add_pair`` checks the new key against every pair added before it,
-    so restoring N pairs scans N * (N - 1) / 2 pairs in all.
+    ``per_pair`` is the median cost of the first tenth of the calls (a median, so a garbage
+    collection landing on one call does not count): restoring a pair while the engine holds
+    few. ``growing`` is what the whole loop cost beyond ``n * per_pair``: the part that
+    grows with the pairs already added. ``tenths`` are the median costs per tenth of the calls.
     """
-    missing = ("", "", "")
-    runs = 5
-    began = time.monotonic()
-    for _ in range(runs):
-        any(p.key == missing for p in engine.pairs)
-    return (time.monotonic() - began) / runs
+    n = len(durations)
+    tenth = max(1, n // 10)
+    tenths = [sorted(chunk)[len(chunk) // 2] for chunk in (durations[i:i + tenth] for i in range(0, n, tenth))]
+    per_pair = tenths[0]
+    return {"per_pair": per_pair, "growing": max(0.0, sum(durations) - n * per_pair), "tenths": tenths}
+
+
+def _spawn(data_dir: Path, candles_file: Path, pairs: int) -> tuple[float, dict]:
+    """Start the child; return the monotonic time just before spawning it and its timeline."""
+    argv = [sys.executable, "-m", "bench.restart", "--child", str(data_dir), str(candles_file), str(pairs)]
+    spawn = time.monotonic()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"restart child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return spawn, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def interpreter_start(runs: int = 5) -> float:
@@ -123,33 +164,30 @@ def measure(pairs: int) -> dict:
         began = time.monotonic()
         prepare(data_dir, candles_file, pairs)
         prepared = time.monotonic() - began
-        spawn = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.restart", "--child", str(data_dir), str(candles_file), str(pairs)],
-            cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        exited = time.monotonic()
-        if proc.returncode != 0:
-            raise RuntimeError(f"restart child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        t = json.loads(proc.stdout.strip().splitlines()[-1])
+        spawn, t = _spawn(data_dir, candles_file, pairs)
     if t["open_after_restore"] != pairs:
         raise RuntimeError(f"only {t['open_after_restore']} of {pairs} pairs were restored open")
+    growth = t["add_pair_growth"]
     return {
         "pairs": pairs,
         "prepare_seconds": prepared,
         "to_started_seconds": t["started"] - spawn,
         "imports_seconds": t["imported"] - t["started"],
-        "restore_seconds": t["restored"] - t["imported"],
+        "engine_and_strategies_seconds": t["built"] - t["imported"],
+        "add_pairs_seconds": t["added"] - t["built"],
+        "orphans_scan_seconds": t["restored"] - t["added"],
         "to_restored_seconds": t["restored"] - spawn,
         "first_tick_seconds": t["ticked"] - t["loaded"],
         "to_ready_seconds": t["restored"] - spawn + t["ticked"] - t["loaded"],
         "candle_loading_seconds_excluded": t["loaded"] - t["restored"],
-        "process_total_seconds": exited - spawn,
         "open_after_restore": t["open_after_restore"],
         "open_after_tick": t["open_after_tick"],
+        "fetches_outside_preloaded_candles": t["fetches_outside_preloaded_candles"],
+        "add_pair_seconds_per_pair_estimated": growth["per_pair"],
+        "add_pair_median_seconds_per_tenth_of_the_pairs": growth["tenths"],
+        "add_pairs_growing_seconds_estimated": growth["growing"],
+        "to_restored_without_growing_part_seconds_estimated": t["restored"] - spawn - growth["growing"],
         "interpreter_start_seconds": interpreter_start(),
-        # add_pair i scans the i pairs before it: N * (N - 1) / 2 pair visits, ~ N / 2 full scans.
-        "duplicate_checks_seconds_estimated": t["duplicate_scan"] * (pairs - 1) / 2,
     }
 
 
@@ -160,10 +198,16 @@ def run(pairs: int = 10_000):  # type: ignore[no-untyped-def]
     figures = measure(pairs)
     out.details.update(figures)
     out.add("process start -> all pairs restored", figures["to_restored_seconds"], "s", TARGET_SECONDS)
-    out.add("  of which interpreter start (python -c pass)", figures["interpreter_start_seconds"], "s")
-    out.add("  of which imports", figures["imports_seconds"], "s")
-    out.add("  of which engine build + restore", figures["restore_seconds"], "s")
-    out.add("  of which add_pair duplicate checks (estimated)", figures["duplicate_checks_seconds_estimated"], "s")
+    out.add("  interpreter start (python -c pass, measured apart)", figures["interpreter_start_seconds"], "s")
+    out.add("  imports", figures["imports_seconds"], "s")
+    out.add("  engine + strategies loaded", figures["engine_and_strategies_seconds"], "s")
+    out.add("  add_pair for every pair (restore)", figures["add_pairs_seconds"], "s")
+    out.add("    of which growing with the pairs already added", figures["add_pairs_growing_seconds_estimated"], "s",
+            sane="nonnegative")
+    out.add("    one add_pair while few pairs are added (median)", figures["add_pair_seconds_per_pair_estimated"], "s")
+    out.add("  process start -> restored, without the growing part",
+            figures["to_restored_without_growing_part_seconds_estimated"], "s")
+    out.add("  orphans scan", figures["orphans_scan_seconds"], "s")
     out.add("+ first tick of every pair (READY=1)", figures["to_ready_seconds"], "s")
     out.notes.append(
         "fresh interpreter running the engine code of `livetrader run` (see bench/restart.py for why not the CLI); "
