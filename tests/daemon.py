@@ -36,10 +36,25 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
+#: Every daemon a test started, so a failing test never leaves one running (see conftest.py).
+STARTED: list[subprocess.Popen[str]] = []
+
+
 def start(cwd: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     """Start the daemon; stdout (JSON log lines) and stderr are captured as text."""
-    return subprocess.Popen(command(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(command(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=environment(**env))
+    STARTED.append(proc)
+    return proc
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every started daemon still running."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def run(cwd: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
