@@ -9,9 +9,11 @@ trade by trade); the speed comes from doing only the work that can change them:
 - a pair with no signal jumps straight to the next throttle bucket: no frame inside one
   bucket can ask the strategy, so nothing can happen there;
 - an open position can only end at the first frame whose VWAP reaches TP or SL, at its
-  expiry, or at the end of the range. The VWAPs are computed in bulk (``_Series``), the
-  first TP/SL frame is found by a tight loop of float comparisons, and ``check_open`` (the
-  live code) is called once, at the frame that closes it: no ``active`` result is built;
+  expiry, or at the end of the range, and ``check_open`` (the live code) is called once, at
+  the frame that closes it: no ``active`` result is built. Finding that frame needs no VWAP
+  while all five candles of a frame lie well inside the band between TP and SL (their
+  average does too, see ``_inner_band``): a cheap test per candle skips those frames, and
+  the others are priced in bulk (``_Series.vwaps``) and compared;
 - a scheduled signal likewise ends or activates only at the first candle whose low (high
   for a short) reaches its entry or stop-loss, or at its timeout; ``check_scheduled``
   decides there.
@@ -66,28 +68,28 @@ class BacktestResult:
         )
 
 
+# The VWAP code below sums exactly five candles, written out for speed.
+assert VWAP_CANDLES == 5
+
+
 class _Series:
-    """Gap-free 1-minute candles and the VWAP of any frame, bit-identical to ``core.price.vwap``.
+    """Gap-free 1-minute candles, and the VWAP of any frame, bit-identical to ``core.price.vwap``.
 
     Frame ``f`` is the decision stamped ``base + f minutes``, priced by candles ``f-5 .. f-1``.
-    A single frame (the strategy being asked) is priced directly, in O(5). Scans of a held
-    signal need the price of every frame, so there the VWAPs are computed in bulk, one block
-    of frames at a time, and kept: a whole year of trading costs one pass over the candles.
-    Bulk and direct use the same arithmetic in the same order, so they agree to the bit.
+    ``vwap_at`` prices one frame, ``vwaps`` a run of frames in bulk; both use the arithmetic
+    of ``core.price.vwap`` in the same order, so they give the same floats.
     """
 
-    __slots__ = ("candles", "base", "vwaps", "_ready")
+    __slots__ = ("candles", "base")
 
-    #: Frames per bulk VWAP block: large enough to amortise the slicing, small enough that a
-    #: scan ending early wastes little.
-    BLOCK = 1024
+    #: Frames priced in bulk at a time once a candle outside the band is met (``first_exit``).
+    SEGMENT = 16
 
     def __init__(self, candles: Sequence[Candle]) -> None:
-        self.candles = list(candles)
+        # Not copied when already a list (it is only read): a fresh list of a year of candles
+        # would be walked by the garbage collector's young-generation passes, ~15 ms each.
+        self.candles = candles if isinstance(candles, list) else list(candles)
         self.base = self.candles[0].timestamp
-        n = len(self.candles)
-        self.vwaps: list[float] = [0.0] * (n + 1)
-        self._ready = bytearray(n // self.BLOCK + 1)
 
     def index(self, ts: int) -> int:
         """The candle index of the candle opening at ``ts`` (also the frame index of ``ts``)."""
@@ -98,14 +100,20 @@ class _Series:
         return self.base + frame_index * MINUTE_MS
 
     def vwap_at(self, frame_index: int) -> float:
-        """VWAP of the five candles before frame ``frame_index`` (candles i-5 .. i-1)."""
-        if self._ready[frame_index // self.BLOCK]:
-            return self.vwaps[frame_index]
-        volume = 0.0
-        weighted = 0.0
-        for _, _, high, low, last, vol in self.candles[frame_index - VWAP_CANDLES:frame_index]:
-            volume += vol
-            weighted += (high + low + last) / 3.0 * vol
+        """VWAP of the five candles before frame ``frame_index`` (candles i-5 .. i-1).
+
+        ``core.price.vwap``'s loop written out: the same sums in the same order.
+        """
+        a, b, c, d, e = self.candles[frame_index - VWAP_CANDLES:frame_index]
+        volume = 0.0 + a[5] + b[5] + c[5] + d[5] + e[5]
+        weighted = (
+            0.0
+            + (a[2] + a[3] + a[4]) / 3.0 * a[5]
+            + (b[2] + b[3] + b[4]) / 3.0 * b[5]
+            + (c[2] + c[3] + c[4]) / 3.0 * c[5]
+            + (d[2] + d[3] + d[4]) / 3.0 * d[5]
+            + (e[2] + e[3] + e[4]) / 3.0 * e[5]
+        )
         if volume > 0:
             return weighted / volume
         return self._mean_close(frame_index)
@@ -114,61 +122,70 @@ class _Series:
         # core.price.vwap's fallback when no volume traded, with the same sum.
         return sum(c.close for c in self.candles[frame_index - VWAP_CANDLES:frame_index]) / VWAP_CANDLES
 
-    def ready_until(self, frame_index: int) -> int:
-        """Make sure ``vwaps`` holds the block of ``frame_index``; return the end of that block."""
-        block = frame_index // self.BLOCK
-        if not self._ready[block]:
-            self._fill(block)
-        return min((block + 1) * self.BLOCK, len(self.vwaps))
-
-    def _fill(self, block: int) -> None:
-        """Compute the VWAPs of one block of frames in bulk.
+    def vwaps(self, first: int, stop: int) -> list[float]:
+        """The VWAPs of frames ``first .. stop-1``, in bulk.
 
         Each ``typical * volume`` is computed once per candle, and each window is summed left
         to right starting from 0.0, exactly as ``core.price.vwap`` accumulates in its loop: the
         results are the same floats, and a frame costs a few additions and one division.
         """
-        first = max(block * self.BLOCK, VWAP_CANDLES)
-        stop = min((block + 1) * self.BLOCK, len(self.vwaps))
-        if first < stop:
-            chunk = self.candles[first - VWAP_CANDLES:stop - 1]
-            tv = [(high + low + last) / 3.0 * volume for _, _, high, low, last, volume in chunk]
-            vol = [c[5] for c in chunk]
-            # Five shifted views: element j of the k-th is candle j + k of the chunk; zip stops
-            # with the shortest, at the last complete window.
-            out = [
-                (0.0 + a + b + c + d + e) / y if (y := 0.0 + p + q + r + s + t) > 0 else None
-                for a, b, c, d, e, p, q, r, s, t in zip(
-                    tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:], strict=False
-                )
-            ]
-            if None in out:  # windows without volume: the mean close, as core.price.vwap
-                out = [self._mean_close(first + j) if x is None else x for j, x in enumerate(out)]
-            self.vwaps[first:stop] = out
-        self._ready[block] = 1
+        chunk = self.candles[first - VWAP_CANDLES:stop - 1]
+        tv = [(high + low + last) / 3.0 * volume for _, _, high, low, last, volume in chunk]
+        vol = [c[5] for c in chunk]
+        # Five shifted views: element j of the k-th is candle j + k of the chunk; zip stops
+        # with the shortest, at the last complete window.
+        out = [
+            (0.0 + a + b + c + d + e) / y if (y := 0.0 + p + q + r + s + t) > 0 else None
+            for a, b, c, d, e, p, q, r, s, t in zip(
+                tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:], strict=False
+            )
+        ]
+        if None in out:  # windows without volume: the mean close, as core.price.vwap
+            out = [self._mean_close(first + j) if x is None else x for j, x in enumerate(out)]
+        return out
 
     def first_exit(self, row: SignalRow, f: int, stop: int) -> int | None:
         """The first frame in ``[f, stop)`` whose price reaches the open ``row``'s TP or SL, or None.
 
-        The same comparisons as ``core.machine.check_open``; every frame before the one
-        returned is an ``active`` tick with nothing to record, so none is built.
+        The same comparisons as ``core.machine.check_open``: a frame is a hit when its price is
+        at or beyond the lower level or the upper one. Every frame before the one returned is
+        an ``active`` tick with nothing to record, so none is built.
+
+        Most frames need no price at all: while every candle of a frame's window lies well
+        inside the band between the levels (``_inner_band``), its VWAP, an average of those
+        candles, lies inside too. Those frames are skipped by a cheap test per candle; from the
+        first candle that is not inside, the next frames are priced exactly, in bulk.
         """
-        vwaps = self.vwaps
-        tp, sl = row.take_profit, row.stop_loss
-        long = row.position == "long"
+        lower, upper = (row.stop_loss, row.take_profit) if row.position == "long" else (row.take_profit, row.stop_loss)
+        band = _inner_band(lower, upper)
         while f < stop:
-            seg = min(stop, self.ready_until(f))
-            if long:
-                for j in range(f, seg):
-                    p = vwaps[j]
-                    if p >= tp or p <= sl:
-                        return j
-            else:
-                for j in range(f, seg):
-                    p = vwaps[j]
-                    if p <= tp or p >= sl:
-                        return j
-            f = seg
+            if band is not None:
+                outside = self.first_outside(f - VWAP_CANDLES, stop - 1, *band)
+                if outside is None:
+                    return None
+                # Frames up to ``outside`` are priced by candles before it, all inside the band.
+                f = max(f, outside + 1)
+                if f >= stop:
+                    return None
+            segment = min(stop, f + self.SEGMENT)
+            for j, price in enumerate(self.vwaps(f, segment), f):
+                if price <= lower or price >= upper:
+                    return j
+            f = segment
+        return None
+
+    def first_outside(self, k: int, stop: int, floor: float, ceiling: float) -> int | None:
+        """The first candle in ``[k, stop)`` not strictly inside ``(floor, ceiling)``, or None.
+
+        Inside means ``floor < low <= close <= high < ceiling`` (so all three prices of the
+        typical price are inside; a NaN is never inside) and a volume that is 0 or in
+        ``[_MIN_VOLUME, _MAX_VOLUME]`` (so no product or sum underflows or overflows).
+        """
+        candles = self.candles
+        for j in range(k, stop):
+            _, _, high, low, last, volume = candles[j]
+            if not (floor < low <= last <= high < ceiling and (_MIN_VOLUME <= volume <= _MAX_VOLUME or volume == 0)):
+                return j
         return None
 
     def first_touch(self, row: SignalRow, k: int, stop: int) -> int | None:
@@ -191,6 +208,30 @@ class _Series:
                 if high >= sl or high >= po:
                     return j
         return None
+
+
+#: The relative margin of ``_inner_band``: far above the float rounding of a VWAP (about
+#: 16 rounding errors of 1.1e-16 each), far below any price move that matters.
+_BAND_MARGIN = 1e-9
+#: Prices and volumes in this range keep every product and sum of the VWAP normal floats.
+_MIN_PRICE, _MAX_PRICE = 1e-100, 1e100
+_MIN_VOLUME, _MAX_VOLUME = 1e-100, 1e100
+
+
+def _inner_band(lower: float, upper: float) -> tuple[float, float] | None:
+    """Bounds that keep the VWAP of candles lying between them strictly between ``lower`` and ``upper``.
+
+    A VWAP is a volume-weighted average of typical prices ``(high + low + close) / 3`` (or,
+    without volume, the mean close): with every price of the five candles in ``(a, b)`` and
+    volumes >= 0, the exact average lies in ``(a, b)`` too, and the computed one within
+    about 16 rounding errors (relative 2e-15) of it. Narrowing the band by ``_BAND_MARGIN``
+    on each side leaves room for that rounding, so such a frame cannot reach either level.
+    None when the levels are outside the range where that argument holds.
+    """
+    floor, ceiling = lower * (1 + _BAND_MARGIN), upper * (1 - _BAND_MARGIN)
+    if not (_MIN_PRICE <= floor < ceiling <= _MAX_PRICE):
+        return None
+    return floor, ceiling
 
 
 async def run_backtest(

@@ -78,6 +78,8 @@ class Engine:
         self.sources: dict[str, CandleSource] = {}
         self.profiles: dict[str, RiskProfile] = build_profiles(config.risk_tables())
         self.pairs: list[Pair] = []
+        self.keys: set[tuple[str, str, str]] = set()
+        self._risk_stored: dict[str, set[Any]] = {}
         self.lock: Any = None
         self.tasks: list[asyncio.Task[None]] = []
         # Pairs on disk holding a signal that this process does not run (found once, at start).
@@ -145,7 +147,7 @@ class Engine:
     def _add(self, symbol: str, cls: type[Strategy], exchange: str) -> Pair:
         source = self.source(exchange)
         resolved = source.resolve_symbol(symbol)
-        if any(p.key == (resolved, cls.name, exchange) for p in self.pairs):
+        if (resolved, cls.name, exchange) in self.keys:
             raise UsageError(f"pair {resolved} / {cls.name} / {exchange} was given twice")
         risk = None
         if cls.risk:
@@ -155,8 +157,9 @@ class Engine:
         self.open()
         self._restore(pair, cls.risk)
         self.pairs.append(pair)
+        self.keys.add(pair.key)
         if risk is not None:
-            self._watch_risk(risk)
+            self._watch_risk(risk, pair)
         return pair
 
     def _absent_snapshots(self) -> Iterator[dict[str, Any]]:
@@ -209,28 +212,42 @@ class Engine:
             log.info("restored", symbol=pair.symbol, strategy=pair.strategy_name, signal_id=pair.row.id,
                      state=pair.state)
 
-    def _watch_risk(self, profile: RiskProfile) -> None:
-        """Reconcile a profile with the restored signals (they win) and persist it on every change."""
+    def _watch_risk(self, profile: RiskProfile, pair: Pair) -> None:
+        """Count ``pair``'s restored position in its profile, and persist the profile on every change.
+
+        The first pair of a profile also reconciles it with the disk: positions of pairs not
+        run here count too, and the stored file is checked against the restored signals,
+        which win. Later pairs only add their own position: restoring N pairs stays O(N).
+        """
         from livetrader.risk import position_dict
         from livetrader.store.state import load_risk, save_risk
 
-        if profile.on_change is not None:
-            profile.positions.clear()
-        for pair in self.pairs:
-            if pair.risk is profile and pair.row is not None and pair.row.pending_at is not None:
-                profile.positions[pair.row.id] = OpenPosition.of(pair.row)
-        for position in self._positions_of_absent_pairs(profile.name):
-            profile.positions.setdefault(position.signal_id, position)
-        stored = {p.get("signal_id") for p in load_risk(self.data_dir, profile.name)}
-        if stored != set(profile.positions):
-            log.warning("risk positions reconciled with the restored signals", profile=profile.name,
-                        stored=sorted(str(s) for s in stored), restored=sorted(profile.positions))
+        first = profile.on_change is None
+        if first:
+            for position in self._positions_of_absent_pairs(profile.name):
+                profile.positions.setdefault(position.signal_id, position)
+        changed = first
+        if pair.row is not None and pair.row.pending_at is not None:
+            profile.positions[pair.row.id] = OpenPosition.of(pair.row)
+            changed = True
+        if first:
+            stored = {p.get("signal_id") for p in load_risk(self.data_dir, profile.name)}
+            self._risk_stored[profile.name] = stored
 
-        def persist(p: RiskProfile) -> None:
-            save_risk(self.data_dir, p.name, [position_dict(x) for x in p.positions.values()])
+            def persist(p: RiskProfile) -> None:
+                save_risk(self.data_dir, p.name, [position_dict(x) for x in p.positions.values()])
 
-        profile.on_change = persist
-        persist(profile)
+            profile.on_change = persist
+        if changed and profile.on_change is not None:
+            profile.on_change(profile)
+
+    def check_risk_reconciled(self) -> None:
+        """Log where a stored risk file disagreed with the restored signals (they won)."""
+        for name, stored in self._risk_stored.items():
+            restored = set(self.profiles[name].positions)
+            if stored != restored:
+                log.warning("risk positions reconciled with the restored signals", profile=name,
+                            stored=sorted(str(s) for s in stored), restored=sorted(restored))
 
     def _positions_of_absent_pairs(self, profile: str) -> list[OpenPosition]:
         """Open positions of pairs on disk that this process does not run (e.g. a removed strategy)."""

@@ -1,7 +1,6 @@
 """Shared test set-up: no daemon outlives the test that started it, even when the test fails."""
 
 import pytest
-
 from daemon import kill_leftovers
 
 

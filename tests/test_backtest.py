@@ -186,7 +186,8 @@ def test_a_raising_strategy_names_the_time_and_the_error():
         async def get_signal(self, ctx):
             raise RuntimeError("boom")
 
-    with pytest.raises(StrategyFailure, match=r"raised at 2024-01-01T10:00Z: RuntimeError: boom \(at .*test_backtest.py:\d+\)"):
+    expected = r"raised at 2024-01-01T10:00Z: RuntimeError: boom \(at .*test_backtest.py:\d+\)"
+    with pytest.raises(StrategyFailure, match=expected):
         run(Broken(), flat(T10 - H, 2 * H), T10, T10 + H)
 
 
@@ -263,12 +264,12 @@ def plain_replay(strategy, candles, start, end):
         if t - t % interval == last_bucket:
             continue
         last_bucket = t - t % interval
-        async def ask():
+        async def ask(now, price):
             async def load(a, b):
                 return [c for c in candles if a <= c.timestamp < b]
-            return await strategy.get_signal(Context("BTCUSDT", "alt", "sim", t, p, load))
+            return await strategy.get_signal(Context("BTCUSDT", "alt", "sim", now, price, load))
 
-        sig = asyncio.run(ask())
+        sig = asyncio.run(ask(t, p))
         if sig is not None:
             row = accept(sig, "BTCUSDT", "alt", "sim", f"id{t}", t, p).signal
     if row is not None:

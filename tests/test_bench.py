@@ -206,6 +206,61 @@ def test_fast_path_equals_plain_replay_with_scheduled_signals_no_volume_and_risk
     assert result.cancelled == cancelled
 
 
+def hostile_market(seed, minutes, start):
+    """Candles no source should deliver: NaN and infinite prices, closes outside the range, negative,
+    huge, tiny and integer volumes. The backtest does not validate candles, so whatever the core
+    makes of them, the fast path must make the same."""
+    rng = random.Random(seed)
+    price, out = 100.0, []
+    for i in range(minutes):
+        o = price
+        price *= 1 + rng.gauss(0, 0.003)
+        hi, lo, close, volume = max(o, price) * 1.001, min(o, price) * 0.999, price, rng.random() * 10
+        pick = rng.randrange(40)
+        if pick == 0:
+            volume = math.nan
+        elif pick == 1:
+            hi = math.nan
+        elif pick == 2:
+            close = hi * 1.01
+        elif pick == 3:
+            volume = -rng.random()
+        elif pick == 4:
+            volume = 1e200
+        elif pick == 5:
+            volume = 1e-200
+        elif pick == 6:
+            volume = -0.0
+        elif pick == 7:
+            lo = 0.0
+        elif pick == 8:
+            hi = math.inf
+        elif pick == 9:
+            volume = 3
+        out.append(Candle(start + i * M, o, hi, lo, close, volume))
+    return out
+
+
+class Careful(Mixed):
+    """``Mixed``, but no signal while the price is not a usable number."""
+
+    def get_signal(self, ctx):
+        return super().get_signal(ctx) if math.isfinite(ctx.price) and ctx.price > 1e-9 else None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_path_equals_plain_replay_on_hostile_candles(seed):
+    t0 = workload.START_MS
+    candles = hostile_market(seed, 2000, t0)
+    start, end = t0 + 30 * M, t0 + 1990 * M
+    result = fast(Careful(seed, "1m"), candles, "X", start, end)
+    trades, cancelled = plain_replay(Careful(seed, "1m"), candles, "X", start, end)
+    assert len(result.trades) > 5
+    # repr, not ==: a NaN price is never equal to itself
+    assert [repr(t) for t in result.trades] == [repr(t) for t in trades]
+    assert [repr(c) for c in result.cancelled] == [repr(c) for c in cancelled]
+
+
 class Scripted:
     """The scripted signal at the given frames, None otherwise."""
 
@@ -218,30 +273,57 @@ class Scripted:
         return self.script.get(ctx.now_ms)
 
 
+def flat(ts, price, low=None, volume=1.0, close=None):
+    """A candle at ``price`` (o = h = c), its low ``low`` if given, its close ``close`` if given."""
+    return Candle(ts, price, price, price if low is None else low, price if close is None else close, volume)
+
+
 def test_fast_path_equals_plain_replay_when_prices_land_exactly_on_the_levels():
-    # Whole-number candles make the VWAP exact, so each comparison is decided at equality:
-    # TP reached (long, >=), SL reached (short, >=), entry reached and SL reached on a candle low (<=).
+    # Whole-number candles make the VWAP exact, so each comparison is decided at equality: TP and
+    # SL of a long and of a short, entry and SL reached by a candle low.
     t0 = workload.START_MS
-
-    def flat(ts, price, low=None):
-        return Candle(ts, price, price, price if low is None else low, price, 1.0)
-
-    special = {**{20 + i: 101.0 for i in range(10)}, **{50 + i: 101.0 for i in range(10)}}
-    candles = [flat(t0 + i * M, special.get(i, 100.0), {80: 99.5, 140: 98.0}.get(i)) for i in range(200)]
+    levels = {20: 101.0, 50: 101.0, 160: 99.0, 190: 99.0}
+    special = {start + i: price for start, price in levels.items() for i in range(10)}
+    lows = {80: 99.5, 140: 98.0}
+    candles = [flat(t0 + i * M, special.get(i, 100.0), lows.get(i)) for i in range(240)]
     script = {
         t0 + 10 * M: Signal("long", 101.0, 99.0, minutes=240),
         t0 + 40 * M: Signal("short", 99.0, 101.0, minutes=240),
         t0 + 70 * M: Signal("long", 101.0, 98.0, price_open=99.5, minutes=30),
         t0 + 130 * M: Signal("long", 101.0, 98.0, price_open=99.5, minutes=30),
+        t0 + 150 * M: Signal("long", 101.0, 99.0, minutes=240),
+        t0 + 180 * M: Signal("short", 99.0, 101.0, minutes=240),
     }
-    start, end = t0 + 5 * M, t0 + 190 * M
+    start, end = t0 + 5 * M, t0 + 230 * M
     result = fast(Scripted(script), candles, "X", start, end)
     trades, cancelled = plain_replay(Scripted(script), candles, "X", start, end)
     assert [(t.close_reason, t.price_close) for t in result.trades] == [
-        ("take_profit", 101.0), ("stop_loss", 101.0), ("time_expired", 100.0)]
+        ("take_profit", 101.0), ("stop_loss", 101.0), ("time_expired", 100.0), ("stop_loss", 99.0),
+        ("take_profit", 99.0)]
     assert result.trades[2].signal.pending_at == t0 + 81 * M  # activated on the candle low at 80
     assert [c.reason for c in result.cancelled] == ["price_reject"]
     assert result.trades == trades and result.cancelled == cancelled
+
+
+@pytest.mark.parametrize("case", ["close above the high", "negative volumes", "overflowing volumes"])
+def test_fast_path_prices_frames_whose_candles_look_inside_the_levels_but_are_not(case):
+    # Lows and highs stay between SL 99 and TP 101, yet each VWAP reaches TP: a typical price
+    # pulled up by a close above the high; weights of both signs; a product overflowing to inf.
+    t0 = workload.START_MS
+    if case == "close above the high":
+        odd = [Candle(0, 100.5, 100.5, 99.5, 105.0, 1.0)] * 5
+    elif case == "negative volumes":
+        odd = [flat(0, 100.9, volume=3.0), flat(0, 99.2, volume=-2.0)] * 3
+    else:
+        odd = [flat(0, 100.0, volume=1e307)] * 5
+    candles = [flat(t0 + i * M, 100.0) for i in range(120)]
+    for i, c in enumerate(odd):
+        candles[40 + i] = c._replace(timestamp=t0 + (40 + i) * M)
+    script = {t0 + 10 * M: Signal("long", 101.0, 99.0, minutes=240)}
+    result = fast(Scripted(script), candles, "X", t0 + 5 * M, t0 + 110 * M)
+    trades, _ = plain_replay(Scripted(script), candles, "X", t0 + 5 * M, t0 + 110 * M)
+    assert [t.close_reason for t in result.trades] == ["take_profit"]
+    assert result.trades == trades
 
 
 # --- the benchmarks themselves -----------------------------------------------------------------

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from daemon import DATA, run, workdir
 
 

@@ -5,17 +5,20 @@ import time
 from dataclasses import replace
 
 from daemon import FIXTURE_STRATEGIES
+
+from livetrader import Signal, Strategy
 from livetrader.clock import SimClock
 from livetrader.config import Config, EngineConfig
 from livetrader.core.price import MINUTE_MS
 from livetrader.engine import Engine, Supervision
 from livetrader.events import EventBus
 from livetrader.exchanges.sim import SimSource
-from livetrader import Signal, Strategy
 from livetrader.strategy import load_strategies
 
+FAST_RESTARTS = Supervision(first_backoff=0.01, max_crashes=3)
 
-def engine(data_dir, speed=6000, timeout=180.0, supervision=Supervision(first_backoff=0.01, max_crashes=3)):
+
+def engine(data_dir, speed=6000, timeout=180.0, supervision=FAST_RESTARTS):
     wall = int(time.time() * 1000)
     config = replace(Config(), engine=EngineConfig(strategy_timeout_seconds=timeout))
     return Engine(config, load_strategies(FIXTURE_STRATEGIES), clock=SimClock(wall, wall - wall % MINUTE_MS, speed),

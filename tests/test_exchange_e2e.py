@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-
 from daemon import ROOT, events, run, start, stop, wait_for, workdir
 from exchange_server import ExchangeServer
 from invariants import check_data_dir

@@ -5,8 +5,8 @@ import contextlib
 import time
 
 import pytest
-
 from daemon import FIXTURE_STRATEGIES
+
 from livetrader import Live
 from livetrader.clock import SimClock
 from livetrader.events import BUS

@@ -8,8 +8,8 @@ import time
 from dataclasses import replace
 
 import pytest
-
 from daemon import FIXTURE_STRATEGIES, run, start, stop, wait_for, workdir
+
 from livetrader.clock import SimClock
 from livetrader.config import Config, RiskProfileConfig
 from livetrader.core.price import MINUTE_MS

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from daemon import events, run, start, stop, wait_for, workdir
 from invariants import check_data_dir
 

@@ -5,7 +5,6 @@ import signal
 import time
 
 import pytest
-
 from daemon import DATA, events, run, start, stop, wait_for, workdir
 
 

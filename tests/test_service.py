@@ -6,7 +6,6 @@ import socket
 import time
 
 import pytest
-
 from daemon import run, start, stop, wait_for, workdir
 
 

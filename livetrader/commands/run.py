@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -141,6 +142,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
         if broken:
             raise next(iter(broken.values()))
         raise damaged[0] if damaged else UsageError("no pair to run")
+    engine.check_risk_reconciled()
     engine.not_running = engine.orphans()
     for orphan in engine.not_running:
         log.warning("a pair not run by this process holds a signal; it is not monitored until you run it",
@@ -223,6 +225,9 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
         log.info("ready", pairs=len(engine.pairs), open=engine.summary()["open"])
         helpers.append(asyncio.create_task(watchdog_loop(notifier, WatchdogGate(progress, started))))
 
+    # Everything built so far lives as long as the process: keep the cyclic GC from walking
+    # it again and again (it dominated the sweep time with thousands of pairs).
+    gc.freeze()
     helpers = [extender, asyncio.create_task(report_status())]
     view = _live_view(engine, request)
     try:

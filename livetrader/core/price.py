@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 MINUTE_MS = 60_000
+_INF = float("inf")
 VWAP_CANDLES = 5
 
 
@@ -41,6 +42,13 @@ def vwap(candles: Sequence[Candle]) -> float:
 
 def candle_problem(c: Candle) -> str | None:
     """Why a single candle cannot be used, or None when it is sound."""
+    try:
+        # The common case in one chained comparison (NaN fails every comparison, so it falls
+        # through to the detailed checks below, which name the problem).
+        if 0 < c.low <= c.open <= c.high < _INF and c.low <= c.close <= c.high and 0 <= c.volume < _INF:
+            return None
+    except TypeError:
+        pass
     values = (c.open, c.high, c.low, c.close)
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (*values, c.volume)):
         return "a value is not a finite number"
