@@ -180,3 +180,22 @@ def test_live_throttle_asks_once_per_bucket_and_a_risk_rejection_hands_it_back(t
     # Rejected at 00:02..00:05 (each rejection hands the bucket back), accepted at 00:06.
     assert asked[:5] == [start + i * MINUTE_MS for i in range(5)]
     assert len(asked) == 5 and pair.row is not None and pair.row.scheduled_at == start + 4 * MINUTE_MS
+
+
+def test_live_strategies_see_only_closed_candles(tmp_path):
+    seen = []
+
+    class Peek(Strategy):
+        name = "peek"
+        interval = "1m"
+
+        async def get_signal(self, ctx):
+            seen.append((ctx.now_ms, (await ctx.candles("1m", limit=3))[-1].timestamp,
+                         (await ctx.candles("5m", limit=1))[-1].timestamp))
+
+    e = engine(tmp_path)
+    e.registry.strategies["peek"] = type(e.registry.strategies["always-long"])(Peek, FIXTURE_STRATEGIES, 1)
+    pair = e.add_pair("BTCUSDT", "peek")
+    start = 1_704_067_200_000 + 7 * MINUTE_MS + 30_000  # 00:07:30, the 00:07 candle is still forming
+    asyncio.run(pair.tick(start))
+    assert seen == [(start - 30_000, start - 30_000 - MINUTE_MS, start - 30_000 - 7 * MINUTE_MS)]
