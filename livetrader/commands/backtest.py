@@ -13,11 +13,10 @@ import orjson
 
 from livetrader.backtest import BacktestResult, run_backtest
 from livetrader.config import Config
-from livetrader.core.machine import Rules
-from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
 from livetrader.core.signal import TickResult
 from livetrader.core.stats import ClosedTrade, Stats, compute_stats
+from livetrader.engine import settings_of
 from livetrader.errors import NoCandlesError, UsageError
 from livetrader.risk import build_profiles
 from livetrader.sources import open_source
@@ -40,12 +39,6 @@ class BacktestRequest:
     strict: bool
     as_json: bool
     report: Path | None
-
-
-def rules_of(config: Config) -> Rules:
-    """The machine's rules from the ``[engine]`` section."""
-    e = config.engine
-    return Rules(Costs(e.fee_percent, e.slippage_percent, e.cost), e.schedule_timeout_minutes)
 
 
 def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> tuple[int, int]:
@@ -93,7 +86,7 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
         result = asyncio.run(
             run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
-                         rules=rules_of(config), risk=risk, progress=progress)
+                         rules=settings_of(config).rules, risk=risk, progress=progress)
         )
     elapsed = time.perf_counter() - started
     stats = compute_stats(
