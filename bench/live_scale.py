@@ -1,12 +1,14 @@
-"""Benchmark 2: live scale, N pairs through the real Engine/Pair tick path, persistence on.
+"""Benchmark 2: live scale, N pairs through the real live loop, persistence on.
 
-For each simulated minute the benchmark sets the manual clock and awaits every pair's
-``tick(minute)`` at once (``asyncio.gather``), as the engine's loops would right after a
-minute boundary, and times that sweep. Everything a live tick does runs: candles fetched
-and validated, VWAP, the throttle, the strategy, the machine, journal and snapshot with
-fsync on every transition (data directory in a temporary folder), the event window, the
-event bus (one ``signal`` listener attached) and logging as the daemon logs (JSON lines,
-to a file). Resident memory is read after a warm-up and after the run.
+The engine runs as ``livetrader run`` runs it (``Engine.run``: a supervised loop per pair,
+sleeping on the metronome between minutes), on a manual clock. For each simulated minute
+the benchmark moves the clock, fires that minute boundary, and takes the sweep time the
+metronome records: from the boundary to the last pair's tick done. Everything a live tick
+does runs: candles fetched through the shared feed and validated, VWAP, the throttle, the
+strategy, the machine, journal and snapshot with fsync on every transition (data directory
+in a temporary folder), the event window, the event bus (one ``signal`` listener attached),
+logging as the daemon logs (JSON lines, to a file), and the status file rewritten every
+second. Resident memory is read after a warm-up and after the run.
 """
 
 from __future__ import annotations
@@ -19,56 +21,81 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import Result, median, percentile, rss_bytes
-from bench.harness import ORIGIN_MS, build_engine, daemon_logging, layout, sweep, synthetic_symbols
+from bench.harness import ORIGIN_MS, build_engine, daemon_logging, layout, synthetic_symbols
 from livetrader.core.price import MINUTE_MS
 from livetrader.exchanges.sim import SimSource
 
 TARGET_SWEEP_SECONDS_AT_10K = 0.25
 TARGET_GROWTH_BYTES_PER_100K_TICKS = 1_000_000
-#: Minutes swept after the timed run with the ticks awaited one by one (no task per pair).
-SEQUENTIAL_MINUTES = 10
 
 
 async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ignore[no-untyped-def]
-    """Sweep ``warmup`` then ``minutes`` minutes; return the sweep times and memory readings."""
+    """Run the engine's own loops; fire ``warmup`` then ``minutes`` minute boundaries and time each sweep.
+
+    The clock never fires a boundary by itself (``ManualClock``): the benchmark moves it to
+    the next minute and fires the boundary once every loop waits for it, then waits for the
+    metronome to report that sweep complete. A status file is rewritten every second of real
+    time alongside, as the daemon does.
+    """
+    from livetrader.commands.run import STATUS_INTERVAL, freeze_startup_objects
+    from livetrader.status import write_status
+
     events = Counter()
 
     def count(result) -> None:  # type: ignore[no-untyped-def]
         events[result.action] += 1
 
     engine.bus.listen("signal", count)
+    swept: asyncio.Queue = asyncio.Queue()
+    engine.metronome.listeners.append(swept.put_nowait)
+    ready = asyncio.Event()
+    status_writes: list[float] = []
+
+    async def report_status() -> None:
+        while True:
+            began = time.perf_counter()
+            write_status(engine)
+            status_writes.append(time.perf_counter() - began)
+            await asyncio.sleep(STATUS_INTERVAL)
+
+    freeze_startup_objects()
+    running = asyncio.create_task(engine.run(on_ready=ready.set))
+    status = asyncio.create_task(report_status())
+    await ready.wait()
     now = clock.now
-    for _ in range(warmup):
-        clock.now = now
-        await sweep(engine, now)
+
+    async def sweep_next() -> float:
+        nonlocal now
         now += MINUTE_MS
+        while len(engine.metronome.waiting(now)) < len(engine.pairs):
+            if running.done():
+                running.result()
+                raise RuntimeError("the engine stopped")
+            await asyncio.sleep(0)
+        clock.now = now
+        engine.metronome.fire(now)
+        sweep = await swept.get()
+        assert sweep.minute == now and sweep.pairs == len(engine.pairs), sweep
+        return sweep.seconds
+
+    for _ in range(warmup):
+        await sweep_next()
     await engine.bus.drain(10)
     gc.collect()
     rss_warm = rss_bytes()
     times = []
     with _GcTimer() as collections:
         for _ in range(minutes):
-            clock.now = now
-            began = time.perf_counter()
-            await sweep(engine, now)
-            times.append(time.perf_counter() - began)
-            now += MINUTE_MS
+            times.append(await sweep_next())
     await engine.bus.drain(10)
     gc.collect()
     rss_end = rss_bytes()
     tracked = len(gc.get_objects())  # after the readings: the list it builds is large
-    # The same work without a task per pair: how much of a sweep is asyncio's scheduling.
-    sequential = []
-    for _ in range(SEQUENTIAL_MINUTES):
-        clock.now = now
-        began = time.perf_counter()
-        for pair in engine.pairs:
-            await pair.tick(now)
-        sequential.append(time.perf_counter() - began)
-        now += MINUTE_MS
-    await engine.bus.drain(10)
-    return {"times": times, "sequential": sequential, "rss_warm": rss_warm, "rss_end": rss_end,
-            "events": dict(events), "gc": collections.totals(), "tracked_objects": tracked}
+    engine.stop()
+    await running
+    status.cancel()
+    return {"times": times, "rss_warm": rss_warm, "rss_end": rss_end, "events": dict(events),
+            "gc": collections.totals(), "tracked_objects": tracked, "status_writes": status_writes}
 
 
 class _GcTimer:
@@ -108,11 +135,11 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         data_dir = Path(tmp) / "data"
         with daemon_logging(Path(tmp) / "daemon.log"):
             began = time.perf_counter()
-            engine, clock = build_engine(data_dir, layout(pairs), ORIGIN_MS, warmup + minutes + SEQUENTIAL_MINUTES)
+            engine, clock = build_engine(data_dir, layout(pairs), ORIGIN_MS, warmup + minutes + 1)
             built = time.perf_counter() - began
             try:
                 run = asyncio.run(_drive(engine, clock, warmup, minutes))
-                status = _status_write_seconds(engine)
+                status = median(run["status_writes"])
                 windows = sum(len(p.window.events()) for p in engine.pairs)
                 states = Counter(p.state for p in engine.pairs)
                 closed = sum(p.closed_trades for p in engine.pairs)
@@ -131,7 +158,6 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         "sweep_median_seconds": median(times),
         "sweep_p99_seconds": percentile(times, 99),
         "sweep_max_seconds": max(times),
-        "sequential_sweep_median_seconds": median(run["sequential"]),
         "gc_seconds_per_sweep": run["gc"]["total_seconds"] / minutes,
         "gc": run["gc"],
         "gc_tracked_objects_after_run": run["tracked_objects"],
@@ -147,15 +173,6 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         "journal_bytes": journal_bytes,
         "fetches_outside_preloaded_candles": misses,
     }
-
-
-def _status_write_seconds(engine) -> float:  # type: ignore[no-untyped-def]
-    """One rewrite of the status file (the daemon does it about once a real second)."""
-    from livetrader.status import write_status
-
-    began = time.perf_counter()
-    write_status(engine)
-    return time.perf_counter() - began
 
 
 def sim_fetch_cost(symbols: int, fetches: int = 200) -> float:
@@ -179,7 +196,6 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000), warmup: int = 20, minutes: int
         out.add(f"{n:,} pairs: sweep median", figures["sweep_median_seconds"], "s", target)
         out.add(f"{n:,} pairs: sweep p99", figures["sweep_p99_seconds"], "s", target)
         out.add(f"{n:,} pairs: pair-ticks/s", figures["pair_ticks_per_second"], "ticks/s")
-        out.add(f"{n:,} pairs: sweep median, awaited one by one", figures["sequential_sweep_median_seconds"], "s")
         out.add(f"{n:,} pairs: cyclic GC per sweep (mean)", figures["gc_seconds_per_sweep"], "s", sane="nonnegative")
         out.add(f"{n:,} pairs: RSS after warm-up", figures["rss_after_warmup_bytes"] / 1e6, "MB")
         out.add(f"{n:,} pairs: RSS after the run", figures["rss_after_run_bytes"] / 1e6, "MB")
@@ -187,7 +203,7 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000), warmup: int = 20, minutes: int
         long_run = n * minutes >= 100_000
         out.add(f"{n:,} pairs: RSS growth per 100k ticks", figures["rss_growth_bytes_per_100k_ticks"] / 1e6,
                 "MB", TARGET_GROWTH_BYTES_PER_100K_TICKS / 1e6 if long_run else None, sane="finite")
-        out.add(f"{n:,} pairs: status file write", figures["status_file_write_seconds"], "s")
+        out.add(f"{n:,} pairs: status file write (median)", figures["status_file_write_seconds"], "s")
     few, many = 7, max(1, -(-max(sizes) // 3))
     out.details["sim_fetch_seconds"] = {str(few): sim_fetch_cost(few), str(many): sim_fetch_cost(many)}
     out.add(f"plain SimSource 5-candle fetch ({few} symbols)", out.details["sim_fetch_seconds"][str(few)], "s")

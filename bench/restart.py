@@ -86,6 +86,7 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
     from livetrader.engine import Engine
     from livetrader.events import EventBus
     from livetrader.exchanges.sim import SimSource
+    from livetrader.feed import CandleFeed
 
     imported = time.monotonic()
     now = ORIGIN_MS + MINUTE_MS
@@ -95,7 +96,7 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         sim = SimSource(seed=42, symbols=synthetic_symbols(len({s for s, _ in chosen})))
         engine = Engine(replace(Config(), data_dir=Path(data_dir)), registry(), clock=ManualClock(now),
                         bus=EventBus(), data_dir=Path(data_dir))
-        engine.sources["sim"] = sim
+        engine.sources["sim"] = CandleFeed(sim)
         stamps["built"] = time.monotonic()
         durations = []
         for symbol, strategy in chosen:
@@ -110,8 +111,9 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         source = PreloadedSim(sim, ORIGIN_MS - 10 * MINUTE_MS, now + MINUTE_MS)
         data = orjson.loads(Path(candles_file).read_bytes())
         source.rows = {s: [Candle(*c) for c in rows] for s, rows in data.items()}
+        feed = CandleFeed(source)
         for pair in engine.pairs:
-            pair.source = source
+            pair.source = feed
         stamps["loaded"] = time.monotonic()
         asyncio.run(sweep(engine, now))
         stamps["ticked"] = time.monotonic()

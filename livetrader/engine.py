@@ -25,6 +25,8 @@ from livetrader.core.signal import row_of
 from livetrader.errors import UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.exchanges.base import CandleSource
+from livetrader.feed import CandleFeed
+from livetrader.metronome import Metronome
 from livetrader.pair import Pair, PairSettings
 from livetrader.risk import OpenPosition, RiskProfile, build_profiles
 from livetrader.sources import open_source
@@ -82,6 +84,7 @@ class Engine:
         self._risk_stored: dict[str, set[Any]] = {}
         self.lock: Any = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.metronome = Metronome()
         # Pairs on disk holding a signal that this process does not run (found once, at start).
         self.not_running: list[dict[str, Any]] = []
         self.started_at = self.clock.now_ms()
@@ -95,7 +98,7 @@ class Engine:
             if hasattr(source, "clock"):
                 # The source judges "closed candles" and clock skew by the engine's clock.
                 source.clock = lambda: self.clock.now_ms()
-            self.sources[exchange] = source
+            self.sources[exchange] = CandleFeed(source)
         return self.sources[exchange]
 
     def open(self) -> None:
@@ -297,13 +300,11 @@ class Engine:
         except Exception as exc:
             log.error("first tick failed", symbol=pair.symbol, strategy=pair.strategy_name, error=describe(exc))
 
-    async def run_pair(self, pair: Pair, stopping: asyncio.Event | None = None) -> None:
+    async def run_pair(self, pair: Pair) -> None:
         """Run one pair's supervised loop until it is stopped, finishes or is parked.
 
         Then cancel its waiting scheduled signal (``user``); an open position stays as it is.
         """
-        if stopping is not None:
-            pair.stopping = stopping
         try:
             await self.supervise(pair)
         finally:
@@ -362,21 +363,27 @@ class Engine:
         Returns why it ended.
         """
         due = self.clock.now_ms()
+        swept: int | None = None  # the boundary whose sweep the next tick belongs to
         if pair.last_tick_at is not None and pair.last_tick_at // MINUTE_MS == due // MINUTE_MS:
             # This minute was ticked already (the catch-up tick): wait for the next boundary.
             due = due - due % MINUTE_MS + MINUTE_MS
-            if await self._sleep_until(pair, due):
-                return "stopped"
-        while not pair.stopping.is_set():
-            now = self.clock.now_ms()
-            pair.lag_ms = max(0, now - due)
-            if self._exhausted(pair, now):
-                return "finished"
-            await pair.tick(now)
-            now = self.clock.now_ms()
-            due = now - now % MINUTE_MS + MINUTE_MS
-            if await self._sleep_until(pair, due):
-                break
+            swept = due if await self._sleep_until(pair, due) else None
+        try:
+            while not pair.stopping.is_set():
+                now = self.clock.now_ms()
+                pair.lag_ms = max(0, now - due)
+                if self._exhausted(pair, now):
+                    return "finished"
+                await pair.tick(now)
+                if swept is not None:
+                    self.metronome.ticked(swept)
+                    swept = None
+                now = self.clock.now_ms()
+                due = now - now % MINUTE_MS + MINUTE_MS
+                swept = due if await self._sleep_until(pair, due) else None
+        finally:
+            if swept is not None:  # woken for a sweep it will not tick in (stopped, crashed)
+                self.metronome.ticked(swept)
         return "stopped"
 
     def _exhausted(self, pair: Pair, now: int) -> bool:
@@ -385,9 +392,20 @@ class Engine:
         return bounds is not None and now - now % MINUTE_MS > bounds[1]
 
     async def _sleep_until(self, pair: Pair, due_ms: int) -> bool:
-        """Sleep until the clock reaches ``due_ms`` (plus the tick delay); True when stopping."""
+        """Sleep until the clock reaches ``due_ms`` (plus the tick delay), or the pair stops.
+
+        True when the boundary's timer woke the loop: its tick is part of that sweep.
+        """
+        if pair.stopping.is_set():
+            return False
         real = self.clock.real_seconds(due_ms - self.clock.now_ms()) + self.supervision.tick_delay
-        return await self._sleep_real(pair, real)
+        if real <= 0:
+            return False
+        pair.wake = self.metronome.wait(due_ms, real)
+        try:
+            return await pair.wake
+        finally:
+            pair.wake = None
 
     async def _sleep_real(self, pair: Pair, seconds: float) -> bool:
         if seconds <= 0:

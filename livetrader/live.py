@@ -42,19 +42,17 @@ class _Handle:
     def __init__(self, engine: Engine, pair: Pair) -> None:
         self.engine = engine
         self.pair = pair
-        self.stopping = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.done = threading.Event()
 
     async def run(self) -> None:
         try:
-            await self.engine.run_pair(self.pair, self.stopping)
+            await self.engine.run_pair(self.pair)
         finally:
             self.done.set()
 
     def stop(self) -> None:
-        self.pair.accepting = False
-        self.stopping.set()
+        self.pair.request_stop()
 
 
 class Live:

@@ -19,12 +19,13 @@ import structlog
 from livetrader.context import Context
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, idle
-from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, CandleError, price_window, validate_candles, vwap
+from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, CandleError, price_window, vwap
 from livetrader.core.signal import SignalRow, TickResult, make_signal_id, record_of
 from livetrader.core.validate import SignalError
 from livetrader.errors import StoreError
 from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
 from livetrader.exchanges.base import CandleSource
+from livetrader.feed import CandleFeed
 from livetrader.report import EventWindow
 from livetrader.risk import RiskProfile
 from livetrader.store.state import snapshot_dict
@@ -77,7 +78,8 @@ class Pair:
         self.strategy = strategy
         self.strategy_name: str = strategy.name
         self.exchange = exchange
-        self.source = source
+        # Pairs of one engine share their exchange's feed; a pair built alone gets its own.
+        self.source = source if isinstance(source, CandleFeed) else CandleFeed(source)
         self.settings = settings
         self.risk = risk
         self.bus = bus
@@ -94,6 +96,8 @@ class Pair:
         self.degraded: str | None = None
         # Set to end the loop after its current tick.
         self.stopping = asyncio.Event()
+        # What the loop's sleep until the next minute waits on (resolved early by a stop).
+        self.wake: asyncio.Future[bool] | None = None
         # What the operator sees.
         self.state = "idle"
         self.price: float | None = None
@@ -201,9 +205,7 @@ class Pair:
 
     async def candles(self, start: int, end: int) -> list[Candle]:
         """Closed 1-minute candles opening in ``[start, end)``, complete and validated."""
-        candles = await self.source.fetch(self.symbol, start, end)
-        validate_candles(candles, start, end)
-        return candles
+        return await self.source.fetch(self.symbol, start, end)
 
     async def _ask(self, now: int, price: float) -> TickResult:
         if not self.accepting:
@@ -214,7 +216,9 @@ class Pair:
         handed_back, self.last_bucket = self.last_bucket, b
         ctx = Context(self.symbol, self.strategy_name, self.exchange, now, price, self.candles)
         try:
-            signal = await asyncio.wait_for(ask_signal(self.strategy, ctx), self.settings.strategy_timeout_seconds)
+            # A timeout in the pair's own task, not a task per ask: most asks finish without waiting.
+            async with asyncio.timeout(self.settings.strategy_timeout_seconds):
+                signal = await ask_signal(self.strategy, ctx)
         except TimeoutError:
             message = f"strategy timed out after {self.settings.strategy_timeout_seconds:g} s"
             self.report_error(now, message, "strategy")
@@ -297,6 +301,8 @@ class Pair:
         """End the loop after its current tick, and accept no new signal from now on."""
         self.accepting = False
         self.stopping.set()
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(False)
 
     # --- reporting --------------------------------------------------------------------------
 

@@ -1,0 +1,143 @@
+"""The recent validated candles of each symbol on one exchange, fetched once and shared by its pairs.
+
+Every pair asks for candles every minute: five for its price, more when its strategy looks
+back, a range when it catches up. Pairs trading the same symbol ask for the same candles,
+and consecutive minutes overlap in all but one candle. ``CandleFeed`` sits between the
+pairs and a ``CandleSource``: it keeps the last candles of each symbol, fetches only the
+minutes it does not hold, validates each candle once as it arrives, and lets concurrent
+askers of the same range share one fetch. With a real exchange that is one request per
+symbol and minute instead of one per pair and minute (rate limits); with thousands of
+pairs it is most of the live loop's work saved.
+
+It answers exactly what the source would, validated as ``Pair`` always validated: a closed,
+complete, gap-free range, or ``CandleError`` naming the bad candle. Closed candles never
+change, so a held candle is as good as a fetched one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, CandleError, spike_problem, validate_candles
+from livetrader.exchanges.base import CandleSource
+
+#: The most minutes held per symbol; longer requests are served straight from the source.
+MAX_HELD_MINUTES = 240
+#: Held candles a new candle's spike check also looks at (a lone new candle has no median).
+SPIKE_CONTEXT = 2 * VWAP_CANDLES
+
+
+class _Held:
+    """The candles held for one symbol: consecutive, validated, newest last."""
+
+    __slots__ = ("candles", "first", "end", "keep")
+
+    def __init__(self, candles: list[Candle], keep: int) -> None:
+        self.candles = candles
+        self.first = candles[0].timestamp
+        self.end = candles[-1].timestamp + MINUTE_MS
+        self.keep = keep
+
+    def append(self, new: list[Candle]) -> None:
+        self.candles.extend(new)
+        self.end = self.candles[-1].timestamp + MINUTE_MS
+        extra = len(self.candles) - self.keep
+        if extra > 0:
+            del self.candles[:extra]
+            self.first = self.candles[0].timestamp
+
+    def slice(self, start: int, end: int) -> list[Candle]:
+        return self.candles[(start - self.first) // MINUTE_MS:(end - self.first) // MINUTE_MS]
+
+
+class CandleFeed:
+    """A ``CandleSource`` that validates, holds recent candles per symbol, and shares fetches."""
+
+    def __init__(self, source: CandleSource) -> None:
+        self.source = source
+        self.name = source.name
+        self._held: dict[str, _Held] = {}
+        # Ranges being fetched; a future appears only when a second asker waits for one.
+        self._inflight: dict[tuple[str, int, int], asyncio.Future[list[Candle]] | None] = {}
+        #: Candles fetched from the source, and requests answered without fetching (for benchmarks).
+        self.fetched = 0
+        self.served = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a source offers (a ccxt source's format_price, a sim's symbols) passes through.
+        return getattr(self.source, name)
+
+    def resolve_symbol(self, symbol: str) -> str:
+        """The source's spelling of ``symbol``."""
+        return self.source.resolve_symbol(symbol)
+
+    def bounds(self, symbol: str) -> tuple[int, int] | None:
+        """The source's bounds for ``symbol``."""
+        return self.source.bounds(symbol)
+
+    async def close(self) -> None:
+        """Close the source."""
+        self._held.clear()
+        await self.source.close()
+
+    async def fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """Closed candles opening in ``[start_ms, end_ms)``: complete and validated, or ``CandleError``."""
+        if end_ms <= start_ms:
+            return []
+        held = self._held.get(symbol)
+        if held is not None and held.first <= start_ms <= held.end:
+            if end_ms <= held.end:
+                self.served += 1
+                return held.slice(start_ms, end_ms)
+            if end_ms - held.first <= MAX_HELD_MINUTES * MINUTE_MS:
+                await self._extend(symbol, held, end_ms)
+                return held.slice(start_ms, end_ms)
+        candles = await self._shared(symbol, start_ms, end_ms)
+        validate_candles(candles, start_ms, end_ms)
+        held = self._held.get(symbol)  # another asker may have moved it on meanwhile
+        if held is None or end_ms >= held.end:
+            keep = min(MAX_HELD_MINUTES, max(len(candles), held.keep if held else 0))
+            self._held[symbol] = _Held(candles[-keep:], keep)
+        return candles
+
+    async def _extend(self, symbol: str, held: _Held, end_ms: int) -> None:
+        """Fetch the minutes from ``held.end`` to ``end_ms`` and append them, validated."""
+        start = held.end
+        new = await self._shared(symbol, start, end_ms)
+        if held.end != start:  # another asker extended it while this fetch was out
+            if held.end < end_ms:
+                await self._extend(symbol, held, end_ms)
+            return
+        validate_candles(new, start, end_ms)
+        context = held.candles[-SPIKE_CONTEXT:] + new
+        spike = spike_problem(context)
+        if spike:
+            raise CandleError(spike)
+        held.keep = max(held.keep, min(MAX_HELD_MINUTES, (end_ms - held.first) // MINUTE_MS))
+        held.append(new)
+
+    async def _shared(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """One fetch from the source per range at a time; askers of the same range share it."""
+        key = (symbol, start_ms, end_ms)
+        if key in self._inflight:
+            waiter = self._inflight[key]
+            if waiter is None:
+                waiter = self._inflight[key] = asyncio.get_running_loop().create_future()
+            return list(await asyncio.shield(waiter))
+        self._inflight[key] = None
+        try:
+            candles = await self.source.fetch(symbol, start_ms, end_ms)
+        except BaseException as exc:
+            waiter = self._inflight.pop(key)
+            if waiter is not None and not waiter.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    waiter.cancel()
+                else:
+                    waiter.set_exception(exc)
+            raise
+        waiter = self._inflight.pop(key)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(candles)
+        self.fetched += len(candles)
+        return candles
