@@ -368,11 +368,12 @@ class Engine:
             # This minute was ticked already (the catch-up tick): wait for the next boundary.
             due = due - due % MINUTE_MS + MINUTE_MS
             swept = due if await self._sleep_until(pair, due) else None
+        finite = pair.source.bounds(pair.symbol) is not None  # a candle file ends; markets do not
         try:
             while not pair.stopping.is_set():
                 now = self.clock.now_ms()
                 pair.lag_ms = max(0, now - due)
-                if self._exhausted(pair, now):
+                if finite and self._exhausted(pair, now):
                     return "finished"
                 await pair.tick(now)
                 if swept is not None:

@@ -38,7 +38,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -257,7 +257,7 @@ class _Subscription:
     def call_sync(self, payload: Any) -> None:
         try:
             result = self.fn(payload)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
             self.failures += 1
             self.bus._listener_failed(self, payload, exc)
             return
@@ -298,18 +298,50 @@ class _Subscription:
                 payload = self.queue.popleft()
                 self.busy = True
                 try:
-                    await self.call(payload)
+                    if self.is_async:
+                        await self.call(payload)
+                    else:
+                        pending = self.call_plain(payload)
+                        if pending is not None:
+                            await self.settle(payload, pending)
                 finally:
                     self.busy = False
         finally:
             if self.generation == generation:
                 self.settle_idle()
 
+    def call_plain(self, payload: Any) -> Awaitable[Any] | None:
+        """Call a plain-function listener without a coroutine per event (the common, hot case).
+
+        Returns the awaitable the function handed back, if any, for ``settle`` to await.
+        """
+        try:
+            result = self.fn(payload)
+        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
+            self.failures += 1
+            self.bus._listener_failed(self, payload, exc)
+            return None
+        if result is not None and inspect.isawaitable(result):
+            return result
+        self.delivered += 1
+        return None
+
     async def call(self, payload: Any) -> None:
         try:
             result = self.fn(payload)
-            if inspect.isawaitable(result):
-                await result
+        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
+            self.failures += 1
+            self.bus._listener_failed(self, payload, exc)
+            return
+        if inspect.isawaitable(result):
+            await self.settle(payload, result)
+        else:
+            self.delivered += 1
+
+    async def settle(self, payload: Any, result: Awaitable[Any]) -> None:
+        """Await what a listener returned; its failure is the listener's, our cancellation is ours."""
+        try:
+            await result
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -406,6 +438,10 @@ class EventBus:
             sub.stop(interrupt=False)
 
         return unsubscribe
+
+    def has_listeners(self, topic: str) -> bool:
+        """True when something listens to ``topic``: lets a hot path skip building an event nobody reads."""
+        return bool(self._subs.get(topic))
 
     def emit(self, topic: str, payload: Any) -> None:
         """Queue ``payload`` for every listener of ``topic``; never blocks, never raises.

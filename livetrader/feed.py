@@ -24,8 +24,9 @@ from livetrader.exchanges.base import CandleSource
 
 #: The most minutes held per symbol; longer requests are served straight from the source.
 MAX_HELD_MINUTES = 240
-#: Held candles a new candle's spike check also looks at (a lone new candle has no median).
-SPIKE_CONTEXT = 2 * VWAP_CANDLES
+#: Held candles a new candle's spike check also looks at (a lone new candle has no median):
+#: with one new candle, the same five a price is computed from.
+SPIKE_CONTEXT = VWAP_CANDLES - 1
 
 
 class _Held:

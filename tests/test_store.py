@@ -98,7 +98,7 @@ def test_failed_write_keeps_previous_content_and_removes_tmp(
     def failing_fsync(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    monkeypatch.setattr(atomic.os, "fdatasync", failing_fsync)  # the flush of the new content
     with pytest.raises(StoreWriteError) as info:
         write_json_atomic(target, {"version": 2, "pad": "y" * 5000})
     monkeypatch.undo()
@@ -290,16 +290,16 @@ def test_failed_journal_fsync_cuts_the_record_back(tmp_path: Path, monkeypatch: 
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
     journal.append({"event": "scheduled", "at": T0})
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
     calls: list[int] = []
 
     def fsync_fails_once(fd: int) -> None:
         calls.append(fd)
         if len(calls) == 1:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(journal_module.os, "fsync", fsync_fails_once)
+    monkeypatch.setattr(journal_module.os, "fdatasync", fsync_fails_once)
     with pytest.raises(StoreWriteError, match=r"EIO.*record was not journaled") as info:
         journal.append({"event": "opened", "at": T0 + 1})
     monkeypatch.undo()
@@ -321,6 +321,7 @@ def test_journal_closes_itself_when_it_cannot_cut_back(tmp_path: Path, monkeypat
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(journal_module.os, "fsync", failing_fsync)
+    monkeypatch.setattr(journal_module.os, "fdatasync", failing_fsync)
     with pytest.raises(StoreWriteError, match="ENOSPC.*restart to repair"):
         journal.append({"event": "opened", "at": T0 + 1})
     monkeypatch.undo()

@@ -71,7 +71,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         try:
             # Unbuffered os.write: there is no user-space buffer to flush before fsync.
             _write_all(fd, data)
-            os.fsync(fd)
+            os.fdatasync(fd)  # the data and its length; the rename below is made durable by the directory fsync
         finally:
             os.close(fd)
         os.replace(tmp, path)

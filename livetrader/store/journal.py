@@ -2,7 +2,7 @@
 
 One JSON object per line in ``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl``.
 Each ``append`` is a single ``os.write`` on an ``O_APPEND`` descriptor followed by
-``fsync``, so when it returns the record survives a crash or power loss; the engine changes
+``fdatasync``, so when it returns the record survives a crash or power loss; the engine changes
 its snapshot only after that. A crash during ``append`` can leave at most one partial last
 line, which was never acknowledged and is therefore safe to cut (``repair_truncated_tail``).
 """
@@ -109,7 +109,8 @@ class Journal:
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(0, f"short write ({written} of {len(line)} bytes)")
-                os.fsync(fd)
+                # fdatasync: the data and the new length, without the timestamps fsync also flushes.
+                os.fdatasync(fd)
             except OSError as exc:
                 kept = self._cut_back(fd, size_before)
                 raise StoreWriteError(self.path, f"{describe_os_error(exc)}; {kept}") from exc
