@@ -81,6 +81,7 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         sweep,
         synthetic_symbols,
     )
+    from livetrader.commands.run import collector_paused
     from livetrader.config import Config
     from livetrader.core.price import MINUTE_MS, Candle
     from livetrader.engine import Engine
@@ -99,10 +100,11 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         engine.sources["sim"] = CandleFeed(sim)
         stamps["built"] = time.monotonic()
         durations = []
-        for symbol, strategy in chosen:
-            began = time.monotonic()
-            engine.add_pair(symbol, strategy, "sim")
-            durations.append(time.monotonic() - began)
+        with collector_paused():  # as `livetrader run` restores its pairs
+            for symbol, strategy in chosen:
+                began = time.monotonic()
+                engine.add_pair(symbol, strategy, "sim")
+                durations.append(time.monotonic() - began)
         stamps["added"] = time.monotonic()
         engine.not_running = engine.orphans()
         stamps["restored"] = time.monotonic()

@@ -191,6 +191,16 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+class _SharedLogger:
+    """A structlog logger factory that hands out one logger instance."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def __call__(self, *args: Any) -> Any:
+        return self.logger
+
+
 def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", stream: TextIO | None = None) -> None:
     """Configure structlog (and route stdlib ``logging`` warnings to it). Safe to call again.
 
@@ -235,8 +245,9 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", st
         ],
         wrapper_class=structlog.make_filtering_bound_logger(min_level),
         # PrintLogger prints with flush=True; with no file it prints to the sys.stdout of the
-        # moment, which is what lets rich's Live redirect log lines above its table.
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # moment, which is what lets rich's Live redirect log lines above its table. One
+        # instance serves every line (building one per line was a fifth of restoring a pair).
+        logger_factory=_SharedLogger(structlog.PrintLogger(stream)),
         # Not cached, so a re-configuration (tests, or `run` after import-time loggers) reaches
         # every logger; resolving the configuration per call costs microseconds.
         cache_logger_on_first_use=False,

@@ -8,6 +8,7 @@ backoff, and parked after too many crashes in a row, without the other pairs not
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ from livetrader.strategy import Strategy, StrategyRegistry, instantiate
 from livetrader.tracing import describe
 
 log = structlog.get_logger("livetrader.engine")
+
+
+#: "restored" lines logged at start; beyond, one line says more follow (10,000 lines help nobody).
+RESTORED_LOG_LINES = 100
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,6 +90,8 @@ class Engine:
         self.lock: Any = None
         self.tasks: list[asyncio.Task[None]] = []
         self.metronome = Metronome()
+        # Pairs restored holding a signal (each logged, up to RESTORED_LOG_LINES).
+        self.restored = 0
         # Pairs on disk holding a signal that this process does not run (found once, at start).
         self.not_running: list[dict[str, Any]] = []
         self.started_at = self.clock.now_ms()
@@ -170,10 +177,15 @@ class Engine:
         from livetrader.store.atomic import read_json
         from livetrader.store.state import PAIRS_DIR
 
-        running = {pair_stem(p.key) for p in self.pairs}
-        for path in sorted((self.data_dir / PAIRS_DIR).glob("*.json")):
-            if path.stem in running:
+        running = {pair_stem(p.key) + ".json" for p in self.pairs}
+        try:
+            names = sorted(e.name for e in os.scandir(self.data_dir / PAIRS_DIR) if e.name.endswith(".json"))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name in running:
                 continue
+            path = self.data_dir / PAIRS_DIR / name
             try:
                 data = read_json(path)
             except Exception as exc:  # unreadable: reported by `livetrader recover`, not fatal here
@@ -208,12 +220,16 @@ class Engine:
         closed = [r for r in restored.records if r["event"] == "closed"]
         pair.closed_trades = len(closed)
         pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
-        pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name)
+        pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name, restored.paths)
         if restored.interrupted or not pair.store.path.exists():
             pair.store.snapshot(pair.snapshot())  # completes an interrupted transition
         if pair.row is not None:
-            log.info("restored", symbol=pair.symbol, strategy=pair.strategy_name, signal_id=pair.row.id,
-                     state=pair.state)
+            self.restored += 1
+            if self.restored <= RESTORED_LOG_LINES:
+                log.info("restored", symbol=pair.symbol, strategy=pair.strategy_name, signal_id=pair.row.id,
+                         state=pair.state)
+            elif self.restored == RESTORED_LOG_LINES + 1:
+                log.info("more pairs restored; `livetrader status` lists them all", shown=RESTORED_LOG_LINES)
 
     def _watch_risk(self, profile: RiskProfile, pair: Pair) -> None:
         """Count ``pair``'s restored position in its profile, and persist the profile on every change.

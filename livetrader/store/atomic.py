@@ -42,6 +42,26 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_made: set[str] = set()
+
+
+def as_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, without rebuilding one it already is (hot when restoring thousands of pairs)."""
+    return path if isinstance(path, Path) else Path(path)
+
+
+def ensure_dir(directory: Path) -> None:
+    """Create ``directory`` (and its parents) unless this process already made sure it exists.
+
+    Restoring thousands of pairs asks for the same two directories thousands of times;
+    one ``mkdir`` each is enough.
+    """
+    key = str(directory)
+    if key not in _made:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        _made.add(key)
+
+
 def tmp_path_of(path: Path) -> Path:
     """The temporary sibling ``name.tmp`` that ``write_atomic`` writes before renaming."""
     return path.with_name(path.name + TMP_SUFFIX)
@@ -99,7 +119,7 @@ def read_json(path: Path) -> object:
     "no state yet", not damage, and must not be quarantined. Any other read error and any
     invalid JSON (including an empty file) raise ``StoreReadError(path, reason)``.
     """
-    path = Path(path)
+    path = as_path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -19,7 +19,7 @@ from types import TracebackType
 import orjson
 
 from livetrader.errors import StoreReadError, StoreWriteError
-from livetrader.store.atomic import describe_os_error, fsync_dir
+from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir
 
 JOURNAL_DIR = "journal"
 JOURNAL_SUFFIX = ".jsonl"
@@ -32,6 +32,8 @@ def sanitize_name(name: str) -> str:
     """A file-name-safe form of a symbol/strategy/exchange: ``BTC/USDT`` -> ``BTC-USDT``."""
     if not name:
         raise ValueError("journal name part must not be empty")
+    if name.isascii() and name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        return name  # already safe: the common case, without the regex
     return _UNSAFE.sub("-", name)
 
 
@@ -73,10 +75,10 @@ class Journal:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         self._mutex = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.path.parent)
             try:
                 self._fd: int | None = os.open(
                     self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
@@ -190,7 +192,7 @@ def read_journal(path: Path) -> JournalRead:
     line was never acknowledged. A missing file reads as an empty journal (a new pair);
     any other read error raises ``StoreReadError``.
     """
-    path = Path(path)
+    path = as_path(path)
     records: list[dict] = []
     problems: list[JournalProblem] = []
     tail: TruncatedTail | None = None

@@ -16,14 +16,22 @@ and the pair does not start on a guess.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from livetrader.core.signal import SignalRow, row_of
 from livetrader.errors import LivetraderError, StoreReadError
-from livetrader.store.atomic import read_json, write_json_atomic
-from livetrader.store.journal import Journal, journal_path, read_journal, repair_truncated_tail, sanitize_name
+from livetrader.store.atomic import as_path, ensure_dir, read_json, write_json_atomic
+from livetrader.store.journal import (
+    JOURNAL_DIR,
+    JOURNAL_SUFFIX,
+    Journal,
+    read_journal,
+    repair_truncated_tail,
+    sanitize_name,
+)
 from livetrader.store.quarantine import quarantine
 
 PAIRS_DIR = Path("state") / "pairs"
@@ -40,6 +48,18 @@ class StateDamaged(LivetraderError):
 def pair_stem(key: Key) -> str:
     """``<symbol>_<strategy>_<exchange>`` with each part made file-name safe."""
     return "_".join(sanitize_name(part) for part in key)
+
+
+def pair_paths(data_dir: Path, key: Key) -> tuple[Path, Path]:
+    """The pair's journal and snapshot paths (the file names made once)."""
+    stem = pair_stem(key)
+    journals, snapshots = _directories(as_path(data_dir))
+    return journals / f"{stem}{JOURNAL_SUFFIX}", snapshots / f"{stem}.json"
+
+
+@functools.lru_cache(maxsize=8)
+def _directories(data_dir: Path) -> tuple[Path, Path]:
+    return data_dir / JOURNAL_DIR, data_dir / PAIRS_DIR
 
 
 def snapshot_path(data_dir: Path, key: Key) -> Path:
@@ -69,14 +89,15 @@ def snapshot_dict(
 class FilePairStore:
     """The durable storage of one pair: the journal and the snapshot (implements ``PairStore``)."""
 
-    def __init__(self, data_dir: Path, key: Key, records: int, risk: str | None = None) -> None:
-        self.data_dir = Path(data_dir)
+    def __init__(self, data_dir: Path, key: Key, records: int, risk: str | None = None,
+                 paths: tuple[Path, Path] | None = None) -> None:
+        self.data_dir = as_path(data_dir)
         self.key = key
         self.risk = risk
         self.records = records
-        self.journal = Journal(journal_path(self.data_dir, *key))
-        self.path = snapshot_path(self.data_dir, key)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        journal, self.path = paths or pair_paths(self.data_dir, key)
+        self.journal = Journal(journal)
+        ensure_dir(self.path.parent)
 
     def write_ahead(self, record: dict[str, Any]) -> None:
         """Append the transition to the journal; when this returns it survives a crash."""
@@ -102,6 +123,8 @@ class Restored:
     last_opened_id: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     snapshot_records: int = 0
+    #: The journal and snapshot files read.
+    paths: tuple[Path, Path] | None = None
     notes: list[str] = field(default_factory=list)
     risk: str | None = None
 
@@ -165,9 +188,9 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True) -> Restored:
     completed by rewriting the snapshot; without it nothing is changed and the notes say
     what would be done. Raises ``StateDamaged`` when the pair must not start.
     """
-    data_dir = Path(data_dir)
-    out = Restored(key)
-    jpath = journal_path(data_dir, *key)
+    data_dir = as_path(data_dir)
+    jpath, spath = pair_paths(data_dir, key)
+    out = Restored(key, paths=(jpath, spath))
     read = read_journal(jpath)
     if read.truncated_tail is not None:
         size = read.truncated_tail.size
@@ -186,7 +209,6 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True) -> Restored:
         _damaged(data_dir, jpath, problem, repair)
     out.records = read.records
 
-    spath = snapshot_path(data_dir, key)
     snapshot: dict[str, Any] | None = None
     try:
         data = read_json(spath)
@@ -240,7 +262,7 @@ def known_pairs(data_dir: Path) -> list[Path]:
 def save_risk(data_dir: Path, profile: str, positions: list[dict[str, Any]]) -> None:
     """Persist a risk profile's open positions."""
     path = risk_path(data_dir, profile)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     write_json_atomic(path, {"profile": profile, "positions": positions})
 
 
