@@ -24,6 +24,7 @@ from bench.common import Result, median, percentile, rss_bytes
 from bench.harness import ORIGIN_MS, build_engine, daemon_logging, layout, synthetic_symbols
 from livetrader.core.price import MINUTE_MS
 from livetrader.exchanges.sim import SimSource
+from livetrader.pair import TRANSITIONS
 
 TARGET_SWEEP_SECONDS_AT_10K = 0.25
 TARGET_GROWTH_BYTES_PER_100K_TICKS = 1_000_000
@@ -41,9 +42,12 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     from livetrader.status import write_status
 
     events = Counter()
+    transitions = Counter()  # per minute: journal appends + snapshot writes, each fsync'ed
 
     def count(result) -> None:  # type: ignore[no-untyped-def]
         events[result.action] += 1
+        if result.action in TRANSITIONS:
+            transitions[result.at - result.at % MINUTE_MS] += 1
 
     engine.bus.listen("signal", count)
     swept: asyncio.Queue = asyncio.Queue()
@@ -84,9 +88,11 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     gc.collect()
     rss_warm = rss_bytes()
     times = []
+    timed = []
     with _GcTimer() as collections:
         for _ in range(minutes):
             times.append(await sweep_next())
+            timed.append(now)
     await engine.bus.drain(10)
     gc.collect()
     rss_end = rss_bytes()
@@ -94,7 +100,8 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     engine.stop()
     await running
     status.cancel()
-    return {"times": times, "rss_warm": rss_warm, "rss_end": rss_end, "events": dict(events),
+    return {"times": times, "transitions": [transitions[m] for m in timed], "rss_warm": rss_warm,
+            "rss_end": rss_end, "events": dict(events),
             "gc": collections.totals(), "tracked_objects": tracked, "status_writes": status_writes}
 
 
@@ -158,6 +165,10 @@ def measure(pairs: int, warmup: int, minutes: int) -> dict:
         "sweep_median_seconds": median(times),
         "sweep_p99_seconds": percentile(times, 99),
         "sweep_max_seconds": max(times),
+        "sweep_seconds_per_minute": times,
+        "transitions_per_minute": run["transitions"],
+        "transitions_per_minute_median": median(run["transitions"]),
+        "transitions_per_minute_max": max(run["transitions"]),
         "gc_seconds_per_sweep": run["gc"]["total_seconds"] / minutes,
         "gc": run["gc"],
         "gc_tracked_objects_after_run": run["tracked_objects"],
@@ -196,6 +207,8 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000), warmup: int = 20, minutes: int
         out.add(f"{n:,} pairs: sweep median", figures["sweep_median_seconds"], "s", target)
         out.add(f"{n:,} pairs: sweep p99", figures["sweep_p99_seconds"], "s", target)
         out.add(f"{n:,} pairs: pair-ticks/s", figures["pair_ticks_per_second"], "ticks/s")
+        out.add(f"{n:,} pairs: transitions per minute (median)", figures["transitions_per_minute_median"], "")
+        out.add(f"{n:,} pairs: transitions per minute (max)", figures["transitions_per_minute_max"], "")
         out.add(f"{n:,} pairs: cyclic GC per sweep (mean)", figures["gc_seconds_per_sweep"], "s", sane="nonnegative")
         out.add(f"{n:,} pairs: RSS after warm-up", figures["rss_after_warmup_bytes"] / 1e6, "MB")
         out.add(f"{n:,} pairs: RSS after the run", figures["rss_after_run_bytes"] / 1e6, "MB")

@@ -43,7 +43,7 @@ def test_a_strategy_edited_into_a_syntax_error_keeps_its_position_guarded(tmp_pa
     shutil.copy(cwd / "strategies" / "always_long.py", cwd / "strategies" / "fragile.py")
     fragile = cwd / "strategies" / "fragile.py"
     fragile.write_text(fragile.read_text().replace('"always-long"', '"fragile"').replace("AlwaysLong", "Fragile")
-                       .replace("minutes=30", "minutes=600"))
+                       .replace("minutes=30", "minutes=60"))
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "fragile", "--strategy", "always-long", "--speed", "60")
     assert wait_for(lambda: any(r["event"] == "opened" for r in journal_lines(cwd, "BTCUSDT_fragile_sim.jsonl")), 30)
     proc.send_signal(signal.SIGKILL)
@@ -56,7 +56,8 @@ def test_a_strategy_edited_into_a_syntax_error_keeps_its_position_guarded(tmp_pa
     logs = events(out)
     failed = [e for e in logs if e["event"] == "strategy failed to load"]
     assert failed and "fragile.py:" in failed[0]["error"] and failed[0]["monitoring"] is True
-    # The open position was still checked and closed by the rules (600 min < what 4 s at x3000 covers).
+    # The open position was still checked and closed by the rules: at the latest it expires after
+    # 60 minutes, and 4 s at x3000 cover 200 (at x60 the first run is killed long before).
     fragile_journal = journal_lines(cwd, "BTCUSDT_fragile_sim.jsonl")
     assert fragile_journal[-1]["event"] == "closed"
     assert sum(r["event"] == "opened" for r in fragile_journal) == 1  # nothing new was opened
