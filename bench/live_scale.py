@@ -207,8 +207,10 @@ def run(sizes: tuple[int, ...] = (1_000, 10_000), warmup: int = 20, minutes: int
         out.add(f"{n:,} pairs: sweep median", figures["sweep_median_seconds"], "s", target)
         out.add(f"{n:,} pairs: sweep p99", figures["sweep_p99_seconds"], "s", target)
         out.add(f"{n:,} pairs: pair-ticks/s", figures["pair_ticks_per_second"], "ticks/s")
-        out.add(f"{n:,} pairs: transitions per minute (median)", figures["transitions_per_minute_median"], "")
-        out.add(f"{n:,} pairs: transitions per minute (max)", figures["transitions_per_minute_max"], "")
+        out.add(f"{n:,} pairs: transitions per minute (median)", figures["transitions_per_minute_median"], "",
+                sane="nonnegative")
+        out.add(f"{n:,} pairs: transitions per minute (max)", figures["transitions_per_minute_max"], "",
+                sane="nonnegative")
         out.add(f"{n:,} pairs: cyclic GC per sweep (mean)", figures["gc_seconds_per_sweep"], "s", sane="nonnegative")
         out.add(f"{n:,} pairs: RSS after warm-up", figures["rss_after_warmup_bytes"] / 1e6, "MB")
         out.add(f"{n:,} pairs: RSS after the run", figures["rss_after_run_bytes"] / 1e6, "MB")

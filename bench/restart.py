@@ -15,9 +15,8 @@ system-wide monotonic clock, from just before spawning it to the moment the chil
    READY=1), with the candles read from a file the parent wrote (that loading is not timed).
 
 Each ``add_pair`` call is timed (``_growth``): the cost of restoring a pair while the engine
-holds few is told apart from the part that grows with the pairs already added (``Engine``
-checks each new pair against every pair added before it, so restoring N pairs takes N^2/2
-comparisons).
+holds few is told apart from any part that grows with the pairs already added (restoring
+was quadratic once; it should stay linear, and this figure shows it).
 
 The command line (``livetrader run SYMBOLS... --strategy ...``) is not used because the
 sim behind it has seven symbols, and 10,000 pairs would need 1,429 strategies; what runs

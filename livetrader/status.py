@@ -1,7 +1,8 @@
 """The status file a running daemon rewrites, and what ``livetrader status`` makes of it.
 
 ``<data-dir>/status.json`` is rewritten atomically about once a second: the pid, each
-pair's state, open position, last tick and lag, and its errors of the last hour. Whether
+pair's state, open position, last tick and lag, and its errors of the last hour, and how
+long the last minute's sweep of every pair took (``last_sweep``). Whether
 the daemon still runs is decided by the data-directory lock (it dies with the process),
 never by the file alone: a stale file of a killed daemon is shown as such.
 """
@@ -38,9 +39,11 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "errors_last_hour": len(errors), "last_error": errors[-1][1] if errors else None,
             "accepting": p.accepting, "degraded": p.degraded,
         })
+    sweep = engine.metronome.last
+    last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}
     return {"pid": os.getpid(), "state": state, "started_at": engine.started_at, "now": now,
             "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs,
-            "not_running": engine.not_running}
+            "last_sweep": last_sweep, "not_running": engine.not_running}
 
 
 def write_status(engine: Engine, *, state: str = "running") -> None:

@@ -96,8 +96,11 @@ def test_status_of_a_running_a_stopped_and_a_killed_daemon(tmp_path):
     broken = next(p for p in doc["pairs"] if p["strategy"] == "broken")
     assert broken["errors_last_hour"] >= 1 and "broken on purpose" in broken["last_error"]
     assert all(p["last_tick_at"] and p["lag_ms"] is not None for p in doc["pairs"])
+    # 1.5 s at x600 is 15 minutes: both loops were woken at a boundary and their sweep timed.
+    assert doc["last_sweep"]["pairs"] == 2 and 0 <= doc["last_sweep"]["seconds"] < 5
     readable = run(cwd, "status")
     assert "running (pid" in readable.stdout and "always-long" in readable.stdout
+    assert "last minute's sweep: 2 pairs ticked in" in readable.stdout
 
     code, _, _ = stop(proc)
     assert code == 0

@@ -51,6 +51,9 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     # Piped output (scripts, journald) gets full lines rather than an 80-column wrap.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(f"livetrader in {data_dir}: {verdict}")
+    sweep = doc.get("last_sweep")
+    if sweep and sweep.get("seconds") is not None:
+        console.print(f"last minute's sweep: {sweep['pairs']} pairs ticked in {sweep['seconds']:.3f} s")
     table = Table()
     for column in ("pair", "state", "price", "position", "last tick", "lag", "errors (1 h)"):
         table.add_column(column)
