@@ -92,7 +92,7 @@ class CandleFeed:
                 self.served += 1
                 return held.slice(start_ms, end_ms)
             if end_ms - held.first <= MAX_HELD_MINUTES * MINUTE_MS:
-                await self._extend(symbol, held, end_ms)
+                await self._extend(symbol, held, start_ms, end_ms)
                 return held.slice(start_ms, end_ms)
         candles = await self._shared(symbol, start_ms, end_ms)
         validate_candles(candles, start_ms, end_ms)
@@ -102,20 +102,23 @@ class CandleFeed:
             self._held[symbol] = _Held(candles[-keep:], keep)
         return candles
 
-    async def _extend(self, symbol: str, held: _Held, end_ms: int) -> None:
-        """Fetch the minutes from ``held.end`` to ``end_ms`` and append them, validated."""
+    async def _extend(self, symbol: str, held: _Held, start_ms: int, end_ms: int) -> None:
+        """Fetch the minutes from ``held.end`` to ``end_ms`` and append them, validated.
+
+        What is held grows to the longest range asked for (``start_ms``..``end_ms``), no further.
+        """
         start = held.end
         new = await self._shared(symbol, start, end_ms)
         if held.end != start:  # another asker extended it while this fetch was out
             if held.end < end_ms:
-                await self._extend(symbol, held, end_ms)
+                await self._extend(symbol, held, start_ms, end_ms)
             return
         validate_candles(new, start, end_ms)
         context = held.candles[-SPIKE_CONTEXT:] + new
         spike = spike_problem(context)
         if spike:
             raise CandleError(spike)
-        held.keep = max(held.keep, min(MAX_HELD_MINUTES, (end_ms - held.first) // MINUTE_MS))
+        held.keep = max(held.keep, min(MAX_HELD_MINUTES, (end_ms - start_ms) // MINUTE_MS))
         held.append(new)
 
     async def _shared(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:

@@ -169,3 +169,21 @@ def test_what_the_feed_holds_per_symbol_is_bounded():
 
     asyncio.run(main())
     assert len(feed._held["BTCUSDT"].candles) <= MAX_HELD_MINUTES
+
+
+def test_what_the_feed_holds_grows_to_the_longest_range_asked_and_no_further():
+    source = Counting()
+    feed = CandleFeed(source)
+
+    async def main():
+        now = T0
+        for minute in range(600):
+            now += MINUTE_MS
+            await feed.fetch("BTCUSDT", now - 5 * MINUTE_MS, now)
+            if minute % 15 == 0:
+                await feed.fetch("BTCUSDT", now - 60 * MINUTE_MS, now)  # an hourly look back now and then
+        return now
+
+    now = asyncio.run(main())
+    held = feed._held["BTCUSDT"].candles
+    assert len(held) == 60 and held[-1].timestamp == now - MINUTE_MS
