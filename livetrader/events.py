@@ -298,22 +298,19 @@ class _Subscription:
                 payload = self.queue.popleft()
                 self.busy = True
                 try:
-                    if self.is_async:
-                        await self.call(payload)
-                    else:
-                        pending = self.call_plain(payload)
-                        if pending is not None:
-                            await self.settle(payload, pending)
+                    pending = self.call(payload)
+                    if pending is not None:
+                        await self.settle(payload, pending)
                 finally:
                     self.busy = False
         finally:
             if self.generation == generation:
                 self.settle_idle()
 
-    def call_plain(self, payload: Any) -> Awaitable[Any] | None:
-        """Call a plain-function listener without a coroutine per event (the common, hot case).
+    def call(self, payload: Any) -> Awaitable[Any] | None:
+        """Call the listener; return what it handed back to await (an ``async`` one's coroutine), if anything.
 
-        Returns the awaitable the function handed back, if any, for ``settle`` to await.
+        Plain functions, the common and hot case, cost no coroutine per event.
         """
         try:
             result = self.fn(payload)
@@ -325,18 +322,6 @@ class _Subscription:
             return result
         self.delivered += 1
         return None
-
-    async def call(self, payload: Any) -> None:
-        try:
-            result = self.fn(payload)
-        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
-            self.failures += 1
-            self.bus._listener_failed(self, payload, exc)
-            return
-        if inspect.isawaitable(result):
-            await self.settle(payload, result)
-        else:
-            self.delivered += 1
 
     async def settle(self, payload: Any, result: Awaitable[Any]) -> None:
         """Await what a listener returned; its failure is the listener's, our cancellation is ours."""
