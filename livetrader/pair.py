@@ -256,8 +256,10 @@ class Pair:
         two cores the threads' hand-offs cost more than the overlapped flushes saved.)
         """
         action = result.action
-        record = record_of(result)
-        if action in TRANSITIONS and self.store is not None:
+        transition = action in TRANSITIONS
+        # The flat record is built for transitions only (journal, log); the window renders others when read.
+        record = record_of(result) if transition else None
+        if record is not None and self.store is not None:
             self.store.write_ahead(record)  # raises on a storage failure: the state stays as it was
         if action in ("closed", "cancelled"):
             self.row = None
@@ -273,12 +275,12 @@ class Pair:
                 self.risk.remove(result.signal_id or "")
             self.closed_trades += 1
             self.realised_pnl += result.pnl_percentage or 0.0
-        if action in TRANSITIONS and self.store is not None:
+        if transition and self.store is not None:
             self.store.snapshot(self.snapshot())
         self.state = "idle" if self.row is None else ("open" if self.row.pending_at is not None else "scheduled")
         self.last_result = result
-        self.window.add(record)
-        if action in TRANSITIONS:
+        self.window.add(result)
+        if record is not None:
             log.info(action, **_log_fields(record))
         self.bus.emit("signal", result)
         self.bus.emit("signal_live", result)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import Any, Final
 
+from livetrader.core.signal import TickResult, record_of
 from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,13 @@ def format_duration(ms: int | None) -> str:
 
 
 class EventWindow:
-    """The last ``max_events`` records of one pair, newest first, with the SPEC §10 space savers.
+    """The last ``max_events`` events of one pair, newest first, with the SPEC §10 space savers.
 
     Memory is bounded however long the daemon runs: a ``deque(maxlen=max_events)`` drops the
-    oldest record, and repeated per-tick rows collapse (see :meth:`add`).
+    oldest event, and repeated per-tick rows collapse (see :meth:`add`). The live pair adds its
+    tick results as they are (small slotted objects sharing their signal) and the flat record
+    of each is built only when someone reads the window: a window holds up to 250 events for
+    every pair of a process, read rarely, written every minute.
     """
 
     __slots__ = ("max_events", "_events", "total_added")
@@ -124,12 +128,12 @@ class EventWindow:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         self.max_events = max_events
-        self._events: deque[dict] = deque(maxlen=max_events)  # index 0 is the newest
+        self._events: deque[dict | TickResult] = deque(maxlen=max_events)  # index 0 is the newest
         self.total_added = 0
-        """Records ever passed to :meth:`add`, collapsed or not."""
+        """Events ever passed to :meth:`add`, collapsed or not."""
 
-    def add(self, record: dict) -> None:
-        """Add a record (from ``record_of``) as the newest event.
+    def add(self, event: dict | TickResult) -> None:
+        """Add an event as the newest: a record (from ``record_of``, e.g. a journal line) or a tick result.
 
         * ``idle``: replaces the newest stored event when that is an ``idle`` too — nothing
           opened or was active since, so a quiet pair keeps one idle row, not one per minute.
@@ -143,19 +147,19 @@ class EventWindow:
         """
         self.total_added += 1
         events = self._events
-        action = record.get("event")
+        action = _action_of(event)
         if action == "idle":
-            if events and events[0].get("event") == "idle":
-                events[0] = record
+            if events and _action_of(events[0]) == "idle":
+                events[0] = event
                 return
         elif action in _REPLACING:
-            signal_id = record.get("signal_id")
+            signal_id = _signal_id_of(event)
             if signal_id is not None:
                 for i, old in enumerate(events):  # almost always i == 0; at most max_events steps
-                    if old.get("event") == action and old.get("signal_id") == signal_id:
+                    if _action_of(old) == action and _signal_id_of(old) == signal_id:
                         del events[i]
                         break
-        events.appendleft(record)
+        events.appendleft(event)
 
     def extend(self, records: Iterable[dict]) -> None:
         """:meth:`add` each record, oldest first (e.g. replaying the journal on start)."""
@@ -163,23 +167,33 @@ class EventWindow:
             self.add(record)
 
     def events(self) -> list[dict]:
-        """The stored records, newest first."""
-        return list(self._events)
+        """The stored events as records, newest first."""
+        return [e if isinstance(e, dict) else record_of(e) for e in self._events]
 
     def closed_trades(self) -> list[ClosedTrade]:
         """The closed trades in the window, oldest close first."""
-        return closed_trades(reversed(self._events))
+        return closed_trades(reversed(self.events()))
 
     def stats(self) -> Stats:
         """Statistics over the window (``total_events`` counts the stored rows, as the seed does)."""
-        return stats_for(list(self._events))
+        return stats_for(self.events())
 
     def clear(self) -> None:
-        """Forget every stored record."""
+        """Forget every stored event."""
         self._events.clear()
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+def _action_of(event: dict | TickResult) -> str | None:
+    return event.get("event") if isinstance(event, dict) else event.action
+
+
+def _signal_id_of(event: dict | TickResult) -> str | None:
+    if isinstance(event, dict):
+        return event.get("signal_id")
+    return event.signal.id if event.signal is not None else None
 
 
 # -- statistics from records ---------------------------------------------------------------------

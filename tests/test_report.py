@@ -174,6 +174,31 @@ def test_window_closed_trades_and_stats() -> None:
     assert stats.total_events == len(window) == 6
 
 
+def test_window_of_tick_results_reads_as_the_window_of_their_records() -> None:
+    """The live pair adds tick results; they collapse and render exactly as their records would."""
+    sig, waiting = row("a", DAY0), row("w", DAY0, opened=False, price_open=90.0)
+    results = [TickResult("idle", "BTCUSDT", "s1", "sim", DAY0 - 2 * M, 100.0),
+               TickResult("idle", "BTCUSDT", "s1", "sim", DAY0 - M, 100.0),
+               TickResult("opened", "BTCUSDT", "s1", "sim", DAY0, 100.0, sig)]
+    results += [TickResult("active", "BTCUSDT", "s1", "sim", DAY0 + i * M, 100.5, sig, progress_tp=float(i))
+                for i in range(1, 40)]
+    results += [TickResult("closed", "BTCUSDT", "s1", "sim", DAY0 + 40 * M, 102.0, sig, close_reason="take_profit",
+                           price_close=102.0, pnl_percentage=1.6, pnl_cost=1.6),
+                TickResult("scheduled", "BTCUSDT", "s1", "sim", DAY0 + 41 * M, 99.0, waiting)]
+    results += [TickResult("waiting", "BTCUSDT", "s1", "sim", DAY0 + i * M, 99.0, waiting) for i in range(42, 60)]
+    lazy, eager = EventWindow(), EventWindow()
+    for result in results:
+        lazy.add(result)
+        eager.add(record_of(result))
+    assert lazy.events() == eager.events()
+    assert [e["event"] for e in lazy.events()] == ["waiting", "scheduled", "closed", "active", "opened", "idle"]
+    assert lazy.stats() == eager.stats() and lazy.closed_trades() == eager.closed_trades()
+    # A restored journal record and a live result mix: an active result replaces an active record.
+    lazy.add(record_of(TickResult("active", "BTCUSDT", "s1", "sim", DAY0 + 61 * M, 99.0, waiting)))
+    lazy.add(TickResult("active", "BTCUSDT", "s1", "sim", DAY0 + 62 * M, 99.0, waiting))
+    assert [e["event"] for e in lazy.events()[:3]] == ["active", "waiting", "scheduled"]
+
+
 def test_max_events_must_be_positive() -> None:
     with pytest.raises(ValueError):
         EventWindow(0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -82,7 +82,6 @@ class TickResult:
     pnl_cost: float | None = None
     progress_tp: float | None = None
     progress_sl: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def signal_id(self) -> str | None:
