@@ -32,6 +32,7 @@ from livetrader.pair import Pair, PairSettings
 from livetrader.risk import OpenPosition, RiskProfile, build_profiles
 from livetrader.sources import open_source
 from livetrader.store.state import pair_stem
+from livetrader.store.writer import SnapshotWriter
 from livetrader.strategy import Strategy, StrategyRegistry, instantiate
 from livetrader.tracing import describe
 
@@ -40,6 +41,8 @@ log = structlog.get_logger("livetrader.engine")
 
 #: "restored" lines logged at start; beyond, one line says more follow (10,000 lines help nobody).
 RESTORED_LOG_LINES = 100
+#: Longest wait at exit for queued snapshots (10,000 need about 5 s on a slow disk).
+SNAPSHOT_FLUSH_SECONDS = 60.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -88,6 +91,8 @@ class Engine:
         self.keys: set[tuple[str, str, str]] = set()
         self._risk_stored: dict[str, set[Any]] = {}
         self.lock: Any = None
+        # Writes the pairs' snapshots behind the loop (started with the first pair restored).
+        self.snapshots: SnapshotWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.metronome = Metronome()
         # Pairs restored holding a signal (each logged, up to RESTORED_LOG_LINES).
@@ -220,9 +225,14 @@ class Engine:
         closed = [r for r in restored.records if r["event"] == "closed"]
         pair.closed_trades = len(closed)
         pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
-        pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name, restored.paths)
-        if restored.interrupted or not pair.store.path.exists():
-            pair.store.snapshot(pair.snapshot())  # completes an interrupted transition
+        if self.snapshots is None:
+            self.snapshots = SnapshotWriter()
+        pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name, restored.paths,
+                                   self.snapshots)
+        if restored.interrupted:
+            pair.store.snapshot(pair.snapshot(), now=True)  # completes an interrupted transition
+        elif not pair.store.path.exists():
+            pair.store.snapshot(pair.snapshot())  # a new pair's first snapshot
         if pair.row is not None:
             self.restored += 1
             if self.restored <= RESTORED_LOG_LINES:
@@ -475,8 +485,18 @@ class Engine:
         """One report per pair; returns the files written."""
         return [self.write_report(pair) for pair in self.pairs]
 
+    def flush_snapshots(self, timeout: float | None = None) -> bool:
+        """Wait until every queued snapshot is on disk; False if ``timeout`` passed first."""
+        return self.snapshots is None or self.snapshots.flush(timeout)
+
     async def close(self) -> None:
-        """Close every source and journal, and release the data directory."""
+        """Write the queued snapshots, close every source and journal, and release the data directory."""
+        if self.snapshots is not None:
+            # In a thread: the loop stays responsive (signals, the watchdog) while the disk catches up.
+            if not await asyncio.to_thread(self.snapshots.close, SNAPSHOT_FLUSH_SECONDS):
+                log.warning("snapshots not all written at exit; the journal holds them and the next start "
+                            "completes them", pending=self.snapshots.pending)
+            self.snapshots = None
         for pair in self.pairs:
             if pair.store is not None:
                 pair.store.close()

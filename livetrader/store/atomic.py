@@ -82,28 +82,35 @@ def write_atomic(path: Path, data: bytes) -> None:
     left as it was, the partial ``name.tmp`` is removed, and ``StoreWriteError`` is raised
     naming the path and the OS error. The parent directory must exist.
     """
-    path = Path(path)
+    path = as_path(path)
+    replace_file(path, data)
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        # The rename happened but may not survive a power loss; the content itself is whole.
+        raise StoreWriteError(path, f"{describe_os_error(exc)}; the new content is in place but its directory "
+                                    "entry may not be durable") from exc
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """``write_atomic`` without the directory fsync: for a batch of files in one directory,
+    fsynced once after the last (``fsync_dir``). Until then a power loss may undo the rename,
+    never tear the file.
+    """
     tmp = tmp_path_of(path)
-    replaced = False
     try:
         # O_TRUNC: a stale tmp from an earlier crash is simply overwritten.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             # Unbuffered os.write: there is no user-space buffer to flush before fsync.
             _write_all(fd, data)
-            os.fdatasync(fd)  # the data and its length; the rename below is made durable by the directory fsync
+            os.fdatasync(fd)  # the data and its length; the rename is made durable by the directory fsync
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        replaced = True
-        fsync_dir(path.parent)
     except OSError as exc:
-        if not replaced:
-            _remove_quietly(tmp)
-            kept = "the previous content is kept" if os.path.exists(path) else "the file was not created"
-        else:
-            # The rename happened but may not survive a power loss; the content itself is whole.
-            kept = "the new content is in place but its directory entry may not be durable"
+        _remove_quietly(tmp)
+        kept = "the previous content is kept" if os.path.exists(path) else "the file was not created"
         raise StoreWriteError(path, f"{describe_os_error(exc)}; {kept}") from exc
 
 

@@ -33,6 +33,7 @@ from livetrader.store.journal import (
     sanitize_name,
 )
 from livetrader.store.quarantine import quarantine
+from livetrader.store.writer import SnapshotWriter
 
 PAIRS_DIR = Path("state") / "pairs"
 RISK_DIR = Path("state") / "risk"
@@ -90,8 +91,10 @@ class FilePairStore:
     """The durable storage of one pair: the journal and the snapshot (implements ``PairStore``)."""
 
     def __init__(self, data_dir: Path, key: Key, records: int, risk: str | None = None,
-                 paths: tuple[Path, Path] | None = None) -> None:
+                 paths: tuple[Path, Path] | None = None, writer: SnapshotWriter | None = None) -> None:
         self.data_dir = as_path(data_dir)
+        #: Writes the snapshot behind the loop when given; without one, ``snapshot`` writes it before returning.
+        self.writer = writer
         self.key = key
         self.risk = risk
         self.records = records
@@ -104,9 +107,22 @@ class FilePairStore:
         self.journal.append(record)
         self.records += 1
 
-    def snapshot(self, state: dict[str, Any]) -> None:
-        """Rewrite the snapshot atomically, stamped with the journal records it reflects."""
-        write_json_atomic(self.path, {**state, "risk": self.risk, "journal_records": self.records})
+    def snapshot(self, state: dict[str, Any], *, now: bool = False) -> None:
+        """Rewrite the snapshot atomically, stamped with the journal records it reflects.
+
+        ``now`` writes it before returning, writer or not (recovery completing a transition).
+        With a writer the snapshot is queued (the journal already holds the transition), and
+        a failure of this file's previous background write is raised here, so the pair
+        learns its storage fails at its next transition; the queued write retries it.
+        """
+        data = {**state, "risk": self.risk, "journal_records": self.records}
+        if self.writer is None or now:
+            write_json_atomic(self.path, data)
+            return
+        failed = self.writer.failure(self.path)
+        self.writer.put(self.path, data)
+        if failed is not None:
+            raise failed
 
     def close(self) -> None:
         """Close the journal."""

@@ -1,0 +1,99 @@
+"""Snapshots written behind the loop (livetrader/store/writer.py): newest state wins, one
+directory fsync per batch, failures reported to the pair, nothing lost at close."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+import livetrader.store.writer as writer_module
+from livetrader.errors import StoreWriteError
+from livetrader.store.state import FilePairStore
+from livetrader.store.writer import SnapshotWriter
+
+KEY = ("BTCUSDT", "s1", "sim")
+
+
+def test_queued_snapshots_land_whole_and_the_newest_wins(tmp_path: Path) -> None:
+    writer = SnapshotWriter()
+    try:
+        paths = [tmp_path / f"p{i}.json" for i in range(50)]
+        for version in range(5):
+            for path in paths:
+                writer.put(path, {"path": path.name, "version": version})
+        assert writer.flush(10)
+        for path in paths:
+            assert orjson.loads(path.read_bytes()) == {"path": path.name, "version": 4}
+        assert not list(tmp_path.glob("*.tmp"))
+        assert 50 <= writer.written <= 250
+    finally:
+        writer.close(10)
+
+
+def test_one_directory_fsync_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the thread writes one file, 100 more queue up; they land as one batch, one directory fsync."""
+    gate, entered = threading.Event(), threading.Event()
+    real_replace = writer_module.replace_file
+    synced: list[Path] = []
+
+    def slow_first(path: Path, data: bytes) -> None:
+        if path.name == "first.json":
+            entered.set()
+            gate.wait(10)
+        real_replace(path, data)
+
+    def count_fsync(directory: Path) -> None:
+        synced.append(directory)
+
+    monkeypatch.setattr(writer_module, "replace_file", slow_first)
+    monkeypatch.setattr(writer_module, "fsync_dir", count_fsync)
+    writer = SnapshotWriter()
+    try:
+        writer.put(tmp_path / "first.json", {"n": 0})
+        assert entered.wait(10)
+        for i in range(100):
+            writer.put(tmp_path / f"p{i}.json", {"n": i})
+        assert writer.pending == 100
+        gate.set()
+        assert writer.flush(10)
+        assert synced == [tmp_path, tmp_path]
+        assert writer.written == 101
+        assert all(orjson.loads((tmp_path / f"p{i}.json").read_bytes()) == {"n": i} for i in range(100))
+    finally:
+        gate.set()
+        writer.close(10)
+
+
+def test_a_failed_background_write_reaches_the_pair_at_its_next_snapshot(tmp_path: Path) -> None:
+    writer = SnapshotWriter()
+    try:
+        journal = tmp_path / "journal" / "p.jsonl"
+        gone = tmp_path / "missing" / "p.json"  # its directory does not exist: the write fails
+        store = FilePairStore(tmp_path, KEY, 0, paths=(journal, tmp_path / "state" / "p.json"), writer=writer)
+        store.path = gone
+        store.snapshot({"signal": None})  # queued: this call cannot know yet
+        assert writer.flush(10)
+        gone.parent.mkdir()  # the operator fixes the disk
+        with pytest.raises(StoreWriteError) as raised:
+            store.snapshot({"signal": None})  # the previous write's failure is reported now; this one is queued
+        assert str(gone) in str(raised.value) and "ENOENT" in str(raised.value)
+        assert writer.flush(10)
+        assert writer.failure(gone) is None
+        assert orjson.loads(gone.read_bytes())["journal_records"] == 0
+        store.close()
+    finally:
+        writer.close(10)
+
+
+def test_close_writes_everything_queued_and_refuses_more(tmp_path: Path) -> None:
+    writer = SnapshotWriter()
+    for i in range(200):
+        writer.put(tmp_path / f"p{i}.json", {"n": i})
+    assert writer.close(30)
+    assert len(list(tmp_path.glob("p*.json"))) == 200
+    with pytest.raises(StoreWriteError):
+        writer.put(tmp_path / "late.json", {})
+    assert writer.close(1)  # idempotent
