@@ -31,8 +31,9 @@ from livetrader.metronome import Metronome
 from livetrader.pair import Pair, PairSettings
 from livetrader.risk import OpenPosition, RiskProfile, build_profiles
 from livetrader.sources import open_source
+from livetrader.store.commit import CommitLog
 from livetrader.store.state import pair_stem
-from livetrader.store.writer import SnapshotWriter
+from livetrader.store.writer import BackgroundWriter
 from livetrader.strategy import Strategy, StrategyRegistry, instantiate
 from livetrader.tracing import describe
 
@@ -91,8 +92,10 @@ class Engine:
         self.keys: set[tuple[str, str, str]] = set()
         self._risk_stored: dict[str, set[Any]] = {}
         self.lock: Any = None
-        # Writes the pairs' snapshots behind the loop (started with the first pair restored).
-        self.snapshots: SnapshotWriter | None = None
+        # The commit log and the thread flushing journals and writing snapshots behind the loop
+        # (opened with the first pair restored, after the commit log is replayed).
+        self.commits: CommitLog | None = None
+        self.snapshots: BackgroundWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.metronome = Metronome()
         # Pairs restored holding a signal (each logged, up to RESTORED_LOG_LINES).
@@ -208,6 +211,19 @@ class Engine:
             for data in self._absent_snapshots() if isinstance(data.get("signal"), dict)
         ]
 
+    def _open_storage(self) -> None:
+        """Replay the commit log into the pair journals (a crash may have taken lines from them),
+        then open it afresh with the background writer. Before any pair is restored."""
+        from livetrader.store.commit import CommitLog, commit_log_path, replay_commit_log
+
+        replayed = replay_commit_log(self.data_dir, repair=True)
+        for note in replayed.notes:
+            log.warning("recovery", note=note)
+        for problem in replayed.problems:
+            log.error("recovery: the commit log needs a look", problem=problem)
+        self.commits = CommitLog(commit_log_path(self.data_dir))
+        self.snapshots = BackgroundWriter(self.commits)
+
     def _restore(self, pair: Pair, risk_name: str | None) -> None:
         from livetrader.core.interval import bucket
         from livetrader.store.state import FilePairStore, restore_pair
@@ -226,7 +242,7 @@ class Engine:
         pair.closed_trades = len(closed)
         pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
         if self.snapshots is None:
-            self.snapshots = SnapshotWriter()
+            self._open_storage()
         pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name, restored.paths,
                                    self.snapshots)
         if restored.interrupted:
@@ -500,6 +516,9 @@ class Engine:
         for pair in self.pairs:
             if pair.store is not None:
                 pair.store.close()
+        if self.commits is not None:
+            self.commits.close()
+            self.commits = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None

@@ -43,7 +43,7 @@ _HOOKS = {"opened": "on_open", "closed": "on_close", "active": "on_active", "idl
 class PairStore(Protocol):
     """Durable storage of one pair; the persistence layer implements it."""
 
-    def write_ahead(self, record: dict[str, Any]) -> None:
+    async def write_ahead(self, record: dict[str, Any]) -> None:
         """Append a transition to the journal, durably, before the state changes."""
 
     def snapshot(self, state: dict[str, Any]) -> None:
@@ -250,17 +250,27 @@ class Pair:
     async def apply(self, result: TickResult) -> None:
         """Make ``result`` the pair's state: journal first, then memory, snapshot, events.
 
-        The writes run on the event loop, without an await between the journal and the
-        memory change: nothing else runs in between, so a risk check of another pair never
-        sees a half-applied transition. (Moving them to threads was measured slower: with
-        two cores the threads' hand-offs cost more than the overlapped flushes saved.)
+        The journal write waits for its group commit (``CommitLog``), so other pairs run
+        meanwhile. An opening position is therefore counted by the risk profile before the
+        wait, and taken back if the journal write fails: another pair's risk check never
+        misses a position that is about to open.
         """
         action = result.action
         transition = action in TRANSITIONS
         # The flat record is built for transitions only (journal, log); the window renders others when read.
         record = record_of(result) if transition else None
+        reserved = action == "opened" and self.risk is not None
+        if reserved:
+            assert result.signal is not None and self.risk is not None
+            self.risk.add(result.signal)
         if record is not None and self.store is not None:
-            self.store.write_ahead(record)  # raises on a storage failure: the state stays as it was
+            try:
+                await self.store.write_ahead(record)  # raises on a storage failure: the state stays as it was
+            except BaseException:
+                if reserved:
+                    assert self.risk is not None
+                    self.risk.remove(result.signal_id or "")
+                raise
         if action in ("closed", "cancelled"):
             self.row = None
         elif result.signal is not None:
@@ -268,8 +278,6 @@ class Pair:
         if action == "opened":
             assert result.signal is not None
             self.last_opened_id = result.signal.id
-            if self.risk:
-                self.risk.add(result.signal)
         elif action == "closed":
             if self.risk:
                 self.risk.remove(result.signal_id or "")

@@ -17,6 +17,7 @@ from livetrader.clock import saved_clock
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import StoreReadError
 from livetrader.store.atomic import read_json, write_json_atomic
+from livetrader.store.commit import replay_commit_log
 from livetrader.store.journal import JOURNAL_DIR, read_journal
 from livetrader.store.lock import is_locked, read_lock_holder
 from livetrader.store.state import PAIRS_DIR, StateDamaged, restore_pair, snapshot_dict, snapshot_path
@@ -49,6 +50,8 @@ class Findings:
     dry_run: bool
     locked_by: dict[str, Any] | None = None
     temp_files: list[str] = field(default_factory=list)
+    #: Committed records put back (or, in a dry run, to put back) into journals a crash shortened.
+    commit_log: list[str] = field(default_factory=list)
     pairs: list[PairFinding] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
 
@@ -59,7 +62,7 @@ class Findings:
             return LOCKED
         if self.damage or any(p.damage for p in self.pairs):
             return NEEDS_A_PERSON
-        if self.temp_files or any(p.repairs for p in self.pairs):
+        if self.temp_files or self.commit_log or any(p.repairs for p in self.pairs):
             return REPAIRS
         return NOTHING_TO_DO
 
@@ -71,6 +74,7 @@ class Findings:
             "exit_code": self.exit_code,
             "locked_by": self.locked_by,
             "temp_files": self.temp_files,
+            "commit_log": self.commit_log,
             "damage": self.damage,
             "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],  # type: ignore[attr-defined]
         }
@@ -117,6 +121,12 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
         lock.acquire()
         clean_temp_files(data_dir)
     try:
+        # Before the pairs: a journal a crash shortened is read complete only once its lines are back.
+        replayed = replay_commit_log(data_dir, repair=not dry_run)
+        verb = "would put back" if dry_run else "put back"
+        findings.commit_log = [f"{path.name}: {verb} {count} committed record(s) a crash took from the journal"
+                               for path, count in sorted(replayed.restored.items())]
+        findings.damage.extend(replayed.problems)
         for key in _pair_keys(data_dir, findings):
             findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now))
     finally:

@@ -62,7 +62,7 @@ def test_run_trades_survives_an_outage_of_several_minutes_and_recovers_alone(tmp
                  "--config", cfg, "--speed", "600", LIVETRADER_BINANCE_API_KEY=API_KEY,
                  LIVETRADER_BINANCE_SECRET=SECRET)
     journal = cwd / "dump" / "journal"
-    assert wait_for(lambda: journal.exists() and len(list(journal.iterdir())) == 2, 30)
+    assert wait_for(lambda: journal.exists() and len(list(journal.glob("*.jsonl"))) == 2, 30)
     time.sleep(1)
     down_from = server.clock()
     server.faults.down(until_ms=down_from + 8 * 60_000)  # 8 simulated minutes of 503s

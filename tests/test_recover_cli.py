@@ -46,6 +46,34 @@ def test_dry_run_reports_repairs_and_the_real_run_makes_them(tmp_path):
     assert recover(tmp_path).returncode == 0
 
 
+def test_a_journal_shortened_by_a_power_loss_is_completed_from_the_commit_log(tmp_path):
+    """The commit log (fdatasync'ed) holds a line the journal (flushed later) lost: recover puts it back."""
+    data = tmp_path / "data"
+    drive(data, "always-long", [T0], crash_on="none")
+    snapshot = data / "state" / "pairs" / "BTCUSDT_always-long_sim.json"
+    opened_snapshot = snapshot.read_bytes()
+    drive(data, "always-long", [T0 + 40 * MINUTE_MS], crash_on="none")
+    journal = data / "journal" / "BTCUSDT_always-long_sim.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    closed = json.loads(lines[1])
+    assert len(lines) == 2 and closed["event"] == "closed"
+    # The power loss came after the close was committed, before the journal and snapshot were flushed.
+    (data / "journal" / "commit.log").write_bytes(json.dumps({"n": 2, "record": closed}).encode() + b"\n")
+    journal.write_bytes(lines[0])
+    snapshot.write_bytes(opened_snapshot)
+    result = recover(tmp_path, "--dry-run")
+    assert result.returncode == 10, result.stdout
+    assert "commit log: BTCUSDT_always-long_sim.jsonl: would put back 1 committed record(s)" in result.stdout
+    assert journal.read_bytes() == lines[0]
+
+    result = recover(tmp_path)
+    assert result.returncode == 10 and "put back 1 committed record(s)" in result.stdout, result.stdout
+    assert journal.read_bytes() == b"".join(lines)
+    assert (data / "journal" / "commit.log").read_bytes() == b""
+    assert json.loads(snapshot.read_text())["journal_records"] == 2
+    assert recover(tmp_path).returncode == 0
+
+
 def test_damage_is_quarantined_and_needs_a_person(tmp_path):
     data = tmp_path / "data"
     drive(data, "always-long", [T0], crash_on="none")

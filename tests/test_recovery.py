@@ -42,8 +42,8 @@ def drive(data_dir, strategy, ticks, crash_on):
     real_snapshot, real_append = pair.store.snapshot, pair.store.write_ahead
     results, last = [], {}
 
-    def write_ahead(record):
-        real_append(record)
+    async def write_ahead(record):
+        await real_append(record)
         last["event"] = record["event"]
 
     def snapshot(state):

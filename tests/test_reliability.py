@@ -105,7 +105,7 @@ def test_a_full_disk_stops_new_signals_keeps_state_intact_and_recovers(tmp_path,
     cwd = workdir(tmp_path)
     data = small_disk / "data"
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", *FAST, "--data-dir", str(data))
-    assert wait_for(lambda: (data / "journal").exists() and any((data / "journal").iterdir()), 20)
+    assert wait_for(lambda: (data / "journal").exists() and any((data / "journal").glob("*.jsonl")), 20)
     time.sleep(1)
     filler = small_disk / "filler"
     with open(filler, "wb") as f:  # fill the disk to the last block
@@ -136,7 +136,7 @@ def test_a_read_only_filesystem_is_reported_and_nothing_is_damaged(tmp_path, sma
     cwd = workdir(tmp_path)
     data = small_disk / "data"
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST, "--data-dir", str(data))
-    assert wait_for(lambda: (data / "journal").exists() and any((data / "journal").iterdir()), 20)
+    assert wait_for(lambda: (data / "journal").exists() and any((data / "journal").glob("*.jsonl")), 20)
     time.sleep(0.5)
     # A read-only bind mount over the data directory: every new file (temp file, snapshot,
     # status) fails with EROFS, as on a filesystem the kernel turned read-only.

@@ -12,13 +12,13 @@ import pytest
 import livetrader.store.writer as writer_module
 from livetrader.errors import StoreWriteError
 from livetrader.store.state import FilePairStore
-from livetrader.store.writer import SnapshotWriter
+from livetrader.store.writer import BackgroundWriter
 
 KEY = ("BTCUSDT", "s1", "sim")
 
 
 def test_queued_snapshots_land_whole_and_the_newest_wins(tmp_path: Path) -> None:
-    writer = SnapshotWriter()
+    writer = BackgroundWriter()
     try:
         paths = [tmp_path / f"p{i}.json" for i in range(50)]
         for version in range(5):
@@ -50,7 +50,7 @@ def test_one_directory_fsync_per_batch(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(writer_module, "replace_file", slow_first)
     monkeypatch.setattr(writer_module, "fsync_dir", count_fsync)
-    writer = SnapshotWriter()
+    writer = BackgroundWriter()
     try:
         writer.put(tmp_path / "first.json", {"n": 0})
         assert entered.wait(10)
@@ -68,7 +68,7 @@ def test_one_directory_fsync_per_batch(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_a_failed_background_write_reaches_the_pair_at_its_next_snapshot(tmp_path: Path) -> None:
-    writer = SnapshotWriter()
+    writer = BackgroundWriter()
     try:
         journal = tmp_path / "journal" / "p.jsonl"
         gone = tmp_path / "missing" / "p.json"  # its directory does not exist: the write fails
@@ -89,7 +89,7 @@ def test_a_failed_background_write_reaches_the_pair_at_its_next_snapshot(tmp_pat
 
 
 def test_close_writes_everything_queued_and_refuses_more(tmp_path: Path) -> None:
-    writer = SnapshotWriter()
+    writer = BackgroundWriter()
     for i in range(200):
         writer.put(tmp_path / f"p{i}.json", {"n": i})
     assert writer.close(30)
@@ -97,3 +97,18 @@ def test_close_writes_everything_queued_and_refuses_more(tmp_path: Path) -> None
     with pytest.raises(StoreWriteError):
         writer.put(tmp_path / "late.json", {})
     assert writer.close(1)  # idempotent
+
+
+def test_flush_finishes_for_a_journal_written_whose_commit_failed(tmp_path: Path) -> None:
+    """A failed commit wakes no pass; flush (as at shutdown) must still see the journal flushed."""
+    from livetrader.store.journal import Journal
+
+    writer = BackgroundWriter()
+    journal = Journal(tmp_path / "j.jsonl")
+    try:
+        journal.write({"event": "opened", "at": 1})
+        writer.journal_written(journal)
+        assert writer.flush(5)
+    finally:
+        writer.close(5)
+        journal.close()

@@ -38,6 +38,8 @@ def print_findings(f: Findings) -> None:
     for path in f.temp_files:
         verb = "would remove" if f.dry_run else "removed"
         out.write(f"  {verb} a temp file left by a crash: {path}\n")
+    for note in f.commit_log:
+        out.write(f"  commit log: {note}\n")
     for pair in f.pairs:
         name = f"{pair.symbol} / {pair.strategy} / {pair.exchange}"
         if pair.state == "idle":

@@ -97,6 +97,18 @@ class Journal:
         it is not JSON-serialisable, and ``StoreWriteError`` if the write or fsync fails — in
         which case the journal is cut back to its previous length so no partial line remains.
         """
+        size_before = self.write(record)
+        try:
+            self.sync()
+        except StoreWriteError as exc:
+            raise StoreWriteError(self.path, f"{exc.reason}; {self.cut_back(size_before)}") from exc
+
+    def write(self, record: dict) -> int:
+        """Write one record's line without waiting for the disk; return the journal's length before it.
+
+        The caller makes it durable: ``sync`` here, or a commit log entry (``CommitLog``), and
+        on failure ``cut_back`` to the returned length. Raises like ``append``.
+        """
         problem = record_problem(record)
         if problem is not None:
             raise ValueError(f"refusing to journal an invalid record: {problem}")
@@ -111,11 +123,30 @@ class Journal:
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(0, f"short write ({written} of {len(line)} bytes)")
-                # fdatasync: the data and the new length, without the timestamps fsync also flushes.
-                os.fdatasync(fd)
             except OSError as exc:
                 kept = self._cut_back(fd, size_before)
                 raise StoreWriteError(self.path, f"{describe_os_error(exc)}; {kept}") from exc
+        return size_before
+
+    def sync(self) -> None:
+        """Make every line written so far durable (``fdatasync``: the data and the new length).
+
+        A closed journal has nothing left to sync (``close`` syncs). Raises ``StoreWriteError``.
+        """
+        with self._mutex:
+            if self._fd is None:
+                return
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise StoreWriteError(self.path, describe_os_error(exc)) from exc
+
+    def cut_back(self, size: int) -> str:
+        """Remove what was written after ``size`` (a line whose commit failed); say what was kept."""
+        with self._mutex:
+            if self._fd is None:
+                return "the journal is closed; restart to repair it"
+            return self._cut_back(self._fd, size)
 
     def _cut_back(self, fd: int, size: int) -> str:
         # Remove what the failed append left, so the next append does not glue onto a partial line.
@@ -130,11 +161,16 @@ class Journal:
         return "the record was not journaled"
 
     def close(self) -> None:
-        """Close the descriptor; idempotent. Appended records are already durable."""
+        """Sync what was written, then close the descriptor; idempotent."""
         with self._mutex:
             fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)
+            try:
+                os.fdatasync(fd)
+            except OSError:
+                pass  # every acknowledged line was made durable already (by ``sync`` or its commit entry)
+            finally:
+                os.close(fd)
 
     @property
     def closed(self) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from livetrader.core.signal import SignalRow, row_of
-from livetrader.errors import LivetraderError, StoreReadError
+from livetrader.errors import LivetraderError, StoreReadError, StoreWriteError
 from livetrader.store.atomic import as_path, ensure_dir, read_json, write_json_atomic
 from livetrader.store.journal import (
     JOURNAL_DIR,
@@ -33,7 +33,7 @@ from livetrader.store.journal import (
     sanitize_name,
 )
 from livetrader.store.quarantine import quarantine
-from livetrader.store.writer import SnapshotWriter
+from livetrader.store.writer import BackgroundWriter
 
 PAIRS_DIR = Path("state") / "pairs"
 RISK_DIR = Path("state") / "risk"
@@ -91,8 +91,10 @@ class FilePairStore:
     """The durable storage of one pair: the journal and the snapshot (implements ``PairStore``)."""
 
     def __init__(self, data_dir: Path, key: Key, records: int, risk: str | None = None,
-                 paths: tuple[Path, Path] | None = None, writer: SnapshotWriter | None = None) -> None:
+                 paths: tuple[Path, Path] | None = None, writer: BackgroundWriter | None = None) -> None:
         self.data_dir = as_path(data_dir)
+        #: Set when a commit was interrupted (cancelled): whether it landed is known only after a restart.
+        self.uncertain = False
         #: Writes the snapshot behind the loop when given; without one, ``snapshot`` writes it before returning.
         self.writer = writer
         self.key = key
@@ -102,9 +104,36 @@ class FilePairStore:
         self.journal = Journal(journal)
         ensure_dir(self.path.parent)
 
-    def write_ahead(self, record: dict[str, Any]) -> None:
-        """Append the transition to the journal; when this returns it survives a crash."""
-        self.journal.append(record)
+    async def write_ahead(self, record: dict[str, Any]) -> None:
+        """Append the transition to the journal; when this returns it survives a crash.
+
+        With a writer whose commit log is open, the line is written to the journal and
+        committed in a group with the other pairs' (``CommitLog``); the writer flushes the
+        journal later. Without one, the journal is flushed here. Raises ``StoreWriteError``
+        with nothing journaled.
+        """
+        if self.uncertain:
+            raise StoreWriteError(self.journal.path, "an earlier transition was interrupted while being committed; "
+                                  "restart to reconcile the journal")
+        commits = self.writer.commits if self.writer is not None else None
+        if commits is None:
+            self.journal.append(record)
+            self.records += 1
+            return
+        assert self.writer is not None
+        failed = self.writer.failure(self.journal.path)
+        if failed is not None:
+            raise failed  # the background flush of this journal failed: storage is not working
+        size_before = self.journal.write(record)
+        self.writer.journal_written(self.journal)
+        try:
+            await commits.commit(self.records + 1, record)
+        except StoreWriteError as exc:
+            kept = self.journal.cut_back(size_before)
+            raise StoreWriteError(self.journal.path, f"{exc.reason}; {kept}") from exc
+        except BaseException:
+            self.uncertain = True
+            raise
         self.records += 1
 
     def snapshot(self, state: dict[str, Any], *, now: bool = False) -> None:

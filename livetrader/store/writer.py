@@ -1,8 +1,15 @@
-"""Snapshots written behind the event loop, by one thread, newest state per file.
+"""Snapshots and journal flushes done behind the event loop, by one thread.
 
 The journal is the write-ahead log (SPEC §9): a transition is durable once its journal
-line is, and a snapshot only saves recovery the work of replaying the journal. So the
-loop hands snapshots to this writer and goes on; the writer replaces each file atomically
+line is (in its pair's journal or, committed in a group, in the commit log), and a snapshot
+only saves recovery the work of replaying the journal. So the loop hands snapshots and
+written journals to this writer and goes on.
+
+Journals: each pair journal written since the last pass is flushed (``fdatasync``), then
+the commit log is emptied of what they now hold (``CommitLog.checkpointed``):
+every committed line is then durable where it belongs.
+
+Snapshots: the writer replaces each file atomically
 (``name.tmp``, ``fdatasync``, rename) and then fsyncs each directory once for the whole
 batch. A pair that changes twice before its snapshot is written has only its newest state
 written. A crash before a snapshot lands leaves the snapshot behind its journal, which
@@ -22,14 +29,21 @@ import orjson
 
 from livetrader.errors import StoreWriteError
 from livetrader.store.atomic import describe_os_error, fsync_dir, replace_file
+from livetrader.store.commit import CommitLog
+from livetrader.store.journal import Journal
 
 
-class SnapshotWriter:
-    """One background thread writing JSON snapshots atomically; ``put`` never blocks on the disk."""
+class BackgroundWriter:
+    """One background thread flushing journals and writing JSON snapshots atomically; never blocks the loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, commits: CommitLog | None = None) -> None:
         self._lock = threading.Condition()
         self._pending: dict[Path, object] = {}
+        self._journals: set[Journal] = set()
+        #: The commit log whose lines the journal flushes make redundant (emptied after each pass).
+        self.commits = commits
+        if commits is not None:
+            commits.on_commit = self.wake
         self._busy = False
         self._closed = False
         #: The last failure per file not yet reported through ``failure`` (the write is retried by the next put).
@@ -46,6 +60,16 @@ class SnapshotWriter:
             self._pending[path] = obj
             self._lock.notify()
 
+    def journal_written(self, journal: Journal) -> None:
+        """``journal`` has lines not flushed yet: flush it in the next pass (woken by ``wake``)."""
+        with self._lock:
+            self._journals.add(journal)
+
+    def wake(self) -> None:
+        """Start a pass now (called after each commit)."""
+        with self._lock:
+            self._lock.notify()
+
     def failure(self, path: Path) -> StoreWriteError | None:
         """The failure of the last background write of ``path``, once (None when it was written)."""
         if not self._failures:
@@ -56,7 +80,8 @@ class SnapshotWriter:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued snapshot is written (or failed); False if ``timeout`` passed first."""
         with self._lock:
-            return self._lock.wait_for(lambda: not self._pending and not self._busy, timeout)
+            self._lock.notify_all()  # journals marked without a commit (it failed) wake no pass by themselves
+            return self._lock.wait_for(lambda: not self._pending and not self._journals and not self._busy, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Write what is queued, then stop the thread; idempotent. False if ``timeout`` passed first."""
@@ -75,17 +100,39 @@ class SnapshotWriter:
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._pending or self._closed)
-                if not self._pending:
+                self._lock.wait_for(lambda: self._pending or self._journals or self._closed)
+                if not self._pending and not self._journals:
                     return  # closed and drained
+                # The commit log's size first, then the journals: every line committed up to that
+                # size was written to a journal already marked, so the flushes below cover it.
+                committed = self._committed_size()
                 batch, self._pending = self._pending, {}
+                journals, self._journals = self._journals, set()
                 self._busy = True
             try:
+                if self._sync(journals) and self.commits is not None:
+                    self.commits.checkpointed(committed)
                 self._write(batch)
             finally:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
+
+    def _committed_size(self) -> int:
+        if self.commits is None:
+            return 0
+        with self.commits.lock:
+            return self.commits.size
+
+    def _sync(self, journals: set[Journal]) -> bool:
+        ok = True
+        for journal in journals:
+            try:
+                journal.sync()
+            except StoreWriteError as exc:
+                self._fail(journal.path, exc)  # the commit log keeps the lines: it is not emptied
+                ok = False
+        return ok
 
     def _write(self, batch: dict[Path, object]) -> None:
         directories: dict[Path, list[Path]] = {}
