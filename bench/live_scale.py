@@ -41,7 +41,7 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     metronome to report that sweep complete. A status file is rewritten every second of real
     time alongside, as the daemon does.
     """
-    from livetrader.commands.run import STATUS_INTERVAL, freeze_startup_objects
+    from livetrader.commands.run import STATUS_DEFER_LIMIT, STATUS_INTERVAL, freeze_startup_objects
     from livetrader.status import write_status
 
     events = Counter()
@@ -61,6 +61,7 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
 
     async def report_status() -> None:
         while True:
+            await engine.metronome.between_sweeps(STATUS_DEFER_LIMIT)  # as `livetrader run` does
             began = time.perf_counter()
             write_status(engine)
             status_writes.append(time.perf_counter() - began)

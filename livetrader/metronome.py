@@ -84,6 +84,18 @@ class Metronome:
             for listener in self.listeners:
                 listener(sweep)
 
+    @property
+    def sweeping(self) -> bool:
+        """True while the loops woken at some boundary have not all finished their tick."""
+        return bool(self._sweeps)
+
+    async def between_sweeps(self, limit: float) -> None:
+        """Return once no sweep is running, or after ``limit`` seconds (a stuck tick must not hold the caller)."""
+        waited = 0.0
+        while self._sweeps and waited < limit:
+            await asyncio.sleep(0.01)
+            waited += 0.01
+
     def waiting(self, minute: int) -> list[asyncio.Future[bool]]:
         """The loops still waiting for the boundary ``minute``."""
         return [f for f in self._waiting.get(minute, ()) if not f.done()]

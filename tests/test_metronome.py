@@ -94,3 +94,30 @@ def test_restoring_pairs_runs_with_the_collector_paused_then_freezes_what_it_bui
     assert gc.isenabled()
     assert gc.get_freeze_count() >= 1000
     gc.unfreeze()
+
+
+def test_between_sweeps_waits_for_the_last_tick_or_the_limit():
+    """The status writer waits for a running sweep to end, but never longer than its limit."""
+
+    async def main():
+        metronome = Metronome()
+        first, second = metronome.wait(60_000, float("inf")), metronome.wait(60_000, float("inf"))
+        assert not metronome.sweeping
+        metronome.fire(60_000)
+        assert metronome.sweeping and first.done() and second.done()
+        waiter = asyncio.create_task(metronome.between_sweeps(5.0))
+        metronome.ticked(60_000)
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # one loop is still ticking
+        metronome.ticked(60_000)
+        await asyncio.wait_for(waiter, 1.0)
+        assert not metronome.sweeping
+        # A sweep that never ends (a hung tick) holds the caller only up to the limit.
+        metronome.wait(120_000, float("inf"))
+        metronome.fire(120_000)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await metronome.between_sweeps(0.2)
+        assert metronome.sweeping and 0.15 <= loop.time() - began < 2.0
+
+    asyncio.run(main())

@@ -174,6 +174,8 @@ def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
 STOP_GRACE_SECONDS = 30.0
 #: Real seconds between rewrites of the status file (and systemd STATUS= lines).
 STATUS_INTERVAL = 1.0
+#: Longest a status write waits for a running sweep to end.
+STATUS_DEFER_LIMIT = 5.0
 
 
 @contextlib.contextmanager
@@ -248,6 +250,9 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
 
     async def report_status() -> None:
         while True:
+            # Between sweeps: a mid-sweep file would show half the pairs ticked, and building it
+            # (tens of ms with 10,000 pairs) would delay the ticks still to run.
+            await engine.metronome.between_sweeps(STATUS_DEFER_LIMIT)
             try:
                 write_status(engine)
             except Exception as exc:  # the status file is a convenience; never let it stop trading
