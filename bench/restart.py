@@ -9,7 +9,7 @@ system-wide monotonic clock, from just before spawning it to the moment the chil
 1. started (interpreter up, ``bench.restart`` imported: stdlib only),
 2. imported the engine (livetrader, strategies' base, structlog, orjson),
 3. built the Engine, loaded the strategies and restored every pair (``add_pair`` each:
-   journal and snapshot read and checked, journal reopened for appends, ``orphans()``),
+   journal and snapshot read and checked, journal reopened for appends, ``restore_absent_pairs()``),
    which is "all pairs ready, no catch-up needed" (target under 2 s), and
 4. ticked every pair once one minute later (the tick after which the daemon signals
    READY=1), with the candles read from a file the parent wrote (that loading is not timed).
@@ -105,7 +105,7 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
                 engine.add_pair(symbol, strategy, "sim")
                 durations.append(time.monotonic() - began)
         stamps["added"] = time.monotonic()
-        engine.not_running = engine.orphans()
+        engine.restore_absent_pairs()
         stamps["restored"] = time.monotonic()
         stamps["add_pair_growth"] = _growth(durations)
         stamps["open_after_restore"] = sum(1 for p in engine.pairs if p.state == "open")
@@ -178,7 +178,7 @@ def measure(pairs: int) -> dict:
         "imports_seconds": t["imported"] - t["started"],
         "engine_and_strategies_seconds": t["built"] - t["imported"],
         "add_pairs_seconds": t["added"] - t["built"],
-        "orphans_scan_seconds": t["restored"] - t["added"],
+        "absent_pairs_seconds": t["restored"] - t["added"],
         "to_restored_seconds": t["restored"] - spawn,
         "first_tick_seconds": t["ticked"] - t["loaded"],
         "to_ready_seconds": t["restored"] - spawn + t["ticked"] - t["loaded"],
@@ -210,7 +210,7 @@ def run(pairs: int = 10_000):  # type: ignore[no-untyped-def]
     out.add("    one add_pair while few pairs are added (median)", figures["add_pair_seconds_per_pair_estimated"], "s")
     out.add("  process start -> restored, without the growing part",
             figures["to_restored_without_growing_part_seconds_estimated"], "s")
-    out.add("  orphans scan", figures["orphans_scan_seconds"], "s")
+    out.add("  pairs not run, scanned", figures["absent_pairs_seconds"], "s")
     out.add("+ first tick of every pair (READY=1)", figures["to_ready_seconds"], "s")
     out.notes.append(
         "fresh interpreter running the engine code of `livetrader run` (see bench/restart.py for why not the CLI); "

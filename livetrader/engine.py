@@ -8,9 +8,8 @@ backoff, and parked after too many crashes in a row, without the other pairs not
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS
-from livetrader.core.signal import row_of
-from livetrader.errors import UsageError
+from livetrader.errors import StoreError, UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.exchanges.base import CandleSource
 from livetrader.feed import CandleFeed
@@ -180,36 +178,42 @@ class Engine:
             self._watch_risk(risk, pair)
         return pair
 
-    def _absent_snapshots(self) -> Iterator[dict[str, Any]]:
-        """The readable snapshots of pairs on disk that this process does not run."""
-        from livetrader.store.atomic import read_json
-        from livetrader.store.state import PAIRS_DIR
+    def restore_absent_pairs(self) -> None:
+        """Once every pair is added: the pairs on disk that this process does not run.
 
-        running = {pair_stem(p.key) + ".json" for p in self.pairs}
-        try:
-            names = sorted(e.name for e in os.scandir(self.data_dir / PAIRS_DIR) if e.name.endswith(".json"))
-        except FileNotFoundError:
-            return
-        for name in names:
-            if name in running:
-                continue
-            path = self.data_dir / PAIRS_DIR / name
+        Each is read as a loop would read it (a transition a crash left out of its snapshot is
+        completed from the journal, nothing else is changed), its open position counts in its
+        risk profile, and those holding a signal are listed in ``not_running``: reported, never
+        dropped.
+        """
+        from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair
+
+        keys, unnamed = keys_on_disk(self.data_dir, skip_stems={pair_stem(key) for key in self.keys})
+        for problem in unnamed:  # `livetrader recover` reports these too
+            log.warning("a file of a pair not running cannot be read", problem=problem)
+        changed: dict[str, RiskProfile] = {}
+        for key in keys:
             try:
-                data = read_json(path)
-            except Exception as exc:  # unreadable: reported by `livetrader recover`, not fatal here
-                log.warning("cannot read the snapshot of a pair not running", path=str(path), error=describe(exc))
+                restored = restore_pair(self.data_dir, key, repair=False)
+                if restored.interrupted:
+                    complete_snapshot(self.data_dir, restored)
+            except (StateDamaged, StoreError) as exc:
+                log.warning("cannot read the state of a pair not running; `livetrader recover` shows it",
+                            symbol=key[0], strategy=key[1], exchange=key[2], error=describe(exc))
                 continue
-            if isinstance(data, dict):
-                yield data
-
-    def orphans(self) -> list[dict[str, Any]]:
-        """Pairs on disk that this process does not run but that hold a signal: reported, never dropped."""
-        return [
-            {"symbol": data.get("symbol"), "strategy": data.get("strategy"), "exchange": data.get("exchange"),
-             "signal_id": data["signal"].get("id"),
-             "state": "open" if data["signal"].get("pending_at") is not None else "scheduled"}
-            for data in self._absent_snapshots() if isinstance(data.get("signal"), dict)
-        ]
+            row = restored.row
+            if row is None:
+                continue
+            self.not_running.append({"symbol": key[0], "strategy": key[1], "exchange": key[2], "signal_id": row.id,
+                                     "state": "open" if row.pending_at is not None else "scheduled"})
+            profile = self.profiles.get(restored.risk) if restored.risk else None
+            if profile is not None and row.pending_at is not None and row.id not in profile.positions:
+                profile.positions[row.id] = OpenPosition.of(row)
+                changed[profile.name] = profile
+        for profile in changed.values():
+            if profile.on_change is not None:
+                profile.on_change(profile)
+        self.check_risk_reconciled()
 
     def _open_storage(self) -> None:
         """Replay the commit log into the pair journals (a crash may have taken lines from them),
@@ -260,17 +264,14 @@ class Engine:
     def _watch_risk(self, profile: RiskProfile, pair: Pair) -> None:
         """Count ``pair``'s restored position in its profile, and persist the profile on every change.
 
-        The first pair of a profile also reconciles it with the disk: positions of pairs not
-        run here count too, and the stored file is checked against the restored signals,
-        which win. Later pairs only add their own position: restoring N pairs stays O(N).
+        The first pair of a profile reads the stored file, to be checked against the restored
+        signals, which win (positions of pairs not run here are added by
+        ``restore_absent_pairs``). Later pairs only add their own: restoring N pairs stays O(N).
         """
         from livetrader.risk import position_dict
         from livetrader.store.state import load_risk, save_risk
 
         first = profile.on_change is None
-        if first:
-            for position in self._positions_of_absent_pairs(profile.name):
-                profile.positions.setdefault(position.signal_id, position)
         changed = first
         if pair.row is not None and pair.row.pending_at is not None:
             profile.positions[pair.row.id] = OpenPosition.of(pair.row)
@@ -293,19 +294,6 @@ class Engine:
             if stored != restored:
                 log.warning("risk positions reconciled with the restored signals", profile=name,
                             stored=sorted(str(s) for s in stored), restored=sorted(restored))
-
-    def _positions_of_absent_pairs(self, profile: str) -> list[OpenPosition]:
-        """Open positions of pairs on disk that this process does not run (e.g. a removed strategy)."""
-        found = []
-        for data in self._absent_snapshots():
-            signal = data.get("signal")
-            if data.get("risk") != profile or not isinstance(signal, dict) or signal.get("pending_at") is None:
-                continue
-            try:
-                found.append(OpenPosition.of(row_of({**signal, "signal_id": signal["id"]})))
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("invalid snapshot of a pair not running", pair=data.get("symbol"), error=describe(exc))
-        return found
 
     # --- running --------------------------------------------------------------------------
 

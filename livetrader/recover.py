@@ -15,12 +15,9 @@ from typing import Any
 
 from livetrader.clock import saved_clock
 from livetrader.core.price import MINUTE_MS
-from livetrader.errors import StoreReadError
-from livetrader.store.atomic import read_json, write_json_atomic
 from livetrader.store.commit import replay_commit_log
-from livetrader.store.journal import JOURNAL_DIR, read_journal
 from livetrader.store.lock import is_locked, read_lock_holder
-from livetrader.store.state import PAIRS_DIR, StateDamaged, restore_pair, snapshot_dict, snapshot_path
+from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair
 
 #: Exit codes of ``livetrader recover``.
 NOTHING_TO_DO, REPAIRS, NEEDS_A_PERSON, LOCKED = 0, 10, 20, 1
@@ -80,25 +77,6 @@ class Findings:
         }
 
 
-def _pair_keys(data_dir: Path, findings: Findings) -> list[tuple[str, str, str]]:
-    """Each pair's (symbol, strategy, exchange), read from its files (file names are lossy)."""
-    keys: set[tuple[str, str, str]] = set()
-    for path in sorted((data_dir / PAIRS_DIR).glob("*.json")):
-        try:
-            data = read_json(path)
-            keys.add((data["symbol"], data["strategy"], data["exchange"]))  # type: ignore[index]
-        except (StoreReadError, TypeError, KeyError) as exc:
-            findings.damage.append(f"{path}: unreadable snapshot ({exc}); a daemon quarantines it on start")
-    for path in sorted((data_dir / JOURNAL_DIR).glob("*.jsonl")):
-        read = read_journal(path)
-        if read.records:
-            r = read.records[0]
-            keys.add((r["symbol"], r["strategy"], r["exchange"]))
-        elif read.problems:
-            findings.damage.append(f"{path}: no readable record ({read.problems[0].reason})")
-    return sorted(keys)
-
-
 def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Findings:
     """Inspect (and unless ``dry_run``, repair) ``data_dir``; the lock must be free to repair."""
     data_dir = Path(data_dir)
@@ -127,7 +105,9 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
         findings.commit_log = [f"{path.name}: {verb} {count} committed record(s) a crash took from the journal"
                                for path, count in sorted(replayed.restored.items())]
         findings.damage.extend(replayed.problems)
-        for key in _pair_keys(data_dir, findings):
+        keys, unnamed = keys_on_disk(data_dir)
+        findings.damage.extend(unnamed)
+        for key in keys:
             findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now))
     finally:
         if lock is not None:
@@ -152,18 +132,5 @@ def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now:
         limit = row.minutes if row.pending_at is not None else 120
         finding.catch_up_minutes = max(0, min((now - finding.since) // MINUTE_MS, limit))
     if restored.interrupted and not dry_run:
-        _complete(data_dir, key, restored)
+        complete_snapshot(data_dir, restored)
     return finding
-
-
-def _complete(data_dir: Path, key: tuple[str, str, str], restored: Any) -> None:
-    """Rewrite the snapshot from the journal, as the daemon does on start."""
-    path = snapshot_path(data_dir, key)
-    try:
-        old = read_json(path)
-    except (FileNotFoundError, StoreReadError):
-        old = {}
-    bucket = old.get("last_bucket") if isinstance(old, dict) else None
-    state = snapshot_dict(key, restored.row, bucket, restored.last_opened_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {**state, "risk": restored.risk, "journal_records": len(restored.records)})

@@ -192,7 +192,48 @@ def test_risk_positions_are_restored_and_reconciled_with_the_signals(tmp_path):
     risk_file.write_text(json.dumps(stale))
     e = engine()
     b = e.add_pair("ETHUSDT", "risky")  # BTC's pair is not started this time: its position still counts
+    e.restore_absent_pairs()
     assert set(b.risk.positions) == {a.row.id}
+    assert asyncio.run(b.tick(T0 + MINUTE_MS)).reason.startswith("risk: max_positions")
+    close(e)
+
+
+def test_a_pair_not_run_is_read_from_its_journal_when_a_crash_left_its_snapshot_behind(tmp_path):
+    """Snapshots are written behind the loop: a kill can leave a journaled open out of the snapshot
+    of a pair the next process does not run. It is still found, counted in its risk profile,
+    reported, and its snapshot completed."""
+    config = replace(Config(), risk={"tight": RiskProfileConfig("tight", max_positions=1)})
+    strategies = tmp_path / "strategies"
+    strategies.mkdir()
+    (strategies / "risky.py").write_text(
+        "from livetrader import Signal, Strategy\n"
+        "class Risky(Strategy):\n"
+        "    name = 'risky'\n    interval = '1m'\n    risk = 'tight'\n"
+        "    async def get_signal(self, ctx):\n"
+        "        return Signal('long', ctx.price * 1.05, ctx.price * 0.95, minutes=600)\n")
+    data = tmp_path / "data"
+
+    def engine():
+        return Engine(config, load_strategies(strategies), clock=SimClock(0, T0, 1.0), bus=EventBus(), data_dir=data)
+
+    e = engine()
+    a = e.add_pair("BTCUSDT", "risky")
+    assert asyncio.run(a.tick(T0)).action == "opened"
+    close(e)
+    path = snapshot_path(data, a.key)
+    behind = {**json.loads(path.read_text()), "signal": None, "journal_records": 0}
+    path.write_text(json.dumps(behind))  # as if the kill came before the background writer's pass
+
+    e = engine()
+    b = e.add_pair("ETHUSDT", "risky")
+    assert b.risk.positions == {}  # not yet: the pairs not run are read once every pair is added
+    e.restore_absent_pairs()
+    assert set(b.risk.positions) == {a.row.id}
+    assert e.not_running == [{"symbol": "BTCUSDT", "strategy": "risky", "exchange": "sim",
+                              "signal_id": a.row.id, "state": "open"}]
+    completed = json.loads(path.read_text())
+    assert completed["signal"]["id"] == a.row.id and completed["journal_records"] == 1
+    assert completed["risk"] == "tight"
     assert asyncio.run(b.tick(T0 + MINUTE_MS)).reason.startswith("risk: max_positions")
     close(e)
 

@@ -151,8 +151,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
         if broken:
             raise next(iter(broken.values()))
         raise damaged[0] if damaged else UsageError("no pair to run")
-    engine.check_risk_reconciled()
-    engine.not_running = engine.orphans()
+    engine.restore_absent_pairs()
     for orphan in engine.not_running:
         log.warning("a pair not run by this process holds a signal; it is not monitored until you run it",
                     **orphan)

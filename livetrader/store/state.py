@@ -298,6 +298,51 @@ def _damaged(data_dir: Path, path: Path, reason: str, repair: bool) -> None:
     raise StateDamaged(f"{path}: {reason}; it would be quarantined")
 
 
+def complete_snapshot(data_dir: Path, restored: Restored) -> None:
+    """Rewrite a pair's snapshot from its journal (an interrupted transition completed), for a
+    pair no loop runs: ``recover``, and the pairs on disk a daemon does not run."""
+    path = snapshot_path(data_dir, restored.key)
+    try:
+        old = read_json(path)
+    except (FileNotFoundError, StoreReadError):
+        old = {}
+    bucket = old.get("last_bucket") if isinstance(old, dict) else None
+    state = snapshot_dict(restored.key, restored.row, bucket, restored.last_opened_id)
+    ensure_dir(path.parent)
+    write_json_atomic(path, {**state, "risk": restored.risk, "journal_records": len(restored.records)})
+
+
+def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozenset()) -> tuple[list[Key], list[str]]:
+    """Every pair with a journal or a snapshot in ``data_dir`` (its key read from the files, as
+    file names are lossy), except the file stems in ``skip_stems``; and the files that name none."""
+    data_dir = as_path(data_dir)
+    keys: set[Key] = set()
+    problems: list[str] = []
+    for path in sorted((data_dir / PAIRS_DIR).glob("*.json")):
+        if path.stem in skip_stems:
+            continue
+        try:
+            data = read_json(path)
+            key = (data["symbol"], data["strategy"], data["exchange"])  # type: ignore[index]
+            if not all(isinstance(part, str) for part in key):
+                raise TypeError("symbol, strategy and exchange must be strings")
+            keys.add(key)
+        except (StoreReadError, TypeError, KeyError) as exc:
+            problems.append(f"{path}: unreadable snapshot ({exc}); a daemon quarantines it on start")
+    for path in sorted((data_dir / JOURNAL_DIR).glob(f"*{JOURNAL_SUFFIX}")):
+        if path.name[: -len(JOURNAL_SUFFIX)] in skip_stems:
+            continue
+        read = read_journal(path)
+        first = read.records[0] if read.records else None
+        if first is not None and all(isinstance(first.get(part), str) for part in ("symbol", "strategy", "exchange")):
+            keys.add((first["symbol"], first["strategy"], first["exchange"]))
+        elif first is not None:
+            problems.append(f"{path}: its first record names no pair; `livetrader recover` shows the journal")
+        elif read.problems:
+            problems.append(f"{path}: no readable record ({read.problems[0].reason})")
+    return sorted(keys), problems
+
+
 def known_pairs(data_dir: Path) -> list[Path]:
     """Journal and snapshot files present, for tools that look at every pair."""
     data_dir = Path(data_dir)
