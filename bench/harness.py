@@ -102,6 +102,10 @@ class PreloadedSim:
         return None
 
     async def fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        return self.fetch_sync(symbol, start_ms, end_ms)
+
+    def fetch_sync(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """The preloaded candles (an in-process source, as the sim it stands for)."""
         rows = self.rows.get(symbol)
         if rows is None or start_ms < self.first or end_ms > self.end:
             self.misses += 1

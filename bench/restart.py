@@ -80,7 +80,7 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         sweep,
         synthetic_symbols,
     )
-    from livetrader.commands.run import collector_paused
+    from livetrader.collector import collector_paused
     from livetrader.config import Config
     from livetrader.core.price import MINUTE_MS, Candle
     from livetrader.engine import Engine

@@ -8,6 +8,7 @@ backoff, and parked after too many crashes in a row, without the other pairs not
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import structlog
 
 from livetrader.clock import Clock
+from livetrader.collector import SweepCollector
 from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
@@ -25,7 +27,7 @@ from livetrader.errors import StoreError, UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.exchanges.base import CandleSource
 from livetrader.feed import CandleFeed
-from livetrader.metronome import Metronome
+from livetrader.metronome import Express, Metronome
 from livetrader.pair import Pair, PairSettings
 from livetrader.risk import OpenPosition, RiskProfile, build_profiles
 from livetrader.sources import open_source
@@ -95,7 +97,10 @@ class Engine:
         self.commits: CommitLog | None = None
         self.snapshots: BackgroundWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.metronome = Metronome()
+        self.metronome = Metronome(SweepCollector())
+        #: Let the minute boundaries tick pairs in place when nothing needs awaiting
+        #: (``Pair.tick_in_place``); off, every tick wakes its pair's task (as tests compare).
+        self.ticks_in_place = True
         # Pairs restored holding a signal (each logged, up to RESTORED_LOG_LINES).
         self.restored = 0
         # Pairs on disk holding a signal that this process does not run (found once, at start).
@@ -390,15 +395,18 @@ class Engine:
 
         A tick that overruns the minute is followed by the next boundary, not by the
         missed ones: ticks never pile up, and ``pair.lag_ms`` says how late each one was.
+        Between wakes, the boundaries may tick the pair in place (``_tick_in_place``).
         Returns why it ended.
         """
         due = self.clock.now_ms()
         swept: int | None = None  # the boundary whose sweep the next tick belongs to
+        finite = pair.source.bounds(pair.symbol) is not None  # a candle file ends; markets do not
+        express = functools.partial(self._tick_in_place, pair, finite) if self.ticks_in_place else None
         if pair.last_tick_at is not None and pair.last_tick_at // MINUTE_MS == due // MINUTE_MS:
             # This minute was ticked already (the catch-up tick): wait for the next boundary.
             due = due - due % MINUTE_MS + MINUTE_MS
-            swept = due if await self._sleep_until(pair, due) else None
-        finite = pair.source.bounds(pair.symbol) is not None  # a candle file ends; markets do not
+            swept = await self._sleep_until(pair, due, express)
+            due = swept if swept is not None else due
         try:
             while not pair.stopping.is_set():
                 now = self.clock.now_ms()
@@ -411,32 +419,59 @@ class Engine:
                     swept = None
                 now = self.clock.now_ms()
                 due = now - now % MINUTE_MS + MINUTE_MS
-                swept = due if await self._sleep_until(pair, due) else None
+                swept = await self._sleep_until(pair, due, express)
+                due = swept if swept is not None else due
         finally:
             if swept is not None:  # woken for a sweep it will not tick in (stopped, crashed)
                 self.metronome.ticked(swept)
         return "stopped"
+
+    def _tick_in_place(self, pair: Pair, finite: bool, boundary: int) -> tuple[int, float] | None:
+        """The express tick the metronome runs at ``boundary`` for a sleeping loop: the next
+        boundary and the real seconds until it when the pair ticked in place, else None (the
+        loop wakes and ticks as usual)."""
+        if pair.stopping.is_set():
+            return None
+        now = self.clock.now_ms()
+        if finite and self._exhausted(pair, now):
+            return None
+        lag = pair.lag_ms
+        pair.lag_ms = max(0, now - boundary)
+        try:
+            ticked = pair.tick_in_place(now)
+        except Exception as exc:  # after the tick happened (a listener raised): it is not run twice
+            pair.report_error(now, f"tick listener raised {describe(exc)}", "crash")
+            ticked = True
+        if not ticked:
+            pair.lag_ms = lag
+            return None
+        now = self.clock.now_ms()
+        due = now - now % MINUTE_MS + MINUTE_MS
+        return due, self.clock.real_seconds(due - now) + self.supervision.tick_delay
 
     def _exhausted(self, pair: Pair, now: int) -> bool:
         """True when a finite source (a candle file) has no candle left for this minute."""
         bounds = pair.source.bounds(pair.symbol)
         return bounds is not None and now - now % MINUTE_MS > bounds[1]
 
-    async def _sleep_until(self, pair: Pair, due_ms: int) -> bool:
+    async def _sleep_until(self, pair: Pair, due_ms: int, express: Express | None = None) -> int | None:
         """Sleep until the clock reaches ``due_ms`` (plus the tick delay), or the pair stops.
 
-        True when the boundary's timer woke the loop: its tick is part of that sweep.
+        Returns the boundary whose timer woke the loop (its tick is part of that sweep):
+        ``due_ms``, or a later one when ``express`` ticked the pair in place meanwhile; None
+        when it was not a boundary (a stop, or ``due_ms`` already past).
         """
         if pair.stopping.is_set():
-            return False
+            return None
         real = self.clock.real_seconds(due_ms - self.clock.now_ms()) + self.supervision.tick_delay
         if real <= 0:
-            return False
-        pair.wake = self.metronome.wait(due_ms, real)
+            return None
+        pair.wake = self.metronome.wait(due_ms, real, express)
         try:
-            return await pair.wake
+            woke = await pair.wake
         finally:
             pair.wake = None
+        return None if woke is False else int(woke)
 
     async def _sleep_real(self, pair: Pair, seconds: float) -> bool:
         if seconds <= 0:
@@ -495,6 +530,8 @@ class Engine:
 
     async def close(self) -> None:
         """Write the queued snapshots, close every source and journal, and release the data directory."""
+        if self.metronome.collector is not None:
+            self.metronome.collector.resume()  # a sweep cut short by the stop leaves it paused
         if self.snapshots is not None:
             # In a thread: the loop stays responsive (signals, the watchdog) while the disk catches up.
             if not await asyncio.to_thread(self.snapshots.close, SNAPSHOT_FLUSH_SECONDS):

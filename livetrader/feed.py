@@ -64,6 +64,7 @@ class CandleFeed:
         #: Candles fetched from the source, and requests answered without fetching (for benchmarks).
         self.fetched = 0
         self.served = 0
+        self._fetch_sync = _sync_fetch_of(source)
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a source offers (a ccxt source's format_price, a sim's symbols) passes through.
@@ -102,6 +103,29 @@ class CandleFeed:
             self._held[symbol] = _Held(candles[-keep:], keep)
         return candles
 
+    @property
+    def in_process(self) -> bool:
+        """True when the source makes its candles in this process (``fetch_sync``: sim, files):
+        a fetch never has to wait, so a tick can run without yielding to the loop."""
+        return self._fetch_sync is not None
+
+    def fetch_now(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle] | None:
+        """``fetch`` without waiting: the held candles, extended from an in-process source;
+        None when that would need the network (or more than is held). Raises as ``fetch``."""
+        held = self._held.get(symbol)
+        if held is None or not held.first <= start_ms <= held.end or end_ms <= start_ms:
+            return None
+        if end_ms > held.end:
+            if end_ms - held.first > MAX_HELD_MINUTES * MINUTE_MS or self._fetch_sync is None:
+                return None
+            start = held.end
+            new = self._fetch_sync(symbol, start, end_ms)
+            self.fetched += len(new)
+            self._append(held, start, new, start_ms, end_ms)
+        else:
+            self.served += 1
+        return held.slice(start_ms, end_ms)
+
     async def _extend(self, symbol: str, held: _Held, start_ms: int, end_ms: int) -> None:
         """Fetch the minutes from ``held.end`` to ``end_ms`` and append them, validated.
 
@@ -113,6 +137,11 @@ class CandleFeed:
             if held.end < end_ms:
                 await self._extend(symbol, held, start_ms, end_ms)
             return
+        self._append(held, start, new, start_ms, end_ms)
+
+    @staticmethod
+    def _append(held: _Held, start: int, new: list[Candle], start_ms: int, end_ms: int) -> None:
+        """Validate the candles fetched from ``start`` to ``end_ms`` and hold them."""
         validate_candles(new, start, end_ms)
         context = held.candles[-SPIKE_CONTEXT:] + new
         spike = spike_problem(context)
@@ -145,3 +174,13 @@ class CandleFeed:
             waiter.set_result(candles)
         self.fetched += len(candles)
         return candles
+
+
+def _sync_fetch_of(source: CandleSource) -> Any:
+    """The source's ``fetch_sync`` when its ``fetch`` only wraps it (defined by the same class:
+    a subclass that changes ``fetch`` keeps its own behaviour), else None."""
+    cls = type(source)
+    owner = {name: next((c for c in cls.__mro__ if name in vars(c)), None) for name in ("fetch", "fetch_sync")}
+    if owner["fetch_sync"] is None or owner["fetch"] is not owner["fetch_sync"]:
+        return None
+    return source.fetch_sync  # type: ignore[attr-defined]

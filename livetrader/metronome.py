@@ -5,9 +5,14 @@ watcher) per pair, 10,000 pairs cost 10,000 timers and helper tasks every minute
 every loop waiting for the same boundary waits on its own plain future, and a single
 timer per boundary wakes them all. A stop request wakes one loop at once.
 
-A *sweep* is the work one boundary starts: the ticks of every loop it woke. The
-metronome counts them down and records how long the slowest took to finish, which the
-status file shows (and the benchmarks measure).
+A loop may also leave an *express* tick with its wait: at the boundary the metronome
+calls it first, and when it ticked in place (``Pair.tick_in_place``: nothing to await)
+the loop is not woken at all but left waiting for the next boundary it names. Most ticks
+of a minute are such, and waking 10,000 tasks to run them cost more than the ticks.
+
+A *sweep* is the work one boundary starts: the ticks of every loop it woke or ticked in
+place. The metronome counts them down and records how long the slowest took to finish,
+which the status file shows (and the benchmarks measure).
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from livetrader.collector import SweepCollector
+
+#: A loop's express tick: called with the boundary, it returns the next boundary and the real
+#: seconds until it when it ticked in place, or None when the loop must be woken to tick.
+Express = Callable[[int], "tuple[int, float] | None"]
 
 
 @dataclass(slots=True)
@@ -32,8 +43,10 @@ class Sweep:
 class Metronome:
     """Wakes the loops waiting for a minute boundary; see the module docstring."""
 
-    def __init__(self) -> None:
-        self._waiting: dict[int, list[asyncio.Future[bool]]] = {}
+    def __init__(self, collector: SweepCollector | None = None) -> None:
+        #: Pauses the cyclic GC while a sweep runs (``livetrader.collector``); None: left alone.
+        self.collector = collector
+        self._waiting: dict[int, list[tuple[asyncio.Future[int | bool], Express | None]]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._sweeps: dict[int, Sweep] = {}
         #: The last sweep that completed.
@@ -41,35 +54,51 @@ class Metronome:
         #: Called with each completed sweep.
         self.listeners: list[Callable[[Sweep], None]] = []
 
-    def wait(self, minute: int, seconds: float) -> asyncio.Future[bool]:
-        """A future resolved True at the boundary ``minute``, due ``seconds`` from now (real time).
+    def wait(self, minute: int, seconds: float, express: Express | None = None) -> asyncio.Future[int | bool]:
+        """A future resolved with ``minute`` at that boundary, due ``seconds`` from now (real time).
 
-        The first waiter of a boundary sets its timer; resolve the future with False to wake
-        the loop early (a stop).
+        With ``express``, the boundary first calls it, and while it ticks in place the
+        future stays pending, moved on to the boundary it returns; the future then resolves
+        with the boundary at which it did not. The first waiter of a boundary sets its timer;
+        resolve the future with False to wake the loop early (a stop).
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
+        future: asyncio.Future[int | bool] = asyncio.get_running_loop().create_future()
+        self._file(minute, seconds, future, express)
+        return future
+
+    def _file(self, minute: int, seconds: float, future: asyncio.Future[int | bool], express: Express | None) -> None:
         waiting = self._waiting.get(minute)
         if waiting is None:
             waiting = self._waiting[minute] = []
             if seconds < float("inf"):
+                loop = asyncio.get_running_loop()
                 self._timers[minute] = loop.call_at(loop.time() + seconds, self.fire, minute)
-        waiting.append(future)
-        return future
+        waiting.append((future, express))
 
     def fire(self, minute: int) -> int:
-        """Wake every loop waiting for ``minute`` (the timer calls this); returns how many woke."""
+        """Tick or wake every loop waiting for ``minute`` (the timer calls this); returns how many."""
         timer = self._timers.pop(minute, None)
         if timer is not None:
             timer.cancel()
-        woken = 0
-        for future in self._waiting.pop(minute, ()):
-            if not future.done():
-                future.set_result(True)
-                woken += 1
-        if woken:
-            self._sweeps[minute] = Sweep(minute, woken, time.perf_counter(), woken)
-        return woken
+        due = [(f, e) for f, e in self._waiting.pop(minute, ()) if not f.done()]
+        if not due:
+            return 0
+        self._sweeps[minute] = Sweep(minute, len(due), time.perf_counter(), len(due))
+        if self.collector is not None:
+            self.collector.pause()
+        for future, express in due:
+            following = None
+            if express is not None:
+                try:
+                    following = express(minute)
+                except Exception:  # never leave the other loops asleep: this one ticks as usual
+                    following = None
+            if following is None:
+                future.set_result(minute)
+            else:
+                self._file(following[0], following[1], future, express)
+                self.ticked(minute)
+        return len(due)
 
     def ticked(self, minute: int) -> None:
         """One loop woken at ``minute`` finished its tick (or gave up on it)."""
@@ -81,6 +110,8 @@ class Metronome:
             del self._sweeps[minute]
             sweep.seconds = time.perf_counter() - sweep.started
             self.last = sweep
+            if not self._sweeps and self.collector is not None:
+                self.collector.resume()
             for listener in self.listeners:
                 listener(sweep)
 
@@ -96,6 +127,6 @@ class Metronome:
             await asyncio.sleep(0.01)
             waited += 0.01
 
-    def waiting(self, minute: int) -> list[asyncio.Future[bool]]:
+    def waiting(self, minute: int) -> list[asyncio.Future[int | bool]]:
         """The loops still waiting for the boundary ``minute``."""
-        return [f for f in self._waiting.get(minute, ()) if not f.done()]
+        return [f for f, _ in self._waiting.get(minute, ()) if not f.done()]

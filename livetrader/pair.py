@@ -97,7 +97,7 @@ class Pair:
         # Set to end the loop after its current tick.
         self.stopping = asyncio.Event()
         # What the loop's sleep until the next minute waits on (resolved early by a stop).
-        self.wake: asyncio.Future[bool] | None = None
+        self.wake: asyncio.Future[int | bool] | None = None
         # What the operator sees.
         self.state = "idle"
         self.price: float | None = None
@@ -164,6 +164,85 @@ class Pair:
             self.bus.emit("performance", PerformanceEvent(
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
         return result
+
+    def tick_in_place(self, now: int) -> bool:
+        """Run the tick at ``now`` without yielding to the event loop, when it can be: True if
+        it ran (exactly as ``tick`` would have), False, with nothing changed, if it needs ``tick``.
+
+        Most ticks of a minute decide nothing durable: a pair inside its throttle bucket stays
+        idle, a held signal stays waiting or active. When the candles are held by the feed (or
+        made in-process) such a tick needs no await, and running it in place spares waking the
+        pair's task. Anything else — asking the strategy, a transition to journal, several
+        minutes to catch up, an async callback, a candle to wait for or an error to report —
+        is left to ``tick``.
+        """
+        started = time.perf_counter()
+        minute = now - now % MINUTE_MS
+        row = self.row
+        try:
+            decided = self._decide_in_place(minute, row)
+        except Exception:  # a bad candle, a broken risk check: ``tick`` reports it
+            return False
+        if decided is None:
+            return False
+        result, price, callback = decided
+        # From here on the tick happens.
+        hook = _HOOKS.get(result.action)
+        previous = self.last_tick_at
+        self.price = price
+        if row is not None:
+            if result.reason and result.action == "waiting":
+                self._risk_event(minute, result.reason, row.id)
+            if result.signal is not None:
+                self.row = result.signal
+        self.checked_until = minute
+        self._publish(result, None)
+        if callback is False:  # a plain (not async) callback
+            try:
+                getattr(self.strategy, hook)(result)  # type: ignore[arg-type]
+            except Exception as exc:
+                self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
+        self.last_tick_at = now
+        self.progress_at = time.monotonic()
+        self.ticks += 1
+        if self.bus.has_listeners("performance"):
+            self.bus.emit("performance", PerformanceEvent(
+                self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
+        return True
+
+    def _decide_in_place(self, minute: int, row: SignalRow | None) -> tuple[TickResult, float, bool | None] | None:
+        """The result of the tick at ``minute`` when it needs no await and is no transition, with
+        its price and its callback's kind (None: no callback, False: a plain one); else None.
+        Changes nothing but the feed's held candles."""
+        if row is None:
+            if self.accepting and bucket(minute, self.interval_ms) != self.last_bucket:
+                return None  # the strategy is asked
+            start, end = price_window(minute)
+            candles = self.source.fetch_now(self.symbol, start, end)
+            if candles is None:
+                return None
+            price = vwap(candles)
+            result = idle(*self.key, minute, price)
+        else:
+            since = _minute_of(row.pending_at or row.scheduled_at)
+            first = max(self.checked_until if self.checked_until is not None else since, since) + MINUTE_MS
+            if first < minute:
+                return None  # minutes to catch up
+            candles = self.source.fetch_now(self.symbol, minute - VWAP_CANDLES * MINUTE_MS, minute)
+            if candles is None:
+                return None
+            price = vwap(candles)
+            if row.pending_at is None:
+                result = check_scheduled(row, minute, price, risk=self._gate, rules=self.settings.rules)
+            else:
+                result = check_open(row, minute, price, self.settings.rules)
+            if result.action in TRANSITIONS:
+                return None
+        hook = _HOOKS.get(result.action)
+        callback = self.strategy.callbacks.get(hook) if hook is not None else None
+        if callback:
+            return None  # an async callback is awaited by ``tick``
+        return result, price, callback
 
     async def _check_minutes(self, minute: int) -> TickResult:
         """Check the held signal at every minute in ``(checked_until, minute]``; return the last result."""
@@ -285,15 +364,7 @@ class Pair:
             self.realised_pnl += result.pnl_percentage or 0.0
         if transition and self.store is not None:
             self.store.snapshot(self.snapshot())
-        self.state = "idle" if self.row is None else ("open" if self.row.pending_at is not None else "scheduled")
-        self.last_result = result
-        self.window.add(result)
-        if record is not None:
-            log.info(action, **_log_fields(record))
-        self.bus.emit("signal", result)
-        self.bus.emit("signal_live", result)
-        for listener in self.listeners:
-            listener(result)
+        self._publish(result, record)
         hook = _HOOKS.get(action)
         if hook is None:
             return
@@ -301,6 +372,18 @@ class Pair:
             await run_callback(self.strategy, hook, result)
         except Exception as exc:
             self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
+
+    def _publish(self, result: TickResult, record: dict[str, Any] | None) -> None:
+        """The state the operator sees, the event window, the log line of a transition, the events."""
+        self.state = "idle" if self.row is None else ("open" if self.row.pending_at is not None else "scheduled")
+        self.last_result = result
+        self.window.add(result)
+        if record is not None:
+            log.info(result.action, **_log_fields(record))
+        self.bus.emit("signal", result)
+        self.bus.emit("signal_live", result)
+        for listener in self.listeners:
+            listener(result)
 
     def snapshot(self) -> dict[str, Any]:
         """What the pair needs to resume: its signal, throttle bucket and whipsaw guard."""

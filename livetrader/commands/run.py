@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from livetrader.clock import Clock, SimClock, saved_clock
+from livetrader.collector import collector_paused, freeze_startup_objects
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
 from livetrader.engine import Engine
@@ -175,35 +173,6 @@ STOP_GRACE_SECONDS = 30.0
 STATUS_INTERVAL = 1.0
 #: Longest a status write waits for a running sweep to end.
 STATUS_DEFER_LIMIT = 5.0
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic GC while pairs are restored, and freeze what they built.
-
-    Restoring 10,000 pairs allocates about a million objects that live as long as the
-    process; the collector, triggered by those allocations, would walk the growing heap
-    again and again (a quarter of the restart time). Nothing collectable piles up meanwhile.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-        freeze_startup_objects()
-
-
-def freeze_startup_objects() -> None:
-    """Keep the cyclic GC from walking, again and again, what start-up built and the process keeps.
-
-    Strategies, pairs, restored state and imported modules live as long as the process;
-    with thousands of pairs they are a million objects, and walking them dominated the
-    sweep time. Garbage is collected first, so nothing that should die is frozen.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
