@@ -97,7 +97,7 @@ class Engine:
         self.commits: CommitLog | None = None
         self.snapshots: BackgroundWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.metronome = Metronome(SweepCollector())
+        self.metronome = Metronome([SweepCollector()], self._next_wait)
         #: Let the minute boundaries tick pairs in place when nothing needs awaiting
         #: (``Pair.tick_in_place``); off, every tick wakes its pair's task (as tests compare).
         self.ticks_in_place = True
@@ -232,6 +232,7 @@ class Engine:
             log.error("recovery: the commit log needs a look", problem=problem)
         self.commits = CommitLog(commit_log_path(self.data_dir))
         self.snapshots = BackgroundWriter(self.commits)
+        self.metronome.quiet.append(self.snapshots)
 
     def _restore(self, pair: Pair, risk_name: str | None) -> None:
         from livetrader.core.interval import bucket
@@ -426,25 +427,27 @@ class Engine:
                 self.metronome.ticked(swept)
         return "stopped"
 
-    def _tick_in_place(self, pair: Pair, finite: bool, boundary: int) -> tuple[int, float] | None:
-        """The express tick the metronome runs at ``boundary`` for a sleeping loop: the next
-        boundary and the real seconds until it when the pair ticked in place, else None (the
-        loop wakes and ticks as usual)."""
+    def _tick_in_place(self, pair: Pair, finite: bool, boundary: int) -> bool:
+        """The express tick the metronome runs at ``boundary`` for a sleeping loop: True when
+        the pair ticked in place (its loop sleeps on), False when the loop must wake to tick."""
         if pair.stopping.is_set():
-            return None
+            return False
         now = self.clock.now_ms()
         if finite and self._exhausted(pair, now):
-            return None
+            return False
         lag = pair.lag_ms
-        pair.lag_ms = max(0, now - boundary)
+        pair.lag_ms = now - boundary if now > boundary else 0
         try:
-            ticked = pair.tick_in_place(now)
+            if pair.tick_in_place(now):
+                return True
         except Exception as exc:  # after the tick happened (a listener raised): it is not run twice
             pair.report_error(now, f"tick listener raised {describe(exc)}", "crash")
-            ticked = True
-        if not ticked:
-            pair.lag_ms = lag
-            return None
+            return True
+        pair.lag_ms = lag
+        return False
+
+    def _next_wait(self) -> tuple[int, float]:
+        """The next minute boundary and the real seconds until it (plus the tick delay)."""
         now = self.clock.now_ms()
         due = now - now % MINUTE_MS + MINUTE_MS
         return due, self.clock.real_seconds(due - now) + self.supervision.tick_delay
@@ -530,13 +533,13 @@ class Engine:
 
     async def close(self) -> None:
         """Write the queued snapshots, close every source and journal, and release the data directory."""
-        if self.metronome.collector is not None:
-            self.metronome.collector.resume()  # a sweep cut short by the stop leaves it paused
+        self.metronome.resume_quiet()  # a sweep cut short by the stop leaves them paused
         if self.snapshots is not None:
             # In a thread: the loop stays responsive (signals, the watchdog) while the disk catches up.
             if not await asyncio.to_thread(self.snapshots.close, SNAPSHOT_FLUSH_SECONDS):
                 log.warning("snapshots not all written at exit; the journal holds them and the next start "
                             "completes them", pending=self.snapshots.pending)
+            self.metronome.quiet.remove(self.snapshots)
             self.snapshots = None
         for pair in self.pairs:
             if pair.store is not None:

@@ -19,7 +19,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, CandleError, spike_problem, validate_candles
+from livetrader.core.price import (
+    MINUTE_MS,
+    VWAP_CANDLES,
+    Candle,
+    CandleError,
+    spike_problem,
+    validate_candles,
+    vwap,
+)
 from livetrader.exchanges.base import CandleSource
 
 #: The most minutes held per symbol; longer requests are served straight from the source.
@@ -65,6 +73,8 @@ class CandleFeed:
         self.fetched = 0
         self.served = 0
         self._fetch_sync = _sync_fetch_of(source)
+        # The last price computed per symbol: (minute, VWAP).
+        self._prices: dict[str, tuple[int, float]] = {}
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a source offers (a ccxt source's format_price, a sim's symbols) passes through.
@@ -81,6 +91,7 @@ class CandleFeed:
     async def close(self) -> None:
         """Close the source."""
         self._held.clear()
+        self._prices.clear()
         await self.source.close()
 
     async def fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
@@ -125,6 +136,20 @@ class CandleFeed:
         else:
             self.served += 1
         return held.slice(start_ms, end_ms)
+
+    def price_now(self, symbol: str, minute: int) -> float | None:
+        """The VWAP price of ``symbol`` at ``minute`` (its five closed candles before) without
+        waiting, as ``fetch_now`` gives the candles; None when they cannot be had so. Every
+        pair of the symbol asks for the same price in a minute: it is computed once."""
+        last = self._prices.get(symbol)
+        if last is not None and last[0] == minute:
+            return last[1]
+        candles = self.fetch_now(symbol, minute - VWAP_CANDLES * MINUTE_MS, minute)
+        if candles is None:
+            return None
+        price = vwap(candles)
+        self._prices[symbol] = (minute, price)
+        return price
 
     async def _extend(self, symbol: str, held: _Held, start_ms: int, end_ms: int) -> None:
         """Fetch the minutes from ``held.end`` to ``end_ms`` and append them, validated.

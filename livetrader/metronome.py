@@ -21,12 +21,24 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from livetrader.collector import SweepCollector
 
-#: A loop's express tick: called with the boundary, it returns the next boundary and the real
-#: seconds until it when it ticked in place, or None when the loop must be woken to tick.
-Express = Callable[[int], "tuple[int, float] | None"]
+class Pausable(Protocol):
+    """Something that should keep off the CPU while a sweep runs (the GC, the background writer)."""
+
+    def pause(self) -> None:
+        """A sweep began."""
+
+    def resume(self) -> None:
+        """No sweep runs any more."""
+
+
+#: A loop's express tick: called with the boundary, True when it ticked the pair in place
+#: (the loop sleeps on), False when the loop must be woken to tick.
+Express = Callable[[int], bool]
+#: After the express ticks of a boundary: the next boundary and the real seconds until it.
+NextWait = Callable[[], "tuple[int, float]"]
 
 
 @dataclass(slots=True)
@@ -43,9 +55,12 @@ class Sweep:
 class Metronome:
     """Wakes the loops waiting for a minute boundary; see the module docstring."""
 
-    def __init__(self, collector: SweepCollector | None = None) -> None:
-        #: Pauses the cyclic GC while a sweep runs (``livetrader.collector``); None: left alone.
-        self.collector = collector
+    def __init__(self, quiet: list[Pausable] | None = None, next_wait: NextWait | None = None) -> None:
+        #: Paused while a sweep runs, resumed when none does: the cyclic GC
+        #: (``livetrader.collector.SweepCollector``), the background writer.
+        self.quiet: list[Pausable] = quiet if quiet is not None else []
+        #: Where the loops ticked in place wait next (required for express ticks).
+        self.next_wait = next_wait
         self._waiting: dict[int, list[tuple[asyncio.Future[int | bool], Express | None]]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._sweeps: dict[int, Sweep] = {}
@@ -58,8 +73,8 @@ class Metronome:
         """A future resolved with ``minute`` at that boundary, due ``seconds`` from now (real time).
 
         With ``express``, the boundary first calls it, and while it ticks in place the
-        future stays pending, moved on to the boundary it returns; the future then resolves
-        with the boundary at which it did not. The first waiter of a boundary sets its timer;
+        future stays pending, moved on to the next boundary (``next_wait``); the future then
+        resolves with the boundary at which it did not. The first waiter of a boundary sets its timer;
         resolve the future with False to wake the loop early (a stop).
         """
         future: asyncio.Future[int | bool] = asyncio.get_running_loop().create_future()
@@ -80,24 +95,32 @@ class Metronome:
         timer = self._timers.pop(minute, None)
         if timer is not None:
             timer.cancel()
+        started = time.perf_counter()
+        for quiet in self.quiet:
+            quiet.pause()  # before anything allocates: a collection due now waits too
         due = [(f, e) for f, e in self._waiting.pop(minute, ()) if not f.done()]
         if not due:
+            if not self._sweeps:
+                self.resume_quiet()
             return 0
-        self._sweeps[minute] = Sweep(minute, len(due), time.perf_counter(), len(due))
-        if self.collector is not None:
-            self.collector.pause()
-        for future, express in due:
-            following = None
-            if express is not None:
-                try:
-                    following = express(minute)
-                except Exception:  # never leave the other loops asleep: this one ticks as usual
-                    following = None
-            if following is None:
-                future.set_result(minute)
+        sweep = self._sweeps[minute] = Sweep(minute, len(due), started, len(due))
+        in_place = []
+        for waiter in due:
+            express = waiter[1]
+            try:
+                ticked = express is not None and self.next_wait is not None and express(minute)
+            except Exception:  # never leave the other loops asleep: this one ticks as usual
+                ticked = False
+            if ticked:
+                in_place.append(waiter)
             else:
-                self._file(following[0], following[1], future, express)
-                self.ticked(minute)
+                waiter[0].set_result(minute)
+        if in_place:
+            following, seconds = self.next_wait()  # type: ignore[misc]
+            for future, express in in_place:
+                self._file(following, seconds, future, express)
+            sweep.left -= len(in_place) - 1
+            self.ticked(minute)  # the last of them: completes the sweep when none was woken
         return len(due)
 
     def ticked(self, minute: int) -> None:
@@ -110,10 +133,15 @@ class Metronome:
             del self._sweeps[minute]
             sweep.seconds = time.perf_counter() - sweep.started
             self.last = sweep
-            if not self._sweeps and self.collector is not None:
-                self.collector.resume()
+            if not self._sweeps:
+                self.resume_quiet()
             for listener in self.listeners:
                 listener(sweep)
+
+    def resume_quiet(self) -> None:
+        """Resume what a sweep paused (also when the engine closes with a sweep cut short)."""
+        for quiet in self.quiet:
+            quiet.resume()
 
     @property
     def sweeping(self) -> bool:

@@ -176,7 +176,8 @@ class Pair:
         minutes to catch up, an async callback, a candle to wait for or an error to report —
         is left to ``tick``.
         """
-        started = time.perf_counter()
+        timed = self.bus.has_listeners("performance")
+        started = time.perf_counter() if timed else 0.0
         minute = now - now % MINUTE_MS
         row = self.row
         try:
@@ -205,7 +206,7 @@ class Pair:
         self.last_tick_at = now
         self.progress_at = time.monotonic()
         self.ticks += 1
-        if self.bus.has_listeners("performance"):
+        if timed:
             self.bus.emit("performance", PerformanceEvent(
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
         return True
@@ -217,21 +218,18 @@ class Pair:
         if row is None:
             if self.accepting and bucket(minute, self.interval_ms) != self.last_bucket:
                 return None  # the strategy is asked
-            start, end = price_window(minute)
-            candles = self.source.fetch_now(self.symbol, start, end)
-            if candles is None:
+            price = self.source.price_now(self.symbol, minute)
+            if price is None:
                 return None
-            price = vwap(candles)
             result = idle(*self.key, minute, price)
         else:
             since = _minute_of(row.pending_at or row.scheduled_at)
             first = max(self.checked_until if self.checked_until is not None else since, since) + MINUTE_MS
             if first < minute:
                 return None  # minutes to catch up
-            candles = self.source.fetch_now(self.symbol, minute - VWAP_CANDLES * MINUTE_MS, minute)
-            if candles is None:
+            price = self.source.price_now(self.symbol, minute)
+            if price is None:
                 return None
-            price = vwap(candles)
             if row.pending_at is None:
                 result = check_scheduled(row, minute, price, risk=self._gate, rules=self.settings.rules)
             else:

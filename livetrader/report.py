@@ -147,7 +147,7 @@ class EventWindow:
         """
         self.total_added += 1
         events = self._events
-        action = _action_of(event)
+        action = event.get("event") if type(event) is dict else event.action  # type: ignore[union-attr]
         if action == "idle":
             if events and _action_of(events[0]) == "idle":
                 events[0] = event

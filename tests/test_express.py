@@ -164,7 +164,7 @@ def test_the_collector_is_paused_for_a_sweep_and_resumed_after_it():
     assert gc.isenabled()
 
     async def main():
-        metronome = Metronome(SweepCollector())
+        metronome = Metronome([SweepCollector()])
         a, b = metronome.wait(MINUTE_MS, float("inf")), metronome.wait(MINUTE_MS, float("inf"))
         metronome.fire(MINUTE_MS)
         assert await a == MINUTE_MS and await b == MINUTE_MS
@@ -180,7 +180,7 @@ def test_the_collector_is_paused_for_a_sweep_and_resumed_after_it():
 
 def test_a_sweep_that_hangs_resumes_the_collector_after_the_limit():
     async def main():
-        metronome = Metronome(SweepCollector(limit=0.05))
+        metronome = Metronome([SweepCollector(limit=0.05)])
         stuck = metronome.wait(MINUTE_MS, float("inf"))
         metronome.fire(MINUTE_MS)
         await stuck

@@ -112,3 +112,35 @@ def test_flush_finishes_for_a_journal_written_whose_commit_failed(tmp_path: Path
     finally:
         writer.close(5)
         journal.close()
+
+
+def test_a_sweep_holds_the_writer_until_it_ends_but_never_a_flush(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the pairs tick the writer keeps off the CPU; a flush, or a hold past its limit, writes anyway."""
+    import time
+
+    writer = BackgroundWriter()
+    try:
+        writer.pause()
+        writer.put(tmp_path / "a.json", {"v": 1})
+        time.sleep(0.3)
+        assert not (tmp_path / "a.json").exists() and writer.pending == 1  # held
+        writer.resume()
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "a.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert orjson.loads((tmp_path / "a.json").read_bytes()) == {"v": 1}
+
+        writer.pause()
+        writer.put(tmp_path / "b.json", {"v": 2})
+        assert writer.flush(10)  # the engine's close and the benchmark do not wait for the sweep
+        assert (tmp_path / "b.json").exists()
+
+        monkeypatch.setattr(writer_module, "HOLD_LIMIT_SECONDS", 0.2)
+        writer.put(tmp_path / "c.json", {"v": 3})  # still held: this sweep hangs
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "c.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "c.json").exists()  # re-checked every second, written past the limit
+    finally:
+        writer.close(10)

@@ -15,14 +15,18 @@ batch. A pair that changes twice before its snapshot is written has only its new
 written. A crash before a snapshot lands leaves the snapshot behind its journal, which
 recovery completes (``restore_pair``: "completed an interrupted transition").
 
-Why a thread: the system calls release the GIL, so the disk works while the loop ticks
-the other pairs; and because the thread needs the GIL back between calls, it naturally
-yields to a busy loop and catches up when the loop idles between minutes.
+Why a thread: the system calls release the GIL, so the disk works while the loop waits.
+It still needs the GIL between them, so while a sweep runs the metronome holds it
+(``pause``/``resume``): it would take the loop's CPU right when every pair ticks, and
+nothing it does is urgent (the commit log made every transition durable already). A hold
+longer than ``HOLD_LIMIT_SECONDS`` (a hung sweep) is ignored; ``flush`` and ``close``
+never wait for a hold.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -31,6 +35,9 @@ from livetrader.errors import StoreWriteError
 from livetrader.store.atomic import describe_os_error, fsync_dir, replace_file
 from livetrader.store.commit import CommitLog
 from livetrader.store.journal import Journal
+
+#: Longest the metronome can hold the writer for one sweep (real seconds).
+HOLD_LIMIT_SECONDS = 10.0
 
 
 class BackgroundWriter:
@@ -46,6 +53,9 @@ class BackgroundWriter:
             commits.on_commit = self.wake
         self._busy = False
         self._closed = False
+        # Monotonic time the metronome's hold began (None: not held); flushes waiting override it.
+        self._held_since: float | None = None
+        self._flushing = 0
         #: The last failure per file not yet reported through ``failure`` (the write is retried by the next put).
         self._failures: dict[Path, StoreWriteError] = {}
         self.written = 0
@@ -70,6 +80,22 @@ class BackgroundWriter:
         with self._lock:
             self._lock.notify()
 
+    def pause(self) -> None:
+        """Hold the next pass while a sweep runs (see the module docstring)."""
+        with self._lock:
+            if self._held_since is None:
+                self._held_since = time.monotonic()
+
+    def resume(self) -> None:
+        """Let the passes run again (the last sweep ended)."""
+        with self._lock:
+            self._held_since = None
+            self._lock.notify_all()
+
+    def _may_run(self) -> bool:
+        held = self._held_since
+        return held is None or self._flushing > 0 or self._closed or time.monotonic() - held > HOLD_LIMIT_SECONDS
+
     def failure(self, path: Path) -> StoreWriteError | None:
         """The failure of the last background write of ``path``, once (None when it was written)."""
         if not self._failures:
@@ -80,8 +106,12 @@ class BackgroundWriter:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued snapshot is written (or failed); False if ``timeout`` passed first."""
         with self._lock:
+            self._flushing += 1
             self._lock.notify_all()  # journals marked without a commit (it failed) wake no pass by themselves
-            return self._lock.wait_for(lambda: not self._pending and not self._journals and not self._busy, timeout)
+            try:
+                return self._lock.wait_for(lambda: not self._pending and not self._journals and not self._busy, timeout)
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout: float | None = None) -> bool:
         """Write what is queued, then stop the thread; idempotent. False if ``timeout`` passed first."""
@@ -100,7 +130,9 @@ class BackgroundWriter:
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._pending or self._journals or self._closed)
+                while not ((self._pending or self._journals) and self._may_run()) and not self._closed:
+                    # A hold is re-checked every second: one longer than its limit is ignored.
+                    self._lock.wait(1.0 if self._held_since is not None else None)
                 if not self._pending and not self._journals:
                     return  # closed and drained
                 # The commit log's size first, then the journals: every line committed up to that
