@@ -101,6 +101,7 @@ class Engine:
         #: Let the minute boundaries tick pairs in place when nothing needs awaiting
         #: (``Pair.tick_in_place``); off, every tick wakes its pair's task (as tests compare).
         self.ticks_in_place = True
+        self._boundary_now = (0, 0)
         # Pairs restored holding a signal (each logged, up to RESTORED_LOG_LINES).
         self.restored = 0
         # Pairs on disk holding a signal that this process does not run (found once, at start).
@@ -432,7 +433,10 @@ class Engine:
         the pair ticked in place (its loop sleeps on), False when the loop must wake to tick."""
         if pair.stopping.is_set():
             return False
-        now = self.clock.now_ms()
+        # One reading of the clock per boundary: the pairs ticked in place all tick at it.
+        if self._boundary_now[0] != boundary:
+            self._boundary_now = (boundary, self.clock.now_ms())
+        now = self._boundary_now[1]
         if finite and self._exhausted(pair, now):
             return False
         lag = pair.lag_ms

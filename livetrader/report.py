@@ -154,6 +154,11 @@ class EventWindow:
                 return
         elif action in _REPLACING:
             signal_id = _signal_id_of(event)
+            newest = events[0] if events else None
+            if signal_id is not None and type(newest) is TickResult and newest.action == action \
+                    and newest.signal is not None and newest.signal.id == signal_id:
+                events[0] = event  # the usual case, a live pair's previous tick: replaced in place
+                return
             if signal_id is not None:
                 for i, old in enumerate(events):  # almost always i == 0; at most max_events steps
                     if _action_of(old) == action and _signal_id_of(old) == signal_id:
