@@ -17,6 +17,7 @@ and the pair does not start on a guess.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,9 +319,7 @@ def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozens
     data_dir = as_path(data_dir)
     keys: set[Key] = set()
     problems: list[str] = []
-    for path in sorted((data_dir / PAIRS_DIR).glob("*.json")):
-        if path.stem in skip_stems:
-            continue
+    for path in _files(data_dir / PAIRS_DIR, ".json", skip_stems):
         try:
             data = read_json(path)
             key = (data["symbol"], data["strategy"], data["exchange"])  # type: ignore[index]
@@ -329,9 +328,7 @@ def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozens
             keys.add(key)
         except (StoreReadError, TypeError, KeyError) as exc:
             problems.append(f"{path}: unreadable snapshot ({exc}); a daemon quarantines it on start")
-    for path in sorted((data_dir / JOURNAL_DIR).glob(f"*{JOURNAL_SUFFIX}")):
-        if path.name[: -len(JOURNAL_SUFFIX)] in skip_stems:
-            continue
+    for path in _files(data_dir / JOURNAL_DIR, JOURNAL_SUFFIX, skip_stems):
         read = read_journal(path)
         first = read.records[0] if read.records else None
         if first is not None and all(isinstance(first.get(part), str) for part in ("symbol", "strategy", "exchange")):
@@ -341,6 +338,17 @@ def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozens
         elif read.problems:
             problems.append(f"{path}: no readable record ({read.problems[0].reason})")
     return sorted(keys), problems
+
+
+def _files(directory: Path, suffix: str, skip_stems: frozenset[str] | set[str]) -> list[Path]:
+    """The files ``<stem><suffix>`` of ``directory`` whose stem is not skipped, sorted by name
+    (names are filtered before any ``Path`` is made: a daemon skips its 10,000 own pairs here)."""
+    try:
+        with os.scandir(directory) as entries:
+            names = [e.name for e in entries if e.name.endswith(suffix) and e.name[: -len(suffix)] not in skip_stems]
+    except FileNotFoundError:
+        return []
+    return [directory / name for name in sorted(names)]
 
 
 def known_pairs(data_dir: Path) -> list[Path]:
