@@ -279,6 +279,12 @@ class Pair:
     async def price_at(self, now: int) -> float:
         """VWAP of the five closed minutes before ``now``, from validated candles."""
         start, end = price_window(now)
+        try:
+            price = self.source.price_now(self.symbol, end)  # computed once per symbol and minute
+        except Exception:  # the fetch below meets the problem again and reports it
+            price = None
+        if price is not None:
+            return price
         return vwap(await self.candles(start, end))
 
     async def candles(self, start: int, end: int) -> list[Candle]:
@@ -294,9 +300,8 @@ class Pair:
         handed_back, self.last_bucket = self.last_bucket, b
         ctx = Context(self.symbol, self.strategy_name, self.exchange, now, price, self.candles)
         try:
-            # A timeout in the pair's own task, not a task per ask: most asks finish without waiting.
-            async with asyncio.timeout(self.settings.strategy_timeout_seconds):
-                signal = await ask_signal(self.strategy, ctx)
+            # A timeout in the pair's own task, and only for an ask that waits (most do not).
+            signal = await ask_signal(self.strategy, ctx, self.settings.strategy_timeout_seconds)
         except TimeoutError:
             message = f"strategy timed out after {self.settings.strategy_timeout_seconds:g} s"
             self.report_error(now, message, "strategy")

@@ -34,6 +34,7 @@ import itertools
 import os
 import re
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,11 +109,61 @@ class Strategy:
         raise NotImplementedError(f"{type(self).__name__} must define get_signal(self, ctx)")
 
 
-async def ask_signal(strategy: Strategy, ctx: Context) -> Signal | None:
-    """Call ``strategy.get_signal(ctx)``, awaiting it only when it is a coroutine function."""
-    if strategy.signal_is_async:
+async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = None) -> Signal | None:
+    """Call ``strategy.get_signal(ctx)``, awaiting it only when it is a coroutine function.
+
+    With ``timeout``, an answer that takes longer raises ``TimeoutError`` (the strategy is
+    cancelled at its await). Most strategies answer without ever waiting: their coroutine
+    is run one step directly, and only one that suspends gets a timer, for what is left of
+    ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
+    """
+    if not strategy.signal_is_async:
+        return strategy.get_signal(ctx)  # type: ignore[return-value]
+    if timeout is None:
         return await strategy.get_signal(ctx)
-    return strategy.get_signal(ctx)  # type: ignore[return-value]
+    started = time.monotonic()
+    coro = strategy.get_signal(ctx)
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration as answered:
+        return answered.value  # type: ignore[no-any-return]
+    import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
+
+    try:
+        async with asyncio.timeout(max(0.0, timeout - (time.monotonic() - started))):
+            return await _Resumed(coro, waiting_on)
+    finally:
+        coro.close()
+
+
+class _Resumed:
+    """Await a coroutine that already ran its first step and is suspended on ``waiting_on``:
+    what ``await`` does for a fresh one (PEP 380), continued from that point."""
+
+    __slots__ = ("coro", "waiting_on")
+
+    def __init__(self, coro: Any, waiting_on: Any) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Any:
+        coro, value = self.coro, self.waiting_on
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation (the timeout) goes to the strategy's await
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as answered:
+                    return answered.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as answered:
+                    return answered.value
 
 
 async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> None:

@@ -577,3 +577,61 @@ def test_shipped_risk_profiles_exist_in_the_shipped_config(shipped: StrategyRegi
     for info in shipped:
         if info.cls.risk is not None:
             config.risk_profile(info.cls.risk)  # raises if missing
+
+
+class _Waits(Strategy):
+    """Answers after ``pause`` seconds of awaiting (never, with None); records what it saw."""
+
+    name = "waits"
+    interval = "1m"
+
+    def __init__(self, pause: float | None, fail: bool = False) -> None:
+        self.pause, self.fail, self.cancelled, self.steps = pause, fail, False, 0
+
+    async def get_signal(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            for _ in range(3):  # several suspensions, each resumed with the future's result
+                self.steps += 1
+                await asyncio.sleep(0 if self.pause is None else self.pause / 3)
+            if self.pause is None:
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.fail:
+            raise ValueError("broken after waiting")
+        return Signal("long", 110.0, 90.0)
+
+
+class _Immediate(Strategy):
+    name = "immediate"
+    interval = "1m"
+
+    async def get_signal(self, ctx):  # type: ignore[no-untyped-def]
+        return Signal("short", 90.0, 110.0)
+
+
+def test_an_ask_within_a_timeout_answers_waits_fails_or_times_out_as_awaited():
+    """``ask_signal`` runs the first step itself and times only an ask that suspends."""
+
+    async def main() -> None:
+        assert (await ask_signal(_Immediate(), None, 0.0)).position == "short"  # no wait, no timer
+        slow = _Waits(0.03)
+        assert (await ask_signal(slow, None, 5.0)).position == "long" and slow.steps == 3
+        broken = _Waits(0.03, fail=True)
+        with pytest.raises(ValueError, match="broken after waiting"):
+            await ask_signal(broken, None, 5.0)
+        hung = _Waits(None)
+        with pytest.raises(TimeoutError):
+            await ask_signal(hung, None, 0.1)
+        assert hung.cancelled and hung.steps == 3  # cancelled at its await, not abandoned
+        # The task that asked is cancelled from outside: the strategy is cancelled with it.
+        outer = _Waits(None)
+        task = asyncio.create_task(ask_signal(outer, None, 60.0))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert outer.cancelled
+
+    asyncio.run(main())
