@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from livetrader.clock import Clock
+from bench.harness import ManualClock
 from livetrader.collector import SweepCollector
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
@@ -68,21 +68,6 @@ class SlowHooks(Strategy):
         await __import__("asyncio").sleep(0)
 ''',
 }
-
-
-class ManualClock(Clock):
-    """Moved by the test; never fires a boundary by itself."""
-
-    speed = 1.0
-
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
-
-    def real_seconds(self, simulated_ms: float) -> float:
-        return float("inf") if simulated_ms > 0 else 0.0
 
 
 def _strategies(tmp_path: Path) -> Path:

@@ -159,9 +159,10 @@ def test_a_journal_that_lost_records_needs_a_person(tmp_path):
     assert journal.exists()  # nothing moved: which file is right is for a person to decide
 
 
-def test_risk_positions_are_restored_and_reconciled_with_the_signals(tmp_path):
+def _risky_engines(tmp_path):
+    """A maker of engines on one data directory whose strategy ``risky`` opens a long every
+    minute under the risk profile ``tight`` (one position at most); and that directory."""
     config = replace(Config(), risk={"tight": RiskProfileConfig("tight", max_positions=1)})
-
     strategies = tmp_path / "strategies"
     strategies.mkdir()
     (strategies / "risky.py").write_text(
@@ -174,6 +175,12 @@ def test_risk_positions_are_restored_and_reconciled_with_the_signals(tmp_path):
 
     def engine():
         return Engine(config, load_strategies(strategies), clock=SimClock(0, T0, 1.0), bus=EventBus(), data_dir=data)
+
+    return engine, data
+
+
+def test_risk_positions_are_restored_and_reconciled_with_the_signals(tmp_path):
+    engine, data = _risky_engines(tmp_path)
 
     e = engine()
     a = e.add_pair("BTCUSDT", "risky")
@@ -202,19 +209,7 @@ def test_a_pair_not_run_is_read_from_its_journal_when_a_crash_left_its_snapshot_
     """Snapshots are written behind the loop: a kill can leave a journaled open out of the snapshot
     of a pair the next process does not run. It is still found, counted in its risk profile,
     reported, and its snapshot completed."""
-    config = replace(Config(), risk={"tight": RiskProfileConfig("tight", max_positions=1)})
-    strategies = tmp_path / "strategies"
-    strategies.mkdir()
-    (strategies / "risky.py").write_text(
-        "from livetrader import Signal, Strategy\n"
-        "class Risky(Strategy):\n"
-        "    name = 'risky'\n    interval = '1m'\n    risk = 'tight'\n"
-        "    async def get_signal(self, ctx):\n"
-        "        return Signal('long', ctx.price * 1.05, ctx.price * 0.95, minutes=600)\n")
-    data = tmp_path / "data"
-
-    def engine():
-        return Engine(config, load_strategies(strategies), clock=SimClock(0, T0, 1.0), bus=EventBus(), data_dir=data)
+    engine, data = _risky_engines(tmp_path)
 
     e = engine()
     a = e.add_pair("BTCUSDT", "risky")
