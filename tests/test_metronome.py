@@ -66,7 +66,7 @@ def test_the_engine_loop_records_each_sweep(tmp_path):
 
     wall = int(time.time() * 1000)
     engine = Engine(replace(Config(), data_dir=tmp_path), load_strategies(FIXTURE_STRATEGIES),
-                    clock=SimClock(wall, wall - wall % MINUTE, 3000), bus=EventBus(), data_dir=tmp_path)
+                    clock=SimClock(wall, wall - wall % MINUTE, 1000), bus=EventBus(), data_dir=tmp_path)
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         engine.add_pair(symbol, "always-long")
     sweeps = []
@@ -74,7 +74,7 @@ def test_the_engine_loop_records_each_sweep(tmp_path):
 
     async def main():
         task = asyncio.create_task(engine.run())
-        await asyncio.sleep(0.5)  # 25 simulated minutes
+        await asyncio.sleep(1.0)  # 16 simulated minutes of 60 ms: room for a slow tick on a busy machine
         engine.stop()
         await task
 
