@@ -105,20 +105,22 @@ class Metronome:
             return 0
         sweep = self._sweeps[minute] = Sweep(minute, len(due), started, len(due))
         in_place = []
+        keep, can_express = in_place.append, self.next_wait is not None
         for waiter in due:
             express = waiter[1]
             try:
-                ticked = express is not None and self.next_wait is not None and express(minute)
+                ticked = can_express and express is not None and express(minute)
             except Exception:  # never leave the other loops asleep: this one ticks as usual
                 ticked = False
             if ticked:
-                in_place.append(waiter)
+                keep(waiter)
             else:
                 waiter[0].set_result(minute)
         if in_place:
             following, seconds = self.next_wait()  # type: ignore[misc]
-            for future, express in in_place:
-                self._file(following, seconds, future, express)
+            first_future, first_express = in_place[0]
+            self._file(following, seconds, first_future, first_express)  # sets the timer if first
+            self._waiting[following].extend(in_place[1:])
             sweep.left -= len(in_place) - 1
             self.ticked(minute)  # the last of them: completes the sweep when none was woken
         return len(due)
