@@ -439,16 +439,13 @@ class Engine:
         now = self._boundary_now[1]
         if finite and self._exhausted(pair, now):
             return False
-        lag = pair.lag_ms
-        pair.lag_ms = now - boundary if now > boundary else 0
         try:
-            if pair.tick_in_place(now):
-                return True
+            if not pair.tick_in_place(now):
+                return False
         except Exception as exc:  # after the tick happened (a listener raised): it is not run twice
             pair.report_error(now, f"tick listener raised {describe(exc)}", "crash")
-            return True
-        pair.lag_ms = lag
-        return False
+        pair.lag_ms = now - boundary if now > boundary else 0
+        return True
 
     def _next_wait(self) -> tuple[int, float]:
         """The next minute boundary and the real seconds until it (plus the tick delay)."""

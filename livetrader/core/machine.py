@@ -65,8 +65,10 @@ def check_open(row: SignalRow, now: int, price: float, rules: Rules = DEFAULT_RU
     to_tp = (price - row.price_open) / (row.take_profit - row.price_open) * 100.0
     to_sl = (price - row.price_open) / (row.stop_loss - row.price_open) * 100.0
     pnl = pnl_percentage(row.position, row.price_open, price, rules.costs)
-    return _base(row, "active", now, price, pnl_percentage=pnl, pnl_cost=pnl_cost(pnl, rules.costs),
-                 progress_tp=_clamp_percent(to_tp), progress_sl=_clamp_percent(to_sl))
+    # Built directly, not through _base's **kw: every minute of every open position comes here.
+    return TickResult("active", row.symbol, row.strategy, row.exchange, now, price, row, pnl_percentage=pnl,
+                      pnl_cost=pnl_cost(pnl, rules.costs), progress_tp=_clamp_percent(to_tp),
+                      progress_sl=_clamp_percent(to_sl))
 
 
 def check_scheduled(
