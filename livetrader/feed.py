@@ -24,6 +24,7 @@ from livetrader.core.price import (
     VWAP_CANDLES,
     Candle,
     CandleError,
+    candle_problem,
     spike_problem,
     validate_candles,
     vwap,
@@ -167,7 +168,9 @@ class CandleFeed:
     @staticmethod
     def _append(held: _Held, start: int, new: list[Candle], start_ms: int, end_ms: int) -> None:
         """Validate the candles fetched from ``start`` to ``end_ms`` and hold them."""
-        validate_candles(new, start, end_ms)
+        if not (len(new) == 1 and end_ms - start == MINUTE_MS and new[0].timestamp == start
+                and candle_problem(new[0]) is None):  # a minute's one new candle: all validate_candles checks
+            validate_candles(new, start, end_ms)
         context = held.candles[-SPIKE_CONTEXT:] + new
         spike = spike_problem(context)
         if spike:

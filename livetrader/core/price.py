@@ -107,10 +107,11 @@ def spike_problem(candles: Sequence[Candle]) -> str | None:
     """Why the batch holds an implausible price spike, or None."""
     if len(candles) < 3:
         return None
-    closes = sorted(c.close for c in candles)
+    closes = sorted([c.close for c in candles])
     median = closes[len(closes) // 2]
+    above, below = median * SPIKE_FACTOR, median / SPIKE_FACTOR
     for c in candles:
-        if c.high > median * SPIKE_FACTOR or c.low < median / SPIKE_FACTOR:
+        if c.high > above or c.low < below:
             return f"candle at {c.timestamp}: price spike ({c.low}..{c.high} against a median close of {median})"
     return None
 
