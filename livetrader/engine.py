@@ -106,6 +106,7 @@ class Engine:
         self.restored = 0
         # Pairs on disk holding a signal that this process does not run (found once, at start).
         self.not_running: list[dict[str, Any]] = []
+        self.absent_pairs_read = False
         self.started_at = self.clock.now_ms()
 
     # --- building -------------------------------------------------------------------------
@@ -194,6 +195,7 @@ class Engine:
         """
         from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair
 
+        self.absent_pairs_read, self.not_running = True, []
         keys, unnamed = keys_on_disk(self.data_dir, skip_stems={pair_stem(key) for key in self.keys})
         for problem in unnamed:  # `livetrader recover` reports these too
             log.warning("a file of a pair not running cannot be read", problem=problem)

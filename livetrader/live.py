@@ -96,6 +96,8 @@ class Live:
     def _start(cls, symbol: str, strategy: str, exchange: str | None) -> _Handle:
         engine = cls.engine()
         pair = engine.add_pair(symbol, strategy, exchange)
+        if not engine.absent_pairs_read:  # once: positions of pairs this process does not run count too
+            engine.restore_absent_pairs()
         cls._pairs[(pair.symbol, pair.strategy_name)] = pair
         cls._pairs[(symbol, strategy)] = pair
         return _Handle(engine, pair)

@@ -113,3 +113,29 @@ def test_events_performance_and_errors_reach_listeners():
     assert all(p.duration_ms >= 0 for p in perf) and any(p.previous_at for p in perf)
     assert errors and all(e.strategy == "broken" and e.kind == "strategy" for e in errors)
     assert sorted(d.symbol for d in done) == ["BTCUSDT", "ETHUSDT"]
+
+
+def test_pairs_on_disk_not_started_through_the_api_are_read_once(tmp_path):
+    """A position left by a daemon (or an earlier script) counts and is reported as not running."""
+    from livetrader.config import Config
+    from livetrader.engine import Engine
+    from livetrader.events import EventBus
+    from livetrader.strategy import load_strategies
+
+    wall = int(time.time() * 1000)
+    earlier = Engine(Config(), load_strategies(FIXTURE_STRATEGIES),
+                     clock=SimClock(wall, wall - wall % 60_000, 1.0), bus=EventBus(), data_dir=tmp_path)
+    held = earlier.add_pair("ETHUSDT", "always-long", "sim")
+    assert asyncio.run(held.tick(wall)).action == "opened"
+    asyncio.run(earlier.close())
+
+    async def main():
+        stop = Live.background("BTCUSDT", strategy="scheduler")
+        engine = Live.engine()
+        found = list(engine.not_running)
+        stop()
+        await asyncio.sleep(0.2)
+        return found
+
+    found = asyncio.run(main())
+    assert [(p["symbol"], p["strategy"], p["state"]) for p in found] == [("ETHUSDT", "always-long", "open")]
