@@ -106,13 +106,14 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
             times.append(await sweep_next())
             timed.append(now)
     await engine.bus.drain(10)
+    per_minute = [transitions[m] for m in timed]  # before the stop cancels the scheduled signals
     gc.collect()
     rss_end = rss_bytes()
     tracked = len(gc.get_objects())  # after the readings: the list it builds is large
     engine.stop()
     await running
     status.cancel()
-    return {"times": times, "transitions": [transitions[m] for m in timed], "rss_warm": rss_warm,
+    return {"times": times, "transitions": per_minute, "rss_warm": rss_warm,
             "rss_end": rss_end, "events": dict(events),
             "gc": collections.totals(), "tracked_objects": tracked, "status_writes": status_writes,
             "flushes": flushes}

@@ -97,7 +97,7 @@ class Engine:
         self.commits: CommitLog | None = None
         self.snapshots: BackgroundWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.metronome = Metronome([SweepCollector()], self._next_wait)
+        self.metronome = Metronome([SweepCollector(), bus], self._next_wait)
         #: Let the minute boundaries tick pairs in place when nothing needs awaiting
         #: (``Pair.tick_in_place``); off, every tick wakes its pair's task (as tests compare).
         self.ticks_in_place = True

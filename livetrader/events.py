@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -60,6 +61,9 @@ TOPICS: Final[tuple[str, ...]] = (
 
 DEFAULT_MAX_QUEUE: Final = 10_000
 """Events a listener's queue holds before the oldest is dropped."""
+
+HOLD_LIMIT_SECONDS: Final = 10.0
+"""Longest the bus holds events back for one sweep (real seconds); see :meth:`EventBus.pause`."""
 
 Listener = Callable[[Any], Any]
 """A listener: ``fn(payload)``, a plain function or one returning an awaitable (``async def``)."""
@@ -203,6 +207,18 @@ class _Subscription:
         if len(self.queue) == self.queue.maxlen:
             self.count_drop("its queue is full; the oldest event was dropped")
         self.queue.append(payload)
+        self.ensure_task()
+        self.wake()
+
+    def offer_many(self, payloads: list[Any]) -> None:
+        """:meth:`offer` each of ``payloads``, in order, waking the delivery task once."""
+        if not self.active:
+            return
+        queue = self.queue
+        overflow = len(queue) + len(payloads) - (queue.maxlen or 0)
+        if overflow > 0:
+            self.count_drop("its queue is full; the oldest events were dropped", overflow)
+        queue.extend(payloads)
         self.ensure_task()
         self.wake()
 
@@ -393,6 +409,10 @@ class EventBus:
         self.max_queue = max_queue
         self._subs: dict[str, list[_Subscription]] = {topic: [] for topic in TOPICS}
         self._dropped_total = 0
+        # While a sweep runs: the events emitted on the loop's thread, per topic, and that thread.
+        self._held: dict[str, list[Any]] | None = None
+        self._held_thread: int | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     def listen(self, topic: str, fn: Listener, *, max_queue: int | None = None) -> Callable[[], None]:
         """Call ``fn(payload)`` for every event on ``topic``; returns a function that unsubscribes.
@@ -408,6 +428,10 @@ class EventBus:
         capacity = self.max_queue if max_queue is None else max_queue
         if capacity < 1:
             raise ValueError("max_queue must be at least 1")
+        if self._held and threading.get_ident() == self._held_thread:
+            # Events held so far were emitted before this listener existed: they are not its own.
+            held, self._held = self._held, {}
+            self._deliver(held)
         sub = _Subscription(self, topic, fn, capacity)
         self._subs[topic].append(sub)
 
@@ -441,6 +465,10 @@ class EventBus:
                 return
             if not subs:
                 return
+            held = self._held
+            if held is not None and threading.get_ident() == self._held_thread:
+                held.setdefault(topic, []).append(payload)
+                return
             try:
                 loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
             except RuntimeError:
@@ -452,6 +480,48 @@ class EventBus:
                     log.warning("could not queue an event for listener %s on %r", sub.name, topic, exc_info=True)
         except Exception:
             log.warning("emit on %r failed", topic, exc_info=True)
+
+    def pause(self, limit: float = HOLD_LIMIT_SECONDS) -> None:
+        """Hold the events emitted on this loop's thread until :meth:`resume` (a sweep of the pairs runs).
+
+        Every pair of a minute emits its tick result; queueing each for its listeners and
+        letting their delivery tasks run between the pairs' ticks lengthens the sweep. Held,
+        they are queued together when the sweep ends, in order, each listener's delivery task
+        woken once: a listener receives the events of a sweep right after it instead of between
+        the pairs' ticks. A sweep that outlasts ``limit`` seconds (a hung exchange) releases
+        them anyway. Called on the event loop; events emitted from other threads are not held.
+        """
+        if self._held is not None:
+            return
+        self._held = {}
+        self._held_thread = threading.get_ident()
+        self._hold_timer = asyncio.get_running_loop().call_later(limit, self.resume)
+
+    def resume(self) -> None:
+        """Queue the held events for their listeners and stop holding (see :meth:`pause`)."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        held, self._held = self._held, None
+        self._deliver(held)
+
+    def _deliver(self, held: dict[str, list[Any]] | None) -> None:
+        if not held:
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for topic, payloads in held.items():
+            for sub in tuple(self._subs.get(topic, ())):
+                try:
+                    if loop is not None and sub.loop is loop:
+                        sub.offer_many(payloads)  # the usual case: one wake for the whole sweep
+                    else:
+                        for payload in payloads:
+                            sub.push(payload, loop)
+                except Exception:
+                    log.warning("could not queue held events for listener %s on %r", sub.name, topic, exc_info=True)
 
     def _listener_failed(self, sub: _Subscription, payload: Any, exc: BaseException) -> None:
         """Log a listener's exception and report it to the ``error`` listeners (unless it was one)."""
@@ -476,6 +546,7 @@ class EventBus:
         (used on shutdown, so a stuck listener cannot hold the process forever).
         """
         loop = asyncio.get_running_loop()
+        self.resume()  # events held for a sweep are queued first
         waits = [sub.wait_idle(loop) for subs in self._subs.values() for sub in subs if not sub.idle]
         if not waits:
             return True

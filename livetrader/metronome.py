@@ -57,7 +57,7 @@ class Metronome:
 
     def __init__(self, quiet: list[Pausable] | None = None, next_wait: NextWait | None = None) -> None:
         #: Paused while a sweep runs, resumed when none does: the cyclic GC
-        #: (``livetrader.collector.SweepCollector``), the background writer.
+        #: (``livetrader.collector.SweepCollector``), the event bus, the background writer.
         self.quiet: list[Pausable] = quiet if quiet is not None else []
         #: Where the loops ticked in place wait next (required for express ticks).
         self.next_wait = next_wait

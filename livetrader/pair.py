@@ -174,28 +174,49 @@ class Pair:
         made in-process) such a tick needs no await, and running it in place spares waking the
         pair's task. Anything else — asking the strategy, a transition to journal, several
         minutes to catch up, an async callback, a candle to wait for or an error to report —
-        is left to ``tick``.
+        is left to ``tick``. Every pair comes here every minute: the body is kept flat.
         """
         timed = self.bus.has_listeners("performance")
         started = time.perf_counter() if timed else 0.0
         minute = now - now % MINUTE_MS
         row = self.row
+        # What the tick decides; nothing but the feed's held candles changes until it is known.
         try:
-            decided = self._decide_in_place(minute, row)
+            if row is None:
+                if self.accepting and minute - minute % self.interval_ms != self.last_bucket:
+                    return False  # the strategy is asked
+                price = self.source.price_now(self.symbol, minute)
+                if price is None:
+                    return False
+                result = TickResult("idle", self.symbol, self.strategy_name, self.exchange, minute, price)
+            else:
+                since = row.pending_at or row.scheduled_at
+                since -= since % MINUTE_MS
+                checked = self.checked_until
+                if (checked if checked is not None and checked > since else since) + MINUTE_MS < minute:
+                    return False  # minutes to catch up
+                price = self.source.price_now(self.symbol, minute)
+                if price is None:
+                    return False
+                if row.pending_at is None:
+                    result = check_scheduled(row, minute, price, risk=self._gate, rules=self.settings.rules)
+                else:
+                    result = check_open(row, minute, price, self.settings.rules)
+                if result.action in TRANSITIONS:
+                    return False
         except Exception:  # a bad candle, a broken risk check: ``tick`` reports it
             return False
-        if decided is None:
-            return False
-        result, price, callback = decided
-        # From here on the tick happens.
         hook = _HOOKS.get(result.action)
+        callback = self.strategy.callbacks.get(hook) if hook is not None else None
+        if callback:
+            return False  # an async callback is awaited by ``tick``
+        # From here on the tick happens.
         previous = self.last_tick_at
         self.price = price
         if row is not None:
             if result.reason and result.action == "waiting":
                 self._risk_event(minute, result.reason, row.id)
-            if result.signal is not None:
-                self.row = result.signal
+            self.row = result.signal
         self.checked_until = minute
         self._publish(result, None)
         if callback is False:  # a plain (not async) callback
@@ -210,37 +231,6 @@ class Pair:
             self.bus.emit("performance", PerformanceEvent(
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
         return True
-
-    def _decide_in_place(self, minute: int, row: SignalRow | None) -> tuple[TickResult, float, bool | None] | None:
-        """The result of the tick at ``minute`` when it needs no await and is no transition, with
-        its price and its callback's kind (None: no callback, False: a plain one); else None.
-        Changes nothing but the feed's held candles."""
-        if row is None:
-            if self.accepting and bucket(minute, self.interval_ms) != self.last_bucket:
-                return None  # the strategy is asked
-            price = self.source.price_now(self.symbol, minute)
-            if price is None:
-                return None
-            result = idle(*self.key, minute, price)
-        else:
-            since = _minute_of(row.pending_at or row.scheduled_at)
-            first = max(self.checked_until if self.checked_until is not None else since, since) + MINUTE_MS
-            if first < minute:
-                return None  # minutes to catch up
-            price = self.source.price_now(self.symbol, minute)
-            if price is None:
-                return None
-            if row.pending_at is None:
-                result = check_scheduled(row, minute, price, risk=self._gate, rules=self.settings.rules)
-            else:
-                result = check_open(row, minute, price, self.settings.rules)
-            if result.action in TRANSITIONS:
-                return None
-        hook = _HOOKS.get(result.action)
-        callback = self.strategy.callbacks.get(hook) if hook is not None else None
-        if callback:
-            return None  # an async callback is awaited by ``tick``
-        return result, price, callback
 
     async def _check_minutes(self, minute: int) -> TickResult:
         """Check the held signal at every minute in ``(checked_until, minute]``; return the last result."""

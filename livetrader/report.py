@@ -147,6 +147,17 @@ class EventWindow:
         """
         self.total_added += 1
         events = self._events
+        if events and type(event) is TickResult:
+            # The usual case, a live pair's tick after its previous one: replaced in place.
+            newest = events[0]
+            if type(newest) is TickResult and newest.action == event.action:
+                if event.action == "idle":
+                    events[0] = event
+                    return
+                if event.action in _REPLACING and event.signal is not None and newest.signal is not None \
+                        and newest.signal.id == event.signal.id:
+                    events[0] = event
+                    return
         action = event.get("event") if type(event) is dict else event.action  # type: ignore[union-attr]
         if action == "idle":
             if events and _action_of(events[0]) == "idle":

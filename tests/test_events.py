@@ -356,3 +356,65 @@ def test_event_payloads_are_frozen() -> None:
     with pytest.raises(AttributeError):
         event.message = "other"  # type: ignore[misc]
     assert not hasattr(event, "__dict__")
+
+
+def test_a_paused_bus_holds_events_until_resumed_then_delivers_them_in_order() -> None:
+    async def scenario() -> None:
+        bus = EventBus(max_queue=5)
+        seen: list[int] = []
+        bus.listen("signal", seen.append)
+        bus.pause()
+        for n in range(8):
+            bus.emit("signal", n)
+        await asyncio.sleep(0.01)
+        assert seen == []  # held: no delivery while a sweep runs
+        assert bus.pending() == 0
+        bus.resume()
+        assert await bus.drain(timeout=5)
+        # The queue bound still holds for a whole sweep's events: the oldest are dropped, counted.
+        assert seen == [3, 4, 5, 6, 7]
+        assert bus.dropped("signal") == 3
+        bus.emit("signal", 8)  # resumed: events flow as before
+        assert await bus.drain(timeout=5)
+        assert seen[-1] == 8
+
+    asyncio.run(scenario())
+
+
+def test_a_listener_added_during_a_hold_gets_only_later_events_and_drain_releases() -> None:
+    async def scenario() -> None:
+        bus = EventBus()
+        early: list[int] = []
+        late: list[int] = []
+        bus.listen("signal", early.append)
+        bus.pause()
+        bus.emit("signal", 1)
+        bus.listen("signal", late.append)
+        bus.emit("signal", 2)
+        assert await bus.drain(timeout=5)  # drain delivers what is held
+        assert early == [1, 2]
+        assert late == [2]
+        bus.resume()
+
+    asyncio.run(scenario())
+
+
+def test_a_hold_ends_by_itself_after_its_limit_and_other_threads_are_not_held() -> None:
+    async def scenario() -> None:
+        bus = EventBus()
+        seen: list[str] = []
+        bus.listen("signal", seen.append)
+        bus.pause(limit=0.05)
+        bus.emit("signal", "loop")
+        thread = threading.Thread(target=bus.emit, args=("signal", "thread"))
+        thread.start()
+        thread.join()
+        await asyncio.sleep(0.02)
+        assert seen == ["thread"]  # another thread's event is handed over at once
+        await asyncio.sleep(0.1)  # past the limit: released without resume()
+        assert seen == ["thread", "loop"]
+        bus.emit("signal", "after")
+        await asyncio.sleep(0.01)
+        assert seen[-1] == "after"
+
+    asyncio.run(scenario())

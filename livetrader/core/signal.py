@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Position = Literal["long", "short"]
 Action = Literal["idle", "scheduled", "waiting", "opened", "active", "closed", "cancelled"]
@@ -60,12 +60,14 @@ class SignalRow:
         return self.pending_at is not None
 
 
-@dataclass(slots=True, frozen=True)
-class TickResult:
+class TickResult(NamedTuple):
     """The outcome of one tick of one pair (SPEC §2). Times in integer ms UTC.
 
     ``reason`` is the cancel reason for ``cancelled`` and a short text for an ``idle``
     caused by an error or a risk rejection; ``close_reason`` is set for ``closed``.
+
+    Immutable. A named tuple rather than a frozen dataclass: every pair builds one every
+    minute, and a frozen dataclass takes five times as long to build.
     """
 
     action: Action
