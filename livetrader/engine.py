@@ -8,7 +8,6 @@ backoff, and parked after too many crashes in a row, without the other pairs not
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -97,11 +96,10 @@ class Engine:
         self.commits: CommitLog | None = None
         self.snapshots: BackgroundWriter | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.metronome = Metronome([SweepCollector(), bus], self._next_wait)
+        self.metronome = Metronome([SweepCollector(), bus], self._next_wait, lambda: self.clock.now_ms())
         #: Let the minute boundaries tick pairs in place when nothing needs awaiting
         #: (``Pair.tick_in_place``); off, every tick wakes its pair's task (as tests compare).
         self.ticks_in_place = True
-        self._boundary_now = (0, 0)
         # Pairs restored holding a signal (each logged, up to RESTORED_LOG_LINES).
         self.restored = 0
         # Pairs on disk holding a signal that this process does not run (found once, at start).
@@ -399,13 +397,14 @@ class Engine:
 
         A tick that overruns the minute is followed by the next boundary, not by the
         missed ones: ticks never pile up, and ``pair.lag_ms`` says how late each one was.
-        Between wakes, the boundaries may tick the pair in place (``_tick_in_place``).
+        Between wakes, the boundaries may tick the pair in place (``Pair.tick_in_place``).
         Returns why it ended.
         """
         due = self.clock.now_ms()
         swept: int | None = None  # the boundary whose sweep the next tick belongs to
         finite = pair.source.bounds(pair.symbol) is not None  # a candle file ends; markets do not
-        express = functools.partial(self._tick_in_place, pair, finite) if self.ticks_in_place else None
+        # A candle file ends (``_exhausted``): its pairs always wake, and find out.
+        express = pair.tick_in_place if self.ticks_in_place and not finite else None
         if pair.last_tick_at is not None and pair.last_tick_at // MINUTE_MS == due // MINUTE_MS:
             # This minute was ticked already (the catch-up tick): wait for the next boundary.
             due = due - due % MINUTE_MS + MINUTE_MS
@@ -429,25 +428,6 @@ class Engine:
             if swept is not None:  # woken for a sweep it will not tick in (stopped, crashed)
                 self.metronome.ticked(swept)
         return "stopped"
-
-    def _tick_in_place(self, pair: Pair, finite: bool, boundary: int) -> bool:
-        """The express tick the metronome runs at ``boundary`` for a sleeping loop: True when
-        the pair ticked in place (its loop sleeps on), False when the loop must wake to tick."""
-        if pair.stopping.is_set():
-            return False
-        # One reading of the clock per boundary: the pairs ticked in place all tick at it.
-        if self._boundary_now[0] != boundary:
-            self._boundary_now = (boundary, self.clock.now_ms())
-        now = self._boundary_now[1]
-        if finite and self._exhausted(pair, now):
-            return False
-        try:
-            if not pair.tick_in_place(now):
-                return False
-        except Exception as exc:  # after the tick happened (a listener raised): it is not run twice
-            pair.report_error(now, f"tick listener raised {describe(exc)}", "crash")
-        pair.lag_ms = now - boundary if now > boundary else 0
-        return True
 
     def _next_wait(self) -> tuple[int, float]:
         """The next minute boundary and the real seconds until it (plus the tick delay)."""

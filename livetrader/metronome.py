@@ -34,9 +34,9 @@ class Pausable(Protocol):
         """No sweep runs any more."""
 
 
-#: A loop's express tick: called with the boundary, True when it ticked the pair in place
-#: (the loop sleeps on), False when the loop must be woken to tick.
-Express = Callable[[int], bool]
+#: A loop's express tick: called with the boundary and the clock's time at it, True when it
+#: ticked the pair in place (the loop sleeps on), False when the loop must be woken to tick.
+Express = Callable[[int, int], bool]
 #: After the express ticks of a boundary: the next boundary and the real seconds until it.
 NextWait = Callable[[], "tuple[int, float]"]
 
@@ -55,12 +55,15 @@ class Sweep:
 class Metronome:
     """Wakes the loops waiting for a minute boundary; see the module docstring."""
 
-    def __init__(self, quiet: list[Pausable] | None = None, next_wait: NextWait | None = None) -> None:
+    def __init__(self, quiet: list[Pausable] | None = None, next_wait: NextWait | None = None,
+                 now: Callable[[], int] | None = None) -> None:
         #: Paused while a sweep runs, resumed when none does: the cyclic GC
         #: (``livetrader.collector.SweepCollector``), the event bus, the background writer.
         self.quiet: list[Pausable] = quiet if quiet is not None else []
         #: Where the loops ticked in place wait next (required for express ticks).
         self.next_wait = next_wait
+        #: The clock the express ticks run at, read once per boundary (default: the boundary itself).
+        self.now = now
         self._waiting: dict[int, list[tuple[asyncio.Future[int | bool], Express | None]]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._sweeps: dict[int, Sweep] = {}
@@ -106,16 +109,18 @@ class Metronome:
         sweep = self._sweeps[minute] = Sweep(minute, len(due), started, len(due))
         in_place = []
         keep, can_express = in_place.append, self.next_wait is not None
+        now = self.now() if self.now is not None else minute  # one reading: the pairs ticked in place share it
         for waiter in due:
             express = waiter[1]
-            try:
-                ticked = can_express and express is not None and express(minute)
-            except Exception:  # never leave the other loops asleep: this one ticks as usual
-                ticked = False
-            if ticked:
-                keep(waiter)
-            else:
-                waiter[0].set_result(minute)
+            if can_express and express is not None:
+                try:
+                    ticked = express(minute, now)
+                except Exception:  # never leave the other loops asleep: this one ticks as usual
+                    ticked = False
+                if ticked:
+                    keep(waiter)
+                    continue
+            waiter[0].set_result(minute)
         if in_place:
             following, seconds = self.next_wait()  # type: ignore[misc]
             first_future, first_express = in_place[0]

@@ -165,17 +165,21 @@ class Pair:
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
         return result
 
-    def tick_in_place(self, now: int) -> bool:
-        """Run the tick at ``now`` without yielding to the event loop, when it can be: True if
-        it ran (exactly as ``tick`` would have), False, with nothing changed, if it needs ``tick``.
+    def tick_in_place(self, boundary: int, now: int) -> bool:
+        """Run the tick of the minute ``boundary`` at ``now`` without yielding to the event loop,
+        when it can be: True if it ran (exactly as ``tick`` would have), False, with nothing
+        changed, if it needs ``tick``.
 
         Most ticks of a minute decide nothing durable: a pair inside its throttle bucket stays
         idle, a held signal stays waiting or active. When the candles are held by the feed (or
         made in-process) such a tick needs no await, and running it in place spares waking the
         pair's task. Anything else — asking the strategy, a transition to journal, several
         minutes to catch up, an async callback, a candle to wait for or an error to report —
-        is left to ``tick``. Every pair comes here every minute: the body is kept flat.
+        is left to ``tick``, as is the tick of a pair asked to stop. Every pair comes here
+        every minute (``Metronome.fire``): the body is kept flat.
         """
+        if self.stopping.is_set():
+            return False
         timed = self.bus.has_listeners("performance")
         started = time.perf_counter() if timed else 0.0
         minute = now - now % MINUTE_MS
@@ -225,6 +229,7 @@ class Pair:
             except Exception as exc:
                 self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
         self.last_tick_at = now
+        self.lag_ms = now - boundary if now > boundary else 0
         self.progress_at = time.monotonic()
         self.ticks += 1
         if timed:
@@ -376,7 +381,10 @@ class Pair:
         self.bus.emit("signal", result)
         self.bus.emit("signal_live", result)
         for listener in self.listeners:
-            listener(result)
+            try:
+                listener(result)
+            except Exception as exc:  # the tick happened all the same: report, never redo it
+                self.report_error(result.at, f"tick listener raised {describe(exc)}", "crash")
 
     def snapshot(self) -> dict[str, Any]:
         """What the pair needs to resume: its signal, throttle bucket and whipsaw guard."""

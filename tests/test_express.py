@@ -78,8 +78,9 @@ def _strategies(tmp_path: Path) -> Path:
     return folder
 
 
-def _run(tmp_path: Path, in_place: bool, minutes: int) -> dict:
-    """Run 4 symbols x 3 strategies through ``Engine.run`` for ``minutes`` fired boundaries."""
+def _run(tmp_path: Path, in_place: bool, minutes: int, listener=None) -> dict:
+    """Run 4 symbols x 3 strategies through ``Engine.run`` for ``minutes`` fired boundaries
+    (``listener``: added to every pair's own listeners)."""
     data_dir = tmp_path / ("in-place" if in_place else "awaited")
     clock = ManualClock(T0)
     engine = Engine(replace(Config(), data_dir=data_dir), load_strategies(_strategies(tmp_path)), clock=clock,
@@ -88,6 +89,9 @@ def _run(tmp_path: Path, in_place: bool, minutes: int) -> dict:
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"):
         for strategy in ("every-minute", "limits", "slow-hooks"):
             engine.add_pair(symbol, strategy, "sim")
+    if listener is not None:
+        for pair in engine.pairs:
+            pair.listeners.append(listener)
     events: list[dict] = []
     engine.bus.listen("signal", lambda r: events.append((r.symbol, r.strategy, r.at, r.action, r.price)))
     woken = 0
@@ -123,6 +127,7 @@ def _run(tmp_path: Path, in_place: bool, minutes: int) -> dict:
         "windows": {p.key: p.window.events() for p in engine.pairs},
         "states": {p.key: (p.state, p.ticks, p.last_tick_at, p.checked_until, p.price, p.error_count)
                    for p in engine.pairs},
+        "errors": {p.key: list(p.recent_errors) for p in engine.pairs},
         "active_callbacks": {p.key: p.strategy.active for p in engine.pairs if p.strategy_name == "limits"},
         "events": events,
         "woken": woken,
@@ -195,3 +200,18 @@ def test_a_collector_the_user_switched_off_stays_off():
 def test_a_stop_ends_a_loop_left_asleep_by_ticks_in_place(tmp_path, in_place):
     result = _run(tmp_path, in_place=in_place, minutes=3)
     assert all(state[1] == 4 for state in result["states"].values())  # the first tick + 3 minutes
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_pair_listener_that_raises_is_reported_and_the_tick_counts(tmp_path, in_place):
+    def fussy(result):
+        if result.action == "active":
+            raise RuntimeError("listener bug")
+
+    minutes = 40
+    result = _run(tmp_path, in_place=in_place, minutes=minutes, listener=fussy)
+    reported = [message for errors in result["errors"].values() for _, message in errors]
+    assert any("tick listener raised RuntimeError: listener bug" in m for m in reported)
+    assert not any("no price" in m for m in reported)  # not taken for a failed tick
+    # Every pair ticked every minute once (the first tick + one per boundary), none twice.
+    assert all(state[1] == minutes + 1 for state in result["states"].values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
@@ -93,8 +94,13 @@ class TickResult(NamedTuple):
 
 def make_signal_id(symbol: str, strategy: str, now_ms: int) -> str:
     """A readable id, unique per pair: a pair accepts at most one signal per minute."""
-    stamp = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%MZ")
-    return f"{symbol}-{strategy}-{stamp}"
+    return f"{symbol}-{strategy}-{_minute_stamp(now_ms - now_ms % 60_000)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _minute_stamp(minute_ms: int) -> str:
+    # Every pair asked at a boundary stamps the same minute: formatted once.
+    return datetime.fromtimestamp(minute_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%MZ")
 
 
 _ROW_FIELDS = ("position", "price_open", "take_profit", "stop_loss", "minutes", "scheduled_at", "pending_at", "note")
