@@ -62,6 +62,14 @@ class PairSettings:
 class Pair:
     """The live state of one (symbol, strategy, exchange) pair and how it ticks."""
 
+    # Slots: every pair's attributes are read every minute, 10,000 pairs at a time. (A
+    # ``__dict__`` too, for anything else attached to a pair, e.g. a test's replaced method.)
+    __slots__ = ("__dict__", "symbol", "strategy", "strategy_name", "exchange", "source", "settings", "risk", "bus",
+                 "store", "interval_ms", "window", "row", "last_bucket", "last_opened_id", "accepting", "degraded",
+                 "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
+                 "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
+                 "realised_pnl", "listeners")
+
     def __init__(
         self,
         symbol: str,
@@ -364,8 +372,8 @@ class Pair:
             self.store.snapshot(self.snapshot())
         self._publish(result, record)
         hook = _HOOKS.get(action)
-        if hook is None:
-            return
+        if hook is None or hook not in self.strategy.callbacks:
+            return  # most strategies define no callback: no coroutine to build and await
         try:
             await run_callback(self.strategy, hook, result)
         except Exception as exc:
