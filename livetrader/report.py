@@ -117,7 +117,7 @@ class EventWindow:
 
     Memory is bounded however long the daemon runs: a ``deque(maxlen=max_events)`` drops the
     oldest event, and repeated per-tick rows collapse (see :meth:`add`). The live pair adds its
-    tick results as they are (small slotted objects sharing their signal) and the flat record
+    tick results as they are (small named tuples sharing their signal) and the flat record
     of each is built only when someone reads the window: a window holds up to 250 events for
     every pair of a process, read rarely, written every minute.
     """
