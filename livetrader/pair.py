@@ -195,7 +195,7 @@ class Pair:
         # What the tick decides; nothing but the feed's held candles changes until it is known.
         try:
             if row is None:
-                if self.accepting and minute - minute % self.interval_ms != self.last_bucket:
+                if self.accepting and bucket(minute, self.interval_ms) != self.last_bucket:
                     return False  # the strategy is asked
                 price = self.source.price_now(self.symbol, minute)
                 if price is None:
