@@ -22,7 +22,7 @@ from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS
-from livetrader.errors import StoreError, UsageError
+from livetrader.errors import StoreError, StoreWriteError, UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.exchanges.base import CandleSource
 from livetrader.feed import CandleFeed
@@ -120,7 +120,9 @@ class Engine:
         return self.sources[exchange]
 
     def open(self) -> None:
-        """Take the data directory: lock it for this process and clean temp files left by a crash.
+        """Take the data directory: lock it for this process, clean temp files left by a crash,
+        and put back into the pair journals the committed lines a power cut took from them
+        (``_open_storage``), so that every pair is restored from a complete journal.
 
         Raises ``DataDirLocked`` naming the process that holds it.
         """
@@ -131,9 +133,15 @@ class Engine:
 
         lock = DataDirLock(self.data_dir)
         lock.acquire()
+        for folder in ("journal", "state", "state/pairs", "state/risk", "reports", "quarantine"):
+            if (self.data_dir / folder).is_symlink():  # files are opened O_NOFOLLOW; their folders must be real
+                lock.release()
+                raise StoreWriteError(self.data_dir / folder, "a symbolic link, not a folder: the daemon never "
+                                      "writes through one; move it aside (or point --data-dir at the real place)")
         self.lock = lock
         for path in clean_temp_files(self.data_dir):
             log.warning("removed a temp file left by a crash", path=str(path))
+        self._open_storage()
 
     def add_pair(self, symbol: str, strategy: str, exchange: str | None = None) -> Pair:
         """Create the pair and restore its durable state.
@@ -223,7 +231,9 @@ class Engine:
 
     def _open_storage(self) -> None:
         """Replay the commit log into the pair journals (a crash may have taken lines from them),
-        then open it afresh with the background writer. Before any pair is restored."""
+        then open it afresh with the background writer. Before any pair is restored: a pair
+        restored from a journal still missing its committed lines would forget them (and open
+        a second position while the first is open)."""
         from livetrader.store.commit import CommitLog, commit_log_path, replay_commit_log
 
         replayed = replay_commit_log(self.data_dir, repair=True)
@@ -236,6 +246,7 @@ class Engine:
         self.metronome.quiet.append(self.snapshots)
 
     def _restore(self, pair: Pair, risk_name: str | None) -> None:
+        # ``open()`` replayed the commit log already: every journal read here is complete.
         from livetrader.core.interval import bucket
         from livetrader.store.state import FilePairStore, restore_pair
 
@@ -252,8 +263,6 @@ class Engine:
         closed = [r for r in restored.records if r["event"] == "closed"]
         pair.closed_trades = len(closed)
         pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
-        if self.snapshots is None:
-            self._open_storage()
         pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name, restored.paths,
                                    self.snapshots)
         if restored.interrupted:

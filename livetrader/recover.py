@@ -17,7 +17,7 @@ from livetrader.clock import saved_clock
 from livetrader.core.price import MINUTE_MS
 from livetrader.store.commit import replay_commit_log
 from livetrader.store.lock import is_locked, read_lock_holder
-from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair
+from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, pair_paths, restore_pair
 
 #: Exit codes of ``livetrader recover``.
 NOTHING_TO_DO, REPAIRS, NEEDS_A_PERSON, LOCKED = 0, 10, 20, 1
@@ -106,19 +106,25 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
                                for path, count in sorted(replayed.restored.items())]
         findings.damage.extend(replayed.problems)
         keys, unnamed = keys_on_disk(data_dir)
+        if dry_run:  # a pair whose only records are in the commit log has no readable file yet
+            named = {(r[0]["symbol"], r[0]["strategy"], r[0]["exchange"]) for r in replayed.missing.values() if r}
+            keys = sorted(set(keys) | named)
         findings.damage.extend(unnamed)
         for key in keys:
-            findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now))
+            # A dry run wrote nothing back: read each journal with the lines it would have put back.
+            put_back = replayed.missing.get(pair_paths(data_dir, key)[0]) if dry_run else None
+            findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now, put_back))
     finally:
         if lock is not None:
             lock.release()
     return findings
 
 
-def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now: int) -> PairFinding:
+def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now: int,
+                  put_back: list[dict[str, Any]] | None = None) -> PairFinding:
     finding = PairFinding(*key)
     try:
-        restored = restore_pair(data_dir, key, repair=not dry_run)
+        restored = restore_pair(data_dir, key, repair=not dry_run, put_back=put_back)
     except StateDamaged as exc:
         finding.damage.append(str(exc))
         return finding

@@ -16,6 +16,7 @@ from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.errors import StoreWriteError
 from livetrader.pair import Pair
 from livetrader.risk import RiskProfile, max_positions
+from livetrader.store import disk
 from livetrader.store.commit import CommitLog, commit_log_path, replay_commit_log
 from livetrader.store.journal import read_journal
 from livetrader.store.state import FilePairStore, pair_paths
@@ -65,13 +66,13 @@ def test_a_pass_of_transitions_shares_one_write_and_one_fdatasync(tmp_path: Path
         synced.append(fd)
         real(fd)
 
-    monkeypatch.setattr(os, "fdatasync", counting)
+    monkeypatch.setattr(disk.DISK, "fdatasync", counting)
 
     async def main() -> None:
         await asyncio.gather(*(store.write_ahead(opened(store.key[0], T0)) for store in storage.stores))
 
     asyncio.run(main())
-    monkeypatch.setattr(os, "fdatasync", real)
+    monkeypatch.setattr(disk.DISK, "fdatasync", real)
     assert storage.commits.batches == 1
     # One fdatasync acknowledged all 200; the journals are flushed later, by the writer thread.
     assert synced.count(storage.commits._fd) == 1  # type: ignore[attr-defined]
@@ -103,9 +104,9 @@ def test_a_failed_commit_acknowledges_nothing_and_takes_the_journal_lines_back(
             raise OSError(errno.EIO, "Input/output error")
         real(fd)
 
-    monkeypatch.setattr(os, "fdatasync", failing)
+    monkeypatch.setattr(disk.DISK, "fdatasync", failing)
     outcomes = asyncio.run(commit_all(T0 + 2 * M))
-    monkeypatch.setattr(os, "fdatasync", real)
+    monkeypatch.setattr(disk.DISK, "fdatasync", real)
     assert all(isinstance(o, StoreWriteError) and "EIO" in str(o) for o in outcomes), outcomes
     assert [store.records for store in storage.stores] == [1] * 5
     assert commit_log_path(tmp_path).stat().st_size == log_size

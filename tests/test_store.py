@@ -17,8 +17,7 @@ import pytest
 
 from livetrader.core.signal import SignalRow, TickResult, record_of, row_of
 from livetrader.errors import DataDirLocked, LivetraderError, StoreReadError, StoreWriteError
-from livetrader.store import atomic
-from livetrader.store import journal as journal_module
+from livetrader.store import disk
 from livetrader.store.atomic import clean_temp_files, read_json, write_atomic, write_json_atomic
 from livetrader.store.journal import (
     Journal,
@@ -98,7 +97,7 @@ def test_failed_write_keeps_previous_content_and_removes_tmp(
     def failing_fsync(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(atomic.os, "fdatasync", failing_fsync)  # the flush of the new content
+    monkeypatch.setattr(disk.DISK, "fdatasync", failing_fsync)  # the flush of the new content
     with pytest.raises(StoreWriteError) as info:
         write_json_atomic(target, {"version": 2, "pad": "y" * 5000})
     monkeypatch.undo()
@@ -120,7 +119,7 @@ def test_failed_write_of_new_file_creates_nothing(tmp_path: Path, monkeypatch: p
             return real_write(fd, bytes(data[:10]))  # a partial write, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(atomic.os, "write", short_then_fail)
+    monkeypatch.setattr(disk.DISK, "write", short_then_fail)
     with pytest.raises(StoreWriteError, match="ENOSPC.*not created"):
         write_atomic(tmp_path / "new.json", b"0123456789abcdef")
     monkeypatch.undo()
@@ -299,7 +298,7 @@ def test_failed_journal_fsync_cuts_the_record_back(tmp_path: Path, monkeypatch: 
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_fdatasync(fd)
 
-    monkeypatch.setattr(journal_module.os, "fdatasync", fsync_fails_once)
+    monkeypatch.setattr(disk.DISK, "fdatasync", fsync_fails_once)
     with pytest.raises(StoreWriteError, match=r"EIO.*record was not journaled") as info:
         journal.append({"event": "opened", "at": T0 + 1})
     monkeypatch.undo()
@@ -320,8 +319,8 @@ def test_journal_closes_itself_when_it_cannot_cut_back(tmp_path: Path, monkeypat
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(journal_module.os, "fsync", failing_fsync)
-    monkeypatch.setattr(journal_module.os, "fdatasync", failing_fsync)
+    monkeypatch.setattr(disk.DISK, "fsync", failing_fsync)
+    monkeypatch.setattr(disk.DISK, "fdatasync", failing_fsync)
     with pytest.raises(StoreWriteError, match="ENOSPC.*restart to repair"):
         journal.append({"event": "opened", "at": T0 + 1})
     monkeypatch.undo()
@@ -338,7 +337,7 @@ def test_short_journal_write_is_cut_back(tmp_path: Path, monkeypatch: pytest.Mon
     journal = Journal(path)
     journal.append({"event": "scheduled", "at": T0})
     real_write = os.write
-    monkeypatch.setattr(journal_module.os, "write", lambda fd, data: real_write(fd, data[:7]))
+    monkeypatch.setattr(disk.DISK, "write", lambda fd, data: real_write(fd, data[:7]))
     with pytest.raises(StoreWriteError, match="short write"):
         journal.append({"event": "opened", "at": T0 + 1})
     monkeypatch.undo()

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from livetrader.errors import StoreReadError, StoreWriteError
+from livetrader.store import disk
 
 TMP_SUFFIX = ".tmp"
 # Never scanned by clean_temp_files: quarantined files are evidence, kept whatever their name.
@@ -35,14 +36,7 @@ def fsync_dir(directory: Path) -> None:
 
     Without this a crash can undo a rename even though the file's data was fsync'ed.
     """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_made: set[str] = set()
+    disk.DISK.fsync_dir(directory)
 
 
 def as_path(path: str | os.PathLike[str]) -> Path:
@@ -54,12 +48,27 @@ def ensure_dir(directory: Path) -> None:
     """Create ``directory`` (and its parents) unless this process already made sure it exists.
 
     Restoring thousands of pairs asks for the same two directories thousands of times;
-    one ``mkdir`` each is enough.
+    one ``mkdir`` each is enough. A directory created here is made durable in its parent
+    (a directory fsync), or a power cut could take it, and every file in it, away.
     """
+    made = disk.DISK.made
     key = str(directory)
-    if key not in _made:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        _made.add(key)
+    if key not in made:
+        _make_dirs(Path(directory))
+        made.add(key)
+
+
+def _make_dirs(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    try:
+        disk.DISK.mkdir(directory)
+    except FileExistsError:
+        if not directory.is_dir():
+            raise
+        return
+    fsync_dir(directory.parent)
 
 
 def tmp_path_of(path: Path) -> Path:
@@ -71,7 +80,7 @@ def _write_all(fd: int, data: bytes) -> None:
     # os.write may write less than asked (signals, near-full disks); loop until all is out.
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = disk.DISK.write(fd, view)
         view = view[written:]
 
 
@@ -99,15 +108,16 @@ def replace_file(path: Path, data: bytes) -> None:
     """
     tmp = tmp_path_of(path)
     try:
-        # O_TRUNC: a stale tmp from an earlier crash is simply overwritten.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # O_TRUNC: a stale tmp from an earlier crash is simply overwritten (O_NOFOLLOW: never a
+        # file a planted symlink points at).
+        fd = disk.open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             # Unbuffered os.write: there is no user-space buffer to flush before fsync.
             _write_all(fd, data)
-            os.fdatasync(fd)  # the data and its length; the rename is made durable by the directory fsync
+            disk.DISK.fdatasync(fd)  # the data and its length; the rename is made durable by the directory fsync
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            disk.DISK.close(fd)
+        disk.DISK.replace(tmp, path)
     except OSError as exc:
         _remove_quietly(tmp)
         kept = "the previous content is kept" if os.path.exists(path) else "the file was not created"
@@ -128,7 +138,7 @@ def read_json(path: Path) -> object:
     """
     path = as_path(path)
     try:
-        data = path.read_bytes()
+        data = disk.read_regular(path)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -162,7 +172,7 @@ def clean_temp_files(directory: Path) -> list[Path]:
             try:
                 if not stat.S_ISREG(candidate.lstat().st_mode):
                     continue
-                candidate.unlink()
+                disk.DISK.unlink(candidate)
             except FileNotFoundError:
                 continue
             removed.append(candidate)
@@ -176,6 +186,6 @@ def clean_temp_files(directory: Path) -> list[Path]:
 def _remove_quietly(path: Path) -> None:
     # Best effort during error handling: the original error is what the caller must see.
     try:
-        os.unlink(path)
+        disk.DISK.unlink(path)
     except OSError:
         pass

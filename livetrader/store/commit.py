@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from livetrader.errors import StoreWriteError
+from livetrader.store import disk
 from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir, replace_file
 from livetrader.store.journal import JOURNAL_DIR, read_journal, record_problem, repair_truncated_tail
 from livetrader.store.quarantine import quarantine
@@ -60,7 +61,7 @@ class CommitLog:
         self.batches = 0
         try:
             ensure_dir(self.path.parent)
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd: int | None = disk.open_regular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             fsync_dir(self.path.parent)
             self.size = os.fstat(self._fd).st_size
         except OSError as exc:
@@ -95,8 +96,8 @@ class CommitLog:
                 try:
                     view = memoryview(data)
                     while view:
-                        view = view[os.write(fd, view):]
-                    os.fdatasync(fd)
+                        view = view[disk.DISK.write(fd, view):]
+                    disk.DISK.fdatasync(fd)
                     self.size += len(data)
                     self.batches += 1
                 except OSError as exc:
@@ -114,8 +115,8 @@ class CommitLog:
     def _cut_back(self, fd: int) -> str:
         # Take back a partly written batch so the next one does not glue onto a partial line.
         try:
-            os.ftruncate(fd, self.size)
-            os.fdatasync(fd)
+            disk.DISK.ftruncate(fd, self.size)
+            disk.DISK.fdatasync(fd)
         except OSError:
             return "the commit log may end in a partial line (cut at the next start)"
         return "nothing of the batch was committed"
@@ -133,17 +134,17 @@ class CommitLog:
                 return False
             try:
                 if self.size == size:
-                    os.ftruncate(fd, 0)
-                    os.fdatasync(fd)
+                    disk.DISK.ftruncate(fd, 0)
+                    disk.DISK.fdatasync(fd)
                     self.size = 0
                     return True
                 newer = os.pread(fd, self.size - size, size)
                 replace_file(self.path, newer)
-                fresh = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+                fresh = disk.open_regular(self.path, os.O_RDWR | os.O_APPEND)
                 fsync_dir(self.path.parent)
             except (OSError, StoreWriteError):
                 return False  # kept whole: replaying lines already in their journals is harmless
-            os.close(fd)
+            disk.DISK.close(fd)
             self._fd, self.size = fresh, len(newer)
             return True
 
@@ -152,7 +153,7 @@ class CommitLog:
         with self.lock:
             fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)
+            disk.DISK.close(fd)
 
 
 @dataclass(slots=True)
@@ -165,6 +166,9 @@ class CommitReplay:
     problems: list[str] = field(default_factory=list)
     #: Entries already in their journals.
     present: int = 0
+    #: The records each journal lacked, in order (put back unless it was a dry run, which
+    #: reads each pair as if they had been: ``restore_pair(..., put_back=...)``).
+    missing: dict[Path, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def notes(self) -> list[str]:
@@ -187,11 +191,13 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
     path = commit_log_path(data_dir)
     out = CommitReplay()
     try:
-        raw = path.read_bytes()
+        raw = disk.read_regular(path)
     except FileNotFoundError:
         return out
     except OSError as exc:
         out.problems.append(f"{path}: unreadable commit log: {describe_os_error(exc)}")
+        if repair and isinstance(exc, disk.NotRegularFile):
+            quarantine(data_dir, path, out.problems[-1])
         return out
     entries: dict[Path, list[tuple[int, dict[str, Any]]]] = {}
     lines = raw.split(b"\n")
@@ -209,9 +215,12 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
         if out.problems:
             quarantine(data_dir, path, "; ".join(out.problems[:3]))
         elif raw:
-            with open(path, "r+b") as handle:
-                handle.truncate(0)
-                os.fdatasync(handle.fileno())
+            fd = disk.open_regular(path, os.O_WRONLY)
+            try:
+                disk.DISK.ftruncate(fd, 0)
+                disk.DISK.fdatasync(fd)
+            finally:
+                disk.DISK.close(fd)
     return out
 
 
@@ -232,10 +241,15 @@ def _entry(line: bytes) -> tuple[int, dict[str, Any]] | None:
 
 def _complete(journal: Path, items: list[tuple[int, dict[str, Any]]], out: CommitReplay, repair: bool) -> None:
     read = read_journal(journal)
+    unsafe = [p for p in read.problems if p.line == 0]
+    if unsafe:  # a symlink or a device where the journal should be: never written through
+        out.problems.append(f"{journal}: {unsafe[0].reason}; its committed records are kept in the commit log")
+        return
     if read.truncated_tail is not None and repair:
         repair_truncated_tail(journal)
     count = len(read.records) + len(read.problems)
     missing: list[bytes] = []
+    records: list[dict[str, Any]] = []
     for n, record in items:
         if n <= count:
             if n <= len(read.records) and not read.problems and read.records[n - 1] != record:
@@ -243,6 +257,7 @@ def _complete(journal: Path, items: list[tuple[int, dict[str, Any]]], out: Commi
             out.present += 1
         elif n == count + 1:
             missing.append(orjson.dumps(record) + b"\n")
+            records.append(record)
             count += 1
         else:
             out.problems.append(f"{journal}: the journal holds {count} records but the commit log's next is {n}")
@@ -250,12 +265,15 @@ def _complete(journal: Path, items: list[tuple[int, dict[str, Any]]], out: Commi
     if not missing:
         return
     out.restored[journal] = len(missing)
+    out.missing[journal] = records
     if repair:
         ensure_dir(journal.parent)
-        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = disk.open_regular(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, b"".join(missing))
-            os.fdatasync(fd)
+            data = memoryview(b"".join(missing))
+            while data:
+                data = data[disk.DISK.write(fd, data):]
+            disk.DISK.fdatasync(fd)
         finally:
-            os.close(fd)
+            disk.DISK.close(fd)
         fsync_dir(journal.parent)

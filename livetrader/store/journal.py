@@ -19,6 +19,7 @@ from types import TracebackType
 import orjson
 
 from livetrader.errors import StoreReadError, StoreWriteError
+from livetrader.store import disk
 from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir
 
 JOURNAL_DIR = "journal"
@@ -80,13 +81,12 @@ class Journal:
         try:
             ensure_dir(self.path.parent)
             try:
-                self._fd: int | None = os.open(
-                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-                )
+                self._fd: int | None = disk.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL)
                 # A new file's directory entry must be durable too, or fsync'ed appends could vanish with it.
                 fsync_dir(self.path.parent)
             except FileExistsError:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                # Never through a planted symlink (O_NOFOLLOW), never into a FIFO or a device.
+                self._fd = disk.open_regular(self.path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise StoreWriteError(self.path, describe_os_error(exc)) from exc
 
@@ -120,7 +120,7 @@ class Journal:
             size_before = os.fstat(fd).st_size
             try:
                 # One write of the whole line: a crash leaves at most one partial line, at the end.
-                written = os.write(fd, line)
+                written = disk.DISK.write(fd, line)
                 if written != len(line):
                     raise OSError(0, f"short write ({written} of {len(line)} bytes)")
             except OSError as exc:
@@ -137,7 +137,7 @@ class Journal:
             if self._fd is None:
                 return
             try:
-                os.fdatasync(self._fd)
+                disk.DISK.fdatasync(self._fd)
             except OSError as exc:
                 raise StoreWriteError(self.path, describe_os_error(exc)) from exc
 
@@ -151,11 +151,11 @@ class Journal:
     def _cut_back(self, fd: int, size: int) -> str:
         # Remove what the failed append left, so the next append does not glue onto a partial line.
         try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
+            disk.DISK.ftruncate(fd, size)
+            disk.DISK.fsync(fd)
         except OSError:
             # The file may now end in a partial line; stop writing and let recovery repair it.
-            os.close(fd)
+            disk.DISK.close(fd)
             self._fd = None
             return "the journal may end in a partial line and is closed; restart to repair it"
         return "the record was not journaled"
@@ -166,11 +166,11 @@ class Journal:
             fd, self._fd = self._fd, None
         if fd is not None:
             try:
-                os.fdatasync(fd)
+                disk.DISK.fdatasync(fd)
             except OSError:
                 pass  # every acknowledged line was made durable already (by ``sync`` or its commit entry)
             finally:
-                os.close(fd)
+                disk.DISK.close(fd)
 
     @property
     def closed(self) -> bool:
@@ -225,7 +225,8 @@ def read_journal(path: Path) -> JournalRead:
 
     A last line without a trailing newline is reported as ``truncated_tail`` and skipped,
     even if it happens to parse: ``append`` writes the newline in the same write, so such a
-    line was never acknowledged. A missing file reads as an empty journal (a new pair);
+    line was never acknowledged. A missing file reads as an empty journal (a new pair); a
+    symlink or any other non-regular file is one problem (damage: it is never followed);
     any other read error raises ``StoreReadError``.
     """
     path = as_path(path)
@@ -233,9 +234,11 @@ def read_journal(path: Path) -> JournalRead:
     problems: list[JournalProblem] = []
     tail: TruncatedTail | None = None
     try:
-        handle = open(path, "rb")
+        handle = open(disk.open_regular(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
         return JournalRead(path=path)
+    except disk.NotRegularFile as exc:
+        return JournalRead(path=path, problems=[JournalProblem(line=0, offset=0, reason=exc.strerror, text="")])
     except OSError as exc:
         raise StoreReadError(path, describe_os_error(exc)) from exc
     offset = 0
@@ -277,7 +280,7 @@ def repair_truncated_tail(path: Path) -> int:
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = disk.open_regular(path, os.O_RDWR)
     except FileNotFoundError:
         return 0
     except OSError as exc:
@@ -287,13 +290,13 @@ def repair_truncated_tail(path: Path) -> int:
         keep = _end_of_last_line(fd, size)
         if keep == size:
             return 0
-        os.ftruncate(fd, keep)
-        os.fsync(fd)
+        disk.DISK.ftruncate(fd, keep)
+        disk.DISK.fsync(fd)
         return size - keep
     except OSError as exc:
         raise StoreWriteError(path, describe_os_error(exc)) from exc
     finally:
-        os.close(fd)
+        disk.DISK.close(fd)
 
 
 def _end_of_last_line(fd: int, size: int, chunk: int = 64 * 1024) -> int:

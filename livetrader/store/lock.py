@@ -7,9 +7,11 @@ needed. The lock file records who holds it so a refused start can name that proc
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,9 +120,14 @@ class DataDirLock:
             raise RuntimeError(f"{self.path} is already held by this DataDirLock")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Never truncate a file a planted symlink points at (O_NOFOLLOW, then a regular-file check).
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file")
         except OSError as exc:
-            raise StoreWriteError(self.path, describe_os_error(exc)) from exc
+            reason = "a symbolic link, not a regular file" if exc.errno == errno.ELOOP else describe_os_error(exc)
+            raise StoreWriteError(self.path, f"{reason}; move it aside") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from livetrader.errors import StoreWriteError
-from livetrader.store.atomic import describe_os_error, fsync_dir, write_atomic
+from livetrader.store import disk
+from livetrader.store.atomic import describe_os_error, ensure_dir, fsync_dir, write_atomic
 
 QUARANTINE_DIR = "quarantine"
 WHY_SUFFIX = ".why.txt"
@@ -40,9 +41,7 @@ def quarantine(data_dir: Path, path: Path, reason: str) -> Path:
     qdir = quarantine_dir(data_dir)
     now = datetime.now(tz=UTC)
     try:
-        if not qdir.is_dir():
-            qdir.mkdir(parents=True, exist_ok=True)
-            fsync_dir(qdir.parent)
+        ensure_dir(qdir)
         target = _free_name(qdir, now.strftime("%Y%m%dT%H%M%SZ"), path.name)
         _move(path, target)
         fsync_dir(path.parent)
@@ -73,7 +72,7 @@ def _free_name(qdir: Path, stamp: str, name: str) -> Path:
 
 def _move(src: Path, dst: Path) -> None:
     try:
-        os.replace(src, dst)
+        disk.DISK.replace(src, dst)
         return
     except OSError as exc:
         if exc.errno != errno.EXDEV:

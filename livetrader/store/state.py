@@ -226,18 +226,23 @@ def _check_snapshot(data: object, key: Key) -> tuple[str | None, SignalRow | Non
         return f"its signal is invalid: {type(exc).__name__}: {exc}", None
 
 
-def restore_pair(data_dir: Path, key: Key, *, repair: bool = True) -> Restored:
+def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,
+                 put_back: list[dict[str, Any]] | None = None) -> Restored:
     """Read, check and reconcile a pair's journal and snapshot.
 
     With ``repair`` (the daemon, ``recover`` without ``--dry-run``) a truncated last
     journal line is cut, damaged files are quarantined and an interrupted transition is
     completed by rewriting the snapshot; without it nothing is changed and the notes say
-    what would be done. Raises ``StateDamaged`` when the pair must not start.
+    what would be done. ``put_back``: committed records the commit log holds for this
+    journal and a dry run did not write (``CommitReplay.missing``); the pair is read as if
+    they had been. Raises ``StateDamaged`` when the pair must not start.
     """
     data_dir = as_path(data_dir)
     jpath, spath = pair_paths(data_dir, key)
     out = Restored(key, paths=(jpath, spath))
     read = read_journal(jpath)
+    if put_back:
+        read.records.extend(put_back)
     if read.truncated_tail is not None:
         size = read.truncated_tail.size
         if repair:
@@ -248,7 +253,8 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True) -> Restored:
     problem = None
     if read.problems:
         first = read.problems[0]
-        problem = f"{len(read.problems)} invalid journal line(s), first at line {first.line}: {first.reason}"
+        problem = (f"the journal is {first.reason}" if first.line == 0 else
+                   f"{len(read.problems)} invalid journal line(s), first at line {first.line}: {first.reason}")
     else:
         problem = _check_records(read.records, key)
     if problem is not None:
