@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_STRATEGIES = Path(__file__).resolve().parent / "fixtures" / "strategies"
-DATA = ROOT.parent / "shared" / "data" / "UNITTEST_BTC-1m.json"
+DATA = ROOT / "tests" / "data" / "UNITTEST_BTC-1m.json"
 
 
 def workdir(tmp_path: Path) -> Path:
