@@ -102,8 +102,9 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
         # Before the pairs: a journal a crash shortened is read complete only once its lines are back.
         replayed = replay_commit_log(data_dir, repair=not dry_run)
         verb = "would put back" if dry_run else "put back"
-        findings.commit_log = [f"{path.name}: {verb} {count} committed record(s) a crash took from the journal"
-                               for path, count in sorted(replayed.restored.items())]
+        findings.commit_log = [*replayed.renamed,
+                               *(f"{path.name}: {verb} {count} committed record(s) a crash took from the journal"
+                                 for path, count in sorted(replayed.restored.items()))]
         findings.damage.extend(replayed.problems)
         keys, unnamed = keys_on_disk(data_dir)
         findings.damage.extend(unnamed)

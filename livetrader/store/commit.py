@@ -165,12 +165,14 @@ class CommitReplay:
     problems: list[str] = field(default_factory=list)
     #: Entries already in their journals.
     present: int = 0
+    #: Journals found under their earlier names, renamed (or, in a dry run, to rename) first.
+    renamed: list[str] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
-        """One line per journal completed."""
-        return [f"{path.name}: put back {count} committed record(s) a crash took from the journal"
-                for path, count in sorted(self.restored.items())]
+        """One line per journal renamed or completed."""
+        return [*self.renamed, *(f"{path.name}: put back {count} committed record(s) a crash took from the journal"
+                for path, count in sorted(self.restored.items()))]
 
 
 def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
@@ -181,7 +183,7 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
     record of its journal. Without ``repair`` nothing is written and ``restored`` says what
     would be. A commit log with lines that are not entries is quarantined, never deleted.
     """
-    from livetrader.store.state import pair_paths
+    from livetrader.store.state import adopt_legacy, pair_paths
 
     data_dir = as_path(data_dir)
     path = commit_log_path(data_dir)
@@ -193,7 +195,7 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
     except OSError as exc:
         out.problems.append(f"{path}: unreadable commit log: {describe_os_error(exc)}")
         return out
-    entries: dict[Path, list[tuple[int, dict[str, Any]]]] = {}
+    entries: dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]] = {}
     lines = raw.split(b"\n")
     for number, line in enumerate(lines[:-1], start=1):  # the last piece has no newline: never acknowledged
         entry = _entry(line)
@@ -201,9 +203,15 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
             out.problems.append(f"{path}: line {number} is not a commit entry")
             continue
         n, record = entry
-        journal = pair_paths(data_dir, (record["symbol"], record["strategy"], record["exchange"]))[0]
-        entries.setdefault(journal, []).append((n, record))
-    for journal, items in entries.items():
+        entries.setdefault((record["symbol"], record["strategy"], record["exchange"]), []).append((n, record))
+    for key, items in entries.items():
+        journal = pair_paths(data_dir, key)[0]
+        if not os.path.lexists(journal):
+            # Files under the earlier naming scheme: lines are put back into that journal (renamed
+            # first when repairing), never into a new empty one that would skip its records.
+            journal, note = adopt_legacy(data_dir, key, "journal", repair=repair)
+            if note is not None:
+                out.renamed.append(note)
         _complete(journal, items, out, repair)
     if repair:
         if out.problems:
