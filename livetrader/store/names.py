@@ -27,6 +27,7 @@ import re
 MAX_STEM_BYTES = 200
 _HASH_HEX = 32
 _SAFE = re.compile(r"[A-Za-z0-9-][A-Za-z0-9.-]*")
+_SAFE_STEM = re.compile(r"[A-Za-z0-9-][A-Za-z0-9.-]*(?:_[A-Za-z0-9-][A-Za-z0-9.-]*)*")
 _SAFE_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 _LEGACY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -51,7 +52,10 @@ def encode_part(part: str) -> str:
 
 def stem_of(*parts: str) -> str:
     """The encoded parts joined by ``_``, cut with a hash suffix beyond ``MAX_STEM_BYTES``."""
-    stem = "_".join(encode_part(part) for part in parts)
+    stem = "_".join(parts)
+    # The common case in one match: every part already safe (and so no "_" inside a part).
+    if not (_SAFE_STEM.fullmatch(stem) and stem.count("_") == len(parts) - 1):
+        stem = "_".join(encode_part(part) for part in parts)
     if len(stem) <= MAX_STEM_BYTES:  # ASCII only: characters are bytes
         return stem
     digest = hashlib.sha256(stem.encode("ascii")).hexdigest()[:_HASH_HEX]
