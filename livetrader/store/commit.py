@@ -181,7 +181,9 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
     Call before restoring any pair, holding the data directory lock. Entries already in
     their journal are checked and skipped; a missing one is appended when it is the next
     record of its journal. Without ``repair`` nothing is written and ``restored`` says what
-    would be. A commit log with lines that are not entries is quarantined, never deleted.
+    would be. A commit log with lines that are not entries is quarantined, never deleted. A
+    journal still under its earlier file name is renamed first (``adopt_legacy``; in a dry run,
+    read where it is), so its lines go back where its records are.
     """
     from livetrader.store.state import adopt_legacy, pair_paths
 

@@ -386,8 +386,9 @@ def complete_snapshot(data_dir: Path, restored: Restored) -> None:
 
 
 def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozenset()) -> tuple[list[Key], list[str]]:
-    """Every pair with a journal or a snapshot in ``data_dir`` (its key read from the files, as
-    file names are lossy), except the file stems in ``skip_stems``; and the files that name none."""
+    """Every pair with a journal or a snapshot in ``data_dir`` (its key read from the files, which
+    may still carry an earlier, lossy name), except the file stems in ``skip_stems``; and the files
+    that name none."""
     data_dir = as_path(data_dir)
     keys: set[Key] = set()
     problems: list[str] = []
