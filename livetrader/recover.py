@@ -17,7 +17,7 @@ from livetrader.clock import saved_clock
 from livetrader.core.price import MINUTE_MS
 from livetrader.store.commit import replay_commit_log
 from livetrader.store.lock import is_locked, read_lock_holder
-from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, pair_paths, restore_pair
+from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair
 
 #: Exit codes of ``livetrader recover``.
 NOTHING_TO_DO, REPAIRS, NEEDS_A_PERSON, LOCKED = 0, 10, 20, 1
@@ -102,17 +102,17 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
         # Before the pairs: a journal a crash shortened is read complete only once its lines are back.
         replayed = replay_commit_log(data_dir, repair=not dry_run)
         verb = "would put back" if dry_run else "put back"
-        findings.commit_log = [f"{path.name}: {verb} {count} committed record(s) a crash took from the journal"
-                               for path, count in sorted(replayed.restored.items())]
+        findings.commit_log = [*replayed.renamed,
+                               *(f"{path.name}: {verb} {count} committed record(s) a crash took from the journal"
+                                 for path, count in sorted(replayed.restored.items()))]
         findings.damage.extend(replayed.problems)
         keys, unnamed = keys_on_disk(data_dir)
         if dry_run:  # a pair whose only records are in the commit log has no readable file yet
-            named = {(r[0]["symbol"], r[0]["strategy"], r[0]["exchange"]) for r in replayed.missing.values() if r}
-            keys = sorted(set(keys) | named)
+            keys = sorted(set(keys) | set(replayed.missing))
         findings.damage.extend(unnamed)
         for key in keys:
             # A dry run wrote nothing back: read each journal with the lines it would have put back.
-            put_back = replayed.missing.get(pair_paths(data_dir, key)[0]) if dry_run else None
+            put_back = replayed.missing.get(key) if dry_run else None
             findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now, put_back))
     finally:
         if lock is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any, Final
 
 from livetrader.core.signal import TickResult, record_of
 from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
+from livetrader.store.names import stem_of
 
 log = logging.getLogger(__name__)
 
@@ -408,22 +408,14 @@ def build_report(
     return "\n".join(lines)
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _safe(part: str) -> str:
-    # Leading dots would make a hidden file (or "..") — a report must be visible and stay in its folder.
-    cleaned = _UNSAFE.sub("-", str(part)).lstrip(".")
-    return cleaned or "-"
-
-
 def report_filename(symbol: str, strategy: str, exchange: str, now_ms: int) -> str:
-    """``<symbol>_<strategy>_<exchange>_<YYYYmmddTHHMMSSZ>.md``, each part reduced to ``[A-Za-z0-9._-]``.
+    """``<symbol>_<strategy>_<exchange>_<YYYYmmddTHHMMSSZ>.md``: the pair's file stem (each part
+    encoded, unique per pair, see ``livetrader.store.names``) and the UTC time.
 
-    ``BTC/USDT`` becomes ``BTC-USDT``; the timestamp is UTC.
+    ``BTC/USDT`` becomes ``BTC%2FUSDT``; a name never starts with ``.`` nor leaves its folder.
     """
     stamp = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{_safe(symbol)}_{_safe(strategy)}_{_safe(exchange)}_{stamp}.md"
+    return f"{stem_of(str(symbol), str(strategy), str(exchange))}_{stamp}.md"
 
 
 def write_equity_png(path: str | PathLike[str], records: Sequence[dict]) -> bool:

@@ -235,8 +235,9 @@ def test_format_duration() -> None:
 
 def test_report_filename() -> None:
     name = report_filename("BTC/USDT", "my strat", "../bin ance", DAY0 + 12 * H + 34 * M + 56_000)
-    assert name == "BTC-USDT_my-strat_-bin-ance_20240101T123456Z.md"
-    assert re.fullmatch(r"[A-Za-z0-9._-]+", name)
+    assert name == "BTC%2FUSDT_my%20strat_%2E.%2Fbin%20ance_20240101T123456Z.md"
+    assert re.fullmatch(r"[A-Za-z0-9%][A-Za-z0-9._%-]+", name)
+    assert report_filename("BTCUSDT", "my-strategy", "sim", DAY0) == "BTCUSDT_my-strategy_sim_20240101T000000Z.md"
 
 
 def test_sparkline() -> None:

@@ -247,10 +247,11 @@ def _records() -> list[dict]:
     ]
 
 
-def test_journal_path_sanitises_names(tmp_path: Path) -> None:
+def test_journal_path_encodes_names(tmp_path: Path) -> None:
     path = journal_path(tmp_path, "BTC/USDT", "my strat:v2", "binance")
-    assert path == tmp_path / "journal" / "BTC-USDT_my-strat-v2_binance.jsonl"
-    assert journal_path(tmp_path, "a.b_c-D9", "s", "e").name == "a.b_c-D9_s_e.jsonl"
+    assert path == tmp_path / "journal" / "BTC%2FUSDT_my%20strat%3Av2_binance.jsonl"
+    assert journal_path(tmp_path, "a.b_c-D9", "s", "e").name == "a.b%5Fc-D9_s_e.jsonl"
+    assert journal_path(tmp_path, "BTCUSDT", "my-strategy", "sim").name == "BTCUSDT_my-strategy_sim.jsonl"
     with pytest.raises(ValueError):
         journal_path(tmp_path, "", "s", "e")
 

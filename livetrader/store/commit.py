@@ -168,13 +168,15 @@ class CommitReplay:
     present: int = 0
     #: The records each journal lacked, in order (put back unless it was a dry run, which
     #: reads each pair as if they had been: ``restore_pair(..., put_back=...)``).
-    missing: dict[Path, list[dict[str, Any]]] = field(default_factory=dict)
+    missing: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    #: Journals found under their earlier names, renamed (or, in a dry run, to rename) first.
+    renamed: list[str] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
-        """One line per journal completed."""
-        return [f"{path.name}: put back {count} committed record(s) a crash took from the journal"
-                for path, count in sorted(self.restored.items())]
+        """One line per journal renamed or completed."""
+        return [*self.renamed, *(f"{path.name}: put back {count} committed record(s) a crash took from the journal"
+                for path, count in sorted(self.restored.items()))]
 
 
 def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
@@ -183,9 +185,11 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
     Call before restoring any pair, holding the data directory lock. Entries already in
     their journal are checked and skipped; a missing one is appended when it is the next
     record of its journal. Without ``repair`` nothing is written and ``restored`` says what
-    would be. A commit log with lines that are not entries is quarantined, never deleted.
+    would be. A commit log with lines that are not entries is quarantined, never deleted. A
+    journal still under its earlier file name is renamed first (``adopt_legacy``; in a dry run,
+    read where it is), so its lines go back where its records are.
     """
-    from livetrader.store.state import pair_paths
+    from livetrader.store.state import adopt_legacy, pair_paths
 
     data_dir = as_path(data_dir)
     path = commit_log_path(data_dir)
@@ -199,7 +203,7 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
         if repair and isinstance(exc, disk.NotRegularFile):
             quarantine(data_dir, path, out.problems[-1])
         return out
-    entries: dict[Path, list[tuple[int, dict[str, Any]]]] = {}
+    entries: dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]] = {}
     lines = raw.split(b"\n")
     for number, line in enumerate(lines[:-1], start=1):  # the last piece has no newline: never acknowledged
         entry = _entry(line)
@@ -207,9 +211,15 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
             out.problems.append(f"{path}: line {number} is not a commit entry")
             continue
         n, record = entry
-        journal = pair_paths(data_dir, (record["symbol"], record["strategy"], record["exchange"]))[0]
-        entries.setdefault(journal, []).append((n, record))
-    for journal, items in entries.items():
+        entries.setdefault((record["symbol"], record["strategy"], record["exchange"]), []).append((n, record))
+    for key, items in entries.items():
+        journal = pair_paths(data_dir, key)[0]
+        if not os.path.lexists(journal):
+            # Files under the earlier naming scheme: lines are put back into that journal (renamed
+            # first when repairing), never into a new empty one that would skip its records.
+            journal, note = adopt_legacy(data_dir, key, "journal", repair=repair)
+            if note is not None:
+                out.renamed.append(note)
         _complete(journal, items, out, repair)
     if repair:
         if out.problems:
@@ -265,7 +275,7 @@ def _complete(journal: Path, items: list[tuple[int, dict[str, Any]]], out: Commi
     if not missing:
         return
     out.restored[journal] = len(missing)
-    out.missing[journal] = records
+    out.missing[(records[0]["symbol"], records[0]["strategy"], records[0]["exchange"])] = records
     if repair:
         ensure_dir(journal.parent)
         fd = disk.open_regular(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

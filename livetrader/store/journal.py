@@ -1,6 +1,7 @@
 """The per-pair append-only event journal: the write-ahead log of SPEC §9.
 
-One JSON object per line in ``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl``.
+One JSON object per line in ``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl`` (each part
+encoded, see ``livetrader.store.names``).
 Each ``append`` is a single ``os.write`` on an ``O_APPEND`` descriptor followed by
 ``fdatasync``, so when it returns the record survives a crash or power loss; the engine changes
 its snapshot only after that. A crash during ``append`` can leave at most one partial last
@@ -10,7 +11,6 @@ line, which was never acknowledged and is therefore safe to cut (``repair_trunca
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,31 +21,18 @@ import orjson
 from livetrader.errors import StoreReadError, StoreWriteError
 from livetrader.store import disk
 from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir
+from livetrader.store.names import stem_of
 
 JOURNAL_DIR = "journal"
 JOURNAL_SUFFIX = ".jsonl"
 EVENTS = frozenset({"scheduled", "opened", "closed", "cancelled"})
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SNIPPET = 80  # bytes of a bad line quoted in a problem report
 
 
-def sanitize_name(name: str) -> str:
-    """A file-name-safe form of a symbol/strategy/exchange: ``BTC/USDT`` -> ``BTC-USDT``."""
-    if not name:
-        raise ValueError("journal name part must not be empty")
-    if name.isascii() and name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        return name  # already safe: the common case, without the regex
-    return _UNSAFE.sub("-", name)
-
-
 def journal_path(data_dir: Path, symbol: str, strategy: str, exchange: str) -> Path:
-    """``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl`` with each part sanitised.
-
-    Distinct names can map to one file (``BTC/USDT`` and ``BTC-USDT``); records carry the
-    unsanitised names, so callers that need certainty can check them.
-    """
-    parts = (sanitize_name(symbol), sanitize_name(strategy), sanitize_name(exchange))
-    return Path(data_dir) / JOURNAL_DIR / ("_".join(parts) + JOURNAL_SUFFIX)
+    """``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl``, each part encoded so that
+    distinct pairs never share a file (``livetrader.store.names``)."""
+    return Path(data_dir) / JOURNAL_DIR / (stem_of(symbol, strategy, exchange) + JOURNAL_SUFFIX)
 
 
 def record_problem(record: object) -> str | None:
@@ -207,12 +194,15 @@ class TruncatedTail:
 
 @dataclass(slots=True, frozen=True)
 class JournalRead:
-    """What ``read_journal`` found: valid ``records`` in file order, ``problems``, a ``truncated_tail``."""
+    """What ``read_journal`` found: valid ``records`` in file order, ``problems``, a ``truncated_tail``,
+    or that the file is ``missing``."""
 
     path: Path
     records: list[dict] = field(default_factory=list)
     problems: list[JournalProblem] = field(default_factory=list)
     truncated_tail: TruncatedTail | None = None
+    #: True when there is no file (a new pair, or one whose files still carry an older name).
+    missing: bool = False
 
     @property
     def ok(self) -> bool:
@@ -236,7 +226,7 @@ def read_journal(path: Path) -> JournalRead:
     try:
         handle = open(disk.open_regular(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
-        return JournalRead(path=path)
+        return JournalRead(path=path, missing=True)
     except disk.NotRegularFile as exc:
         return JournalRead(path=path, problems=[JournalProblem(line=0, offset=0, reason=exc.strerror, text="")])
     except OSError as exc:

@@ -6,6 +6,10 @@ Layout under the data directory::
     state/pairs/<symbol>_<strategy>_<exchange>.json the pair's snapshot (atomic rewrite)
     state/risk/<profile>.json                       a risk profile's open positions
 
+Each name part is encoded so that no two pairs (or profiles) share a file
+(``livetrader.store.names``). Files found under the earlier, lossy names are renamed when
+the pair is restored with repairs (``adopt_legacy``), if their content names that pair.
+
 The journal is the truth: a transition is appended (and fsync'ed) before anything else
 changes, and the snapshot records how many journal records it reflects. On restore, records
 beyond that count are an interrupted transition, completed by replaying them; a snapshot
@@ -18,21 +22,16 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from livetrader.core.signal import SignalRow, row_of
 from livetrader.errors import LivetraderError, StoreReadError, StoreWriteError
-from livetrader.store.atomic import as_path, ensure_dir, read_json, write_json_atomic
-from livetrader.store.journal import (
-    JOURNAL_DIR,
-    JOURNAL_SUFFIX,
-    Journal,
-    read_journal,
-    repair_truncated_tail,
-    sanitize_name,
-)
+from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir, read_json, write_json_atomic
+from livetrader.store.journal import JOURNAL_DIR, JOURNAL_SUFFIX, Journal, read_journal, repair_truncated_tail
+from livetrader.store.names import legacy_pair_stem, legacy_part, pair_stem, stem_of
 from livetrader.store.quarantine import quarantine
 from livetrader.store.writer import BackgroundWriter
 
@@ -45,11 +44,6 @@ Key = tuple[str, str, str]
 
 class StateDamaged(LivetraderError):
     """A pair's durable state is damaged; it was quarantined (or needs a person) and the pair does not start."""
-
-
-def pair_stem(key: Key) -> str:
-    """``<symbol>_<strategy>_<exchange>`` with each part made file-name safe."""
-    return "_".join(sanitize_name(part) for part in key)
 
 
 def pair_paths(data_dir: Path, key: Key) -> tuple[Path, Path]:
@@ -70,8 +64,69 @@ def snapshot_path(data_dir: Path, key: Key) -> Path:
 
 
 def risk_path(data_dir: Path, profile: str) -> Path:
-    """Where a risk profile's open positions live."""
-    return Path(data_dir) / RISK_DIR / f"{sanitize_name(profile)}.json"
+    """Where a risk profile's open positions live (the name encoded like a pair's, ``stem_of``)."""
+    return Path(data_dir) / RISK_DIR / f"{stem_of(profile)}.json"
+
+
+def adopt_legacy(data_dir: Path, key: Key, which: str, *, repair: bool = True) -> tuple[Path, str | None]:
+    """The pair's ``which`` file (``"journal"`` or ``"snapshot"``), found under its earlier name
+    when none exists under its own.
+
+    Call it only when the file under the pair's own name is missing (new pairs are rare, so
+    restoring stays a single read per file). Returns the path to read and a note: when the file
+    under the earlier name (``legacy_pair_stem``) names this pair (a journal's first record, or,
+    for a journal without records, the snapshot of the same earlier name; a snapshot's fields),
+    it is renamed to the pair's own name and the directory fsync'ed; without ``repair`` nothing
+    moves, and the earlier path is returned to be read. A file that names another pair is left
+    for that pair. The journal moves before the snapshot, so a crash between leaves the snapshot
+    to be adopted at the next start.
+    """
+    data_dir = as_path(data_dir)
+    journal, snapshot = pair_paths(data_dir, key)
+    path = journal if which == "journal" else snapshot
+    try:
+        old_stem = legacy_pair_stem(key)
+    except ValueError:
+        return path, None
+    if old_stem == path.name.removesuffix(JOURNAL_SUFFIX if which == "journal" else ".json"):
+        return path, None  # the common case: the name did not change
+    old_snapshot = snapshot.with_name(old_stem + ".json")
+    old = journal.with_name(old_stem + JOURNAL_SUFFIX) if which == "journal" else old_snapshot
+    try:
+        if not stat.S_ISREG(os.lstat(old).st_mode):
+            return path, None
+    except OSError:
+        return path, None
+    if which == "journal":
+        read = read_journal(old)
+        owner = _record_key(read.records[0]) if read.records else None
+        if not read.records and not read.problems:
+            owner = _snapshot_key(old_snapshot)  # an empty journal is the pair's whose snapshot is beside it
+    else:
+        owner = _snapshot_key(old)
+    if owner != key:
+        return path, None
+    if not repair:
+        return old, f"would rename {old.name} to {path.name} (file names now encode each pair uniquely)"
+    try:
+        os.rename(old, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StoreWriteError(path, f"cannot rename {old} to its new name: {describe_os_error(exc)}") from exc
+    return path, f"renamed {old.name} to {path.name} (file names now encode each pair uniquely)"
+
+
+def _record_key(record: dict[str, Any]) -> Key | None:
+    key = (record.get("symbol"), record.get("strategy"), record.get("exchange"))
+    return key if all(isinstance(part, str) for part in key) else None  # type: ignore[return-value]
+
+
+def _snapshot_key(path: Path) -> Key | None:
+    try:
+        data = read_json(path)
+    except (FileNotFoundError, StoreReadError):
+        return None
+    return _record_key(data) if isinstance(data, dict) else None
 
 
 def snapshot_dict(
@@ -239,10 +294,16 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,
     """
     data_dir = as_path(data_dir)
     jpath, spath = pair_paths(data_dir, key)
-    out = Restored(key, paths=(jpath, spath))
+    notes: list[str] = []
     read = read_journal(jpath)
+    if read.missing:
+        jpath, note = adopt_legacy(data_dir, key, "journal", repair=repair)
+        if note is not None:
+            notes.append(note)
+            read = read_journal(jpath)
     if put_back:
         read.records.extend(put_back)
+    out = Restored(key, paths=(jpath, spath), notes=notes)
     if read.truncated_tail is not None:
         size = read.truncated_tail.size
         if repair:
@@ -266,6 +327,16 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,
         data = read_json(spath)
     except FileNotFoundError:
         data = None
+        spath, note = adopt_legacy(data_dir, key, "snapshot", repair=repair)
+        if note is not None:
+            out.notes.append(note)
+            out.paths = (jpath, spath)
+            try:
+                data = read_json(spath)
+            except FileNotFoundError:
+                data = None
+            except StoreReadError as exc:
+                _damaged(data_dir, spath, f"unreadable snapshot: {exc.reason}", repair)
     except StoreReadError as exc:
         _damaged(data_dir, spath, f"unreadable snapshot: {exc.reason}", repair)
     if data is not None:
@@ -307,8 +378,9 @@ def _damaged(data_dir: Path, path: Path, reason: str, repair: bool) -> None:
 
 def complete_snapshot(data_dir: Path, restored: Restored) -> None:
     """Rewrite a pair's snapshot from its journal (an interrupted transition completed), for a
-    pair no loop runs: ``recover``, and the pairs on disk a daemon does not run."""
-    path = snapshot_path(data_dir, restored.key)
+    pair no loop runs: ``recover``, and the pairs on disk a daemon does not run. The snapshot
+    read is the one rewritten (it may still carry its earlier name when nothing was repaired)."""
+    path = restored.paths[1] if restored.paths is not None else snapshot_path(data_dir, restored.key)
     try:
         old = read_json(path)
     except (FileNotFoundError, StoreReadError):
@@ -320,8 +392,9 @@ def complete_snapshot(data_dir: Path, restored: Restored) -> None:
 
 
 def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozenset()) -> tuple[list[Key], list[str]]:
-    """Every pair with a journal or a snapshot in ``data_dir`` (its key read from the files, as
-    file names are lossy), except the file stems in ``skip_stems``; and the files that name none."""
+    """Every pair with a journal or a snapshot in ``data_dir`` (its key read from the files, which
+    may still carry an earlier, lossy name), except the file stems in ``skip_stems``; and the files
+    that name none."""
     data_dir = as_path(data_dir)
     keys: set[Key] = set()
     problems: list[str] = []
@@ -371,10 +444,38 @@ def save_risk(data_dir: Path, profile: str, positions: list[dict[str, Any]]) -> 
 
 
 def load_risk(data_dir: Path, profile: str) -> list[dict[str, Any]]:
-    """A risk profile's persisted open positions (empty when none or unreadable: the signals win anyway)."""
+    """A risk profile's persisted open positions (empty when none or unreadable: the signals win anyway).
+
+    Called by the daemon, holding the data directory lock: a file under the profile's earlier
+    name (``legacy_part``) that names this profile is renamed to its own name first.
+    """
+    path = risk_path(data_dir, profile)
     try:
-        data = read_json(risk_path(data_dir, profile))
-    except (FileNotFoundError, StoreReadError):
+        data = read_json(path)
+    except FileNotFoundError:
+        data = _adopt_legacy_risk(path, profile)
+    except StoreReadError:
         return []
     positions = data.get("positions") if isinstance(data, dict) else None
     return [p for p in positions if isinstance(p, dict)] if isinstance(positions, list) else []
+
+
+def _adopt_legacy_risk(path: Path, profile: str) -> object:
+    try:
+        old = path.with_name(f"{legacy_part(profile)}.json")
+    except ValueError:
+        return None
+    if old == path:
+        return None
+    try:
+        data = read_json(old)
+    except (FileNotFoundError, StoreReadError):
+        return None
+    if not isinstance(data, dict) or data.get("profile") != profile:
+        return None  # another profile's, under the lossy earlier name
+    try:
+        os.rename(old, path)
+        fsync_dir(path.parent)
+    except OSError:
+        pass  # read it where it is; the next save writes the new name
+    return data
