@@ -29,6 +29,7 @@ from typing import Any
 
 from livetrader.core.signal import SignalRow, row_of
 from livetrader.errors import LivetraderError, StoreReadError, StoreWriteError
+from livetrader.store import disk
 from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir, read_json, write_json_atomic
 from livetrader.store.journal import JOURNAL_DIR, JOURNAL_SUFFIX, Journal, read_journal, repair_truncated_tail
 from livetrader.store.names import legacy_pair_stem, legacy_part, pair_stem, stem_of
@@ -109,7 +110,7 @@ def adopt_legacy(data_dir: Path, key: Key, which: str, *, repair: bool = True) -
     if not repair:
         return old, f"would rename {old.name} to {path.name} (file names now encode each pair uniquely)"
     try:
-        os.rename(old, path)
+        disk.DISK.replace(old, path)
         fsync_dir(path.parent)
     except OSError as exc:
         raise StoreWriteError(path, f"cannot rename {old} to its new name: {describe_os_error(exc)}") from exc
@@ -474,7 +475,7 @@ def _adopt_legacy_risk(path: Path, profile: str) -> object:
     if not isinstance(data, dict) or data.get("profile") != profile:
         return None  # another profile's, under the lossy earlier name
     try:
-        os.rename(old, path)
+        disk.DISK.replace(old, path)
         fsync_dir(path.parent)
     except OSError:
         pass  # read it where it is; the next save writes the new name
