@@ -529,7 +529,7 @@ def instantiate(cls: type[Strategy]) -> Strategy:
     """Create an instance of ``cls``; a constructor error becomes StrategyLoadError with file:line."""
     try:
         return cls()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a sys.exit() in __init__ must not end the daemon as a success
         file, line = _class_file(cls)
         line = _line_in_file(exc, file) or line
         raise StrategyLoadError(
