@@ -36,7 +36,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -284,8 +284,19 @@ def _mentions(file: Path, name: str) -> bool:
     return f'"{name}"' in text or f"'{name}'" in text
 
 
-def load_strategies(directory: Path) -> StrategyRegistry:
-    """Import every strategy module of ``directory`` and collect its Strategy subclasses.
+def load_strategies(
+    directory: Path,
+    names: Iterable[str] | None = None,
+    on_import: Callable[[Path], None] | None = None,
+) -> StrategyRegistry:
+    """Import the strategy modules of ``directory`` and collect their Strategy subclasses.
+
+    Every module is imported, unless ``names`` is given and each of those names is declared
+    as a plain ``name = "..."`` in a class of some module (a static scan, nothing runs): then
+    only the modules declaring them are (all of them, so a duplicate name is still caught).
+    A name the scan cannot find (a typo, a computed name, a file with a syntax error) makes
+    it import everything, so the error says what it always said. ``on_import`` is called
+    with each file just before it is imported (the daemon tells systemd it needs more time).
 
     Problems (import failures, invalid declarations, duplicate names) are recorded in the
     returned registry, never raised; call ``raise_problems()`` to fail on any of them.
@@ -301,12 +312,52 @@ def load_strategies(directory: Path) -> StrategyRegistry:
         )
     registry = StrategyRegistry(directory=directory)
     files = sorted(p for p in directory.glob("*.py") if not p.name.startswith("_"))
+    if names is not None:
+        files = _files_declaring(files, set(names)) or files
     with _on_sys_path(directory):
         for file in files:
+            if on_import is not None:
+                on_import(file)
             module = _import_file(file, registry)
             if module is not None:
                 _collect(module, file, registry)
     return registry
+
+
+def _files_declaring(files: list[Path], wanted: set[str]) -> list[Path] | None:
+    """The files that declare every name of ``wanted`` (``name = "..."`` in a class body), read
+    without importing anything; None when some name is declared in none of them."""
+    found: set[str] = set()
+    chosen = []
+    for file in files:
+        declared = _declared_names(file) & wanted
+        if declared:
+            found |= declared
+            chosen.append(file)
+    return chosen if found == wanted else None
+
+
+def _declared_names(file: Path) -> set[str]:
+    """The string literals assigned to ``name`` in the class bodies of ``file`` (none if unparsable)."""
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, ast.Assign):
+                targets, value = stmt.targets, stmt.value
+            elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                targets, value = [stmt.target], stmt.value
+            else:
+                continue
+            if (isinstance(value, ast.Constant) and isinstance(value.value, str)
+                    and any(isinstance(t, ast.Name) and t.id == "name" for t in targets)):
+                names.add(value.value)
+    return names
 
 
 class _on_sys_path:

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,6 +22,10 @@ from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
 from livetrader.sources import BUILT_IN
 from livetrader.store.state import StateDamaged
 from livetrader.strategy import load_strategies
+
+if TYPE_CHECKING:
+    from livetrader.store.lock import DataDirLock
+    from livetrader.systemd import Notifier
 
 log = structlog.get_logger("livetrader.run")
 
@@ -122,12 +127,25 @@ def _add_pairs(engine: Engine, request: RunRequest, exchange: str, broken: dict[
                 damaged.append(exc)
 
 
-def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> Engine:
-    """Check every input and build the engine with its pairs; raises before any loop starts."""
+def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, lock: DataDirLock | None = None,
+                 notifier: Notifier | None = None) -> Engine:
+    """Check every input and build the engine with its pairs; raises before any loop starts.
+
+    ``lock``: the data directory's lock, taken before the strategies are imported (their
+    import may take long, and runs user code). ``notifier``: told before each strategy
+    module is imported, so systemd extends its start timeout.
+    """
     exchange = request.exchange or ("files" if request.candles else config.exchange)
     if request.speed is not None and exchange not in BUILT_IN and not _local_exchange(config, exchange):
         raise UsageError(f"--speed only works with the sim and files sources, not with a real exchange ({exchange})")
-    registry = load_strategies(strategies_dir)
+
+    def importing(file: Path) -> None:
+        if notifier is not None:
+            notifier.send(EXTEND_TIMEOUT_USEC=int(IMPORT_TIMEOUT_SECONDS * 1_000_000),
+                          STATUS=f"importing strategy module {file.name}")
+
+    # Only the modules declaring the requested strategies, when a static scan can tell.
+    registry = load_strategies(strategies_dir, names=request.strategies, on_import=importing)
     broken: dict[str, StrategyLoadError] = {}
     for name in request.strategies:
         try:
@@ -139,7 +157,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
     engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir or config.data_dir)
     source = engine.source(exchange)
     bounds = source.bounds(source.resolve_symbol(request.symbols[0]))
-    engine.open()
+    engine.open(lock)
     engine.clock = make_clock(request, exchange, bounds, engine.data_dir)
     engine.started_at = engine.clock.now_ms()
     damaged = []
@@ -156,14 +174,32 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
     return engine
 
 
+#: Seconds of start time asked of systemd (``EXTEND_TIMEOUT_USEC``) before each strategy
+#: module is imported: a slow import (a heavy library) does not fail the start, a module
+#: whose import never ends still does.
+IMPORT_TIMEOUT_SECONDS = 120.0
+SIGHUP_MESSAGE = "SIGHUP received: ignored; reload is not supported yet, use SIGTERM to stop"
+
+
 def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
     from livetrader.console import configure_logging
+    from livetrader.engine import take_data_dir
+    from livetrader.systemd import Notifier
 
     configure_logging()
+    # A closed terminal or a `kill -HUP` must not kill the daemon like a crash, not even
+    # while it starts (the event loop installs its own handler, saying the same).
+    signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_MESSAGE))
     data_dir = check_data_dir(request.data_dir or config.data_dir)
-    engine = build_engine(request, config, strategies_dir)
-    return asyncio.run(_main(engine, data_dir, request))
+    notifier = Notifier.from_env()
+    lock = take_data_dir(data_dir)  # before any strategy code runs: one daemon per directory
+    try:
+        engine = build_engine(request, config, strategies_dir, lock=lock, notifier=notifier)
+    except BaseException:
+        lock.release()  # a start refused with an error message is a clean stop, not an abnormal end
+        raise
+    return asyncio.run(_main(engine, data_dir, request, notifier))
 
 
 #: Real seconds a graceful stop waits for the current ticks before cancelling them (under
@@ -175,13 +211,12 @@ STATUS_INTERVAL = 1.0
 STATUS_DEFER_LIMIT = 5.0
 
 
-async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
+async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier) -> int:
     from livetrader.live import Live
     from livetrader.status import one_line, write_status
-    from livetrader.systemd import Notifier, PairProgress, WatchdogGate, watchdog_loop
+    from livetrader.systemd import PairProgress, WatchdogGate, watchdog_loop
 
     Live.use_engine(engine)
-    notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -201,6 +236,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, log.warning, SIGHUP_MESSAGE)
     log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
              data_dir=str(data_dir), speed=engine.clock.speed)
     started = time.monotonic()
