@@ -29,7 +29,7 @@ from livetrader.feed import CandleFeed
 from livetrader.report import EventWindow
 from livetrader.risk import RiskProfile
 from livetrader.store.state import snapshot_dict
-from livetrader.strategy import Strategy, ask_signal, run_callback
+from livetrader.strategy import Strategy, ask_signal, call_strategy, run_callback
 from livetrader.tracing import describe
 
 log = structlog.get_logger("livetrader.pair")
@@ -238,7 +238,7 @@ class Pair:
         self._publish(result, None)
         if callback is False:  # a plain (not async) callback
             try:
-                getattr(self.strategy, hook)(result)  # type: ignore[arg-type]
+                call_strategy((self.strategy_name, self.symbol, hook), getattr(self.strategy, hook), result)  # type: ignore[arg-type]
             except BaseException as exc:  # SystemExit and KeyboardInterrupt too: see NOT_STRATEGY_ERRORS
                 if isinstance(exc, NOT_STRATEGY_ERRORS):
                     raise

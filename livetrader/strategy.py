@@ -109,6 +109,23 @@ class Strategy:
         raise NotImplementedError(f"{type(self).__name__} must define get_signal(self, ctx)")
 
 
+#: The strategy code running on the event loop's thread right now, as (strategy, symbol,
+#: what: ``get_signal`` or a callback's name), or None. Set around every synchronous stretch
+#: of strategy code (a plain call, each step of a coroutine), so that code blocking the loop
+#: can be named by a thread watching it (``livetrader.stall``).
+running: tuple[str, str, str] | None = None
+
+
+def call_strategy(call: tuple[str, str, str], fn: Any, arg: Any) -> Any:
+    """``fn(arg)``, with ``running`` saying ``call`` meanwhile."""
+    global running
+    before, running = running, call
+    try:
+        return fn(arg)
+    finally:
+        running = before
+
+
 async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = None) -> Signal | None:
     """Call ``strategy.get_signal(ctx)``, awaiting it only when it is a coroutine function.
 
@@ -117,37 +134,43 @@ async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = N
     is run one step directly, and only one that suspends gets a timer, for what is left of
     ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
     """
+    call = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
     if not strategy.signal_is_async:
-        return strategy.get_signal(ctx)  # type: ignore[return-value]
-    if timeout is None:
-        return await strategy.get_signal(ctx)
+        return call_strategy(call, strategy.get_signal, ctx)  # type: ignore[no-any-return]
     started = time.monotonic()
-    coro = strategy.get_signal(ctx)
+    coro = call_strategy(call, strategy.get_signal, ctx)
     try:
-        waiting_on = coro.send(None)
+        waiting_on = call_strategy(call, coro.send, None)
     except StopIteration as answered:
         return answered.value  # type: ignore[no-any-return]
+    except BaseException:
+        coro.close()
+        raise
+    if timeout is None:
+        return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
     import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
 
     try:
         async with asyncio.timeout(max(0.0, timeout - (time.monotonic() - started))):
-            return await _Resumed(coro, waiting_on)
+            return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
     finally:
         coro.close()
 
 
 class _Resumed:
     """Await a coroutine that already ran its first step and is suspended on ``waiting_on``:
-    what ``await`` does for a fresh one (PEP 380), continued from that point."""
+    what ``await`` does for a fresh one (PEP 380), continued from that point, with
+    ``running`` saying ``call`` during each step."""
 
-    __slots__ = ("coro", "waiting_on")
+    __slots__ = ("call", "coro", "waiting_on")
 
-    def __init__(self, coro: Any, waiting_on: Any) -> None:
+    def __init__(self, coro: Any, waiting_on: Any, call: tuple[str, str, str]) -> None:
         self.coro = coro
         self.waiting_on = waiting_on
+        self.call = call
 
     def __await__(self) -> Any:
-        coro, value = self.coro, self.waiting_on
+        coro, value, call = self.coro, self.waiting_on, self.call
         while True:
             try:
                 sent = yield value
@@ -156,12 +179,12 @@ class _Resumed:
                 raise
             except BaseException as exc:  # a cancellation (the timeout) goes to the strategy's await
                 try:
-                    value = coro.throw(exc)
+                    value = call_strategy(call, coro.throw, exc)
                 except StopIteration as answered:
                     return answered.value
             else:
                 try:
-                    value = coro.send(sent)
+                    value = call_strategy(call, coro.send, sent)
                 except StopIteration as answered:
                     return answered.value
 
@@ -171,9 +194,21 @@ async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> Non
     is_async = strategy.callbacks.get(hook)
     if is_async is None:
         return
-    outcome = getattr(strategy, hook)(result)
-    if is_async:
-        await outcome
+    call = (strategy.name, getattr(result, "symbol", ""), hook)
+    outcome = call_strategy(call, getattr(strategy, hook), result)
+    if not is_async:
+        return
+    try:
+        waiting_on = call_strategy(call, outcome.send, None)
+    except StopIteration:
+        return
+    except BaseException:
+        outcome.close()
+        raise
+    try:
+        await _Resumed(outcome, waiting_on, call)
+    finally:
+        outcome.close()
 
 
 class StrategyInfo(NamedTuple):

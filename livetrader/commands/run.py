@@ -24,6 +24,7 @@ from livetrader.store.state import StateDamaged
 from livetrader.strategy import load_strategies
 
 if TYPE_CHECKING:
+    from livetrader.stall import StallWatcher
     from livetrader.store.lock import DataDirLock
     from livetrader.systemd import Notifier
 
@@ -237,6 +238,8 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, log.warning, SIGHUP_MESSAGE)
+    watcher = _stall_watcher(engine)
+    watcher.start()
     log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
              data_dir=str(data_dir), speed=engine.clock.speed)
     started = time.monotonic()
@@ -273,7 +276,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
         helpers.append(asyncio.create_task(watchdog_loop(notifier, WatchdogGate(progress, started))))
 
     freeze_startup_objects()
-    helpers = [extender, asyncio.create_task(report_status())]
+    helpers = [extender, asyncio.create_task(report_status()), asyncio.create_task(watcher.heartbeat())]
     view = _live_view(engine, request)
     try:
         if view is not None:
@@ -282,6 +285,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
         else:
             await engine.run(on_ready=on_ready)
     finally:
+        watcher.stop()  # writing 10,000 reports may hold the loop: that is no stall
         for task in helpers:
             task.cancel()
         notifier.stopping("writing reports")
@@ -293,6 +297,27 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
     if failures:
         raise ShutdownError("stopped, but " + "; ".join(failures))
     return 0
+
+
+def _stall_watcher(engine: Engine) -> StallWatcher:
+    """The thread that notices strategy code blocking the event loop, and says so: in the log
+    (the strategy, where, its stack) and in the status file (``livetrader status``: stalled)."""
+    from livetrader.stall import Stall, StallWatcher
+    from livetrader.status import mark_stalled
+
+    def on_stall(stall: Stall) -> None:
+        fields = stall.fields()
+        log.error("event loop stalled", **fields, hint="code running on the event loop has not yielded: every pair "
+                  "waits and no strategy timeout can fire; make blocking work async or move it to a thread")
+        try:
+            mark_stalled(engine.data_dir, fields)
+        except Exception as exc:  # the status file is a convenience
+            log.warning("cannot write the status file", error=str(exc))
+
+    def on_recover(seconds: float) -> None:
+        log.warning("event loop running again", stalled_seconds=round(seconds, 1))
+
+    return StallWatcher(engine.config.engine.stall_seconds, on_stall, on_recover)
 
 
 class ShutdownError(LivetraderError):

@@ -43,6 +43,20 @@ def run(data_dir: Path, *, as_json: bool) -> int:
     return RUNNING if doc["alive"] else NOT_RUNNING
 
 
+def _stalled(doc: dict[str, Any]) -> str:
+    """The verdict of a daemon whose event loop is held: since when, and by what."""
+    from livetrader.cli import iso
+
+    stall = doc.get("stalled") or {}
+    since = stall.get("since") or 0
+    held = max(0.0, time.time() - since / 1000)
+    who = (f"strategy {stall['strategy']} on {stall.get('symbol')} ({stall.get('call')})"
+           if stall.get("strategy") else "code not inside a strategy call")
+    where = f" at {stall['where']}" if stall.get("where") else ""
+    return (f"[red]stalled[/red] (pid {doc['pid']}): the event loop has not come round since {iso(since)} "
+            f"({held:.0f} s): {who} is blocking it{where}; every pair waits (the log has its stack)")
+
+
 def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     """A readable account: the verdict first, then one row per pair."""
     from rich.console import Console
@@ -55,6 +69,7 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     age = max(0.0, time.time() - written / 1000)
     verdict = {
         "running": f"[green]running[/green] (pid {doc['pid']}, status written {age:.0f} s ago)",
+        "stalled": _stalled(doc),
         "stopped": f"stopped cleanly (pid {doc['pid']} wrote its final status at {iso(written)})",
         "dead": f"[red]not running[/red]: pid {doc['pid']} ended abnormally: {NO_CLEAN_STOP}; "
                 f"its last status is from {iso(written)}. Start it again; recovery is automatic.",
