@@ -17,13 +17,14 @@ the loop, so it stops too, and systemd's watchdog restarts the daemon once the b
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from livetrader import strategy as strategy_module
 from livetrader.tracing import is_user_file
@@ -131,3 +132,36 @@ class StallWatcher:
         shown = own or list(frames)[-STACK_FRAMES:]
         stack = [line.rstrip("\n") for line in traceback.format_list(shown)]
         return Stall(quiet, int((time.time() - quiet) * 1000), call, where, stack)
+
+
+def log_hard_exits(log: Any) -> Callable[[], None]:
+    """Make ``os._exit`` called by the user's code leave a log line before the process ends.
+
+    Nothing can contain ``os._exit``: no exception, no ``finally``, no report. This wraps
+    ``os._exit`` for this process (not a forked child: multiprocessing ends its children so)
+    and logs who called it, the strategy call running and where, then exits as asked. Calls
+    from livetrader itself are not logged. Returns what puts the real ``os._exit`` back.
+    """
+    real = os._exit
+    pid = os.getpid()
+
+    def _exit(code: int) -> NoReturn:
+        try:
+            if os.getpid() == pid:
+                caller = sys._getframe(1)
+                call = strategy_module.running
+                if call is not None or is_user_file(caller.f_code.co_filename):
+                    strategy, symbol, what = call or (None, None, None)
+                    log.critical("os._exit called by strategy code: the daemon ends now and nothing can stop it; "
+                                 "the next start recovers", code=code, strategy=strategy, symbol=symbol, call=what,
+                                 where=f"{caller.f_code.co_filename}:{caller.f_lineno}")
+        except BaseException:  # noqa: S110 - the exit is what was asked for; logging is a bonus
+            pass
+        real(code)
+
+    os._exit = _exit
+
+    def restore() -> None:
+        os._exit = real
+
+    return restore

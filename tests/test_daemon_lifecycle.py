@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from daemon import events, run, start, stop, wait_for, workdir
+from test_strategy_containment import fixture_line
 
 FAST = ("--speed", "3000")
 
@@ -62,11 +63,14 @@ def test_the_start_after_an_abnormal_end_says_so_and_a_clean_stop_or_refused_sta
     # os._exit() from strategy code: nothing can contain it, the next start says so.
     dead = run(cwd, "run", "BTCUSDT", "--strategy", "hard-exit", *FAST)
     assert dead.returncode == 7
+    [last_words] = [e for e in events(dead.stdout) if e["event"].startswith("os._exit called by strategy code")]
+    assert (last_words["strategy"], last_words["symbol"], last_words["code"]) == ("hard-exit", "BTCUSDT", 7)
+    assert last_words["where"] == fixture_line(cwd, "hard_exit.py", "hard-exit-line")
     shown = run(cwd, "status")
     assert shown.returncode == 3
     assert "no clean stop was recorded (killed, power cut, os._exit or a crash)" in " ".join(shown.stdout.split())
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
-    assert wait_for(lambda: ticks(cwd) > 0 and status(cwd)["pid"] == proc.pid, 20)
+    assert wait_for(lambda: (status(cwd) or {}).get("pid") == proc.pid and ticks(cwd) > 0, 20)
     proc.send_signal(signal.SIGKILL)  # and a SIGKILL likewise
     proc.communicate()
     proc2 = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import signal
 import sys
@@ -186,9 +187,12 @@ def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
     from livetrader.console import configure_logging
     from livetrader.engine import take_data_dir
+    from livetrader.stall import log_hard_exits
     from livetrader.systemd import Notifier
 
     configure_logging()
+    faulthandler.enable()  # a crash in native code leaves its Python stack on stderr (the journal)
+    log_hard_exits(log)  # before any strategy module is imported: an os._exit() in them says so
     # A closed terminal or a `kill -HUP` must not kill the daemon like a crash, not even
     # while it starts (the event loop installs its own handler, saying the same).
     signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_MESSAGE))
