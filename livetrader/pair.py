@@ -238,7 +238,8 @@ class Pair:
         self._publish(result, None)
         if callback is False:  # a plain (not async) callback
             try:
-                call_strategy((self.strategy_name, self.symbol, hook), getattr(self.strategy, hook), result)  # type: ignore[arg-type]
+                fn = getattr(self.strategy, hook)  # type: ignore[arg-type]
+                call_strategy((self.strategy_name, self.symbol, hook), fn, result)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt too: see NOT_STRATEGY_ERRORS
                 if isinstance(exc, NOT_STRATEGY_ERRORS):
                     raise
