@@ -278,11 +278,16 @@ async def run_backtest(
     gate = risk.check if risk else None
 
     async def emit(res: TickResult) -> None:
-        hook = callbacks.get(_HOOKS.get(res.action, ""))
+        hook_name = _HOOKS.get(res.action, "")
+        hook = callbacks.get(hook_name)
         if hook is not None:
-            out = hook(res)
-            if inspect.isawaitable(out):
-                await out
+            try:
+                out = hook(res)
+                if inspect.isawaitable(out):
+                    await out
+            except (Exception, SystemExit) as exc:  # a sys.exit() must not end the backtest as a success
+                raise StrategyFailure(
+                    f"strategy {name!r}: callback {hook_name} raised at {_iso(res.at)}: {describe(exc)}") from exc
 
     last_bucket: int | None = None
     last_opened_id: str | None = None
@@ -305,7 +310,9 @@ async def run_backtest(
         ctx = Context(symbol, name, exchange, t, price, load)
         try:
             signal = (await get_signal(ctx)) if is_async else get_signal(ctx)
-        except Exception as exc:
+        # SystemExit too: a strategy's sys.exit() is its failure, not a backtest that succeeded. Not
+        # KeyboardInterrupt: in a backtest that is the user's Ctrl-C (the CLI says "interrupted").
+        except (Exception, SystemExit) as exc:
             raise StrategyFailure(f"strategy {name!r} raised at {_iso(t)}: {describe(exc)}") from exc
         if signal is None:
             t = b + interval_ms

@@ -4,7 +4,8 @@ Layout (every key optional; the built-in defaults equal the shipped file)::
 
     [livetrader]            data_dir, strategies_dir, exchange
     [engine]                fee_percent, slippage_percent, cost, strategy_timeout_seconds,
-                            schedule_timeout_minutes, max_events
+                            schedule_timeout_minutes, max_events, watchdog_grace_seconds,
+                            stall_seconds
     [exchanges.<name>]      free-form table per candle source ([exchanges.sim] seed = 42)
     [risk.<profile>]        max_positions, max_positions_per_symbol
 
@@ -45,6 +46,9 @@ class EngineConfig:
     schedule_timeout_minutes: int = 120
     max_events: int = 250
     watchdog_grace_seconds: float = 30.0
+    #: Real seconds the event loop may go without coming round (strategy code that blocks it)
+    #: before the stall is logged, naming the strategy and its stack.
+    stall_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,7 @@ _ENGINE_KEYS: dict[str, Check] = {
     "schedule_timeout_minutes": _positive_int,
     "max_events": _positive_int,
     "watchdog_grace_seconds": _number(0, inclusive=False),
+    "stall_seconds": _number(0, inclusive=False),
 }
 _RISK_KEYS: dict[str, Check] = {
     "max_positions": _positive_int,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -35,6 +35,9 @@ from livetrader.store.state import pair_stem
 from livetrader.store.writer import BackgroundWriter
 from livetrader.strategy import Strategy, StrategyRegistry, instantiate
 from livetrader.tracing import describe
+
+if TYPE_CHECKING:
+    from livetrader.store.lock import DataDirLock
 
 log = structlog.get_logger("livetrader.engine")
 
@@ -119,20 +122,19 @@ class Engine:
             self.sources[exchange] = CandleFeed(source)
         return self.sources[exchange]
 
-    def open(self) -> None:
+    def open(self, lock: DataDirLock | None = None) -> None:
         """Take the data directory: lock it for this process, clean temp files left by a crash,
         and put back into the pair journals the committed lines a power cut took from them
         (``_open_storage``), so that every pair is restored from a complete journal.
 
-        Raises ``DataDirLocked`` naming the process that holds it.
+        ``lock``: the directory's lock, already taken (``take_data_dir``). Raises
+        ``DataDirLocked`` naming the process that holds it.
         """
         if self.lock is not None:
             return
         from livetrader.store.atomic import clean_temp_files
-        from livetrader.store.lock import DataDirLock
 
-        lock = DataDirLock(self.data_dir)
-        lock.acquire()
+        lock = lock if lock is not None else take_data_dir(self.data_dir)
         for folder in ("journal", "state", "state/pairs", "state/risk", "reports", "quarantine"):
             if (self.data_dir / folder).is_symlink():  # files are opened O_NOFOLLOW; their folders must be real
                 lock.release()
@@ -559,6 +561,21 @@ class Engine:
         open_positions = sum(1 for p in self.pairs if p.state == "open")
         last = max((p.last_tick_at or 0 for p in self.pairs), default=0)
         return {"pairs": len(self.pairs), "open": open_positions, "last_tick_at": last}
+
+
+def take_data_dir(data_dir: Path) -> DataDirLock:
+    """Lock ``data_dir`` for this process (``DataDirLocked`` names the holder), and warn when the
+    last process that held it never recorded a clean stop."""
+    from livetrader.store.lock import DataDirLock
+
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    last = lock.previous
+    if last is not None:
+        log.warning("the last run ended abnormally", pid=last.pid, started_at=last.started_iso,
+                    hostname=last.hostname, why="no clean stop was recorded (killed, power cut, os._exit or a "
+                    "crash); its state is recovered now")
+    return lock
 
 
 async def _no_signal(self: Strategy, ctx: Any) -> None:

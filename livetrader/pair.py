@@ -19,7 +19,7 @@ import structlog
 from livetrader.context import Context
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, idle
-from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, CandleError, price_window, vwap
+from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, price_window, vwap
 from livetrader.core.signal import SignalRow, TickResult, make_signal_id, record_of
 from livetrader.core.validate import SignalError
 from livetrader.errors import StoreError
@@ -29,13 +29,18 @@ from livetrader.feed import CandleFeed
 from livetrader.report import EventWindow
 from livetrader.risk import RiskProfile
 from livetrader.store.state import snapshot_dict
-from livetrader.strategy import Strategy, ask_signal, run_callback
+from livetrader.strategy import Strategy, ask_signal, call_strategy, run_callback
 from livetrader.tracing import describe
 
 log = structlog.get_logger("livetrader.pair")
 
 #: Tick actions that change durable state: journaled before the in-memory state changes.
 TRANSITIONS = frozenset({"scheduled", "opened", "closed", "cancelled"})
+#: What strategy code may raise that is not the strategy's error: asyncio's cancellation (the
+#: strategy timeout and a stop that took too long rely on it) and a coroutine being closed.
+#: Everything else, ``SystemExit`` and ``KeyboardInterrupt`` included, is the strategy's error:
+#: reported, that tick idle, the daemon running on (a ``sys.exit()`` must not stop every pair).
+NOT_STRATEGY_ERRORS = (asyncio.CancelledError, GeneratorExit)
 _HOOKS = {"opened": "on_open", "closed": "on_close", "active": "on_active", "idle": "on_idle",
           "scheduled": "on_schedule", "cancelled": "on_cancel"}
 
@@ -233,8 +238,11 @@ class Pair:
         self._publish(result, None)
         if callback is False:  # a plain (not async) callback
             try:
-                getattr(self.strategy, hook)(result)  # type: ignore[arg-type]
-            except Exception as exc:
+                fn = getattr(self.strategy, hook)  # type: ignore[arg-type]
+                call_strategy((self.strategy_name, self.symbol, hook), fn, result)
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt too: see NOT_STRATEGY_ERRORS
+                if isinstance(exc, NOT_STRATEGY_ERRORS):
+                    raise
                 self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
         self.last_tick_at = now
         self.lag_ms = now - boundary if now > boundary else 0
@@ -309,7 +317,9 @@ class Pair:
             message = f"strategy timed out after {self.settings.strategy_timeout_seconds:g} s"
             self.report_error(now, message, "strategy")
             return idle(*self.key, now, price, reason=message)
-        except (CandleError, Exception) as exc:
+        except NOT_STRATEGY_ERRORS:
+            raise
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the strategy's, not ours
             self.report_error(now, f"strategy raised {describe(exc)}", "strategy")
             return idle(*self.key, now, price, reason="strategy error")
         if signal is None:
@@ -376,7 +386,9 @@ class Pair:
             return  # most strategies define no callback: no coroutine to build and await
         try:
             await run_callback(self.strategy, hook, result)
-        except Exception as exc:
+        except NOT_STRATEGY_ERRORS:
+            raise
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too
             self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
 
     def _publish(self, result: TickResult, record: dict[str, Any] | None) -> None:

@@ -10,15 +10,19 @@ never by the file alone: a stale file of a killed daemon is shown as such.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from livetrader.core.price import MINUTE_MS
 from livetrader.engine import Engine
+from livetrader.errors import StoreError
 from livetrader.store.atomic import read_json, write_json_atomic
 
 STATUS_FILE = "status.json"
+# The loop writes the status file, and the stall watcher's thread while the loop cannot.
+_WRITING = threading.Lock()
 HOUR_MS = 60 * MINUTE_MS
 
 
@@ -48,7 +52,25 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
 
 def write_status(engine: Engine, *, state: str = "running") -> None:
     """Rewrite the status file atomically."""
-    write_json_atomic(engine.data_dir / STATUS_FILE, status_document(engine, state=state))
+    doc = status_document(engine, state=state)
+    with _WRITING:
+        write_json_atomic(engine.data_dir / STATUS_FILE, doc)
+
+
+def mark_stalled(data_dir: Path, stall: dict[str, Any]) -> None:
+    """Add ``stalled`` to the status file: from the stall watcher's thread, while the event loop,
+    which writes the file, cannot. Its next write (once it runs again) drops it."""
+    path = Path(data_dir) / STATUS_FILE
+    with _WRITING:
+        try:
+            doc = read_json(path)
+        except (FileNotFoundError, StoreError):  # stalled before the first status was written
+            doc = None
+        if not isinstance(doc, dict):
+            doc = {"pid": os.getpid(), "state": "running", "pairs": []}
+        doc["stalled"] = stall
+        doc["written_at"] = int(time.time() * 1000)
+        write_json_atomic(path, doc)
 
 
 def one_line(engine: Engine) -> str:
@@ -84,7 +106,7 @@ def read_status(data_dir: Path) -> dict[str, Any] | None:
     locked = is_locked(Path(data_dir))
     alive = locked and pid_alive(int(doc.get("pid", 0)))
     if alive:
-        verdict = "running"
+        verdict = "stalled" if doc.get("stalled") else "running"
     elif doc.get("state") == "stopped":
         verdict = "stopped"
     else:

@@ -36,7 +36,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -109,6 +109,23 @@ class Strategy:
         raise NotImplementedError(f"{type(self).__name__} must define get_signal(self, ctx)")
 
 
+#: The strategy code running on the event loop's thread right now, as (strategy, symbol,
+#: what: ``get_signal`` or a callback's name), or None. Set around every synchronous stretch
+#: of strategy code (a plain call, each step of a coroutine), so that code blocking the loop
+#: can be named by a thread watching it (``livetrader.stall``).
+running: tuple[str, str, str] | None = None
+
+
+def call_strategy(call: tuple[str, str, str], fn: Any, arg: Any) -> Any:
+    """``fn(arg)``, with ``running`` saying ``call`` meanwhile."""
+    global running
+    before, running = running, call
+    try:
+        return fn(arg)
+    finally:
+        running = before
+
+
 async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = None) -> Signal | None:
     """Call ``strategy.get_signal(ctx)``, awaiting it only when it is a coroutine function.
 
@@ -117,37 +134,43 @@ async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = N
     is run one step directly, and only one that suspends gets a timer, for what is left of
     ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
     """
+    call = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
     if not strategy.signal_is_async:
-        return strategy.get_signal(ctx)  # type: ignore[return-value]
-    if timeout is None:
-        return await strategy.get_signal(ctx)
+        return call_strategy(call, strategy.get_signal, ctx)  # type: ignore[no-any-return]
     started = time.monotonic()
-    coro = strategy.get_signal(ctx)
+    coro = call_strategy(call, strategy.get_signal, ctx)
     try:
-        waiting_on = coro.send(None)
+        waiting_on = call_strategy(call, coro.send, None)
     except StopIteration as answered:
         return answered.value  # type: ignore[no-any-return]
+    except BaseException:
+        coro.close()
+        raise
+    if timeout is None:
+        return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
     import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
 
     try:
         async with asyncio.timeout(max(0.0, timeout - (time.monotonic() - started))):
-            return await _Resumed(coro, waiting_on)
+            return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
     finally:
         coro.close()
 
 
 class _Resumed:
     """Await a coroutine that already ran its first step and is suspended on ``waiting_on``:
-    what ``await`` does for a fresh one (PEP 380), continued from that point."""
+    what ``await`` does for a fresh one (PEP 380), continued from that point, with
+    ``running`` saying ``call`` during each step."""
 
-    __slots__ = ("coro", "waiting_on")
+    __slots__ = ("call", "coro", "waiting_on")
 
-    def __init__(self, coro: Any, waiting_on: Any) -> None:
+    def __init__(self, coro: Any, waiting_on: Any, call: tuple[str, str, str]) -> None:
         self.coro = coro
         self.waiting_on = waiting_on
+        self.call = call
 
     def __await__(self) -> Any:
-        coro, value = self.coro, self.waiting_on
+        coro, value, call = self.coro, self.waiting_on, self.call
         while True:
             try:
                 sent = yield value
@@ -156,12 +179,12 @@ class _Resumed:
                 raise
             except BaseException as exc:  # a cancellation (the timeout) goes to the strategy's await
                 try:
-                    value = coro.throw(exc)
+                    value = call_strategy(call, coro.throw, exc)
                 except StopIteration as answered:
                     return answered.value
             else:
                 try:
-                    value = coro.send(sent)
+                    value = call_strategy(call, coro.send, sent)
                 except StopIteration as answered:
                     return answered.value
 
@@ -171,9 +194,21 @@ async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> Non
     is_async = strategy.callbacks.get(hook)
     if is_async is None:
         return
-    outcome = getattr(strategy, hook)(result)
-    if is_async:
-        await outcome
+    call = (strategy.name, getattr(result, "symbol", ""), hook)
+    outcome = call_strategy(call, getattr(strategy, hook), result)
+    if not is_async:
+        return
+    try:
+        waiting_on = call_strategy(call, outcome.send, None)
+    except StopIteration:
+        return
+    except BaseException:
+        outcome.close()
+        raise
+    try:
+        await _Resumed(outcome, waiting_on, call)
+    finally:
+        outcome.close()
 
 
 class StrategyInfo(NamedTuple):
@@ -284,8 +319,19 @@ def _mentions(file: Path, name: str) -> bool:
     return f'"{name}"' in text or f"'{name}'" in text
 
 
-def load_strategies(directory: Path) -> StrategyRegistry:
-    """Import every strategy module of ``directory`` and collect its Strategy subclasses.
+def load_strategies(
+    directory: Path,
+    names: Iterable[str] | None = None,
+    on_import: Callable[[Path], None] | None = None,
+) -> StrategyRegistry:
+    """Import the strategy modules of ``directory`` and collect their Strategy subclasses.
+
+    Every module is imported, unless ``names`` is given and each of those names is declared
+    as a plain ``name = "..."`` in a class of some module (a static scan, nothing runs): then
+    only the modules declaring them are (all of them, so a duplicate name is still caught).
+    A name the scan cannot find (a typo, a computed name, a file with a syntax error) makes
+    it import everything, so the error says what it always said. ``on_import`` is called
+    with each file just before it is imported (the daemon tells systemd it needs more time).
 
     Problems (import failures, invalid declarations, duplicate names) are recorded in the
     returned registry, never raised; call ``raise_problems()`` to fail on any of them.
@@ -301,12 +347,52 @@ def load_strategies(directory: Path) -> StrategyRegistry:
         )
     registry = StrategyRegistry(directory=directory)
     files = sorted(p for p in directory.glob("*.py") if not p.name.startswith("_"))
+    if names is not None:
+        files = _files_declaring(files, set(names)) or files
     with _on_sys_path(directory):
         for file in files:
+            if on_import is not None:
+                on_import(file)
             module = _import_file(file, registry)
             if module is not None:
                 _collect(module, file, registry)
     return registry
+
+
+def _files_declaring(files: list[Path], wanted: set[str]) -> list[Path] | None:
+    """The files that declare every name of ``wanted`` (``name = "..."`` in a class body), read
+    without importing anything; None when some name is declared in none of them."""
+    found: set[str] = set()
+    chosen = []
+    for file in files:
+        declared = _declared_names(file) & wanted
+        if declared:
+            found |= declared
+            chosen.append(file)
+    return chosen if found == wanted else None
+
+
+def _declared_names(file: Path) -> set[str]:
+    """The string literals assigned to ``name`` in the class bodies of ``file`` (none if unparsable)."""
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, ast.Assign):
+                targets, value = stmt.targets, stmt.value
+            elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                targets, value = [stmt.target], stmt.value
+            else:
+                continue
+            if (isinstance(value, ast.Constant) and isinstance(value.value, str)
+                    and any(isinstance(t, ast.Name) and t.id == "name" for t in targets)):
+                names.add(value.value)
+    return names
 
 
 class _on_sys_path:
@@ -529,7 +615,7 @@ def instantiate(cls: type[Strategy]) -> Strategy:
     """Create an instance of ``cls``; a constructor error becomes StrategyLoadError with file:line."""
     try:
         return cls()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a sys.exit() in __init__ must not end the daemon as a success
         file, line = _class_file(cls)
         line = _line_in_file(exc, file) or line
         raise StrategyLoadError(

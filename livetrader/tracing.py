@@ -8,14 +8,17 @@ from pathlib import Path
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
+def is_user_file(name: str) -> bool:
+    """True for a file of the user's code: not livetrader's, not the stdlib's or an installed package's."""
+    return not (name.startswith(_PACKAGE_DIR) or "/lib/python" in name or name.startswith("<"))
+
+
 def user_frame(exc: BaseException) -> str | None:
     """``path:line`` of the innermost traceback frame outside livetrader and the stdlib, if any."""
     found = None
     for frame in traceback.extract_tb(exc.__traceback__):
-        name = frame.filename
-        if name.startswith(_PACKAGE_DIR) or "/lib/python" in name or name.startswith("<"):
-            continue
-        found = f"{name}:{frame.lineno}"
+        if is_user_file(frame.filename):
+            found = f"{frame.filename}:{frame.lineno}"
     return found
 
 

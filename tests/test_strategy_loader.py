@@ -411,6 +411,31 @@ def test_constructor_error_names_file_and_line(tmp_path: Path) -> None:
     assert "fragile.py:8" in str(caught.value) and "KeyError" in str(caught.value)
 
 
+def test_a_constructor_calling_sys_exit_is_a_load_error_not_an_exit(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "quitter.py",
+        """
+        import sys
+
+        from livetrader import Strategy
+
+
+        class Quitter(Strategy):
+            name = "quitter"
+
+            def __init__(self):
+                sys.exit(0)
+
+            async def get_signal(self, ctx):
+                return None
+        """,
+    )
+    with pytest.raises(StrategyLoadError) as caught:
+        instantiate(load_strategies(tmp_path).get("quitter"))
+    assert "quitter.py:10" in str(caught.value) and "SystemExit" in str(caught.value)
+
+
 # --- helper modules -----------------------------------------------------------------------------
 
 

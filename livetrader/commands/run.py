@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,6 +23,11 @@ from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
 from livetrader.sources import BUILT_IN
 from livetrader.store.state import StateDamaged
 from livetrader.strategy import load_strategies
+
+if TYPE_CHECKING:
+    from livetrader.stall import StallWatcher
+    from livetrader.store.lock import DataDirLock
+    from livetrader.systemd import Notifier
 
 log = structlog.get_logger("livetrader.run")
 
@@ -122,12 +129,25 @@ def _add_pairs(engine: Engine, request: RunRequest, exchange: str, broken: dict[
                 damaged.append(exc)
 
 
-def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> Engine:
-    """Check every input and build the engine with its pairs; raises before any loop starts."""
+def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, lock: DataDirLock | None = None,
+                 notifier: Notifier | None = None) -> Engine:
+    """Check every input and build the engine with its pairs; raises before any loop starts.
+
+    ``lock``: the data directory's lock, taken before the strategies are imported (their
+    import may take long, and runs user code). ``notifier``: told before each strategy
+    module is imported, so systemd extends its start timeout.
+    """
     exchange = request.exchange or ("files" if request.candles else config.exchange)
     if request.speed is not None and exchange not in BUILT_IN and not _local_exchange(config, exchange):
         raise UsageError(f"--speed only works with the sim and files sources, not with a real exchange ({exchange})")
-    registry = load_strategies(strategies_dir)
+
+    def importing(file: Path) -> None:
+        if notifier is not None:
+            notifier.send(EXTEND_TIMEOUT_USEC=int(IMPORT_TIMEOUT_SECONDS * 1_000_000),
+                          STATUS=f"importing strategy module {file.name}")
+
+    # Only the modules declaring the requested strategies, when a static scan can tell.
+    registry = load_strategies(strategies_dir, names=request.strategies, on_import=importing)
     broken: dict[str, StrategyLoadError] = {}
     for name in request.strategies:
         try:
@@ -139,7 +159,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
     engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir or config.data_dir)
     source = engine.source(exchange)
     bounds = source.bounds(source.resolve_symbol(request.symbols[0]))
-    engine.open()
+    engine.open(lock)
     engine.clock = make_clock(request, exchange, bounds, engine.data_dir)
     engine.started_at = engine.clock.now_ms()
     damaged = []
@@ -156,14 +176,35 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
     return engine
 
 
+#: Seconds of start time asked of systemd (``EXTEND_TIMEOUT_USEC``) before each strategy
+#: module is imported: a slow import (a heavy library) does not fail the start, a module
+#: whose import never ends still does.
+IMPORT_TIMEOUT_SECONDS = 120.0
+SIGHUP_MESSAGE = "SIGHUP received: ignored; reload is not supported yet, use SIGTERM to stop"
+
+
 def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
     from livetrader.console import configure_logging
+    from livetrader.engine import take_data_dir
+    from livetrader.stall import log_hard_exits
+    from livetrader.systemd import Notifier
 
     configure_logging()
+    faulthandler.enable()  # a crash in native code leaves its Python stack on stderr (the journal)
+    log_hard_exits(log)  # before any strategy module is imported: an os._exit() in them says so
+    # A closed terminal or a `kill -HUP` must not kill the daemon like a crash, not even
+    # while it starts (the event loop installs its own handler, saying the same).
+    signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_MESSAGE))
     data_dir = check_data_dir(request.data_dir or config.data_dir)
-    engine = build_engine(request, config, strategies_dir)
-    return asyncio.run(_main(engine, data_dir, request))
+    notifier = Notifier.from_env()
+    lock = take_data_dir(data_dir)  # before any strategy code runs: one daemon per directory
+    try:
+        engine = build_engine(request, config, strategies_dir, lock=lock, notifier=notifier)
+    except BaseException:
+        lock.release()  # a start refused with an error message is a clean stop, not an abnormal end
+        raise
+    return asyncio.run(_main(engine, data_dir, request, notifier))
 
 
 #: Real seconds a graceful stop waits for the current ticks before cancelling them (under
@@ -175,13 +216,12 @@ STATUS_INTERVAL = 1.0
 STATUS_DEFER_LIMIT = 5.0
 
 
-async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
+async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier) -> int:
     from livetrader.live import Live
     from livetrader.status import one_line, write_status
-    from livetrader.systemd import Notifier, PairProgress, WatchdogGate, watchdog_loop
+    from livetrader.systemd import PairProgress, WatchdogGate, watchdog_loop
 
     Live.use_engine(engine)
-    notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -201,6 +241,9 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, log.warning, SIGHUP_MESSAGE)
+    watcher = _stall_watcher(engine)
+    watcher.start()
     log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
              data_dir=str(data_dir), speed=engine.clock.speed)
     started = time.monotonic()
@@ -237,7 +280,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
         helpers.append(asyncio.create_task(watchdog_loop(notifier, WatchdogGate(progress, started))))
 
     freeze_startup_objects()
-    helpers = [extender, asyncio.create_task(report_status())]
+    helpers = [extender, asyncio.create_task(report_status()), asyncio.create_task(watcher.heartbeat())]
     view = _live_view(engine, request)
     try:
         if view is not None:
@@ -246,6 +289,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
         else:
             await engine.run(on_ready=on_ready)
     finally:
+        watcher.stop()  # writing 10,000 reports may hold the loop: that is no stall
         for task in helpers:
             task.cancel()
         notifier.stopping("writing reports")
@@ -257,6 +301,27 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest) -> int:
     if failures:
         raise ShutdownError("stopped, but " + "; ".join(failures))
     return 0
+
+
+def _stall_watcher(engine: Engine) -> StallWatcher:
+    """The thread that notices strategy code blocking the event loop, and says so: in the log
+    (the strategy, where, its stack) and in the status file (``livetrader status``: stalled)."""
+    from livetrader.stall import Stall, StallWatcher
+    from livetrader.status import mark_stalled
+
+    def on_stall(stall: Stall) -> None:
+        fields = stall.fields()
+        log.error("event loop stalled", **fields, hint="code running on the event loop has not yielded: every pair "
+                  "waits and no strategy timeout can fire; make blocking work async or move it to a thread")
+        try:
+            mark_stalled(engine.data_dir, fields)
+        except Exception as exc:  # the status file is a convenience
+            log.warning("cannot write the status file", error=str(exc))
+
+    def on_recover(seconds: float) -> None:
+        log.warning("event loop running again", stalled_seconds=round(seconds, 1))
+
+    return StallWatcher(engine.config.engine.stall_seconds, on_stall, on_recover)
 
 
 class ShutdownError(LivetraderError):

@@ -13,15 +13,26 @@ from livetrader.status import read_status
 
 #: Exit codes: running, or not (like ``systemctl status``).
 RUNNING, NOT_RUNNING = 0, 3
+NO_CLEAN_STOP = "no clean stop was recorded (killed, power cut, os._exit or a crash)"
 
 
 def run(data_dir: Path, *, as_json: bool) -> int:
     """Print the status; 0 when a daemon runs, 3 when none does."""
     doc = read_status(data_dir)
     if doc is None:
+        from livetrader.store.lock import is_locked, read_lock_holder
+
+        # No status file yet, but a lock record never cleared: a daemon died during its start.
+        holder = None if is_locked(data_dir) else read_lock_holder(data_dir)
         if as_json:
-            sys.stdout.buffer.write(orjson.dumps({"verdict": "never-ran", "alive": False, "data_dir": str(data_dir)}))
+            verdict = {"verdict": "never-ran", "alive": False, "data_dir": str(data_dir)}
+            if holder is not None:
+                verdict.update(verdict="dead", pid=holder.pid, started_at=holder.started_at)
+            sys.stdout.buffer.write(orjson.dumps(verdict))
             sys.stdout.write("\n")
+        elif holder is not None:
+            sys.stdout.write(f"livetrader in {data_dir}: not running: pid {holder.pid} (started "
+                             f"{holder.started_iso}) ended abnormally before its first status: {NO_CLEAN_STOP}.\n")
         else:
             sys.stdout.write(f"No daemon has run in {data_dir} (no status file).\n")
         return NOT_RUNNING
@@ -30,6 +41,20 @@ def run(data_dir: Path, *, as_json: bool) -> int:
     else:
         print_status(doc, data_dir)
     return RUNNING if doc["alive"] else NOT_RUNNING
+
+
+def _stalled(doc: dict[str, Any]) -> str:
+    """The verdict of a daemon whose event loop is held: since when, and by what."""
+    from livetrader.cli import iso
+
+    stall = doc.get("stalled") or {}
+    since = stall.get("since") or 0
+    held = max(0.0, time.time() - since / 1000)
+    who = (f"strategy {stall['strategy']} on {stall.get('symbol')} ({stall.get('call')})"
+           if stall.get("strategy") else "code not inside a strategy call")
+    where = f" at {stall['where']}" if stall.get("where") else ""
+    return (f"[red]stalled[/red] (pid {doc['pid']}): the event loop has not come round since {iso(since)} "
+            f"({held:.0f} s): {who} is blocking it{where}; every pair waits (the log has its stack)")
 
 
 def print_status(doc: dict[str, Any], data_dir: Path) -> None:
@@ -44,8 +69,9 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     age = max(0.0, time.time() - written / 1000)
     verdict = {
         "running": f"[green]running[/green] (pid {doc['pid']}, status written {age:.0f} s ago)",
+        "stalled": _stalled(doc),
         "stopped": f"stopped cleanly (pid {doc['pid']} wrote its final status at {iso(written)})",
-        "dead": f"[red]not running[/red]: pid {doc['pid']} ended without a clean stop (killed or crashed); "
+        "dead": f"[red]not running[/red]: pid {doc['pid']} ended abnormally: {NO_CLEAN_STOP}; "
                 f"its last status is from {iso(written)}. Start it again; recovery is automatic.",
     }[doc["verdict"]]
     # Piped output (scripts, journald) gets full lines rather than an 80-column wrap.

@@ -104,6 +104,9 @@ class DataDirLock:
         self.directory = Path(directory)
         self.path = lock_path(self.directory)
         self._fd: int | None = None
+        #: What the lock file recorded when ``acquire`` took it: the previous holder when it
+        #: never released the lock (killed, a power cut, ``os._exit``, a crash), else None.
+        self.previous: LockHolder | None = None
 
     @property
     def held(self) -> bool:
@@ -137,6 +140,8 @@ class DataDirLock:
         except OSError as exc:
             os.close(fd)
             raise StoreWriteError(self.path, f"cannot lock: {describe_os_error(exc)}") from exc
+        # A clean ``release`` empties the record: one still there is a holder that ended abnormally.
+        self.previous = _read_fd(fd)
         holder = LockHolder(pid=os.getpid(), started_at=time.time_ns() // 1_000_000, hostname=socket.gethostname())
         try:
             # Rewrite in place on the locked fd: the lock is on this inode, so no tmp+rename.
@@ -159,6 +164,7 @@ class DataDirLock:
         try:
             # Clear while still locked: after unlocking, the file may already be the next holder's.
             os.ftruncate(fd, 0)
+            os.fsync(fd)  # a power cut right after a clean stop must not make it look abnormal
         except OSError:
             pass  # a stale record only misleads status tools; the lock itself still goes below
         finally:
