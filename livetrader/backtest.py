@@ -1,4 +1,4 @@
-"""Backtest (SPEC §11): the live state machine run over a finite range of candles, fast-forward.
+"""Backtest (docs/behaviour.md §11): the live state machine run over a finite range of candles, fast-forward.
 
 Backtest time is live time: at frame ``t`` the price is the VWAP of the candles opening in
 ``[t-5m, t)``; a decision taken from the candle opening at ``c`` is stamped ``c + 1m``.

@@ -37,7 +37,7 @@ DATA_DIR_ENV = "LIVETRADER_DATA_DIR"
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Numbers the engine runs with (SPEC §2, §6, §10)."""
+    """Numbers the engine runs with (docs/behaviour.md §2, §6, §10)."""
 
     fee_percent: float = 0.1
     slippage_percent: float = 0.1

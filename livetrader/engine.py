@@ -1,4 +1,4 @@
-"""The live engine: every pair's loop, supervised, on one clock, in one process (SPEC §8).
+"""The live engine: every pair's loop, supervised, on one clock, in one process (docs/behaviour.md §8).
 
 Each pair ticks right after every minute boundary of the clock. A tick that fails is
 reported and the loop carries on; a loop that crashes is restarted with exponential

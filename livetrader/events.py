@@ -1,4 +1,4 @@
-"""The in-process event bus (SPEC §8): tick results, errors, timings, ends of loops, risk rejections.
+"""The in-process event bus (docs/behaviour.md §8): tick results, errors, timings, ends of loops, risk rejections.
 
 Topics and their payloads:
 

@@ -1,4 +1,4 @@
-"""Per-pair event windows and markdown reports (SPEC §10).
+"""Per-pair event windows and markdown reports (docs/behaviour.md §10).
 
 Records are the flat dicts of :func:`livetrader.core.signal.record_of` (the journal lines), so
 the live window and ``livetrader report`` (which reads the journal) render the same way.
@@ -113,7 +113,7 @@ def format_duration(ms: int | None) -> str:
 
 
 class EventWindow:
-    """The last ``max_events`` events of one pair, newest first, with the SPEC §10 space savers.
+    """The last ``max_events`` events of one pair, newest first, with the space savers of docs/behaviour.md §10.
 
     Memory is bounded however long the daemon runs: a ``deque(maxlen=max_events)`` drops the
     oldest event, and repeated per-tick rows collapse (see :meth:`add`). The live pair adds its

@@ -1,4 +1,4 @@
-"""Risk profiles (SPEC §7): checks run before a signal is accepted and again when it activates.
+"""Risk profiles (docs/behaviour.md §7): checks run before a signal is accepted and again when it activates.
 
 A profile is shared by every pair whose strategy names it, and tracks their open positions.
 A check receives a ``RiskCandidate`` and rejects by returning a reason (or by raising).

@@ -68,7 +68,7 @@ class Strategy:
 
     - ``name``: what ``--strategy`` selects; required, unique across the folder, made of
       letters, digits, ``.``, ``_`` and ``-``.
-    - ``interval``: the signal throttle (SPEC §4), one of ``1m 3m 5m 15m 30m 1h``; the
+    - ``interval``: the signal throttle (docs/behaviour.md §4), one of ``1m 3m 5m 15m 30m 1h``; the
       strategy is asked at most once per interval while its pair holds no signal.
     - ``risk``: the name of a risk profile (``[risk.<name>]`` in the config), or None.
 

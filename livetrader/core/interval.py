@@ -1,4 +1,4 @@
-"""Interval names, their lengths, the throttle bucket (SPEC §4), and candle resampling."""
+"""Interval names, their lengths, the throttle bucket (docs/behaviour.md §4), and candle resampling."""
 
 from __future__ import annotations
 

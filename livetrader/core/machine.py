@@ -1,4 +1,4 @@
-"""The signal state machine of one pair (SPEC §2), as pure functions.
+"""The signal state machine of one pair (docs/behaviour.md §2), as pure functions.
 
 A pair holds at most one ``SignalRow``: scheduled (``pending_at`` is None) or open. Each
 function takes the row, the tick time and the price, and returns the ``TickResult``; the

@@ -1,4 +1,4 @@
-"""Profit and loss with fees and slippage (SPEC §6)."""
+"""Profit and loss with fees and slippage (docs/behaviour.md §6)."""
 
 from __future__ import annotations
 

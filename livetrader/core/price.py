@@ -1,4 +1,4 @@
-"""Candles, their validation, and the VWAP price every live decision uses (SPEC §3)."""
+"""Candles, their validation, and the VWAP price every live decision uses (docs/behaviour.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signal values: what a strategy returns, what is persisted, and what a tick reports (SPEC §1–2)."""
+"""Signal values: what a strategy returns, what is persisted, and what a tick reports (docs/behaviour.md §1–2)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class SignalRow:
 
 
 class TickResult(NamedTuple):
-    """The outcome of one tick of one pair (SPEC §2). Times in integer ms UTC.
+    """The outcome of one tick of one pair (docs/behaviour.md §2). Times in integer ms UTC.
 
     ``reason`` is the cancel reason for ``cancelled`` and a short text for an ``idle``
     caused by an error or a risk rejection; ``close_reason`` is set for ``closed``.

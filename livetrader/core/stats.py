@@ -1,4 +1,4 @@
-"""Statistics over closed trades, for reports (SPEC §10).
+"""Statistics over closed trades, for reports (docs/behaviour.md §10).
 
 Pure arithmetic: no I/O, no clock, no logging. Callers turn their own records into
 :class:`ClosedTrade` values and call :func:`compute_stats`.

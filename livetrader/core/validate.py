@@ -1,4 +1,4 @@
-"""Signal validation (SPEC §5): every problem of a signal, reported at once."""
+"""Signal validation (docs/behaviour.md §5): every problem of a signal, reported at once."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _distance_percent(level: float, entry: float) -> float:
 
 
 def signal_problems(signal: object, price: float) -> list[str]:
-    """Every rule of SPEC §5 that ``signal`` breaks at the current ``price`` (empty when valid)."""
+    """Every rule of docs/behaviour.md §5 that ``signal`` breaks at the current ``price`` (empty when valid)."""
     if not isinstance(signal, Signal):
         return [f"expected a Signal or None, got {type(signal).__name__}"]
     problems: list[str] = []

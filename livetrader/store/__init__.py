@@ -1,4 +1,4 @@
-"""Durable storage under the data directory (SPEC §9).
+"""Durable storage under the data directory (docs/behaviour.md §9).
 
 Mechanisms only: atomic file replacement (``atomic``), the single-daemon directory lock
 (``lock``), the fsync'ed per-pair event journal that serves as the write-ahead log

@@ -1,4 +1,4 @@
-"""Atomic, durable file replacement and tolerant reads (SPEC §9).
+"""Atomic, durable file replacement and tolerant reads (docs/behaviour.md §9).
 
 A write goes to ``name.tmp`` in the same directory, is fsync'ed, renamed over ``name`` and
 the directory is fsync'ed. ``rename`` within one filesystem is atomic, so a reader (or a

@@ -6,7 +6,7 @@ so a second for 5,000 transitions). Instead each transition is written to its pa
 journal without waiting, and its line is also appended to one shared commit log,
 ``<data_dir>/journal/commit.log``; every transition the event loop produced in one pass is
 written there in one write and flushed with one ``fdatasync``, and only then does any of
-those pairs change state (SPEC §9: journaled before the snapshot or anything else changes).
+those pairs change state (docs/behaviour.md §9: journaled before the snapshot or anything else changes).
 
 The pairs' journal files are flushed afterwards, behind the loop (``BackgroundWriter``),
 and once every line in the commit log is durable in its pair's journal the log is emptied.

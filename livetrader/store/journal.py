@@ -1,4 +1,4 @@
-"""The per-pair append-only event journal: the write-ahead log of SPEC §9.
+"""The per-pair append-only event journal: the write-ahead log of docs/behaviour.md §9.
 
 One JSON object per line in ``<data_dir>/journal/<symbol>_<strategy>_<exchange>.jsonl`` (each part
 encoded, see ``livetrader.store.names``).

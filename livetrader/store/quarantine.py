@@ -1,4 +1,4 @@
-"""Moving damaged files aside, never deleting them (SPEC §9).
+"""Moving damaged files aside, never deleting them (docs/behaviour.md §9).
 
 A file that cannot be read or fails validation is moved to ``<data_dir>/quarantine/`` under
 a UTC-timestamped name, with a ``.why.txt`` note beside it, so a human can inspect it and

@@ -1,6 +1,6 @@
 """Snapshots and journal flushes done behind the event loop, by one thread.
 
-The journal is the write-ahead log (SPEC §9): a transition is durable once its journal
+The journal is the write-ahead log (docs/behaviour.md §9): a transition is durable once its journal
 line is (in its pair's journal or, committed in a group, in the commit log), and a snapshot
 only saves recovery the work of replaying the journal. So the loop hands snapshots and
 written journals to this writer and goes on.
