@@ -25,7 +25,7 @@ class DipBuyer(Strategy):
         if ctx.price <= average:
             return None  # not an uptrend: a dip here is more likely the start of a fall
         entry = ctx.price * (1 - DIP)
-        # TP and SL are set around the entry, not the current price: SPEC §5 measures
+        # TP and SL are set around the entry, not the current price: docs/behaviour.md §5 measures
         # their distance from price_open, and price_open must lie strictly between them.
         return Signal(
             position="long",

@@ -33,7 +33,7 @@ class MyStrategy(Strategy):
         if not crossed_up:
             return None
         # Market entry (no price_open): opens at the current price. TP +1.5 %, SL -1 %:
-        # both at least 0.5 % away from the entry, as SPEC §5 requires.
+        # both at least 0.5 % away from the entry, as docs/behaviour.md §5 requires.
         return Signal(
             position="long",
             take_profit=ctx.price * 1.015,

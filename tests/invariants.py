@@ -16,7 +16,7 @@ NEXT = {None: {"scheduled", "opened"}, "scheduled": {"opened", "cancelled"}, "op
 
 
 def check_data_dir(data_dir: Path, source: SimSource | None = None) -> dict[str, int]:
-    """Assert every invariant of SPEC §9 over ``data_dir``; return counts of what was checked."""
+    """Assert every invariant of docs/behaviour.md §9 over ``data_dir``; return counts of what was checked."""
     source = source or SimSource()
     counts: Counter[str] = Counter()
     for jpath in sorted((data_dir / "journal").glob("*.jsonl")):

@@ -1,4 +1,4 @@
-"""SPEC §11: backtest time is live time; edge rules worked in the SPEC, and the fast path."""
+"""docs/behaviour.md §11: backtest time is live time; edge rules worked in the SPEC, and the fast path."""
 
 import asyncio
 import random

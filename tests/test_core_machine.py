@@ -1,4 +1,4 @@
-"""SPEC §2: the state machine, its actions, reasons and the order of its checks."""
+"""docs/behaviour.md §2: the state machine, its actions, reasons and the order of its checks."""
 
 import pytest
 

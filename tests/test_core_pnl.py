@@ -1,4 +1,4 @@
-"""SPEC §6: profit and loss with fees and slippage."""
+"""docs/behaviour.md §6: profit and loss with fees and slippage."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""SPEC §3: the VWAP price and candle checks."""
+"""docs/behaviour.md §3: the VWAP price and candle checks."""
 
 import math
 

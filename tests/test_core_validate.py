@@ -1,4 +1,4 @@
-"""SPEC §5: signal validation reports every problem at once."""
+"""docs/behaviour.md §5: signal validation reports every problem at once."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""SPEC §8: the event bus never blocks the emitter, isolates listeners, bounds memory."""
+"""docs/behaviour.md §8: the event bus never blocks the emitter, isolates listeners, bounds memory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Crash recovery (SPEC §9): interrupted transitions, damaged files, the lock, risk reconciliation."""
+"""Crash recovery (docs/behaviour.md §9): interrupted transitions, damaged files, the lock, risk reconciliation."""
 
 import asyncio
 import json

@@ -1,4 +1,4 @@
-"""SPEC §10: the per-pair event window and the markdown report."""
+"""docs/behaviour.md §10: the per-pair event window and the markdown report."""
 
 from __future__ import annotations
 

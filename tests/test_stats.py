@@ -1,4 +1,4 @@
-"""Statistics over closed trades (SPEC §10), pinned against values worked out by hand."""
+"""Statistics over closed trades (docs/behaviour.md §10), pinned against values worked out by hand."""
 
 from __future__ import annotations
 

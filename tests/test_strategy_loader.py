@@ -496,7 +496,7 @@ def random_walk(minutes: int, seed: int) -> list[Candle]:
 
 
 def spec5_problems(signal: Signal, price: float) -> list[str]:
-    """SPEC §5, restated independently so the examples are checked against the contract."""
+    """docs/behaviour.md §5, restated independently so the examples are checked against the contract."""
     if signal.position not in ("long", "short"):
         return ["position"]
     entry = signal.price_open if signal.price_open is not None else price
