@@ -13,7 +13,7 @@ from collections import Counter
 
 from bench import workload
 from bench.common import Result, median
-from livetrader.backtest import BacktestResult, run_backtest
+from livetrader.backtest.replay import BacktestResult, run_backtest
 
 TARGET_MINUTES_PER_SECOND = 1_000_000
 

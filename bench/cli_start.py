@@ -23,7 +23,7 @@ def command() -> list[str]:
     script = Path(sys.executable).parent / "livetrader"
     if script.exists():
         return [str(script), "--help"]
-    return [sys.executable, "-m", "livetrader.cli", "--help"]
+    return [sys.executable, "-m", "livetrader.cli.app", "--help"]
 
 
 def on_path() -> str | None:

@@ -22,14 +22,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from livetrader.clock import Clock
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS, Candle
-from livetrader.engine import Engine
 from livetrader.events import EventBus
-from livetrader.exchanges.sim import SimSource
-from livetrader.feed import CandleFeed
-from livetrader.strategy import StrategyRegistry, load_strategies
+from livetrader.live.clock import Clock
+from livetrader.live.engine import Engine
+from livetrader.market.feed import CandleFeed
+from livetrader.market.sim import SimSource
+from livetrader.strategy.base import StrategyRegistry, load_strategies
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_STRATEGIES = Path(__file__).resolve().parent / "strategies"
@@ -157,7 +157,7 @@ def daemon_logging(path: Path) -> Iterator[None]:
     """Log as the daemon does (JSON lines at INFO), into ``path``; restore the previous setup after."""
     import structlog
 
-    from livetrader.console import configure_logging
+    from livetrader.service.console import configure_logging
 
     saved = structlog.get_config()
     handlers = list(logging.getLogger().handlers)

@@ -26,8 +26,8 @@ from pathlib import Path
 from bench.common import Result, median, percentile, rss_bytes
 from bench.harness import ORIGIN_MS, build_engine, daemon_logging, layout, synthetic_symbols
 from livetrader.core.price import MINUTE_MS
-from livetrader.exchanges.sim import SimSource
-from livetrader.pair import TRANSITIONS
+from livetrader.live.pair import TRANSITIONS
+from livetrader.market.sim import SimSource
 
 TARGET_SWEEP_SECONDS_AT_10K = 0.25
 TARGET_GROWTH_BYTES_PER_100K_TICKS = 1_000_000
@@ -41,9 +41,9 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     metronome to report that sweep complete. A status file is rewritten every second of real
     time alongside, as the daemon does.
     """
-    from livetrader.collector import freeze_startup_objects
-    from livetrader.commands.run import STATUS_DEFER_LIMIT, STATUS_INTERVAL
-    from livetrader.status import write_status
+    from livetrader.cli.run import STATUS_DEFER_LIMIT, STATUS_INTERVAL
+    from livetrader.live.collector import freeze_startup_objects
+    from livetrader.service.status import write_status
 
     events = Counter()
     transitions = Counter()  # per minute: journal appends + snapshot writes, each fsync'ed
@@ -123,7 +123,7 @@ class _GcTimer:
     """Times CPython's cyclic garbage collections (``gc.callbacks``) while in the ``with`` block,
     apart for those run while a sweep was running (``sweeping()``) and those run after.
 
-    Observation only. The engine pauses the collector during a sweep (``livetrader.collector``),
+    Observation only. The engine pauses the collector during a sweep (``livetrader.live.collector``),
     so its work lands after the sweep, in the idle rest of the minute; a collection inside a
     sweep means the pause did not hold.
     """

@@ -80,13 +80,13 @@ def child(data_dir: str, candles_file: str, pairs: int) -> None:
         sweep,
         synthetic_symbols,
     )
-    from livetrader.collector import collector_paused
     from livetrader.config import Config
     from livetrader.core.price import MINUTE_MS, Candle
-    from livetrader.engine import Engine
     from livetrader.events import EventBus
-    from livetrader.exchanges.sim import SimSource
-    from livetrader.feed import CandleFeed
+    from livetrader.live.collector import collector_paused
+    from livetrader.live.engine import Engine
+    from livetrader.market.feed import CandleFeed
+    from livetrader.market.sim import SimSource
 
     imported = time.monotonic()
     now = ORIGIN_MS + MINUTE_MS

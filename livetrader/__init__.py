@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from livetrader.context import Context
 from livetrader.core.signal import Signal
-from livetrader.strategy import Strategy
+from livetrader.strategy.base import Strategy
+from livetrader.strategy.context import Context
 
 if TYPE_CHECKING:
-    from livetrader.live import Live
+    from livetrader.live.api import Live
 
 __version__ = "0.1.0"
 
@@ -27,7 +27,7 @@ __all__ = ["Context", "Live", "Signal", "Strategy", "__version__"]
 def __getattr__(name: str) -> Any:
     """Import ``Live`` on first use so ``import livetrader`` never loads the engine."""
     if name == "Live":
-        from livetrader.live import Live
+        from livetrader.live.api import Live
 
         return Live
     raise AttributeError(f"module 'livetrader' has no attribute {name!r}")

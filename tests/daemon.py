@@ -27,7 +27,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def command(*args: str) -> list[str]:
     """``livetrader ARGS`` run with this interpreter (no reliance on PATH)."""
-    return [sys.executable, "-m", "livetrader.cli", *args]
+    return [sys.executable, "-m", "livetrader.cli.app", *args]
 
 
 def environment(**extra: str) -> dict[str, str]:

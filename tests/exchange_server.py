@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from livetrader.core.price import MINUTE_MS, Candle
-from livetrader.exchanges.sim import DEFAULT_SYMBOLS, SimSource
+from livetrader.market.sim import DEFAULT_SYMBOLS, SimSource
 
 Clock = Callable[[], int]
 

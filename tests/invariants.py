@@ -8,7 +8,7 @@ from pathlib import Path
 from livetrader.core.machine import check_open, check_scheduled
 from livetrader.core.price import MINUTE_MS, vwap
 from livetrader.core.signal import row_of
-from livetrader.exchanges.sim import SimSource
+from livetrader.market.sim import SimSource
 from livetrader.store.atomic import read_json
 from livetrader.store.journal import read_journal
 

@@ -5,13 +5,13 @@ import random
 
 import pytest
 
-from livetrader.backtest import StrategyFailure, run_backtest
-from livetrader.context import Context
+from livetrader.backtest.replay import StrategyFailure, run_backtest
 from livetrader.core.machine import DEFAULT_RULES, accept, check_open, check_scheduled, close
 from livetrader.core.price import Candle, vwap
 from livetrader.core.signal import Signal
 from livetrader.errors import NoCandlesError
-from livetrader.risk import RiskProfile, max_positions
+from livetrader.strategy.context import Context
+from livetrader.strategy.risk import RiskProfile, max_positions
 
 M = 60_000
 H = 60 * M

@@ -14,13 +14,13 @@ import pytest
 
 from bench import workload
 from bench.__main__ import PLAN, run_all, sanity_problems
-from livetrader.backtest import run_backtest
-from livetrader.context import Context
+from livetrader.backtest.replay import run_backtest
 from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.core.machine import DEFAULT_RULES, accept, cancel, check_open, check_scheduled, close
 from livetrader.core.price import Candle, vwap
 from livetrader.core.signal import Signal, make_signal_id
-from livetrader.risk import RiskProfile
+from livetrader.strategy.context import Context
+from livetrader.strategy.risk import RiskProfile
 
 M = 60_000
 

@@ -15,8 +15,8 @@ from exchange_server import ExchangeServer
 from livetrader.config import parse_config
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import CandleSourceError, ConfigError, UnknownSymbolError, UsageError
-from livetrader.exchanges.ccxt_source import CcxtSource, Credentials, guess_symbol, load_credentials, parse_settings
-from livetrader.sources import open_source
+from livetrader.market.ccxt.source import CcxtSource, Credentials, guess_symbol, load_credentials, parse_settings
+from livetrader.market.sources import open_source
 
 # A fixed instant, 30 s into a minute: server and source agree on it, so no test races a boundary.
 NOW = 1_704_110_430_000  # 2024-01-01T12:00:30Z
@@ -401,7 +401,7 @@ def test_format_price_uses_the_exchange_precision(server):
 
 
 def test_importing_the_cli_does_not_import_ccxt():
-    code = "import sys, livetrader.cli; print('ccxt' in sys.modules)"
+    code = "import sys, livetrader.cli.app; print('ccxt' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "False"

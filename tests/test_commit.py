@@ -14,13 +14,14 @@ import pytest
 
 from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.errors import StoreWriteError
-from livetrader.pair import Pair
-from livetrader.risk import RiskProfile, max_positions
+from livetrader.live.pair import Pair
 from livetrader.store import disk
 from livetrader.store.commit import CommitLog, commit_log_path, replay_commit_log
 from livetrader.store.journal import read_journal
-from livetrader.store.state import FilePairStore, pair_paths
+from livetrader.store.layout import pair_paths
+from livetrader.store.state import FilePairStore
 from livetrader.store.writer import BackgroundWriter
+from livetrader.strategy.risk import RiskProfile, max_positions
 
 T0 = 1_704_067_200_000
 M = 60_000
@@ -213,7 +214,7 @@ def test_an_opening_position_counts_for_other_pairs_while_it_commits(tmp_path: P
 
 
 def _strategy():  # type: ignore[no-untyped-def]
-    from livetrader.strategy import Strategy
+    from livetrader.strategy.base import Strategy
 
     class Quiet(Strategy):
         name = "s1"

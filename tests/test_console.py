@@ -15,7 +15,7 @@ import pytest
 import structlog
 from rich.console import Console
 
-from livetrader.console import (
+from livetrader.service.console import (
     LiveView,
     PairView,
     add_redaction,
@@ -137,7 +137,7 @@ def test_lines_survive_sigkill_through_a_pipe(tmp_path) -> None:
     script = textwrap.dedent(
         """
         import os, signal
-        from livetrader.console import configure_logging, get_logger
+        from livetrader.service.console import configure_logging, get_logger
         configure_logging()
         get_logger().info("before kill", n=1)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -151,7 +151,7 @@ def test_lines_survive_sigkill_through_a_pipe(tmp_path) -> None:
 
 def test_import_does_not_pull_in_rich_or_structlog() -> None:
     code = (
-        "import sys, livetrader.console as c; c.get_logger('x');"
+        "import sys, livetrader.service.console as c; c.get_logger('x');"
         "print(sorted(m for m in ('rich', 'structlog') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

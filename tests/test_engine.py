@@ -7,13 +7,13 @@ from dataclasses import replace
 from daemon import FIXTURE_STRATEGIES
 
 from livetrader import Signal, Strategy
-from livetrader.clock import SimClock
 from livetrader.config import Config, EngineConfig
 from livetrader.core.price import MINUTE_MS
-from livetrader.engine import Engine, Supervision
 from livetrader.events import EventBus
-from livetrader.exchanges.sim import SimSource
-from livetrader.strategy import load_strategies
+from livetrader.live.clock import SimClock
+from livetrader.live.engine import Engine, Supervision
+from livetrader.market.sim import SimSource
+from livetrader.strategy.base import load_strategies
 
 FAST_RESTARTS = Supervision(first_backoff=0.01, max_crashes=3)
 
@@ -164,7 +164,7 @@ def test_live_throttle_asks_once_per_bucket_and_a_risk_rejection_hands_it_back(t
     e = engine(tmp_path)
     e.registry.strategies["every5"] = type(e.registry.strategies["always-long"])(Every5, FIXTURE_STRATEGIES, 1)
     pair = e.add_pair("BTCUSDT", "every5")
-    from livetrader.risk import RiskProfile, max_positions
+    from livetrader.strategy.risk import RiskProfile, max_positions
 
     pair.risk = RiskProfile("full", [max_positions(0)])  # rejects everything
     start = 1_704_067_200_000 + 2 * MINUTE_MS  # 00:02, inside the 00:00 bucket

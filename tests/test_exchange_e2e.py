@@ -11,7 +11,7 @@ from daemon import ROOT, events, run, start, stop, wait_for, workdir
 from exchange_server import ExchangeServer
 from invariants import check_data_dir
 
-from livetrader.clock import saved_clock
+from livetrader.live.clock import saved_clock
 
 API_KEY = "lt-test-KEY-5f3c9a71e2"
 SECRET = "lt-test-SECRET-8d41b6c0aa"
@@ -181,12 +181,12 @@ def test_a_watchdog_stops_when_the_exchange_hangs(tmp_path, server):
 
 
 def test_help_answers_fast_and_does_not_import_ccxt():
-    code = ("import sys, time; t = time.perf_counter(); import livetrader.cli; "
+    code = ("import sys, time; t = time.perf_counter(); import livetrader.cli.app; "
             "print('ccxt' in sys.modules, time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.split()
     assert out[0] == "False"
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "livetrader.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "livetrader.cli.app", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "run" in result.stdout
     assert time.perf_counter() - started < 1.0
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from bench.harness import ManualClock
-from livetrader.collector import SweepCollector
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
-from livetrader.engine import Engine
 from livetrader.events import EventBus
-from livetrader.metronome import Metronome
-from livetrader.strategy import load_strategies
+from livetrader.live.collector import SweepCollector
+from livetrader.live.engine import Engine
+from livetrader.live.metronome import Metronome
+from livetrader.strategy.base import load_strategies
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 

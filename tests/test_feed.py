@@ -6,8 +6,8 @@ import random
 import pytest
 
 from livetrader.core.price import MINUTE_MS, Candle, CandleError
-from livetrader.exchanges.sim import SimSource
-from livetrader.feed import MAX_HELD_MINUTES, CandleFeed
+from livetrader.market.feed import MAX_HELD_MINUTES, CandleFeed
+from livetrader.market.sim import SimSource
 
 T0 = 1_704_067_200_000
 

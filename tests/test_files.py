@@ -11,7 +11,7 @@ import pytest
 
 from livetrader.core.price import MINUTE_MS, Candle, validate_candles
 from livetrader.errors import CandleSourceError, UnknownSymbolError
-from livetrader.exchanges.files import FileSource
+from livetrader.market.files import FileSource
 
 REAL = Path(__file__).resolve().parent / "data" / "UNITTEST_BTC-1m.json"
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z

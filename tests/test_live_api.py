@@ -8,8 +8,8 @@ import pytest
 from daemon import FIXTURE_STRATEGIES
 
 from livetrader import Live
-from livetrader.clock import SimClock
 from livetrader.events import BUS
+from livetrader.live.clock import SimClock
 
 
 @pytest.fixture(autouse=True)
@@ -118,9 +118,9 @@ def test_events_performance_and_errors_reach_listeners():
 def test_pairs_on_disk_not_started_through_the_api_are_read_once(tmp_path):
     """A position left by a daemon (or an earlier script) counts and is reported as not running."""
     from livetrader.config import Config
-    from livetrader.engine import Engine
     from livetrader.events import EventBus
-    from livetrader.strategy import load_strategies
+    from livetrader.live.engine import Engine
+    from livetrader.strategy.base import load_strategies
 
     wall = int(time.time() * 1000)
     earlier = Engine(Config(), load_strategies(FIXTURE_STRATEGIES),

@@ -3,8 +3,8 @@
 import asyncio
 import gc
 
-from livetrader.collector import collector_paused
-from livetrader.metronome import Metronome
+from livetrader.live.collector import collector_paused
+from livetrader.live.metronome import Metronome
 
 MINUTE = 60_000
 
@@ -58,11 +58,11 @@ def test_the_engine_loop_records_each_sweep(tmp_path):
 
     from daemon import FIXTURE_STRATEGIES
 
-    from livetrader.clock import SimClock
     from livetrader.config import Config
-    from livetrader.engine import Engine
     from livetrader.events import EventBus
-    from livetrader.strategy import load_strategies
+    from livetrader.live.clock import SimClock
+    from livetrader.live.engine import Engine
+    from livetrader.strategy.base import load_strategies
 
     wall = int(time.time() * 1000)
     engine = Engine(replace(Config(), data_dir=tmp_path), load_strategies(FIXTURE_STRATEGIES),

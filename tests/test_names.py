@@ -17,14 +17,8 @@ from hypothesis import strategies as st
 from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.store.commit import commit_log_path, replay_commit_log
 from livetrader.store.journal import read_journal
-from livetrader.store.state import (
-    load_risk,
-    pair_paths,
-    pair_stem,
-    restore_pair,
-    risk_path,
-    snapshot_dict,
-)
+from livetrader.store.layout import pair_paths, risk_path
+from livetrader.store.state import load_risk, pair_stem, restore_pair, snapshot_dict
 
 T0 = 1_704_067_200_000
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

@@ -21,16 +21,16 @@ from daemon import FIXTURE_STRATEGIES, events, run, start, stop, wait_for, workd
 from invariants import check_data_dir
 from powerloss import PowerLossDisk
 
-from livetrader.clock import SimClock
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
-from livetrader.engine import Engine
 from livetrader.errors import LivetraderError
 from livetrader.events import EventBus
-from livetrader.recover import inspect
+from livetrader.live.clock import SimClock
+from livetrader.live.engine import Engine
+from livetrader.service.recover import inspect
 from livetrader.store import disk
 from livetrader.store.journal import read_journal
-from livetrader.strategy import load_strategies
+from livetrader.strategy.base import load_strategies
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 

@@ -10,14 +10,15 @@ from dataclasses import replace
 import pytest
 from daemon import FIXTURE_STRATEGIES, run, start, stop, wait_for, workdir
 
-from livetrader.clock import SimClock
 from livetrader.config import Config, RiskProfileConfig
 from livetrader.core.price import MINUTE_MS
-from livetrader.engine import Engine
 from livetrader.events import EventBus
+from livetrader.live.clock import SimClock
+from livetrader.live.engine import Engine
 from livetrader.store.journal import read_journal
-from livetrader.store.state import StateDamaged, restore_pair, snapshot_path
-from livetrader.strategy import load_strategies
+from livetrader.store.layout import snapshot_path
+from livetrader.store.state import StateDamaged, restore_pair
+from livetrader.strategy.base import load_strategies
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 

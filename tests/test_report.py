@@ -11,7 +11,7 @@ import pytest
 
 from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.core.stats import STAT_EXPLANATIONS, compute_stats
-from livetrader.report import (
+from livetrader.report.markdown import (
     COLUMNS,
     NO_CLOSED_TRADES,
     SPARK_BLOCKS,

@@ -1,7 +1,7 @@
 """docs/behaviour.md §7: risk profiles and their built-in and custom checks."""
 
 from livetrader.core.signal import SignalRow
-from livetrader.risk import RiskProfile, build_profiles, max_positions, max_positions_per_symbol, risk_check
+from livetrader.strategy.risk import RiskProfile, build_profiles, max_positions, max_positions_per_symbol, risk_check
 
 
 def row(symbol="BTCUSDT", sid="a", strategy="s"):

@@ -11,7 +11,7 @@ import pytest
 
 from livetrader.core.price import MINUTE_MS, Candle, validate_candles
 from livetrader.errors import UnknownSymbolError, UsageError
-from livetrader.exchanges.sim import DEFAULT_SYMBOLS, SimSource
+from livetrader.market.sim import DEFAULT_SYMBOLS, SimSource
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 DAY = 1440 * MINUTE_MS

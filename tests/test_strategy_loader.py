@@ -15,7 +15,7 @@ from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.core.price import MINUTE_MS, Candle, vwap
 from livetrader.core.validate import signal_problems
 from livetrader.errors import StrategyLoadError, UnknownStrategyError
-from livetrader.strategy import (
+from livetrader.strategy.base import (
     StrategyRegistry,
     ask_signal,
     instantiate,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from livetrader.systemd import Notifier, PairProgress, WatchdogGate, watchdog_loop
+from livetrader.service.systemd import Notifier, PairProgress, WatchdogGate, watchdog_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -166,7 +166,7 @@ def test_without_notify_socket_everything_is_a_silent_noop(
 ) -> None:
     clean_env.setenv("WATCHDOG_USEC", "4000000")  # a watchdog without a socket means nothing
     notifier = Notifier.from_env()
-    with caplog.at_level(logging.DEBUG, logger="livetrader.systemd"):
+    with caplog.at_level(logging.DEBUG, logger="livetrader.service.systemd"):
         assert not notifier.enabled
         assert notifier.watchdog_interval() is None
         assert notifier.ready() is False
@@ -191,7 +191,7 @@ def test_a_relative_notify_socket_is_refused_with_a_warning(
     clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     clean_env.setenv("NOTIFY_SOCKET", "run/notify")
-    with caplog.at_level(logging.WARNING, logger="livetrader.systemd"):
+    with caplog.at_level(logging.WARNING, logger="livetrader.service.systemd"):
         notifier = Notifier.from_env()
     assert not notifier.enabled
     assert notifier.ready() is False
@@ -246,12 +246,12 @@ def test_a_dead_socket_path_does_not_raise_and_is_logged_once(
     clean_env.setenv("NOTIFY_SOCKET", str(_socket_dir(tmp_path) / "gone.sock"))
     clean_env.setenv("WATCHDOG_USEC", "1000000")
     notifier = Notifier.from_env()
-    with caplog.at_level(logging.WARNING, logger="livetrader.systemd"):
+    with caplog.at_level(logging.WARNING, logger="livetrader.service.systemd"):
         assert notifier.ready() is False
         assert notifier.watchdog() is False
         assert notifier.status("still here") is False
         assert notifier.stopping() is False
-    warnings = [r for r in caplog.records if r.name == "livetrader.systemd"]
+    warnings = [r for r in caplog.records if r.name == "livetrader.service.systemd"]
     assert len(warnings) == 1
     assert "could not notify systemd" in warnings[0].getMessage()
 

@@ -189,7 +189,7 @@ def replay_commit_log(data_dir: Path, *, repair: bool = True) -> CommitReplay:
     journal still under its earlier file name is renamed first (``adopt_legacy``; in a dry run,
     read where it is), so its lines go back where its records are.
     """
-    from livetrader.store.state import adopt_legacy, pair_paths
+    from livetrader.store.layout import adopt_legacy, pair_paths
 
     data_dir = as_path(data_dir)
     path = commit_log_path(data_dir)

@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from livetrader.clock import Clock, SimClock, saved_clock
-from livetrader.collector import collector_paused, freeze_startup_objects
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
-from livetrader.engine import Engine
 from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
-from livetrader.sources import BUILT_IN
+from livetrader.live.clock import Clock, SimClock, saved_clock
+from livetrader.live.collector import collector_paused, freeze_startup_objects
+from livetrader.live.engine import Engine
+from livetrader.market.sources import BUILT_IN
 from livetrader.store.state import StateDamaged
-from livetrader.strategy import load_strategies
+from livetrader.strategy.base import load_strategies
 
 if TYPE_CHECKING:
-    from livetrader.stall import StallWatcher
+    from livetrader.service.stall import StallWatcher
+    from livetrader.service.systemd import Notifier
     from livetrader.store.lock import DataDirLock
-    from livetrader.systemd import Notifier
 
 log = structlog.get_logger("livetrader.run")
 
@@ -92,7 +92,7 @@ def make_clock(
         clock = SimClock(wall, origin, speed)
     if data_dir is not None:
         from livetrader.store.atomic import write_json_atomic
-        from livetrader.store.state import CLOCK_FILE
+        from livetrader.store.layout import CLOCK_FILE
 
         (data_dir / CLOCK_FILE).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(data_dir / CLOCK_FILE, clock.to_dict())
@@ -185,10 +185,10 @@ SIGHUP_MESSAGE = "SIGHUP received: ignored; reload is not supported yet, use SIG
 
 def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
-    from livetrader.console import configure_logging
-    from livetrader.engine import take_data_dir
-    from livetrader.stall import log_hard_exits
-    from livetrader.systemd import Notifier
+    from livetrader.live.engine import take_data_dir
+    from livetrader.service.console import configure_logging
+    from livetrader.service.stall import log_hard_exits
+    from livetrader.service.systemd import Notifier
 
     configure_logging()
     faulthandler.enable()  # a crash in native code leaves its Python stack on stderr (the journal)
@@ -217,9 +217,9 @@ STATUS_DEFER_LIMIT = 5.0
 
 
 async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier) -> int:
-    from livetrader.live import Live
-    from livetrader.status import one_line, write_status
-    from livetrader.systemd import PairProgress, WatchdogGate, watchdog_loop
+    from livetrader.live.api import Live
+    from livetrader.service.status import one_line, write_status
+    from livetrader.service.systemd import PairProgress, WatchdogGate, watchdog_loop
 
     Live.use_engine(engine)
     loop = asyncio.get_running_loop()
@@ -306,8 +306,8 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
 def _stall_watcher(engine: Engine) -> StallWatcher:
     """The thread that notices strategy code blocking the event loop, and says so: in the log
     (the strategy, where, its stack) and in the status file (``livetrader status``: stalled)."""
-    from livetrader.stall import Stall, StallWatcher
-    from livetrader.status import mark_stalled
+    from livetrader.service.stall import Stall, StallWatcher
+    from livetrader.service.status import mark_stalled
 
     def on_stall(stall: Stall) -> None:
         fields = stall.fields()
@@ -330,7 +330,7 @@ class ShutdownError(LivetraderError):
 
 def _finish(engine: Engine) -> list[str]:
     """Write every report and the final status; each failure is logged, none stops the others."""
-    from livetrader.status import write_status
+    from livetrader.service.status import write_status
 
     failures = []
     for pair in engine.pairs:
@@ -352,7 +352,7 @@ def _live_view(engine: Engine, request: RunRequest):  # type: ignore[no-untyped-
     wanted = request.live_view if request.live_view is not None else sys.stdout.isatty()
     if not wanted:
         return None
-    from livetrader.console import LiveView, PairView
+    from livetrader.service.console import LiveView, PairView
 
     def views() -> list[PairView]:
         out = []

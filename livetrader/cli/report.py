@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from livetrader.errors import UsageError
-from livetrader.report import build_report, closed_trades, report_filename, stats_for, write_equity_png
+from livetrader.report.markdown import build_report, closed_trades, report_filename, stats_for, write_equity_png
 from livetrader.store.journal import JOURNAL_DIR, read_journal
 
 #: Newest journal events shown in a report table; the statistics always cover every trade.

@@ -11,16 +11,16 @@ from typing import Any
 
 import orjson
 
-from livetrader.backtest import BacktestResult, run_backtest
+from livetrader.backtest.replay import BacktestResult, run_backtest
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
 from livetrader.core.signal import TickResult
 from livetrader.core.stats import ClosedTrade, Stats, compute_stats
-from livetrader.engine import settings_of
 from livetrader.errors import NoCandlesError, UsageError
-from livetrader.risk import build_profiles
-from livetrader.sources import open_source
-from livetrader.strategy import instantiate, load_strategies
+from livetrader.live.engine import settings_of
+from livetrader.market.sources import open_source
+from livetrader.strategy.base import instantiate, load_strategies
+from livetrader.strategy.risk import build_profiles
 
 #: Minutes of history loaded before ``--from`` so strategies can look back from the first frame.
 HISTORY_MINUTES = 1440
@@ -43,7 +43,7 @@ class BacktestRequest:
 
 def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> tuple[int, int]:
     """``[start, end)`` from the options, defaulting to the file's span or the last 7 days."""
-    from livetrader.cli import default_range
+    from livetrader.cli.times import default_range
 
     if bounds is not None:
         first, last_end = bounds
@@ -203,7 +203,7 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
 
 def _write_report(path: Path, result: BacktestResult, stats: Stats) -> None:
     from livetrader.core.signal import record_of
-    from livetrader.report import build_report
+    from livetrader.report.markdown import build_report
     from livetrader.store.atomic import write_atomic
 
     events = sorted(
@@ -247,6 +247,6 @@ class _progress:
 
 
 def _iso(ms: int) -> str:
-    from livetrader.cli import iso
+    from livetrader.cli.times import iso
 
     return iso(ms)

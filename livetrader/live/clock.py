@@ -55,7 +55,7 @@ class SimClock(Clock):
 def saved_clock(data_dir: Path) -> SimClock | None:
     """The simulated timeline saved in ``data_dir`` by a run with ``--speed``, if any."""
     from livetrader.store.atomic import read_json
-    from livetrader.store.state import CLOCK_FILE
+    from livetrader.store.layout import CLOCK_FILE
 
     try:
         data = read_json(Path(data_dir) / CLOCK_FILE)

@@ -26,15 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from livetrader.context import Context
 from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, close
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle
 from livetrader.core.signal import SignalRow, TickResult, make_signal_id
 from livetrader.core.validate import SignalError
 from livetrader.errors import LivetraderError, NoCandlesError
-from livetrader.risk import RiskProfile
-from livetrader.tracing import describe
+from livetrader.strategy.context import Context
+from livetrader.strategy.risk import RiskProfile
+from livetrader.strategy.tracing import describe
 
 
 class StrategyFailure(LivetraderError):

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from livetrader.context import Context
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, idle
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, price_window, vwap
@@ -24,15 +23,16 @@ from livetrader.core.signal import SignalRow, TickResult, make_signal_id, record
 from livetrader.core.validate import SignalError
 from livetrader.errors import StoreError
 from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
-from livetrader.exchanges.base import CandleSource
-from livetrader.feed import CandleFeed
-from livetrader.report import EventWindow
-from livetrader.risk import RiskProfile
+from livetrader.market.feed import CandleFeed
+from livetrader.market.source import CandleSource
+from livetrader.report.markdown import EventWindow
 from livetrader.store.state import snapshot_dict
-from livetrader.strategy import Strategy, ask_signal, call_strategy, run_callback
-from livetrader.tracing import describe
+from livetrader.strategy.base import Strategy, ask_signal, call_strategy, run_callback
+from livetrader.strategy.context import Context
+from livetrader.strategy.risk import RiskProfile
+from livetrader.strategy.tracing import describe
 
-log = structlog.get_logger("livetrader.pair")
+log = structlog.get_logger("livetrader.live.pair")
 
 #: Tick actions that change durable state: journaled before the in-memory state changes.
 TRANSITIONS = frozenset({"scheduled", "opened", "closed", "cancelled"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from livetrader.errors import UsageError
-from livetrader.recover import Findings, inspect
+from livetrader.service.recover import Findings, inspect
 
 
 def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
@@ -25,7 +25,7 @@ def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
 
 def print_findings(f: Findings) -> None:
     """A plain, readable account: one line per fact, what to do at the end."""
-    from livetrader.cli import iso
+    from livetrader.cli.times import iso
 
     out = sys.stdout
     mode = "dry run: nothing changed" if f.dry_run else "repairs applied"

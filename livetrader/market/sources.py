@@ -7,7 +7,7 @@ from pathlib import Path
 
 from livetrader.config import Config
 from livetrader.errors import UsageError
-from livetrader.exchanges.base import CandleSource
+from livetrader.market.source import CandleSource
 
 BUILT_IN = ("sim", "files")
 
@@ -23,24 +23,24 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
     if candles is not None and name != "files":
         raise UsageError(f"--candles only goes with --exchange files (the exchange is {name!r})")
     if name == "sim":
-        from livetrader.exchanges.sim import SimSource
+        from livetrader.market.sim import SimSource
 
         seed = config.exchange_options("sim").get("seed", 42)
         return SimSource(seed=int(seed))
     if name == "files":
         if candles is None:
             raise UsageError("--exchange files needs --candles PATH (a CSV or JSON file of 1-minute candles)")
-        from livetrader.exchanges.files import FileSource
+        from livetrader.market.files import FileSource
 
         return FileSource(candles, strict=strict)
     table = config.exchange_options(name)
     if "ccxt_id" in table or (name and _is_ccxt_id(name)):
-        from livetrader.exchanges.ccxt_source import CcxtSource, load_credentials, parse_settings
+        from livetrader.market.ccxt.source import CcxtSource, load_credentials, parse_settings
 
         where = str(config.path) if config.path else "config"
         credentials = load_credentials(name, parse_settings(name, table, where))
         if credentials is not None:
-            from livetrader.console import add_redaction
+            from livetrader.service.console import add_redaction
 
             add_redaction(credentials.secrets())  # no log line may ever carry them
         return CcxtSource(name, table, credentials, config_path=config.path)
@@ -57,7 +57,7 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
 def _ccxt_ids() -> list[str]:
     """ccxt's exchange ids, or none when ccxt is not installed."""
     try:
-        from livetrader.exchanges.ccxt_source import ccxt_exchange_ids
+        from livetrader.market.ccxt.source import ccxt_exchange_ids
 
         return ccxt_exchange_ids()
     except ImportError:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from livetrader import strategy as strategy_module
-from livetrader.tracing import is_user_file
+from livetrader.strategy.tracing import is_user_file
 
 #: Frames of the loop thread's stack kept when none of them is the user's.
 STACK_FRAMES = 12

@@ -29,7 +29,7 @@ from livetrader.core.price import (
     validate_candles,
     vwap,
 )
-from livetrader.exchanges.base import CandleSource
+from livetrader.market.source import CandleSource
 
 #: The most minutes held per symbol; longer requests are served straight from the source.
 MAX_HELD_MINUTES = 240

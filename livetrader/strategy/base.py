@@ -46,8 +46,8 @@ from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.errors import StrategyLoadError, UnknownStrategyError
 
 if TYPE_CHECKING:
-    from livetrader.context import Context
     from livetrader.core.signal import Signal, TickResult
+    from livetrader.strategy.context import Context
 
 #: The optional callbacks a strategy may define; each is called with the TickResult.
 CALLBACKS: tuple[str, ...] = ("on_open", "on_close", "on_active", "on_idle", "on_schedule", "on_cancel")
@@ -112,7 +112,7 @@ class Strategy:
 #: The strategy code running on the event loop's thread right now, as (strategy, symbol,
 #: what: ``get_signal`` or a callback's name), or None. Set around every synchronous stretch
 #: of strategy code (a plain call, each step of a coroutine), so that code blocking the loop
-#: can be named by a thread watching it (``livetrader.stall``).
+#: can be named by a thread watching it (``livetrader.service.stall``).
 running: tuple[str, str, str] | None = None
 
 

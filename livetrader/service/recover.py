@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livetrader.clock import saved_clock
 from livetrader.core.price import MINUTE_MS
+from livetrader.live.clock import saved_clock
 from livetrader.store.commit import replay_commit_log
 from livetrader.store.lock import is_locked, read_lock_holder
 from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair

@@ -16,30 +16,30 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from livetrader.clock import Clock
-from livetrader.collector import SweepCollector
 from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import StoreError, StoreWriteError, UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
-from livetrader.exchanges.base import CandleSource
-from livetrader.feed import CandleFeed
-from livetrader.metronome import Express, Metronome
-from livetrader.pair import Pair, PairSettings
-from livetrader.risk import OpenPosition, RiskProfile, build_profiles
-from livetrader.sources import open_source
+from livetrader.live.clock import Clock
+from livetrader.live.collector import SweepCollector
+from livetrader.live.metronome import Express, Metronome
+from livetrader.live.pair import Pair, PairSettings
+from livetrader.market.feed import CandleFeed
+from livetrader.market.source import CandleSource
+from livetrader.market.sources import open_source
 from livetrader.store.commit import CommitLog
 from livetrader.store.state import pair_stem
 from livetrader.store.writer import BackgroundWriter
-from livetrader.strategy import Strategy, StrategyRegistry, instantiate
-from livetrader.tracing import describe
+from livetrader.strategy.base import Strategy, StrategyRegistry, instantiate
+from livetrader.strategy.risk import OpenPosition, RiskProfile, build_profiles
+from livetrader.strategy.tracing import describe
 
 if TYPE_CHECKING:
     from livetrader.store.lock import DataDirLock
 
-log = structlog.get_logger("livetrader.engine")
+log = structlog.get_logger("livetrader.live.engine")
 
 
 #: "restored" lines logged at start; beyond, one line says more follow (10,000 lines help nobody).
@@ -286,8 +286,8 @@ class Engine:
         signals, which win (positions of pairs not run here are added by
         ``restore_absent_pairs``). Later pairs only add their own: restoring N pairs stays O(N).
         """
-        from livetrader.risk import position_dict
         from livetrader.store.state import load_risk, save_risk
+        from livetrader.strategy.risk import position_dict
 
         first = profile.on_change is None
         changed = first
@@ -483,13 +483,13 @@ class Engine:
 
     def report_text(self, pair: Pair, now_ms: int | None = None) -> str:
         """The markdown report of ``pair``'s in-memory event window."""
-        from livetrader.report import build_report, stats_for
+        from livetrader.report.markdown import build_report, stats_for
 
         records = pair.window.events()
         title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
         note = f"Events: the last {pair.settings.max_events} kept in memory (idle and active ones included)."
         if pair.store is not None:
-            from livetrader.report import closed_trades
+            from livetrader.report.markdown import closed_trades
 
             # The statistics cover the whole history, as `livetrader report` does.
             journaled = self._journaled(pair)
@@ -501,7 +501,7 @@ class Engine:
 
     def write_report(self, pair: Pair, path: Path | None = None) -> Path:
         """Write ``pair``'s report atomically (default: under ``<data-dir>/reports/live``)."""
-        from livetrader.report import report_filename, write_equity_png
+        from livetrader.report.markdown import report_filename, write_equity_png
         from livetrader.store.atomic import write_atomic
 
         now = int(time.time() * 1000)

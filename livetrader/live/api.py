@@ -24,13 +24,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from livetrader.clock import Clock
 from livetrader.config import load_config
 from livetrader.core.signal import TickResult
 from livetrader.core.stats import Stats
-from livetrader.engine import Engine
-from livetrader.pair import Pair
-from livetrader.strategy import load_strategies
+from livetrader.live.clock import Clock
+from livetrader.live.engine import Engine
+from livetrader.live.pair import Pair
+from livetrader.strategy.base import load_strategies
 
 #: What ``Live.run`` yields: the results a user acts on.
 YIELDED = frozenset({"opened", "closed", "cancelled"})
@@ -184,7 +184,7 @@ class Live:
     @classmethod
     def get_data(cls, symbol: str, strategy: str) -> Stats:
         """The statistics of the pair's in-memory event window."""
-        from livetrader.report import stats_for
+        from livetrader.report.markdown import stats_for
 
         return stats_for(cls._pair(symbol, strategy).window.events())
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from livetrader.errors import LivetraderError, UsageError
+from livetrader.cli.times import parse_time
+from livetrader.errors import LivetraderError
 
 app = typer.Typer(
     name="livetrader",
@@ -49,24 +49,6 @@ def guarded(work: Callable[[], T]) -> T:
         raise fail("interrupted", 130) from None
 
 
-def parse_time(text: str, option: str) -> int:
-    """ISO-8601 date or date-time (naive = UTC) to integer ms UTC."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not an ISO-8601 date such as 2024-01-01 or 2024-01-01T12:30Z") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
-
-
-def iso(ms: int | None) -> str:
-    """Integer ms UTC as ``YYYY-mm-ddTHH:MMZ``."""
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
 def _settings(config: Path | None, strategies_dir: Path | None) -> tuple[Any, Path]:
     from livetrader.config import load_config
 
@@ -82,7 +64,7 @@ def strategies_list(
     if ctx.invoked_subcommand is not None:
         ctx.obj = (config, strategies_dir)
         return
-    from livetrader.strategy import load_strategies
+    from livetrader.strategy.base import load_strategies
 
     def work() -> None:
         _, folder = _settings(config, strategies_dir)
@@ -95,7 +77,7 @@ def strategies_list(
 @strategies_app.command("check")
 def strategies_check(ctx: typer.Context, config: ConfigOpt = None, strategies_dir: StrategiesDirOpt = None) -> None:
     """Exit non-zero when any strategy module failed to load."""
-    from livetrader.strategy import load_strategies
+    from livetrader.strategy.base import load_strategies
 
     parent = ctx.obj or (None, None)
 
@@ -148,7 +130,7 @@ def backtest(
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
     """Backtest a strategy over historical or simulated candles, at full speed."""
-    from livetrader.commands.backtest import BacktestRequest, run
+    from livetrader.cli.backtest import BacktestRequest, run
 
     def work() -> None:
         cfg, folder = _settings(config, strategies_dir)
@@ -192,8 +174,8 @@ def run(
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
     """Run strategies live: one supervised loop per (symbol, strategy) pair, until SIGINT/SIGTERM."""
-    from livetrader.commands.run import RunRequest
-    from livetrader.commands.run import run as run_live
+    from livetrader.cli.run import RunRequest
+    from livetrader.cli.run import run as run_live
 
     def work() -> int:
         cfg, folder = _settings(config, strategies_dir)
@@ -227,7 +209,7 @@ def recover(
     Exit codes: 0 nothing to do; 10 repairs needed (--dry-run) or made; 20 damage that needs
     a person (the output says what); 1 a running daemon holds the directory; 2 usage error.
     """
-    from livetrader.commands.recover import run as run_recover
+    from livetrader.cli.recover import run as run_recover
 
     def work() -> int:
         return run_recover(_data_dir(data_dir, config), dry_run=dry_run, as_json=as_json)
@@ -245,7 +227,7 @@ def report(
     config: ConfigOpt = None,
 ) -> None:
     """Build the reports from the journal, whether or not a daemon is running."""
-    from livetrader.commands.report import run as run_report
+    from livetrader.cli.report import run as run_report
 
     raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json)))
 
@@ -257,16 +239,9 @@ def status(
     config: ConfigOpt = None,
 ) -> None:
     """What the daemon of a data directory is doing: exit 0 when it runs, 3 when it does not."""
-    from livetrader.commands.status import run as run_status
+    from livetrader.cli.status import run as run_status
 
     raise typer.Exit(guarded(lambda: run_status(_data_dir(data_dir, config), as_json=as_json)))
-
-
-def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]:
-    """The last ``days`` whole days before today 00:00 UTC."""
-    now = now or datetime.now(UTC)
-    end = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return int((end - timedelta(days=days)).timestamp() * 1000), int(end.timestamp() * 1000)
 
 
 def main() -> None:

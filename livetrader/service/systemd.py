@@ -47,7 +47,7 @@ __all__ = [
     "watchdog_loop",
 ]
 
-# stdlib logging: it is bridged into structlog by livetrader.console, and keeps this module
+# stdlib logging: it is bridged into structlog by livetrader.service.console, and keeps this module
 # importable (and testable) without the rest of the package.
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from livetrader.core.price import MINUTE_MS
-from livetrader.engine import Engine
 from livetrader.errors import StoreError
+from livetrader.live.engine import Engine
 from livetrader.store.atomic import read_json, write_json_atomic
 
 STATUS_FILE = "status.json"

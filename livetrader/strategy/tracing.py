@@ -5,7 +5,8 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+# The livetrader package (this file is in livetrader/strategy/): frames inside it are not the user's.
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
 
 def is_user_file(name: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from livetrader.status import read_status
+from livetrader.service.status import read_status
 
 #: Exit codes: running, or not (like ``systemctl status``).
 RUNNING, NOT_RUNNING = 0, 3
@@ -45,7 +45,7 @@ def run(data_dir: Path, *, as_json: bool) -> int:
 
 def _stalled(doc: dict[str, Any]) -> str:
     """The verdict of a daemon whose event loop is held: since when, and by what."""
-    from livetrader.cli import iso
+    from livetrader.cli.times import iso
 
     stall = doc.get("stalled") or {}
     since = stall.get("since") or 0
@@ -62,8 +62,8 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from livetrader.cli import iso
-    from livetrader.report import format_price
+    from livetrader.cli.times import iso
+    from livetrader.report.markdown import format_price
 
     written = doc.get("written_at") or 0
     age = max(0.0, time.time() - written / 1000)

@@ -1,0 +1,1 @@
+"""The backtest: a fast-forward replay of candles through the live decision path."""

@@ -1,0 +1,1 @@
+"""The ``livetrader`` command: parse, call, print. Nothing imports this package."""

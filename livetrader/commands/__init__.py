@@ -1,1 +1,0 @@
-"""Command implementations behind the CLI."""

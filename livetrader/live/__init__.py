@@ -1,0 +1,1 @@
+"""The live runtime: pairs, their supervised loops on one clock (engine, metronome), the Python API."""

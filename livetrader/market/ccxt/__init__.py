@@ -1,0 +1,1 @@
+"""Real exchanges through ccxt."""

@@ -1,0 +1,1 @@
+"""What a person reads: markdown reports, statistics tables, equity charts."""

@@ -1,0 +1,1 @@
+"""The daemon process around the engine: systemd, status, recovery, console and logs."""
