@@ -285,8 +285,18 @@ def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]
     return int((end - timedelta(days=days)).timestamp() * 1000), int(end.timestamp() * 1000)
 
 
+def redacted_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Print an unexpected traceback (a bug) as Python would, with every registered secret redacted."""
+    import traceback
+
+    from livetrader.redaction import redact
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main() -> None:
     """Console entry point."""
+    sys.excepthook = redacted_excepthook  # the last output path: a traceback nothing caught
     app(prog_name="livetrader")
 
 

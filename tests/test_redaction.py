@@ -189,3 +189,16 @@ def test_a_credential_variable_is_a_secret_even_for_an_exchange_without_credenti
                  "2024-01-02T03:00", LIVETRADER_SIM_SECRET=SECRET, LEAKY_VARIABLE="LIVETRADER_SIM_SECRET")
     assert result.returncode != 0 and "(raw: ***)" in result.stderr
     assert_clean(result.stdout + result.stderr, "backtest on sim")
+
+
+def test_an_uncaught_traceback_is_redacted(capsys):
+    from livetrader.cli import redacted_excepthook
+
+    redaction.register([SECRET])
+    try:
+        raise KeyError(f"no account for {SECRET}")
+    except KeyError as exc:
+        redacted_excepthook(type(exc), exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "KeyError" in err and "no account for ***" in err
+    assert_clean(err, "traceback")
