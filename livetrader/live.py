@@ -30,6 +30,7 @@ from livetrader.core.signal import TickResult
 from livetrader.core.stats import Stats
 from livetrader.engine import Engine
 from livetrader.pair import Pair
+from livetrader.sources import register_secrets
 from livetrader.strategy import load_strategies
 
 #: What ``Live.run`` yields: the results a user acts on.
@@ -82,6 +83,7 @@ class Live:
         if cls._engine is None:
             opts = cls._options
             config = load_config(opts.get("config"))
+            register_secrets(config)  # before the strategies are imported
             registry = load_strategies(opts.get("strategies_dir") or config.strategies_dir)
             cls._engine = Engine(config, registry, clock=opts.get("clock"), data_dir=opts.get("data_dir"))
         return cls._engine
