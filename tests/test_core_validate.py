@@ -83,3 +83,16 @@ def test_garbage_instead_of_a_signal_is_one_clear_problem():
 def test_wrong_types_are_reported_not_raised():
     problems = signal_problems(Signal("long", take_profit="102", stop_loss=None), 100)
     assert len(problems) == 2
+
+
+def test_a_note_that_cannot_be_journaled_is_an_invalid_signal():
+    problems = signal_problems(Signal("long", 102, 99, note="half a pair \ud800"), 100)
+    assert problems == ["note must be valid Unicode text (UTF-8 encodable); it holds '\\ud800' at position 12, "
+                        "half of a surrogate pair"]
+    problems[0].encode("utf-8")  # the message itself can be logged
+    assert signal_problems(Signal("long", 102, 99, note="x" * 1001), 100) == [
+        "note must be at most 1000 characters, got 1001"]
+    assert signal_problems(Signal("long", 102, 99, note=42), 100) == ["note must be text (a str), got int"]
+    assert any(p.startswith("id must be valid Unicode") for p in signal_problems(Signal("long", 102, 99, id="\udfff"),
+                                                                                100))
+    validate_signal(Signal("long", 102, 99, note="é 漢字 🚀 " + "x" * 900), 100)

@@ -32,7 +32,9 @@ def _imports() -> dict[str, set[str]]:
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                submodules = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+                # `from livetrader import redaction` imports a submodule, not the package's own names.
+                targets = submodules if submodules else [node.module]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:

@@ -433,6 +433,8 @@ REQUIRED = {
         "TimeoutStartSec": "120",
         "TimeoutStopSec": "90",
         "WatchdogSec": "180",
+        "MemoryHigh": "1G",
+        "MemoryMax": "2G",
         "KillSignal": "SIGTERM",
         "KillMode": "mixed",
         "WorkingDirectory": "/opt/livetrader",
@@ -470,6 +472,21 @@ def test_unit_has_the_required_directives(path: Path) -> None:
     for section, expected in REQUIRED.items():
         for key, value in expected.items():
             assert one(unit, section, key) == value, f"{path.name}: [{section}] {key}"
+
+
+#: RSS of 10,000 pairs measured by the bench (README): the memory limits must leave room above it.
+MEASURED_10K_PAIRS_BYTES = 355 * 2**20
+
+
+def _bytes(size: str) -> int:
+    return int(size[:-1]) * 2 ** (10 * "KMGT".index(size[-1]) + 10) if size[-1] in "KMGT" else int(size)
+
+
+@pytest.mark.parametrize("path", [PLAIN, TEMPLATE], ids=lambda p: p.name)
+def test_unit_bounds_memory_well_above_what_10000_pairs_use(path: Path) -> None:
+    service = {"Service": parse_unit(path)["Service"]}
+    high, limit = _bytes(one(service, "Service", "MemoryHigh")), _bytes(one(service, "Service", "MemoryMax"))
+    assert 2 * MEASURED_10K_PAIRS_BYTES <= high < limit, f"{path.name}: MemoryHigh {high}, MemoryMax {limit}"
 
 
 @pytest.mark.parametrize("path", [PLAIN, TEMPLATE], ids=lambda p: p.name)

@@ -32,6 +32,7 @@ from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle
 from livetrader.core.signal import SignalRow, TickResult, make_signal_id
 from livetrader.core.validate import SignalError
 from livetrader.errors import LivetraderError, NoCandlesError
+from livetrader.redaction import redact
 from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
@@ -323,7 +324,7 @@ async def run_backtest(
         try:
             tick = accept(signal, symbol, name, exchange, signal.id or make_signal_id(symbol, name, t), t, price, gate)
         except SignalError as exc:
-            raise StrategyFailure(f"strategy {name!r} returned an invalid signal at {_iso(t)}: {exc}") from exc
+            raise StrategyFailure(redact(f"strategy {name!r} returned an invalid signal at {_iso(t)}: {exc}")) from exc
         if tick.action == "idle":  # risk rejection: hand the bucket back, ask again next minute
             result.risk_rejections += 1
             last_bucket = None

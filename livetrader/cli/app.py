@@ -34,8 +34,10 @@ StrategiesDirOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``error: message`` to stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` (secrets redacted) to stderr and return the Exit to raise."""
+    from livetrader.redaction import redact
+
+    typer.echo(f"error: {redact(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -51,8 +53,10 @@ def guarded(work: Callable[[], T]) -> T:
 
 def _settings(config: Path | None, strategies_dir: Path | None) -> tuple[Any, Path]:
     from livetrader.config import load_config
+    from livetrader.market.sources import register_secrets
 
     cfg = load_config(config)
+    register_secrets(cfg)  # before any strategy module is imported: nothing it prints may carry a secret
     return cfg, strategies_dir or cfg.strategies_dir
 
 
@@ -95,6 +99,8 @@ def _print_strategies(registry: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from livetrader.redaction import redact
+
     table = Table(title=f"Strategies in {registry.directory}")
     for column in ("name", "interval", "risk", "file"):
         table.add_column(column)
@@ -104,7 +110,7 @@ def _print_strategies(registry: Any) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)
     for problem in registry.problems:
-        console.print(f"[red]problem[/red] {problem}", markup=True, highlight=False)
+        console.print(f"[red]problem[/red] {redact(str(problem))}", markup=True, highlight=False)
 
 
 @app.command()
@@ -193,8 +199,18 @@ DataDirOpt = Annotated[
 
 def _data_dir(data_dir: Path | None, config: Path | None) -> Path:
     from livetrader.config import load_config
+    from livetrader.market.sources import register_secrets
 
-    return data_dir or load_config(config).data_dir
+    try:
+        cfg = load_config(config)
+    except LivetraderError:
+        if data_dir is None:
+            raise
+        from livetrader.config import Config
+
+        cfg = Config()  # the directory is given: a broken config must not stop a look at it
+    register_secrets(cfg)  # what these commands print is redacted too
+    return data_dir or cfg.data_dir
 
 
 @app.command()
@@ -244,8 +260,18 @@ def status(
     raise typer.Exit(guarded(lambda: run_status(_data_dir(data_dir, config), as_json=as_json)))
 
 
+def redacted_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Print an unexpected traceback (a bug) as Python would, with every registered secret redacted."""
+    import traceback
+
+    from livetrader.redaction import redact
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main() -> None:
     """Console entry point."""
+    sys.excepthook = redacted_excepthook  # the last output path: a traceback nothing caught
     app(prog_name="livetrader")
 
 

@@ -54,6 +54,9 @@ def print_findings(f: Findings) -> None:
             out.write(f"    DAMAGE: {problem}\n")
     for problem in f.damage:
         out.write(f"  DAMAGE: {problem}\n")
+    for path in f.quarantined:
+        if not any(path in problem for problem in f.damage):  # those lines already say where it went
+            out.write(f"  quarantined: {path} (its .why.txt note beside it)\n")
     code = f.exit_code
     if code == 0:
         out.write("Nothing to do.\n")
@@ -61,5 +64,10 @@ def print_findings(f: Findings) -> None:
         out.write("Repairs needed: run `livetrader recover` without --dry-run (a daemon also makes them on start).\n"
                   if f.dry_run else "Repairs made.\n")
     elif code == 20:
-        out.write("Damage that needs a person: see DAMAGE above; quarantined files are in quarantine/ "
-                  "with a .why.txt note each.\n")
+        if f.quarantined:
+            where = f"{len(f.quarantined)} damaged file(s) moved to {f.data_dir / 'quarantine'}/, nothing deleted"
+        elif f.dry_run:
+            where = "nothing was changed; without --dry-run, recover does what each line says it would"
+        else:
+            where = "no file was moved"
+        out.write(f"Damage that needs a person: see DAMAGE above ({where}).\n")

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from livetrader import redaction
 from livetrader.service.status import read_status
 
 #: Exit codes: running, or not (like ``systemctl status``).
@@ -19,6 +20,10 @@ NO_CLEAN_STOP = "no clean stop was recorded (killed, power cut, os._exit or a cr
 def run(data_dir: Path, *, as_json: bool) -> int:
     """Print the status; 0 when a daemon runs, 3 when none does."""
     doc = read_status(data_dir)
+    if doc is not None:
+        # The daemon redacted what it wrote; this process knows its own secrets too (from the
+        # config and the environment, registered by the CLI): what it prints is scrubbed again.
+        doc = redaction.redact_value(doc)
     if doc is None:
         from livetrader.store.lock import is_locked, read_lock_holder
 

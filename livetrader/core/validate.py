@@ -9,6 +9,8 @@ from livetrader.core.signal import MAX_MINUTES, Signal
 MIN_TAKE_PROFIT_PERCENT = 0.5
 MIN_STOP_LOSS_PERCENT = 0.5
 MAX_STOP_LOSS_PERCENT = 20.0
+#: Longest ``note`` accepted: it is journaled with every transition and shown in reports.
+MAX_NOTE_LENGTH = 1000
 # Distances are compared with this slack in the signal's favour, so a level exactly
 # 0.5 % away is accepted whatever the float rounding of ``price * 1.005``.
 TOLERANCE = 1e-9
@@ -28,6 +30,25 @@ def _is_price(value: object) -> bool:
 
 def _distance_percent(level: float, entry: float) -> float:
     return abs(level - entry) / entry * 100.0
+
+
+def _text_problem(name: str, value: object, limit: int | None) -> str | None:
+    """Why ``value`` cannot be journaled as the signal's text field ``name``, or None.
+
+    Journal lines, logs and reports are UTF-8: a lone surrogate (``"\\ud800"``) cannot be
+    written, and would otherwise fail the tick later, at journaling time, under another name.
+    The message quotes the offending character escaped, so the message itself can be logged.
+    """
+    if not isinstance(value, str):
+        return f"{name} must be text (a str), got {type(value).__name__}"
+    if limit is not None and len(value) > limit:
+        return f"{name} must be at most {limit} characters, got {len(value)}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"{name} must be valid Unicode text (UTF-8 encodable); it holds {ascii(value[exc.start])} at "
+                f"position {exc.start}, half of a surrogate pair")
+    return None
 
 
 def signal_problems(signal: object, price: float) -> list[str]:
@@ -50,6 +71,13 @@ def signal_problems(signal: object, price: float) -> list[str]:
         problems.append(f"minutes must be a whole number, got {signal.minutes!r}")
     elif not 0 < minutes <= MAX_MINUTES:
         problems.append(f"minutes must be > 0 and <= {MAX_MINUTES}, got {minutes}")
+    note_problem = _text_problem("note", signal.note, MAX_NOTE_LENGTH)
+    if note_problem:
+        problems.append(note_problem)
+    if isinstance(signal.id, str):  # the id is journaled the same way
+        id_problem = _text_problem("id", signal.id, None)
+        if id_problem:
+            problems.append(id_problem)
     if bad or signal.position not in ("long", "short"):
         return problems
 

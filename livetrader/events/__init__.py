@@ -43,6 +43,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from livetrader.redaction import redact
+
 if TYPE_CHECKING:
     from livetrader.core.signal import TickResult
 
@@ -525,7 +527,7 @@ class EventBus:
 
     def _listener_failed(self, sub: _Subscription, payload: Any, exc: BaseException) -> None:
         """Log a listener's exception and report it to the ``error`` listeners (unless it was one)."""
-        message = f"listener {sub.name} on {sub.topic!r} failed: {type(exc).__name__}: {exc}"
+        message = redact(f"listener {sub.name} on {sub.topic!r} failed: {type(exc).__name__}: {exc}")
         log.warning("event %s", message, exc_info=exc)
         if sub.topic == "error":
             return  # reporting an error listener's failure to error listeners could loop forever

@@ -30,6 +30,7 @@ from livetrader.core.stats import Stats
 from livetrader.live.clock import Clock
 from livetrader.live.engine import Engine
 from livetrader.live.pair import Pair
+from livetrader.market.sources import register_secrets
 from livetrader.strategy.base import load_strategies
 
 #: What ``Live.run`` yields: the results a user acts on.
@@ -82,6 +83,7 @@ class Live:
         if cls._engine is None:
             opts = cls._options
             config = load_config(opts.get("config"))
+            register_secrets(config)  # before the strategies are imported
             registry = load_strategies(opts.get("strategies_dir") or config.strategies_dir)
             cls._engine = Engine(config, registry, clock=opts.get("clock"), data_dir=opts.get("data_dir"))
         return cls._engine

@@ -28,7 +28,8 @@ from livetrader.live.metronome import Express, Metronome
 from livetrader.live.pair import Pair, PairSettings
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
-from livetrader.market.sources import open_source
+from livetrader.market.sources import open_source, register_secrets
+from livetrader.redaction import redact
 from livetrader.store.commit import CommitLog
 from livetrader.store.state import pair_stem
 from livetrader.store.writer import BackgroundWriter
@@ -80,6 +81,7 @@ class Engine:
         candles: Path | None = None,
         data_dir: Path | None = None,
     ) -> None:
+        register_secrets(config)  # the Python API builds engines without the CLI: register here too
         self.config = config
         self.registry = registry
         self.clock = clock or Clock()
@@ -171,7 +173,7 @@ class Engine:
         })
         pair = self._add(resolved, placeholder, exchange)
         pair.accepting = False
-        pair.degraded = f"strategy unavailable, only its open signal is monitored: {why}"
+        pair.degraded = redact(f"strategy unavailable, only its open signal is monitored: {why}")
         pair.report_error(self.clock.now_ms(), pair.degraded, "strategy")
         return pair
 
@@ -383,7 +385,7 @@ class Engine:
             except Exception as exc:
                 # A loop that ticked fine for a while before crashing starts its count afresh.
                 crashes = 1 if pair.ticks - ticks_before > 10 else crashes + 1
-                message = f"loop crashed ({crashes}/{self.supervision.max_crashes}): {describe(exc)}"
+                message = redact(f"loop crashed ({crashes}/{self.supervision.max_crashes}): {describe(exc)}")
                 pair.error_count += 1
                 pair.last_error = message
                 log.error("loop crashed", symbol=pair.symbol, strategy=pair.strategy_name, error=describe(exc),
@@ -392,7 +394,7 @@ class Engine:
                 if crashes >= self.supervision.max_crashes:
                     pair.state = "parked"
                     reason = "parked"
-                    pair.last_error = f"parked after {crashes} crashes in a row: {describe(exc)}"
+                    pair.last_error = redact(f"parked after {crashes} crashes in a row: {describe(exc)}")
                     log.error("loop parked", symbol=pair.symbol, strategy=pair.strategy_name)
                     self.bus.emit("error", ErrorEvent(*pair.key, self.clock.now_ms(), pair.last_error, "parked"))
                     break

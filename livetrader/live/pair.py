@@ -25,6 +25,7 @@ from livetrader.errors import StoreError
 from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
+from livetrader.redaction import redact
 from livetrader.report.markdown import EventWindow
 from livetrader.store.state import snapshot_dict
 from livetrader.strategy.base import Strategy, ask_signal, call_strategy, run_callback
@@ -428,7 +429,12 @@ class Pair:
     # --- reporting --------------------------------------------------------------------------
 
     def report_error(self, now: int, message: str, kind: str) -> None:
-        """Count, log and emit an error of this pair."""
+        """Count, log and emit an error of this pair.
+
+        The message is redacted here, where it is made: it becomes ``last_error`` (the status
+        file, ``livetrader status``, the live view) and the ``error`` event's text.
+        """
+        message = redact(message)
         self.error_count += 1
         self.last_error = message
         self.recent_errors.append((now, message))

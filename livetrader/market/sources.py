@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from livetrader import redaction
 from livetrader.config import Config
-from livetrader.errors import UsageError
+from livetrader.errors import ConfigError, UsageError
 from livetrader.market.source import CandleSource
 
 BUILT_IN = ("sim", "files")
@@ -40,9 +41,7 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
         where = str(config.path) if config.path else "config"
         credentials = load_credentials(name, parse_settings(name, table, where))
         if credentials is not None:
-            from livetrader.service.console import add_redaction
-
-            add_redaction(credentials.secrets())  # no log line may ever carry them
+            redaction.register(credentials.secrets())  # no output may ever carry them
         return CcxtSource(name, table, credentials, config_path=config.path)
     known = sorted({*BUILT_IN, *config.exchanges})
     close = difflib.get_close_matches(name, _ccxt_ids() + known, n=3)
@@ -52,6 +51,32 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
         f"For a ccxt exchange under another name, add an [exchanges.{name}] section with ccxt_id = \"...\" "
         "to the config"
     )
+
+
+def register_secrets(config: Config) -> None:
+    """Register every credential this process could know with the redaction registry.
+
+    Call it as soon as the configuration is loaded, before any strategy module is imported or
+    run, so that no output made later (a strategy's exception quoting a key, a log line, a
+    status file) can carry one: every ``LIVETRADER_<NAME>_API_KEY`` / ``_SECRET`` /
+    ``_PASSWORD`` in the environment, and the credentials of every ccxt exchange the config
+    names (its environment variables or its ``credentials_file``). A configured exchange whose
+    credentials cannot be read is skipped here: opening it reports why (``open_source``).
+    """
+    from livetrader.market.ccxt.source import environment_secrets, load_credentials, parse_settings
+
+    redaction.register(environment_secrets())
+    where = str(config.path) if config.path else "config"
+    for name in config.exchanges:
+        table = config.exchange_options(name)
+        if name in BUILT_IN:
+            continue
+        try:
+            credentials = load_credentials(name, parse_settings(name, table, where))
+        except ConfigError:
+            continue
+        if credentials is not None:
+            redaction.register(credentials.secrets())
 
 
 def _ccxt_ids() -> list[str]:

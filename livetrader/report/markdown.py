@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from livetrader.core.signal import TickResult, record_of
 from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
+from livetrader.redaction import redact
 from livetrader.store.names import stem_of
 
 log = logging.getLogger(__name__)
@@ -405,7 +406,8 @@ def build_report(
         value = format_stat(getattr(stats, name), STAT_KINDS[name])
         lines.append(f"| {_cell(label)} | {value} | {_cell(explanation)} |")
     lines.append("")
-    return "\n".join(lines)
+    # Notes, reasons and titles come from strategies: a report is an output like any other.
+    return redact("\n".join(lines))
 
 
 def report_filename(symbol: str, strategy: str, exchange: str, now_ms: int) -> str:

@@ -18,14 +18,15 @@ import json
 import logging
 import math
 import sys
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import orjson
+
+from livetrader import redaction
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -45,11 +46,6 @@ __all__ = [
     "redact_secrets",
 ]
 
-#: What replaces a secret wherever it appears.
-REDACTED = "***"
-#: Shorter strings are not treated as secrets: redacting "abc" would mangle ordinary text.
-MIN_SECRET_LENGTH = 4
-
 _LEVELS = {
     "CRITICAL": logging.CRITICAL,
     "ERROR": logging.ERROR,
@@ -63,64 +59,10 @@ _LEVELS = {
 # Redaction
 # ---------------------------------------------------------------------------------------------
 
-# Longest first, so a secret that contains another registered secret is replaced whole.
-# Replaced as a whole tuple (never mutated) so a log call on another thread reads a consistent set.
-_secrets: tuple[str, ...] = ()
-_secrets_lock = threading.Lock()
-# Deeper than this, containers are checked through their repr: it bounds the walk on cyclic data.
-_MAX_DEPTH = 8
-
-
-def add_redaction(values: Iterable[str]) -> None:
-    """Register secrets (API keys, passwords) to be replaced by ``***`` in every log line.
-
-    Values shorter than 4 characters, and non-strings, are ignored. Registering is cumulative
-    and thread-safe; call it as soon as the secrets are loaded, before anything logs them.
-    """
-    global _secrets
-    new = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
-    if not new:
-        return
-    with _secrets_lock:
-        _secrets = tuple(sorted(set(_secrets) | new, key=len, reverse=True))
-
-
-def clear_redaction() -> None:
-    """Forget every registered secret (for tests that must not leak state into each other)."""
-    global _secrets
-    with _secrets_lock:
-        _secrets = ()
-
-
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def _redact_value(value: Any, depth: int = 0) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if depth < _MAX_DEPTH:
-        if isinstance(value, Mapping):
-            return {_redact_value(k, depth + 1): _redact_value(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            items = [_redact_value(v, depth + 1) for v in value]
-            return items if isinstance(value, list) else tuple(items)
-        if isinstance(value, set | frozenset):
-            return {_redact_value(v, depth + 1) for v in value}
-    # Anything else (an exception, an exchange object, bytes) is rendered through its repr by
-    # both renderers, so that is the text that could carry a secret.
-    try:
-        text = repr(value)
-    except Exception:  # a broken __repr__ must not break logging
-        return value
-    cleaned = redact(text)
-    return value if cleaned == text else cleaned
+# The one registry (livetrader.redaction), under the names this module has always exported.
+add_redaction = redaction.register
+clear_redaction = redaction.clear
+redact = redaction.redact
 
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -128,9 +70,7 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
 
     It runs after ``format_exc_info``, so a traceback is already text and is redacted too.
     """
-    if not _secrets:  # the common case outside production: no walk at all
-        return event_dict
-    return cast("EventDict", _redact_value(event_dict))
+    return cast("EventDict", redaction.redact_value(event_dict))
 
 
 # ---------------------------------------------------------------------------------------------

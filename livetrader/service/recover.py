@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from livetrader.core.price import MINUTE_MS
+from livetrader.errors import StoreWriteError
 from livetrader.live.clock import saved_clock
 from livetrader.store.commit import replay_commit_log
 from livetrader.store.lock import is_locked, read_lock_holder
-from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair
+from livetrader.store.quarantine import WHY_SUFFIX, quarantine, quarantine_dir
+from livetrader.store.state import StateDamaged, complete_snapshot, pair_stem, restore_pair, scan_pairs
 
 #: Exit codes of ``livetrader recover``.
 NOTHING_TO_DO, REPAIRS, NEEDS_A_PERSON, LOCKED = 0, 10, 20, 1
@@ -51,6 +53,8 @@ class Findings:
     commit_log: list[str] = field(default_factory=list)
     pairs: list[PairFinding] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
+    #: Files this run moved into quarantine/ (their new paths), whatever found them damaged.
+    quarantined: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -73,6 +77,7 @@ class Findings:
             "temp_files": self.temp_files,
             "commit_log": self.commit_log,
             "damage": self.damage,
+            "quarantined": self.quarantined,
             "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],  # type: ignore[attr-defined]
         }
 
@@ -91,6 +96,7 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
         dry_run = True
     findings.temp_files = sorted(str(p) for p in data_dir.rglob("*.tmp") if "quarantine" not in p.parts)
     lock = None
+    quarantined_before = _quarantined(data_dir)
     if not dry_run:
         from livetrader.store.atomic import clean_temp_files
         from livetrader.store.lock import DataDirLock
@@ -106,18 +112,46 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
                                *(f"{path.name}: {verb} {count} committed record(s) a crash took from the journal"
                                  for path, count in sorted(replayed.restored.items()))]
         findings.damage.extend(replayed.problems)
-        keys, unnamed = keys_on_disk(data_dir)
+        keys, unnamed = scan_pairs(data_dir)
         if dry_run:  # a pair whose only records are in the commit log has no readable file yet
             keys = sorted(set(keys) | set(replayed.missing))
-        findings.damage.extend(unnamed)
         for key in keys:
             # A dry run wrote nothing back: read each journal with the lines it would have put back.
             put_back = replayed.missing.get(key) if dry_run else None
             findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now, put_back))
+        # After the pairs: a file named like a pair is that pair's to judge (and quarantine).
+        stems = {pair_stem(key) for key in keys}
+        for path, why in unnamed:
+            if path.name.removesuffix(".jsonl").removesuffix(".json") not in stems:
+                findings.damage.append(_set_aside(data_dir, path, why, dry_run))
     finally:
         if lock is not None:
             lock.release()
+        # What this run really moved (pairs, the commit log, files naming no pair): the report
+        # says only what was done.
+        findings.quarantined = sorted(str(quarantine_dir(data_dir) / name)
+                                      for name in _quarantined(data_dir) - quarantined_before)
     return findings
+
+
+def _quarantined(data_dir: Path) -> set[str]:
+    """The names of the quarantined files (not their notes)."""
+    try:
+        return {p.name for p in quarantine_dir(data_dir).iterdir() if not p.name.endswith(WHY_SUFFIX)}
+    except FileNotFoundError:
+        return set()
+
+
+def _set_aside(data_dir: Path, path: Path, why: str, dry_run: bool) -> str:
+    """Quarantine a file that names no pair (no daemon reads it); the damage line saying so."""
+    problem = f"{path}: {why}; it names no pair, so no daemon reads it"
+    if dry_run:
+        return f"{problem}; recover would move it to {quarantine_dir(data_dir)}/"
+    try:
+        moved = quarantine(data_dir, path, f"{why}; it names no pair")
+    except StoreWriteError as exc:
+        return f"{problem}; it could not be moved to quarantine: {exc}"
+    return f"{problem}; moved to {moved} (nothing deleted)"
 
 
 def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now: int,

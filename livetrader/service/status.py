@@ -18,6 +18,7 @@ from typing import Any
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import StoreError
 from livetrader.live.engine import Engine
+from livetrader.redaction import redact
 from livetrader.store.atomic import read_json, write_json_atomic
 
 STATUS_FILE = "status.json"
@@ -40,8 +41,10 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "stop_loss": row.stop_loss if row else None, "pending_at": row.pending_at if row else None,
             "last_tick_at": p.last_tick_at, "lag_ms": p.lag_ms, "ticks": p.ticks,
             "closed_trades": p.closed_trades, "realised_pnl": p.realised_pnl,
-            "errors_last_hour": len(errors), "last_error": errors[-1][1] if errors else None,
-            "accepting": p.accepting, "degraded": p.degraded,
+            # Redacted where they are made (Pair.report_error); again here, cheaply (errors are
+            # rare), because this file is read by anyone who may read the data directory.
+            "errors_last_hour": len(errors), "last_error": redact(errors[-1][1]) if errors else None,
+            "accepting": p.accepting, "degraded": redact(p.degraded) if p.degraded else None,
         })
     sweep = engine.metronome.last
     last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}

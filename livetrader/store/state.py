@@ -313,9 +313,22 @@ def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozens
     """Every pair with a journal or a snapshot in ``data_dir`` (its key read from the files, which
     may still carry an earlier, lossy name), except the file stems in ``skip_stems``; and the files
     that name none."""
+    keys, unnamed = scan_pairs(data_dir, skip_stems)
+    return keys, [f"{path}: {reason}; `livetrader recover` moves it to quarantine/" for path, reason in unnamed]
+
+
+def scan_pairs(
+    data_dir: Path, skip_stems: frozenset[str] | set[str] = frozenset()
+) -> tuple[list[Key], list[tuple[Path, str]]]:
+    """:func:`keys_on_disk` with each file that names no pair as ``(path, why)``.
+
+    Such a file is read by no daemon (a pair's files are found from its key): a snapshot
+    that does not parse or names no pair, a journal without a readable record or whose first
+    record names no pair.
+    """
     data_dir = as_path(data_dir)
     keys: set[Key] = set()
-    problems: list[str] = []
+    unnamed: list[tuple[Path, str]] = []
     for path in _files(data_dir / PAIRS_DIR, ".json", skip_stems):
         try:
             data = read_json(path)
@@ -324,17 +337,18 @@ def keys_on_disk(data_dir: Path, skip_stems: frozenset[str] | set[str] = frozens
                 raise TypeError("symbol, strategy and exchange must be strings")
             keys.add(key)
         except (StoreReadError, TypeError, KeyError) as exc:
-            problems.append(f"{path}: unreadable snapshot ({exc}); a daemon quarantines it on start")
+            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            unnamed.append((path, f"unreadable snapshot ({why})"))
     for path in _files(data_dir / JOURNAL_DIR, JOURNAL_SUFFIX, skip_stems):
         read = read_journal(path)
         first = read.records[0] if read.records else None
         if first is not None and all(isinstance(first.get(part), str) for part in ("symbol", "strategy", "exchange")):
             keys.add((first["symbol"], first["strategy"], first["exchange"]))
         elif first is not None:
-            problems.append(f"{path}: its first record names no pair; `livetrader recover` shows the journal")
+            unnamed.append((path, "its first record names no pair"))
         elif read.problems:
-            problems.append(f"{path}: no readable record ({read.problems[0].reason})")
-    return sorted(keys), problems
+            unnamed.append((path, f"no readable record ({read.problems[0].reason})"))
+    return sorted(keys), unnamed
 
 
 def _files(directory: Path, suffix: str, skip_stems: frozenset[str] | set[str]) -> list[Path]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+from livetrader.redaction import redact
+
 # The livetrader package (this file is in livetrader/strategy/): frames inside it are not the user's.
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -24,7 +26,7 @@ def user_frame(exc: BaseException) -> str | None:
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message (at path:line)`` for a log line or an error event."""
+    """``Type: message (at path:line)`` for a log line or an error event, secrets redacted."""
     where = user_frame(exc)
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return f"{text} (at {where})" if where else text
+    return redact(f"{text} (at {where})" if where else text)

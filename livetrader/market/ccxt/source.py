@@ -50,10 +50,11 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 import structlog
 
+from livetrader import redaction
 from livetrader.core.price import MINUTE_MS, Candle, CandleError, validate_candles
 from livetrader.errors import CandleSourceError, ConfigError, UnknownSymbolError, UsageError
 
@@ -330,6 +331,16 @@ def load_credentials(name: str, settings: CcxtSettings, environ: Mapping[str, st
     return Credentials(api_key, secret, values.get("password") or None)
 
 
+#: The environment variables that hold credentials, whatever the exchange: ``LIVETRADER_<NAME>_API_KEY``...
+_CREDENTIAL_VARIABLE = re.compile(r"LIVETRADER_[A-Z0-9_]+_(API_KEY|SECRET|PASSWORD)")
+
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The values of every credential variable in the environment, of any exchange, configured or not."""
+    environ = os.environ if environ is None else environ
+    return [value.strip() for key, value in environ.items() if _CREDENTIAL_VARIABLE.fullmatch(key)]
+
+
 # --- small helpers --------------------------------------------------------------------------
 
 
@@ -423,7 +434,8 @@ class CcxtSource:
         self.name = name
         self.settings = parse_settings(name, options, str(config_path) if config_path else "config")
         self._credentials = credentials
-        self._secrets = _secret_variants(credentials.secrets() if credentials else ())
+        if credentials is not None:
+            redaction.register(credentials.secrets())  # usually registered already (sources.register_secrets)
         #: The machine's time in ms; the engine may point it at its own (simulated) clock.
         self.clock: Callable[[], int] = clock or _wall_ms
         self._exchange: Any = None  # the shared ccxt instance, bound to the loop it first ran in
@@ -434,7 +446,7 @@ class CcxtSource:
         self._load_failed_at: float | None = None  # monotonic time the blocking load last failed
         self._load_attempts = 0  # markets loads finished on the running loop ...
         self._load_error: Exception | None = None  # ... and how the last one failed
-        self._redactor = _Redactor(self._clean) if self._secrets else None
+        self._redactor = _Redactor(self._clean) if credentials is not None else None
         self._check_exchange()
 
     def __repr__(self) -> str:
@@ -826,16 +838,8 @@ class CcxtSource:
         return self._clean(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
     def _clean(self, text: str) -> str:
-        """``text`` with every credential (and its URL-encoded forms) replaced by ``***``."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def _secret_variants(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Each secret as written and URL-encoded, longest first (so no partial replacement is left)."""
-    variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote_plus(s))}
-    return tuple(sorted(variants, key=len, reverse=True))
+        """``text`` with every registered secret (and its URL-encoded forms) replaced by ``***``."""
+        return redaction.redact(text)
 
 
 def _rebase(api: Any, base: str) -> Any:
