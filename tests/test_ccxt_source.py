@@ -424,7 +424,9 @@ def test_pairs_waiting_on_a_failed_markets_load_share_its_error(server):
 
 
 def test_a_burst_of_pairs_is_spaced_by_the_shared_rate_limiter(server):
-    src = source(server, rate_limit_ms=50)  # a klines request costs 0.4 of it on binance: 20 ms apart
+    # A klines request costs 0.4 of the limit on binance: 60 ms apart, wide enough that a busy
+    # machine delaying the first requests cannot squeeze the burst below the bound asserted.
+    src = source(server, rate_limit_ms=150)
     src.resolve_symbol("BTCUSDT")
     symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"]
 
@@ -438,5 +440,5 @@ def test_a_burst_of_pairs_is_spaced_by_the_shared_rate_limiter(server):
     arrivals = [r.received for r in server.requests if "klines" in r.path]
     assert len(arrivals) == len(symbols)
     # One ccxt instance: its limiter queues every pair's request. Its bucket lets the first
-    # two or three through at once; the rest follow 20 ms apart.
-    assert arrivals[-1] - arrivals[0] >= 0.045
+    # two or three through at once; the rest follow 60 ms apart (unlimited, all six arrive at once).
+    assert arrivals[-1] - arrivals[0] >= 0.12
