@@ -12,9 +12,9 @@ from pathlib import Path
 
 import structlog
 
-from livetrader.clock import Clock, SimClock, saved_clock
+from livetrader.clock import Clock, SimClock, check_timeline, saved_clock
 from livetrader.collector import collector_paused, freeze_startup_objects
-from livetrader.config import Config
+from livetrader.config import DEMO_DATA_DIR, Config, data_dir_chosen
 from livetrader.core.price import MINUTE_MS
 from livetrader.engine import Engine
 from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
@@ -43,6 +43,24 @@ class RunRequest:
     speed: float | None
     candles: Path | None
     live_view: bool | None = None
+    #: Run although the data directory was written on the other clock (``--switch-clock``).
+    switch_clock: bool = False
+
+    def exchange_of(self, config: Config) -> str:
+        """The candle source: ``--exchange``, else ``files`` with ``--candles``, else the config's."""
+        return self.exchange or ("files" if self.candles else config.exchange)
+
+    def simulated(self, config: Config) -> bool:
+        """True when the run goes on a simulated clock: ``--speed``, or a candle file replayed."""
+        return self.speed is not None or self.exchange_of(config) == "files"
+
+    def data_dir_of(self, config: Config) -> Path:
+        """``--data-dir``, else the configured one; a simulated run left to the default uses ./dump-demo."""
+        if self.data_dir is not None:
+            return self.data_dir
+        if self.simulated(config) and not data_dir_chosen(config):
+            return DEMO_DATA_DIR
+        return config.data_dir
 
 
 def check_data_dir(path: Path) -> Path:
@@ -92,6 +110,20 @@ def make_clock(
     return clock
 
 
+def _forget_simulated_timeline(data_dir: Path) -> None:
+    """A real-time run told to continue a simulated run's directory: from now on it follows the
+    real clock, so later real-time starts need no flag (the timeline is kept in the log)."""
+    from livetrader.store.state import CLOCK_FILE
+
+    saved = saved_clock(data_dir)
+    try:
+        (data_dir / CLOCK_FILE).unlink()
+    except FileNotFoundError:
+        return
+    log.warning("this data directory now follows the real clock; its simulated timeline was dropped",
+                timeline=saved.to_dict() if saved is not None else None)
+
+
 def _replay_origin(bounds: tuple[int, int]) -> int:
     return bounds[0] + REPLAY_HISTORY_MINUTES * MINUTE_MS
 
@@ -124,7 +156,7 @@ def _add_pairs(engine: Engine, request: RunRequest, exchange: str, broken: dict[
 
 def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> Engine:
     """Check every input and build the engine with its pairs; raises before any loop starts."""
-    exchange = request.exchange or ("files" if request.candles else config.exchange)
+    exchange = request.exchange_of(config)
     if request.speed is not None and exchange not in BUILT_IN and not _local_exchange(config, exchange):
         raise UsageError(f"--speed only works with the sim and files sources, not with a real exchange ({exchange})")
     registry = load_strategies(strategies_dir)
@@ -136,11 +168,16 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path) -> E
             broken[name] = exc
     if registry.problems:
         log.warning("some strategy files failed to load", problems=[str(p) for p in registry.problems])
-    engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir or config.data_dir)
+    engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir_of(config))
     source = engine.source(exchange)
     bounds = source.bounds(source.resolve_symbol(request.symbols[0]))
+    simulated = request.speed is not None or (exchange == "files" and bounds is not None)
+    # Before the lock or any repair: a refused start leaves the directory as it was.
+    check_timeline(engine.data_dir, simulated, request.switch_clock)
     engine.open()
     engine.clock = make_clock(request, exchange, bounds, engine.data_dir)
+    if request.switch_clock and not simulated:
+        _forget_simulated_timeline(engine.data_dir)
     engine.started_at = engine.clock.now_ms()
     damaged = []
     with collector_paused():
@@ -161,7 +198,7 @@ def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     from livetrader.console import configure_logging
 
     configure_logging()
-    data_dir = check_data_dir(request.data_dir or config.data_dir)
+    data_dir = check_data_dir(request.data_dir_of(config))
     engine = build_engine(request, config, strategies_dir)
     return asyncio.run(_main(engine, data_dir, request))
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from livetrader.config import demo_hint
 from livetrader.status import read_status
 
 #: Exit codes: running, or not (like ``systemctl status``).
@@ -23,7 +24,7 @@ def run(data_dir: Path, *, as_json: bool) -> int:
             sys.stdout.buffer.write(orjson.dumps({"verdict": "never-ran", "alive": False, "data_dir": str(data_dir)}))
             sys.stdout.write("\n")
         else:
-            sys.stdout.write(f"No daemon has run in {data_dir} (no status file).\n")
+            sys.stdout.write(f"No daemon has run in {data_dir} (no status file){demo_hint(data_dir)}.\n")
         return NOT_RUNNING
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
