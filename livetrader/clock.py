@@ -100,8 +100,12 @@ def check_timeline(data_dir: Path, simulated: bool, switch: bool = False) -> Non
             f"opened. Use another --data-dir, or move or delete {data_dir}, or pass {SWITCH_CLOCK_FLAG} to continue "
             "this directory on the real clock. Nothing was changed.")
     if simulated and not demo:
-        journals = [p for p in (data_dir / JOURNAL_DIR).glob(f"*{JOURNAL_SUFFIX}") if p.stat().st_size > 0]
-        if journals or any((data_dir / PAIRS_DIR).glob("*.json")):
+        try:
+            journals = [p for p in (data_dir / JOURNAL_DIR).glob(f"*{JOURNAL_SUFFIX}") if p.stat().st_size > 0]
+            snapshots = any((data_dir / PAIRS_DIR).glob("*.json"))
+        except OSError:  # an unreadable directory: the start reports it next, naming the file
+            return
+        if journals or snapshots:
             raise TimelineMismatch(
                 f"data directory {data_dir} holds a real-time run ({len(journals)} pair journal(s)); a simulated run "
                 "(--speed or a --candles replay) there would trade simulated minutes into its real journal. Use "
