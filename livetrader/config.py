@@ -33,6 +33,11 @@ from livetrader.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("config/livetrader.toml")
 #: Environment variable that overrides ``[livetrader] data_dir``.
 DATA_DIR_ENV = "LIVETRADER_DATA_DIR"
+#: The data directory when nothing chooses one.
+DEFAULT_DATA_DIR = Path("./dump")
+#: The data directory of a simulated run (``--speed``, a ``--candles`` replay) when nothing chooses
+#: one: a demo's simulated timeline never lands in the directory a real run uses.
+DEMO_DATA_DIR = Path("./dump-demo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,7 @@ def _default_risk() -> Mapping[str, RiskProfileConfig]:
 class Config:
     """The whole configuration. ``path`` is the file it came from, None for built-in defaults."""
 
-    data_dir: Path = Path("./dump")
+    data_dir: Path = DEFAULT_DATA_DIR
     strategies_dir: Path = Path("./strategies")
     exchange: str = "sim"
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -257,7 +262,7 @@ def _with_env(config: Config) -> Config:
     """Apply environment overrides: LIVETRADER_DATA_DIR, else systemd's STATE_DIRECTORY
     when the config leaves data_dir at its default."""
     data_dir = os.environ.get(DATA_DIR_ENV, "").strip()
-    if not data_dir and config.data_dir == Path("./dump"):
+    if not data_dir and config.data_dir == DEFAULT_DATA_DIR:
         # Under systemd, StateDirectory= hands us the place for durable state.
         data_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0].strip()
     if not data_dir:
@@ -265,6 +270,22 @@ def _with_env(config: Config) -> Config:
     values = {f.name: getattr(config, f.name) for f in fields(config)}
     values["data_dir"] = Path(data_dir)
     return Config(**values)
+
+
+def data_dir_chosen(config: Config) -> bool:
+    """True when the config or the environment (``LIVETRADER_DATA_DIR``, systemd's ``STATE_DIRECTORY``)
+    chose the data directory; a config that leaves it at ``./dump``, as the shipped one does, did not."""
+    if config.data_dir != DEFAULT_DATA_DIR:
+        return True
+    return any(os.environ.get(name, "").strip() for name in (DATA_DIR_ENV, "STATE_DIRECTORY"))
+
+
+def demo_hint(data_dir: Path) -> str:
+    """A pointer to the demo's directory, for a command that found nothing in the default one."""
+    if Path(data_dir) == DEFAULT_DATA_DIR and DEMO_DATA_DIR.is_dir():
+        return f" (a --speed or --candles run without --data-dir keeps its data in {DEMO_DATA_DIR}: pass " \
+               "--data-dir dump-demo)"
+    return ""
 
 
 def load_config(path: Path | None = None) -> Config:

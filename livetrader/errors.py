@@ -31,6 +31,10 @@ class UnknownSymbolError(UsageError):
     """The candle source does not know the symbol."""
 
 
+class TimelineMismatch(UsageError):
+    """The data directory was written on another clock: a ``--speed`` demo's simulated one, or the real one."""
+
+
 class CandleSourceError(LivetraderError):
     """A candle source could not deliver sound candles (file malformed, exchange down, bad data)."""
 

@@ -16,7 +16,7 @@ ARGS = ("run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--strategy", 
 def test_random_sigkills_lose_nothing_and_open_nothing_twice(tmp_path):
     cwd = workdir(tmp_path)
     rng = random.Random(os.environ.get("LIVETRADER_TORTURE_SEED", "7"))
-    journal = cwd / "dump" / "journal"
+    journal = cwd / "dump-demo" / "journal"
     for _ in range(KILLS):
         proc = start(cwd, *ARGS)
         time.sleep(rng.uniform(0.05, 0.9))
@@ -29,8 +29,8 @@ def test_random_sigkills_lose_nothing_and_open_nothing_twice(tmp_path):
     code, out, err = stop(proc)
     assert code == 0, err
     assert "Traceback" not in err
-    counts = check_data_dir(cwd / "dump")
+    counts = check_data_dir(cwd / "dump-demo")
     assert counts.get("opened", 0) >= 20 and counts.get("closes verified", 0) >= 10, counts
     assert counts.get("activations verified", 0) >= 5, counts
-    assert not list((cwd / "dump").rglob("*.tmp"))
-    assert not (cwd / "dump" / "quarantine").exists()
+    assert not list((cwd / "dump-demo").rglob("*.tmp"))
+    assert not (cwd / "dump-demo" / "quarantine").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 from daemon import events, run, start, stop, wait_for, workdir
 from test_strategy_containment import fixture_line
 
-FAST = ("--speed", "3000")
+FAST = ("--speed", "3000", "--data-dir", "dump")  # the files below are read from ./dump
 
 
 def status(cwd):

@@ -31,7 +31,7 @@ def config(cwd, server, **extra):
 def follow_daemon_clock(cwd):
     """The server runs on the daemon's simulated timeline, read from its data directory."""
     def now():
-        clock = saved_clock(cwd / "dump")
+        clock = saved_clock(cwd / "dump-demo")
         return clock.now_ms() if clock else int(time.time() * 1000)
     return now
 
@@ -61,7 +61,7 @@ def test_run_trades_survives_an_outage_of_several_minutes_and_recovers_alone(tmp
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--exchange", "binance",
                  "--config", cfg, "--speed", "600", LIVETRADER_BINANCE_API_KEY=API_KEY,
                  LIVETRADER_BINANCE_SECRET=SECRET)
-    journal = cwd / "dump" / "journal"
+    journal = cwd / "dump-demo" / "journal"
     assert wait_for(lambda: journal.exists() and len(list(journal.glob("*.jsonl"))) == 2, 30)
     time.sleep(1)
     down_from = server.clock()
@@ -74,9 +74,9 @@ def test_run_trades_survives_an_outage_of_several_minutes_and_recovers_alone(tmp
     assert len(outage) >= 4 and all("unavailable" in e["error"] for e in outage)
     after = [e for e in logs if e["event"] in ("opened", "closed") and e["at"] > down_from + 8 * 60_000]
     assert after, "trading resumed by itself after the outage"
-    counts = check_data_dir(cwd / "dump")  # every close agrees with the exchange's candles
+    counts = check_data_dir(cwd / "dump-demo")  # every close agrees with the exchange's candles
     assert counts.get("closes verified", 0) >= 2
-    everything = out + err + "".join(p.read_text() for p in (cwd / "dump").rglob("*") if p.is_file()
+    everything = out + err + "".join(p.read_text() for p in (cwd / "dump-demo").rglob("*") if p.is_file()
                                      and p.suffix in (".md", ".json", ".jsonl"))
     assert API_KEY not in everything and SECRET not in everything
 
@@ -87,7 +87,7 @@ def test_bad_candles_never_open_or_close_a_position(tmp_path, server, fault):
     cfg = config(cwd, server)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
                  "--speed", "600")
-    assert wait_for(lambda: (cwd / "dump" / "journal").exists(), 30)
+    assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists(), 30)
     if fault == "drop":
         server.faults.drop(times=6)
     else:
@@ -97,7 +97,7 @@ def test_bad_candles_never_open_or_close_a_position(tmp_path, server, fault):
     assert code == 0, err
     bad = [e for e in events(out) if e["event"] == "tick failed" and "bad candles" in e.get("error", "")]
     assert bad
-    check_data_dir(cwd / "dump")
+    check_data_dir(cwd / "dump-demo")
 
 
 def test_rate_limits_and_malformed_answers_are_retried(tmp_path, server):
@@ -108,7 +108,7 @@ def test_rate_limits_and_malformed_answers_are_retried(tmp_path, server):
     server.faults.malformed(times=1)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
                  "--speed", "600")
-    assert wait_for(lambda: (cwd / "dump" / "journal").exists(), 30)
+    assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists(), 30)
     time.sleep(1)
     code, out, err = stop(proc)
     assert code == 0, err
@@ -210,7 +210,7 @@ def test_exchange_clock_skew(tmp_path, skew_minutes):
     else:
         # Ahead: candles our clock has not reached are ignored; trading is normal.
         assert any(e["event"] == "opened" for e in logs)
-        check_data_dir(cwd / "dump")
+        check_data_dir(cwd / "dump-demo")
 
 
 def test_request_timeouts_are_retried_then_reported(tmp_path, server):
@@ -218,7 +218,7 @@ def test_request_timeouts_are_retried_then_reported(tmp_path, server):
     cfg = config(cwd, server, timeout_ms=300)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
                  "--speed", "600")
-    assert wait_for(lambda: (cwd / "dump" / "journal").exists(), 30)
+    assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists(), 30)
     server.faults.hang(1.0, times=4)
     time.sleep(3)
     code, out, err = stop(proc)
@@ -227,4 +227,4 @@ def test_request_timeouts_are_retried_then_reported(tmp_path, server):
     assert any(e["event"] == "tick failed" and "unavailable" in e["error"] for e in logs)
     opened_after = [e for e in logs if e["event"] in ("opened", "closed")]
     assert opened_after
-    check_data_dir(cwd / "dump")
+    check_data_dir(cwd / "dump-demo")

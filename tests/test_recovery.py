@@ -237,7 +237,7 @@ def test_a_pair_not_run_is_read_from_its_journal_when_a_crash_left_its_snapshot_
 def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(tmp_path):
     cwd = workdir(tmp_path)
     first = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "600")
-    assert wait_for(lambda: (cwd / "dump" / "livetrader.lock").exists(), 20)
+    assert wait_for(lambda: (cwd / "dump-demo" / "livetrader.lock").exists(), 20)
     time.sleep(0.5)
     second = run(cwd, "run", "ETHUSDT", "--strategy", "always-long", "--speed", "600")
     assert second.returncode == 1
@@ -253,7 +253,7 @@ def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(tmp_path):
 def test_restart_announces_a_restored_position_as_active_never_opened(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "60")
-    journal = cwd / "dump" / "journal" / "BTCUSDT_always-long_sim.jsonl"
+    journal = cwd / "dump-demo" / "journal" / "BTCUSDT_always-long_sim.jsonl"
     assert wait_for(lambda: journal.exists() and b'"opened"' in journal.read_bytes(), 40)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()

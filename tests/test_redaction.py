@@ -137,7 +137,7 @@ def test_a_secret_in_a_strategy_exception_reaches_no_output(tmp_path, server):
     cfg = exchange_config(cwd, server)
     credentials = {"LIVETRADER_BINANCE_API_KEY": API_KEY, "LIVETRADER_BINANCE_SECRET": SECRET}
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "leaky", "--strategy", "always-long", "--exchange", "binance",
-                 "--config", cfg, "--speed", "600", **credentials)
+                 "--config", cfg, "--speed", "600", "--data-dir", "dump", **credentials)
     status_file = cwd / "dump" / "status.json"
 
     def errors_in_status():

@@ -16,7 +16,7 @@ FAST = ("--speed", "3000")
 
 
 def journal_lines(cwd, name):
-    path = cwd / "dump" / "journal" / name
+    path = cwd / "dump-demo" / "journal" / name
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -62,7 +62,7 @@ def test_a_strategy_edited_into_a_syntax_error_keeps_its_position_guarded(tmp_pa
     assert fragile_journal[-1]["event"] == "closed"
     assert sum(r["event"] == "opened" for r in fragile_journal) == 1  # nothing new was opened
     assert any(e["event"] == "opened" and e["strategy"] == "always-long" for e in logs)
-    check_data_dir(cwd / "dump")
+    check_data_dir(cwd / "dump-demo")
 
 
 def test_a_removed_strategy_leaves_its_position_recorded_and_reported(tmp_path):
@@ -72,15 +72,15 @@ def test_a_removed_strategy_leaves_its_position_recorded_and_reported(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
-    assert wait_for(lambda: (cwd / "dump" / "status.json").exists() and
-                    json.loads((cwd / "dump" / "status.json").read_text()).get("pid") == proc.pid, 20)
-    status = run(cwd, "status", "--json")
+    assert wait_for(lambda: (cwd / "dump-demo" / "status.json").exists() and
+                    json.loads((cwd / "dump-demo" / "status.json").read_text()).get("pid") == proc.pid, 20)
+    status = run(cwd, "status", "--data-dir", "dump-demo", "--json")
     code, out, _ = stop(proc)
     assert code == 0
     warned = [e for e in events(out) if e["event"].startswith("a pair not run by this process")]
     assert warned and warned[0]["strategy"] == "scheduler" and warned[0]["state"] == "scheduled"
     assert json.loads(status.stdout)["not_running"][0]["strategy"] == "scheduler"
-    snapshot = json.loads((cwd / "dump" / "state" / "pairs" / "BTCUSDT_scheduler_sim.json").read_text())
+    snapshot = json.loads((cwd / "dump-demo" / "state" / "pairs" / "BTCUSDT_scheduler_sim.json").read_text())
     assert snapshot["signal"] is not None  # recorded, not dropped
 
 
@@ -159,7 +159,7 @@ def test_a_snapshot_truncated_to_zero_bytes_is_quarantined_and_other_pairs_run(t
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", *FAST)
     time.sleep(1.5)
     stop(proc)
-    snapshot = cwd / "dump" / "state" / "pairs" / "BTCUSDT_always-long_sim.json"
+    snapshot = cwd / "dump-demo" / "state" / "pairs" / "BTCUSDT_always-long_sim.json"
     snapshot.write_bytes(b"")
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", *FAST)
     time.sleep(1.5)
@@ -168,7 +168,7 @@ def test_a_snapshot_truncated_to_zero_bytes_is_quarantined_and_other_pairs_run(t
     damaged = [e for e in events(out) if e["event"] == "pair not started: damaged state"]
     assert damaged and damaged[0]["symbol"] == "BTCUSDT" and "quarantine" in damaged[0]["error"]
     assert any(e["event"] in ("opened", "closed") and e["symbol"] == "ETHUSDT" for e in events(out))
-    assert list((cwd / "dump" / "quarantine").glob("*BTCUSDT_always-long_sim.json.why.txt"))
+    assert list((cwd / "dump-demo" / "quarantine").glob("*BTCUSDT_always-long_sim.json.why.txt"))
 
 
 def test_garbage_appended_to_a_journal_is_quarantined_not_trusted(tmp_path):
@@ -176,11 +176,11 @@ def test_garbage_appended_to_a_journal_is_quarantined_not_trusted(tmp_path):
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
     time.sleep(1.5)
     stop(proc)
-    journal = cwd / "dump" / "journal" / "BTCUSDT_always-long_sim.jsonl"
+    journal = cwd / "dump-demo" / "journal" / "BTCUSDT_always-long_sim.jsonl"
     journal.write_bytes(journal.read_bytes() + b"\xff\xfe not json at all\n")
     result = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
     assert result.returncode == 1 and "invalid journal line" in result.stderr and "Traceback" not in result.stderr
-    assert list((cwd / "dump" / "quarantine").glob("*.jsonl"))
+    assert list((cwd / "dump-demo" / "quarantine").glob("*.jsonl"))
 
 
 def _without_root_powers(*args: str) -> list[str]:
@@ -195,7 +195,7 @@ def test_files_owned_by_someone_else_are_a_clear_error(tmp_path):
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
     time.sleep(1)
     stop(proc)
-    journal = cwd / "dump" / "journal" / "BTCUSDT_always-long_sim.jsonl"
+    journal = cwd / "dump-demo" / "journal" / "BTCUSDT_always-long_sim.jsonl"
     before = journal.read_bytes()
     os.chown(journal, 65534, 65534)
     os.chmod(journal, 0o600)
@@ -206,8 +206,8 @@ def test_files_owned_by_someone_else_are_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert journal.read_bytes() == before
 
-    os.chown(cwd / "dump", 65534, 65534)
-    os.chmod(cwd / "dump", 0o700)
+    os.chown(cwd / "dump-demo", 65534, 65534)
+    os.chmod(cwd / "dump-demo", 0o700)
     result = subprocess.run(_without_root_powers(*command("run", "BTCUSDT", "--strategy", "always-long", *FAST)),
                             cwd=cwd, capture_output=True, text=True, timeout=30, env=environment())
     assert result.returncode == 1 and "is not writable" in result.stderr and "Traceback" not in result.stderr
@@ -227,7 +227,7 @@ def test_sigkill_during_shutdown_loses_nothing(tmp_path):
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--strategy", "near-dip", *FAST)
     time.sleep(1)
     assert stop(proc)[0] == 0
-    check_data_dir(cwd / "dump")
+    check_data_dir(cwd / "dump-demo")
 
 
 def test_sigterm_during_downtime_catch_up_stops_cleanly(tmp_path):
@@ -246,7 +246,7 @@ def test_sigterm_during_downtime_catch_up_stops_cleanly(tmp_path):
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
     time.sleep(1)
     assert stop(proc)[0] == 0
-    check_data_dir(cwd / "dump")
+    check_data_dir(cwd / "dump-demo")
 
 
 def test_two_daemons_started_at_the_same_moment_one_wins(tmp_path):
@@ -260,7 +260,7 @@ def test_two_daemons_started_at_the_same_moment_one_wins(tmp_path):
     _, err = dead[0].communicate()
     assert dead[0].returncode == 1 and f"in use by livetrader pid {alive[0].pid}" in err
     assert stop(alive[0])[0] == 0
-    check_data_dir(cwd / "dump")
+    check_data_dir(cwd / "dump-demo")
 
 
 def test_a_restart_with_a_changed_config_restores_and_runs(tmp_path):
@@ -274,4 +274,4 @@ def test_a_restart_with_a_changed_config_restores_and_runs(tmp_path):
     time.sleep(1.2)
     code, out, err = stop(proc)
     assert code == 0, err
-    check_data_dir(cwd / "dump")
+    check_data_dir(cwd / "dump-demo")

@@ -22,15 +22,15 @@ def test_the_sigint_report_matches_the_report_built_from_the_journal(tmp_path):
     time.sleep(3)
     code, _, err = stop(proc)
     assert code == 0, err
-    (live,) = (cwd / "dump" / "reports" / "live").glob("BTCUSDT_always-long_sim_*.md")
-    result = run(cwd, "report", "BTCUSDT", "--strategy", "always-long")
+    (live,) = (cwd / "dump-demo" / "reports" / "live").glob("BTCUSDT_always-long_sim_*.md")
+    result = run(cwd, "report", "--data-dir", "dump-demo", "BTCUSDT", "--strategy", "always-long")
     assert result.returncode == 0, result.stderr
     from_journal = result.stdout
     assert "| closed |" in from_journal
     assert stats_section(live.read_text()) == stats_section(from_journal)
     closed = int(re.search(r"all (\d+) closed trades", from_journal).group(1))
     assert closed >= 3 and f"| Closed trades | {closed} |" in from_journal
-    out = run(cwd, "report", "--out", "reports", "--json")
+    out = run(cwd, "report", "--data-dir", "dump-demo", "--out", "reports", "--json")
     doc = json.loads(out.stdout)
     assert doc["pairs"][0]["stats"]["total_closed"] == closed and len(doc["pairs"][0]["trades"]) == closed
 

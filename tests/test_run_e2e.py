@@ -26,7 +26,7 @@ def test_sim_run_trades_and_stops_gracefully_with_reports(tmp_path, sig):
         mine = [e for e in evs if e.get("symbol") == symbol]
         assert any(e["event"] == "opened" for e in mine)
         assert any(e["event"] == "closed" for e in mine)
-    reports = sorted((cwd / "dump" / "reports" / "live").glob("*.md"))
+    reports = sorted((cwd / "dump-demo" / "reports" / "live").glob("*.md"))
     assert [r.name.split("_")[0] for r in reports] == ["BTCUSDT", "ETHUSDT"]
     text = reports[0].read_text()
     assert "| closed |" in text and "Win rate" in text
@@ -50,7 +50,7 @@ def test_one_broken_strategy_does_not_stop_the_other_pairs(tmp_path):
 def test_stop_cancels_a_waiting_scheduled_signal(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "scheduler", "--speed", "600")
-    assert wait_for(lambda: (cwd / "dump").exists(), 10)
+    assert wait_for(lambda: (cwd / "dump-demo").exists(), 10)
     time.sleep(1.5)
     code, out, _ = stop(proc)
     assert code == 0
@@ -69,7 +69,7 @@ def test_files_replay_runs_to_the_end_of_the_file_and_exits(tmp_path):
     assert result.returncode == 0, result.stderr
     evs = events(result.stdout)
     assert any(e["event"] == "closed" for e in evs)
-    assert (cwd / "dump" / "reports" / "live").glob("BTCUSDT_always-long_files_*.md")
+    assert (cwd / "dump-demo" / "reports" / "live").glob("BTCUSDT_always-long_files_*.md")
     # replayed candle times, not wall-clock times
     opened = [e for e in evs if e["event"] == "opened"]
     assert opened[0]["at"] < rows[-1][0] + 60_000

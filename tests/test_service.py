@@ -55,7 +55,7 @@ def test_readiness_status_watchdog_and_stopping_in_order(tmp_path, notify_socket
 def test_ready_comes_only_after_downtime_catch_up(tmp_path, notify_socket):
     path, sock = notify_socket
     cwd = workdir(tmp_path)
-    journal = cwd / "dump" / "journal" / "BTCUSDT_always-long_sim.jsonl"
+    journal = cwd / "dump-demo" / "journal" / "BTCUSDT_always-long_sim.jsonl"
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "600")
     assert wait_for(lambda: journal.exists() and journal.read_text().count("\n") >= 1, 20)
     proc.send_signal(signal.SIGKILL)
@@ -85,11 +85,11 @@ def test_without_notify_socket_nothing_is_sent_and_it_runs(tmp_path):
 
 def test_status_of_a_running_a_stopped_and_a_killed_daemon(tmp_path):
     cwd = workdir(tmp_path)
-    assert run(cwd, "status").returncode == 3
+    assert run(cwd, "status", "--data-dir", "dump-demo").returncode == 3
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--strategy", "broken", "--speed", "600")
-    assert wait_for(lambda: (cwd / "dump" / "status.json").exists(), 20)
+    assert wait_for(lambda: (cwd / "dump-demo" / "status.json").exists(), 20)
     time.sleep(1.5)
-    running = run(cwd, "status", "--json")
+    running = run(cwd, "status", "--data-dir", "dump-demo", "--json")
     assert running.returncode == 0
     doc = json.loads(running.stdout)
     assert doc["verdict"] == "running" and doc["pid"] == proc.pid and len(doc["pairs"]) == 2
@@ -98,20 +98,20 @@ def test_status_of_a_running_a_stopped_and_a_killed_daemon(tmp_path):
     assert all(p["last_tick_at"] and p["lag_ms"] is not None for p in doc["pairs"])
     # 1.5 s at x600 is 15 minutes: both loops were woken at a boundary and their sweep timed.
     assert doc["last_sweep"]["pairs"] == 2 and 0 <= doc["last_sweep"]["seconds"] < 5
-    readable = run(cwd, "status")
+    readable = run(cwd, "status", "--data-dir", "dump-demo")
     assert "running (pid" in readable.stdout and "always-long" in readable.stdout
     assert "last minute's sweep: 2 pairs ticked in" in readable.stdout
 
     code, _, _ = stop(proc)
     assert code == 0
-    stopped = run(cwd, "status")
+    stopped = run(cwd, "status", "--data-dir", "dump-demo")
     assert stopped.returncode == 3 and "stopped cleanly" in stopped.stdout
 
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "600")
-    assert wait_for(lambda: json.loads((cwd / "dump" / "status.json").read_text())["pid"] == proc.pid, 20)
+    assert wait_for(lambda: json.loads((cwd / "dump-demo" / "status.json").read_text())["pid"] == proc.pid, 20)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    killed = run(cwd, "status", "--json")
+    killed = run(cwd, "status", "--data-dir", "dump-demo", "--json")
     assert killed.returncode == 3
     doc = json.loads(killed.stdout)
     assert doc["verdict"] == "dead" and doc["alive"] is False and doc["pid"] == proc.pid

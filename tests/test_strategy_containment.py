@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daemon import DATA, events, run, start, stop, wait_for, workdir
 
-FAST = ("--speed", "3000")
+FAST = ("--speed", "3000", "--data-dir", "dump")  # the files below are read from ./dump
 
 
 def fixture_line(cwd, file, marker):
@@ -96,7 +96,7 @@ def test_a_strategy_blocking_the_event_loop_is_named_with_its_stack_and_status_s
     threading.Thread(target=receive, daemon=True).start()
     try:
         proc = start(cwd, "run", "BTCUSDT", "--strategy", "blocks-loop", "--strategy", "always-long",
-                     "--config", "stall.toml", "--speed", "600", BLOCK_SECONDS="5",
+                     "--config", "stall.toml", "--speed", "600", "--data-dir", "dump", BLOCK_SECONDS="5",
                      NOTIFY_SOCKET=str(folder / "notify.sock"), WATCHDOG_USEC="1000000")
         status_file = cwd / "dump" / "status.json"
 

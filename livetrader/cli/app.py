@@ -170,12 +170,17 @@ def run(
         str | None, typer.Option("--exchange", "-e", help="Candle source (default: from the config, sim).")
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where state, journal and reports live (default ./dump).")
+        Path | None, typer.Option("--data-dir", help="Where state, journal and reports live (default ./dump; "
+                                  "./dump-demo for a --speed or --candles run).")
     ] = None,
     speed: Annotated[
         float | None, typer.Option("--speed", help="Run the sim/files clock N times faster than real time.")
     ] = None,
     candles: Annotated[Path | None, typer.Option("--candles", help="Candle file to replay (--exchange files).")] = None,
+    switch_clock: Annotated[
+        bool, typer.Option("--switch-clock", help="Run although the data directory was written on the other clock "
+                           "(a --speed demo's or the real one); it follows this run's clock from then on.")
+    ] = False,
     config: ConfigOpt = None,
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
@@ -185,7 +190,7 @@ def run(
 
     def work() -> int:
         cfg, folder = _settings(config, strategies_dir)
-        request = RunRequest(symbols, strategy, exchange, data_dir, speed, candles)
+        request = RunRequest(symbols, strategy, exchange, data_dir, speed, candles, switch_clock=switch_clock)
         return run_live(request, cfg, folder)
 
     code = guarded(work)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 
+from livetrader.config import demo_hint
 from livetrader.errors import UsageError
 from livetrader.service.recover import Findings, inspect
 
@@ -14,7 +15,8 @@ from livetrader.service.recover import Findings, inspect
 def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
     """Inspect (and repair unless ``dry_run``) ``data_dir``; return the documented exit code."""
     if not data_dir.is_dir():
-        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR")
+        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR"
+                         + demo_hint(data_dir))
     findings = inspect(data_dir, dry_run=dry_run)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(findings.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")

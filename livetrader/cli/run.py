@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from livetrader.config import Config
+from livetrader.config import DEMO_DATA_DIR, Config, data_dir_chosen
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
-from livetrader.live.clock import Clock, SimClock, saved_clock
+from livetrader.live.clock import Clock, SimClock, check_timeline, saved_clock
 from livetrader.live.collector import collector_paused, freeze_startup_objects
 from livetrader.live.engine import Engine
 from livetrader.market.sources import BUILT_IN
@@ -50,6 +50,24 @@ class RunRequest:
     speed: float | None
     candles: Path | None
     live_view: bool | None = None
+    #: Run although the data directory was written on the other clock (``--switch-clock``).
+    switch_clock: bool = False
+
+    def exchange_of(self, config: Config) -> str:
+        """The candle source: ``--exchange``, else ``files`` with ``--candles``, else the config's."""
+        return self.exchange or ("files" if self.candles else config.exchange)
+
+    def simulated(self, config: Config) -> bool:
+        """True when the run goes on a simulated clock: ``--speed``, or a candle file replayed."""
+        return self.speed is not None or self.exchange_of(config) == "files"
+
+    def data_dir_of(self, config: Config) -> Path:
+        """``--data-dir``, else the configured one; a simulated run left to the default uses ./dump-demo."""
+        if self.data_dir is not None:
+            return self.data_dir
+        if self.simulated(config) and not data_dir_chosen(config):
+            return DEMO_DATA_DIR
+        return config.data_dir
 
 
 def check_data_dir(path: Path) -> Path:
@@ -99,6 +117,20 @@ def make_clock(
     return clock
 
 
+def _forget_simulated_timeline(data_dir: Path) -> None:
+    """A real-time run told to continue a simulated run's directory: from now on it follows the
+    real clock, so later real-time starts need no flag (the timeline is kept in the log)."""
+    from livetrader.store.layout import CLOCK_FILE
+
+    saved = saved_clock(data_dir)
+    try:
+        (data_dir / CLOCK_FILE).unlink()
+    except FileNotFoundError:
+        return
+    log.warning("this data directory now follows the real clock; its simulated timeline was dropped",
+                timeline=saved.to_dict() if saved is not None else None)
+
+
 def _replay_origin(bounds: tuple[int, int]) -> int:
     return bounds[0] + REPLAY_HISTORY_MINUTES * MINUTE_MS
 
@@ -137,7 +169,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
     import may take long, and runs user code). ``notifier``: told before each strategy
     module is imported, so systemd extends its start timeout.
     """
-    exchange = request.exchange or ("files" if request.candles else config.exchange)
+    exchange = request.exchange_of(config)
     if request.speed is not None and exchange not in BUILT_IN and not _local_exchange(config, exchange):
         raise UsageError(f"--speed only works with the sim and files sources, not with a real exchange ({exchange})")
 
@@ -156,11 +188,16 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
             broken[name] = exc
     if registry.problems:
         log.warning("some strategy files failed to load", problems=[str(p) for p in registry.problems])
-    engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir or config.data_dir)
+    engine = Engine(config, registry, candles=request.candles, data_dir=request.data_dir_of(config))
     source = engine.source(exchange)
     bounds = source.bounds(source.resolve_symbol(request.symbols[0]))
+    simulated = request.speed is not None or (exchange == "files" and bounds is not None)
+    # Before any repair: a refused start leaves the directory as it was.
+    check_timeline(engine.data_dir, simulated, request.switch_clock)
     engine.open(lock)
     engine.clock = make_clock(request, exchange, bounds, engine.data_dir)
+    if request.switch_clock and not simulated:
+        _forget_simulated_timeline(engine.data_dir)
     engine.started_at = engine.clock.now_ms()
     damaged = []
     with collector_paused():
@@ -196,7 +233,7 @@ def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     # A closed terminal or a `kill -HUP` must not kill the daemon like a crash, not even
     # while it starts (the event loop installs its own handler, saying the same).
     signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_MESSAGE))
-    data_dir = check_data_dir(request.data_dir or config.data_dir)
+    data_dir = check_data_dir(request.data_dir_of(config))
     notifier = Notifier.from_env()
     lock = take_data_dir(data_dir)  # before any strategy code runs: one daemon per directory
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from livetrader import redaction
+from livetrader.config import demo_hint
 from livetrader.service.status import read_status
 
 #: Exit codes: running, or not (like ``systemctl status``).
@@ -39,7 +40,7 @@ def run(data_dir: Path, *, as_json: bool) -> int:
             sys.stdout.write(f"livetrader in {data_dir}: not running: pid {holder.pid} (started "
                              f"{holder.started_iso}) ended abnormally before its first status: {NO_CLEAN_STOP}.\n")
         else:
-            sys.stdout.write(f"No daemon has run in {data_dir} (no status file).\n")
+            sys.stdout.write(f"No daemon has run in {data_dir} (no status file){demo_hint(data_dir)}.\n")
         return NOT_RUNNING
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")

@@ -64,3 +64,51 @@ def saved_clock(data_dir: Path) -> SimClock | None:
         return None
     except Exception:  # a damaged clock file only loses the simulated timeline: a new one starts
         return None
+
+
+#: The flag that lets a run continue a data directory written on the other clock.
+SWITCH_CLOCK_FLAG = "--switch-clock"
+
+
+def check_timeline(data_dir: Path, simulated: bool, switch: bool = False) -> None:
+    """Refuse to run on a data directory written on the other clock, unless ``switch``.
+
+    A ``--speed`` demo leaves ``state/clock.json`` (its simulated timeline, usually far ahead
+    of the wall clock); a real run leaves journals and no such file. A real-time run on a
+    demo's directory would close the demo's positions at times before they opened and take
+    its signal ids again; a simulated run on a real run's directory would trade simulated
+    minutes into a real journal. Reads only: raises ``TimelineMismatch`` with nothing changed.
+    """
+    from livetrader.errors import TimelineMismatch
+    from livetrader.store.journal import JOURNAL_DIR, JOURNAL_SUFFIX
+    from livetrader.store.layout import CLOCK_FILE, PAIRS_DIR
+
+    if switch:
+        return
+    data_dir = Path(data_dir)
+    demo = (data_dir / CLOCK_FILE).exists()
+    if not simulated and demo:
+        saved = saved_clock(data_dir)
+        when = ""
+        if saved is not None:
+            ahead = (saved.now_ms() - int(time.time() * 1000)) / 3_600_000
+            where = f"{ahead:.1f} hours ahead of" if ahead >= 0 else f"{-ahead:.1f} hours behind"
+            when = f" (its simulated clock, at {saved.speed:g}x, is now {where} the real one)"
+        raise TimelineMismatch(
+            f"data directory {data_dir} holds a simulated run (--speed or a --candles replay){when}; a real-time run "
+            "there would stamp its trades among the simulated ones and close their positions at times before they "
+            f"opened. Use another --data-dir, or move or delete {data_dir}, or pass {SWITCH_CLOCK_FLAG} to continue "
+            "this directory on the real clock. Nothing was changed.")
+    if simulated and not demo:
+        try:
+            journals = [p for p in (data_dir / JOURNAL_DIR).glob(f"*{JOURNAL_SUFFIX}") if p.stat().st_size > 0]
+            snapshots = any((data_dir / PAIRS_DIR).glob("*.json"))
+        except OSError:  # an unreadable directory: the start reports it next, naming the file
+            return
+        if journals or snapshots:
+            raise TimelineMismatch(
+                f"data directory {data_dir} holds a real-time run ({len(journals)} pair journal(s)); a simulated run "
+                "(--speed or a --candles replay) there would trade simulated minutes into its real journal. Use "
+                "another --data-dir (without one, simulated runs use ./dump-demo), or move or delete "
+                f"{data_dir}, or pass {SWITCH_CLOCK_FLAG} to continue this directory on a simulated clock. "
+                "Nothing was changed.")

@@ -264,6 +264,11 @@ class Engine:
         pair.state = "idle" if pair.row is None else ("open" if pair.row.pending_at is not None else "scheduled")
         for record in restored.records[-pair.settings.max_events:]:
             pair.window.add(record)
+        if restored.records:
+            # No tick at or before the last journaled minute, even on a clock behind the journal.
+            last_at = max(int(r["at"]) for r in restored.records)
+            pair.last_minute = last_at - last_at % MINUTE_MS
+        pair.signal_ids = {str(r["signal_id"]) for r in restored.records}
         closed = [r for r in restored.records if r["event"] == "closed"]
         pair.closed_trades = len(closed)
         pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
@@ -418,23 +423,26 @@ class Engine:
         finite = pair.source.bounds(pair.symbol) is not None  # a candle file ends; markets do not
         # A candle file ends (``_exhausted``): its pairs always wake, and find out.
         express = pair.tick_in_place if self.ticks_in_place and not finite else None
-        if pair.last_tick_at is not None and pair.last_tick_at // MINUTE_MS == due // MINUTE_MS:
-            # This minute was ticked already (the catch-up tick): wait for the next boundary.
-            due = due - due % MINUTE_MS + MINUTE_MS
-            swept = await self._sleep_until(pair, due, express)
-            due = swept if swept is not None else due
         try:
             while not pair.stopping.is_set():
                 now = self.clock.now_ms()
-                pair.lag_ms = max(0, now - due)
-                if finite and self._exhausted(pair, now):
-                    return "finished"
-                await pair.tick(now)
+                # A minute ticked already (the catch-up tick's), or a clock gone back: wait for the
+                # first minute after the last ticked one (``Pair.held_back`` logs a step back).
+                resume = pair.held_back(now)
+                if resume is None:
+                    pair.lag_ms = max(0, now - due)
+                    if finite and self._exhausted(pair, now):
+                        return "finished"
+                    await pair.tick(now)
                 if swept is not None:
                     self.metronome.ticked(swept)
                     swept = None
                 now = self.clock.now_ms()
                 due = now - now % MINUTE_MS + MINUTE_MS
+                if resume is not None:
+                    # Waiting for the clock is progress too (the watchdog): wake at every boundary.
+                    pair.progress_at = time.monotonic()
+                    due = min(due, resume)
                 swept = await self._sleep_until(pair, due, express)
                 due = swept if swept is not None else due
         finally:

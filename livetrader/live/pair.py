@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
@@ -74,7 +75,7 @@ class Pair:
                  "store", "interval_ms", "window", "row", "last_bucket", "last_opened_id", "accepting", "degraded",
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
-                 "realised_pnl", "listeners")
+                 "realised_pnl", "listeners", "last_minute", "signal_ids", "clock_back_logged")
 
     def __init__(
         self,
@@ -130,6 +131,14 @@ class Pair:
         self.closed_trades = 0
         self.realised_pnl = 0.0
         self.listeners: list[Any] = []
+        # The last minute ticked (at start: the minute of the last journaled record). The pair
+        # never ticks a minute at or before it, so a wall clock stepping back stamps nothing
+        # earlier than what is journaled and generates no signal id twice.
+        self.last_minute: int | None = None
+        # Every signal id in the pair's journal (restored at start): a new signal never reuses one.
+        self.signal_ids: set[str] = set()
+        # "clock went back" is logged once per step, not at every tick it holds back.
+        self.clock_back_logged = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -148,7 +157,10 @@ class Pair:
         A pair holding a signal checks every minute since the last one it checked, in
         order, so a tick that comes late (a slow tick, a restart after downtime) applies a
         take-profit, stop-loss, expiry or activation at the minute and price it happened.
+        A minute at or before the last one ticked is not ticked (``held_back``): None.
         """
+        if self.held_back(now) is not None:
+            return None
         started = time.perf_counter()
         previous = self.last_tick_at
         minute = now - now % MINUTE_MS
@@ -172,6 +184,8 @@ class Pair:
             self.progress_at = time.monotonic()  # the loop is alive: it reported and will retry
             return None
         self.last_tick_at = now
+        self.last_minute = minute
+        self.clock_back_logged = False
         self.progress_at = time.monotonic()
         self.ticks += 1
         if self.bus.has_listeners("performance"):
@@ -197,6 +211,9 @@ class Pair:
         timed = self.bus.has_listeners("performance")
         started = time.perf_counter() if timed else 0.0
         minute = now - now % MINUTE_MS
+        last = self.last_minute
+        if last is not None and minute <= last:
+            return False  # ticked already, or the clock went back: ``tick`` and the loop see to it
         row = self.row
         # What the tick decides; nothing but the feed's held candles changes until it is known.
         try:
@@ -210,6 +227,8 @@ class Pair:
             else:
                 since = row.pending_at or row.scheduled_at
                 since -= since % MINUTE_MS
+                if minute <= since:
+                    return False  # never check a minute before the signal's own
                 checked = self.checked_until
                 if (checked if checked is not None and checked > since else since) + MINUTE_MS < minute:
                     return False  # minutes to catch up
@@ -246,6 +265,8 @@ class Pair:
                     raise
                 self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
         self.last_tick_at = now
+        self.last_minute = minute
+        self.clock_back_logged = False
         self.lag_ms = now - boundary if now > boundary else 0
         self.progress_at = time.monotonic()
         self.ticks += 1
@@ -254,14 +275,42 @@ class Pair:
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
         return True
 
+    def held_back(self, now: int) -> int | None:
+        """None when the minute of ``now`` may be ticked; else the boundary to wait for.
+
+        A pair ticks each minute once, in order, and only after the minute of the signal it
+        holds: a minute at or before the last one ticked (or journaled) is not ticked again.
+        When ``now`` is earlier than that tick (the wall clock stepped back, or the journal was
+        written on a clock ahead of this one), "clock went back" is logged once, with how far.
+        """
+        last = self.last_minute
+        row = self.row
+        if row is not None:  # never check a minute before the signal's own
+            own = row.pending_at if row.pending_at is not None else row.scheduled_at
+            own -= own % MINUTE_MS
+            if last is None or own > last:
+                last = own
+        if last is None or now - now % MINUTE_MS > last:
+            return None
+        ticked = max(self.last_tick_at or last, last)  # when that last tick happened, as far as known
+        if now < ticked and not self.clock_back_logged:
+            self.clock_back_logged = True
+            log.warning("clock went back", symbol=self.symbol, strategy=self.strategy_name, exchange=self.exchange,
+                        behind_seconds=round((ticked - now) / 1000, 3), last_minute=_iso(last),
+                        clock=_iso(now), waits_until=_iso(last + MINUTE_MS))
+        return last + MINUTE_MS
+
     async def _check_minutes(self, minute: int) -> TickResult:
-        """Check the held signal at every minute in ``(checked_until, minute]``; return the last result."""
+        """Check the held signal at every minute in ``(checked_until, minute]``; return the last result.
+
+        ``minute`` is after the signal's own minute (``held_back`` sees to that).
+        """
         row = self.row
         assert row is not None
         since = self.checked_until if self.checked_until is not None else _minute_of(row.pending_at or row.scheduled_at)
         first = max(since + MINUTE_MS, _minute_of(row.pending_at or row.scheduled_at) + MINUTE_MS)
-        if first > minute:  # this minute was already checked (a second tick in one minute)
-            first = minute
+        if first > minute:
+            raise RuntimeError(f"minute {_iso(minute)} was checked already; not checked again")
         candles = await self.candles(first - VWAP_CANDLES * MINUTE_MS, minute)
         result: TickResult | None = None
         for t in range(first, minute + MINUTE_MS, MINUTE_MS):
@@ -325,11 +374,22 @@ class Pair:
             return idle(*self.key, now, price, reason="strategy error")
         if signal is None:
             return idle(*self.key, now, price)
-        if getattr(signal, "id", None) is not None and signal.id == self.last_opened_id:
+        chosen = getattr(signal, "id", None)
+        if chosen is not None and chosen == self.last_opened_id:
             return idle(*self.key, now, price, reason=f"ignored: same id as the last opened signal {signal.id}")
+        signal_id = chosen or make_signal_id(self.symbol, self.strategy_name, now)
+        if isinstance(signal_id, str) and signal_id in self.signal_ids:
+            # A journal holds one story per id: a second signal under it would mix two trades.
+            if chosen:
+                message = (f"invalid signal: id {signal_id!r} was used before by this pair (it is in the journal); "
+                           "a strategy that sets Signal.id must make each new signal's id unique")
+            else:
+                message = (f"no new signal this minute: its generated id {signal_id} is already in the journal "
+                           "(a strategy chose that id before, or the journal was written on a clock ahead of this one)")
+            self.report_error(now, message, "signal")
+            return idle(*self.key, now, price, reason="invalid signal" if chosen else "signal id already used")
         try:
-            result = accept(signal, *self.key, getattr(signal, "id", None) or make_signal_id(self.symbol,
-                            self.strategy_name, now), now, price, self._gate)
+            result = accept(signal, *self.key, signal_id, now, price, self._gate)
         except SignalError as exc:
             self.report_error(now, str(exc), "signal")
             return idle(*self.key, now, price, reason="invalid signal")
@@ -367,6 +427,12 @@ class Pair:
                     assert self.risk is not None
                     self.risk.remove(result.signal_id or "")
                 raise
+        if transition:
+            at = result.at - result.at % MINUTE_MS
+            if self.last_minute is None or at > self.last_minute:
+                self.last_minute = at  # journaled: never ticked again, even if the tick fails later
+            if result.signal is not None:
+                self.signal_ids.add(result.signal.id)
         if action in ("closed", "cancelled"):
             self.row = None
         elif result.signal is not None:
@@ -415,6 +481,8 @@ class Pair:
         """Cancel a waiting scheduled signal (reason ``user``), as ``stop`` does."""
         if self.row is None or self.row.pending_at is not None:
             return None
+        if self.last_minute is not None and now < self.last_minute:
+            now = self.last_minute  # a clock behind the journal stamps nothing before its last record
         result = cancel(self.row, now, self.price or self.row.price_open, "user")
         await self.apply(result)
         return result
@@ -451,6 +519,10 @@ class Pair:
 
 def _minute_of(ms: int) -> int:
     return ms - ms % MINUTE_MS
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _log_fields(record: dict[str, Any]) -> dict[str, Any]:

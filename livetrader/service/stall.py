@@ -5,7 +5,7 @@ inside ``async def get_signal``, a long computation) never yields: the strategy 
 cannot fire, no other pair ticks, the status file is not rewritten. The loop cannot see this
 itself, so a thread watches it: the loop sets a heartbeat every fraction of the threshold,
 and when the heartbeat is older than ``threshold`` seconds the watcher reports a ``Stall``:
-the strategy call running at that moment (``livetrader.strategy.running``), and the loop
+the strategy call running at that moment (``livetrader.strategy.base.running``), and the loop
 thread's stack with the user's own frames picked out. When the loop comes round again, the
 watcher says how long it was held.
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from livetrader import strategy as strategy_module
+from livetrader.strategy import base as strategy_module
 from livetrader.strategy.tracing import is_user_file
 
 #: Frames of the loop thread's stack kept when none of them is the user's.
