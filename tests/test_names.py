@@ -187,6 +187,7 @@ def test_pairs_that_shared_a_file_name_each_run_and_keep_their_own_files(tmp_pat
     (cwd / "candles.json").write_text(json.dumps(json.loads(DATA.read_text())[:400]))
     # Four pairs, among them (A_B, x) and (A, B_x): one file name, A_B_x_files, under the earlier scheme.
     result = run(cwd, "run", "A_B", "A", "--strategy", "x", "--strategy", "B_x", "--candles", "candles.json",
+                 "--data-dir", "dump",
                  "--speed", "20000", timeout=60)
     assert result.returncode == 0, result.stderr
     evs = events(result.stdout)
@@ -215,7 +216,7 @@ def test_the_daemon_restores_a_pair_from_files_with_old_names_and_renames_them(t
     cwd = workdir(tmp_path)
     key = ("BTCUSDT", "B_x", "sim")
     journal, snapshot = pair_paths(cwd / "dump", key)
-    proc = start(cwd, "run", "BTCUSDT", "--strategy", "B_x", "--speed", "60")
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "B_x", "--speed", "60", "--data-dir", "dump")
     assert wait_for(lambda: journal.exists() and b'"opened"' in journal.read_bytes(), 40)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
@@ -227,7 +228,7 @@ def test_the_daemon_restores_a_pair_from_files_with_old_names_and_renames_them(t
     os.rename(journal, old_journal)
     os.rename(snapshot, old_snapshot)
 
-    proc = start(cwd, "run", "BTCUSDT", "--strategy", "B_x", "--speed", "60")
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "B_x", "--speed", "60", "--data-dir", "dump")
     assert wait_for(lambda: journal.exists(), 20)
     time.sleep(1.5)
     code, out, err = stop(proc)

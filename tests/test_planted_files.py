@@ -65,8 +65,9 @@ def test_the_daemon_never_writes_through_a_planted_journal_symlink(tmp_path):
     data = cwd / "lt-data"
     victim = tmp_path / "victim"
     _plant(data / "journal" / "BTCUSDT_always-long_sim.jsonl", victim)
+    # --switch-clock: the planted journal would otherwise make the directory look like a real run's.
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--speed", "3000",
-                 "--data-dir", str(data))
+                 "--data-dir", str(data), "--switch-clock")
     time.sleep(3)
     code, out, err = stop(proc)
     assert code == 0, err
