@@ -88,3 +88,20 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def wait_running(data_dir: Path, proc: subprocess.Popen[str], timeout: float = 30) -> bool:
+    """Wait until ``proc`` runs its loops (its signal handlers are in place): its status file is there.
+
+    A test that stops the daemon at a fixed delay after starting it may otherwise, on a busy
+    machine, signal it while it still starts (an interrupted start exits 130).
+    """
+
+    def running() -> bool:
+        try:
+            doc = json.loads((Path(data_dir) / "status.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return doc.get("pid") == proc.pid and doc.get("state") == "running"
+
+    return wait_for(running, timeout)

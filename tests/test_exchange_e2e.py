@@ -2,8 +2,11 @@
 
 import json
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -115,21 +118,59 @@ def test_rate_limits_and_malformed_answers_are_retried(tmp_path, server):
     assert any(e["event"] == "opened" for e in events(out))
 
 
+class CutConnections:
+    """The exchange's port while the network is down: every connection is cut as it arrives.
+
+    Counting them lets a test bring the exchange back only once the daemon has really met
+    the outage (a slow start on a busy machine must not make the outage pass unseen).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.attempts = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.attempts += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept(); a bare close() would not free the port
+        self.sock.close()
+
+
 def test_network_down_at_start_then_up(tmp_path):
     cwd = workdir(tmp_path)
     with ExchangeServer(clock=follow_daemon_clock(tmp_path)) as srv:
         port = srv.port
         cfg = config(cwd, srv)
-    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600")
-    time.sleep(2.5)
-    assert proc.poll() is None, "the daemon keeps running while the exchange is unreachable"
+    down = CutConnections(port)
+    try:
+        proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                     "--speed", "600")
+        # max_retries = 1: two attempts at the markets, both cut; then the start goes on without them.
+        assert wait_for(lambda: down.attempts >= 2, 30), "the daemon never reached the exchange"
+        time.sleep(0.5)
+        assert proc.poll() is None, "the daemon keeps running while the exchange is unreachable"
+    finally:
+        down.close()
     with ExchangeServer(clock=follow_daemon_clock(tmp_path), port=port):
         time.sleep(3)
         code, out, err = stop(proc)
     assert code == 0, err
     logs = events(out)
-    assert any(e["event"] == "tick failed" for e in logs)
+    outage = [e for e in logs if e["event"] in ("tick failed", "markets not loaded; symbols are checked once the "
+                                                "exchange answers")]
+    assert outage, "the outage was not reported"
     assert any(e["event"] == "opened" for e in logs)
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon import events, run, start, stop, wait_for, workdir
+from daemon import events, run, start, stop, wait_for, wait_running, workdir
 from invariants import check_data_dir
 
 FAST = ("--speed", "3000")
@@ -144,11 +144,12 @@ def test_a_read_only_filesystem_is_reported_and_nothing_is_damaged(tmp_path, sma
     subprocess.run(["mount", "-o", "remount,bind,ro", str(data)], check=True)
     time.sleep(1.5)
     subprocess.run(["umount", str(data)], check=True)
+    assert wait_running(data, proc)
     code, out, err = stop(proc)
     failures = [e for e in events(out) if e["event"] == "tick failed" and e.get("kind") == "storage"]
     assert failures and "Read-only file system" in failures[0]["error"]
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST, "--data-dir", str(data))
-    time.sleep(1)
+    assert wait_running(data, proc)
     code, _, err = stop(proc)
     assert code == 0, err
     check_data_dir(data)
@@ -225,7 +226,8 @@ def test_sigkill_during_shutdown_loses_nothing(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--strategy", "near-dip", *FAST)
-    time.sleep(1)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(0.5)
     assert stop(proc)[0] == 0
     check_data_dir(cwd / "dump-demo")
 
@@ -244,7 +246,8 @@ def test_sigterm_during_downtime_catch_up_stops_cleanly(tmp_path):
         assert code in (0, -signal.SIGTERM), err  # before the handlers exist the default action applies
         assert "Traceback" not in err
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
-    time.sleep(1)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(0.5)
     assert stop(proc)[0] == 0
     check_data_dir(cwd / "dump-demo")
 
@@ -271,7 +274,8 @@ def test_a_restart_with_a_changed_config_restores_and_runs(tmp_path):
     proc.communicate()
     (cwd / "changed.toml").write_text("[engine]\nfee_percent = 0.2\nmax_events = 50\n")
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST, "--config", "changed.toml")
-    time.sleep(1.2)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(0.5)
     code, out, err = stop(proc)
     assert code == 0, err
     check_data_dir(cwd / "dump-demo")
