@@ -21,7 +21,6 @@ from livetrader.service.console import (
     add_redaction,
     clear_redaction,
     configure_logging,
-    format_price,
     get_logger,
     redact,
 )
@@ -212,27 +211,6 @@ def test_short_secrets_are_ignored_and_longest_wins() -> None:
 # --- Prices and the live view -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("price", "text"),
-    [
-        (None, "-"),
-        (float("nan"), "-"),
-        (50000, "50,000.00"),
-        (50123.456, "50,123.46"),
-        (999.999, "1,000.00"),
-        (1.5, "1.50"),
-        (1.23456, "1.2346"),
-        (1.2, "1.20"),
-        (0.5, "0.50"),
-        (0.12345, "0.1235"),
-        (0.00001234, "0.00001234"),
-        (0.0, "0.00"),
-    ],
-)
-def test_format_price(price: float | None, text: str) -> None:
-    assert format_price(price) == text
-
-
 NOW_MS = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
 
 PAIRS = [
@@ -272,7 +250,8 @@ PAIRS = [
 
 
 def render(view: LiveView) -> str:
-    console = Console(file=io.StringIO(), width=200)
+    # Wide enough for every column on one line: full ISO times take 20 characters.
+    console = Console(file=io.StringIO(), width=220)
     console.print(view.render())
     return console.file.getvalue()
 
@@ -287,7 +266,7 @@ def test_live_view_renders_one_row_per_pair() -> None:
     assert "long @ 50,123.00 TP 51,000.00 SL 49,500.00" in text
     assert "scheduled short @ 0.0000125" in text
     assert "-0.25%" in text
-    assert "22:13:20 lag 12s" in text and "lag 0s" not in text
+    assert "2023-11-14T22:13:20Z lag 12.0s" in text and "lag 0" not in text
     assert "2 NetworkError: xxx" in text and "x" * 60 not in text
     assert "3 pairs · 1 open · 4 closed trades · realised PnL +1.00%" in text
     assert not re.search(r"N/A|\bNone\b|\bnan\b|\binf\b", text)

@@ -25,7 +25,7 @@ def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
 
 def print_findings(f: Findings) -> None:
     """A plain, readable account: one line per fact, what to do at the end."""
-    from livetrader.cli.times import iso
+    from livetrader.core.format import format_minute
 
     out = sys.stdout
     mode = "dry run: nothing changed" if f.dry_run else "repairs applied"
@@ -45,7 +45,7 @@ def print_findings(f: Findings) -> None:
         if pair.state == "idle":
             held = "no signal"
         else:
-            held = f"{pair.state} {pair.signal_id} since {iso(pair.since)}"
+            held = f"{pair.state} {pair.signal_id} since {format_minute(pair.since)}"
             held += f"; its first tick re-checks up to {pair.catch_up_minutes} minute(s) of candles"
         out.write(f"  {name}: {held} ({pair.journal_records} journal records)\n")
         for note in pair.repairs:

@@ -20,13 +20,13 @@ import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import orjson
 
 from livetrader import redaction
+from livetrader.core.format import format_duration, format_price, format_time
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -40,7 +40,6 @@ __all__ = [
     "add_redaction",
     "clear_redaction",
     "configure_logging",
-    "format_price",
     "get_logger",
     "redact",
     "redact_secrets",
@@ -264,31 +263,6 @@ class PairView:
     realised_pnl: float = 0.0
 
 
-def format_price(x: float | None) -> str:
-    """A price at a precision that suits its size.
-
-    >>> format_price(50000), format_price(1.5), format_price(1.23456), format_price(0.00001234)
-    ('50,000.00', '1.50', '1.2346', '0.00001234')
-    >>> format_price(None)
-    '-'
-    """
-    if x is None or not math.isfinite(x):
-        return "-"
-    # Rounded first so 999.999 becomes "1,000.00", not "1000.00".
-    if abs(round(x, 2)) >= 1000:
-        return f"{x:,.2f}"
-    if abs(x) >= 1 or x == 0:
-        decimals = 4
-    else:
-        # Four significant digits: 0.00001234 has its first one at the 5th decimal.
-        decimals = min(3 - math.floor(math.log10(abs(x))), 20)
-    text = f"{x:.{decimals}f}"
-    # Trailing zeros carry no information, but two decimals keep a column of prices aligned.
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0").ljust(2, "0")
-    return f"{whole}.{frac}"
-
-
 _STATE_STYLES = {
     "idle": "dim",
     "scheduled": "yellow",
@@ -442,9 +416,9 @@ def _tick_text(pair: PairView) -> Any:
 
     if pair.last_tick_at is None:
         return Text("-")
-    text = Text(datetime.fromtimestamp(pair.last_tick_at / 1000, UTC).strftime("%H:%M:%S"))
+    text = Text(format_time(pair.last_tick_at))
     if pair.lag_ms is not None and pair.lag_ms > _LAG_SHOWN_MS:
-        text.append(f" lag {pair.lag_ms // 1000}s", style="yellow")
+        text.append(f" lag {format_duration(pair.lag_ms)}", style="yellow")
     return text
 
 
