@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
 import time
 from collections import deque
@@ -43,12 +42,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from livetrader.logs import get_logger
 from livetrader.redaction import redact
 
 if TYPE_CHECKING:
     from livetrader.core.signal import TickResult
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TOPICS: Final[tuple[str, ...]] = (
     "signal",
@@ -254,9 +254,7 @@ class _Subscription:
         # Warn at the 1st drop and whenever the count reaches another power of ten (10, 100…):
         # a stalled listener must not flood the log either.
         if before == 0 or len(str(self.dropped)) > len(str(before)):
-            log.warning(
-                "event listener %s on %r: %s (%d dropped so far)", self.name, self.topic, why, self.dropped
-            )
+            log.warning(f"event listener {self.name} on {self.topic!r}: {why}", dropped_so_far=self.dropped)
 
     # -- synchronous delivery (no event loop) ---------------------------------------------------
 
@@ -463,7 +461,7 @@ class EventBus:
         try:
             subs = self._subs.get(topic)
             if subs is None:
-                log.warning("emit on unknown topic %r ignored", topic)
+                log.warning("emit on an unknown topic ignored", topic=topic)
                 return
             if not subs:
                 return
@@ -479,9 +477,10 @@ class EventBus:
                 try:
                     sub.push(payload, loop)
                 except Exception:  # e.g. a foreign loop closed between the check and the hand-over
-                    log.warning("could not queue an event for listener %s on %r", sub.name, topic, exc_info=True)
+                    log.warning("could not queue an event for a listener", listener=sub.name, topic=topic,
+                                exc_info=True)
         except Exception:
-            log.warning("emit on %r failed", topic, exc_info=True)
+            log.warning("emit failed", topic=topic, exc_info=True)
 
     def pause(self, limit: float = HOLD_LIMIT_SECONDS) -> None:
         """Hold the events emitted on this loop's thread until :meth:`resume` (a sweep of the pairs runs).
@@ -523,12 +522,13 @@ class EventBus:
                         for payload in payloads:
                             sub.push(payload, loop)
                 except Exception:
-                    log.warning("could not queue held events for listener %s on %r", sub.name, topic, exc_info=True)
+                    log.warning("could not queue held events for a listener", listener=sub.name, topic=topic,
+                                exc_info=True)
 
     def _listener_failed(self, sub: _Subscription, payload: Any, exc: BaseException) -> None:
         """Log a listener's exception and report it to the ``error`` listeners (unless it was one)."""
         message = redact(f"listener {sub.name} on {sub.topic!r} failed: {type(exc).__name__}: {exc}")
-        log.warning("event %s", message, exc_info=exc)
+        log.warning(message, exc_info=exc)
         if sub.topic == "error":
             return  # reporting an error listener's failure to error listeners could loop forever
         event = ErrorEvent(

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
@@ -26,6 +24,7 @@ from livetrader.live.clock import Clock
 from livetrader.live.collector import SweepCollector
 from livetrader.live.metronome import Express, Metronome
 from livetrader.live.pair import Pair, PairSettings
+from livetrader.logs import get_logger
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.market.sources import open_source, register_secrets
@@ -40,7 +39,7 @@ from livetrader.strategy.tracing import describe
 if TYPE_CHECKING:
     from livetrader.store.lock import DataDirLock
 
-log = structlog.get_logger("livetrader.live.engine")
+log = get_logger(__name__)
 
 
 #: "restored" lines logged at start; beyond, one line says more follow (10,000 lines help nobody).

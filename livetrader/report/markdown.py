@@ -8,7 +8,6 @@ missing or non-finite numbers print ``-`` (values) or ``N/A`` (statistics).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -19,10 +18,11 @@ from typing import Any, Final
 from livetrader.core.format import format_duration, format_price, format_time
 from livetrader.core.signal import TickResult, record_of
 from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
+from livetrader.logs import get_logger
 from livetrader.redaction import redact
 from livetrader.store.names import stem_of
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_MAX_EVENTS: Final = 250
 """Events kept per pair in memory (the seed's ``MAX_EVENTS``)."""
@@ -408,6 +408,6 @@ def write_equity_png(path: str | PathLike[str], records: Sequence[dict]) -> bool
         figure.tight_layout()
         figure.savefig(path, format="png")
     except Exception:
-        log.warning("could not write the equity chart %s", path, exc_info=True)
+        log.warning("could not write the equity chart", path=str(path), exc_info=True)
         return False
     return True

@@ -10,6 +10,9 @@ Two outputs, chosen by where stdout goes:
 Importing this module imports neither structlog nor rich: importing structlog imports rich
 (``structlog.dev`` probes for it), about 0.2 s, and the CLI must answer ``--help`` at once.
 Both are imported inside the functions that need them.
+
+Modules log through :func:`livetrader.logs.get_logger`; :func:`configure_logging` here is the
+one place that decides where their lines (and the standard ``logging`` records of libraries) go.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
     from rich.table import Table
-    from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+    from structlog.typing import EventDict, WrappedLogger
 
 __all__ = [
     "LiveView",
@@ -40,7 +43,6 @@ __all__ = [
     "add_redaction",
     "clear_redaction",
     "configure_logging",
-    "get_logger",
     "redact",
     "redact_secrets",
 ]
@@ -197,37 +199,6 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", st
         root.removeHandler(_bridge)
     _bridge = _StdlibBridge(level=max(logging.WARNING, min_level))
     root.addHandler(_bridge)
-
-
-class _DeferredLogger:
-    """Stands in for a structlog logger, so a module that calls ``get_logger()`` at import time
-    does not import structlog (and rich) with it, and follows later re-configurations."""
-
-    __slots__ = ("_initial",)
-
-    def __init__(self, initial: dict[str, Any]) -> None:
-        self._initial = initial
-
-    def __getattr__(self, name: str) -> Any:
-        import structlog
-
-        # Bound per call, on the configuration of the moment. (structlog.get_logger(logger=...)
-        # is not an option: `logger` clashes with the name of wrap_logger's first parameter.)
-        return getattr(structlog.get_logger().bind(**self._initial), name)
-
-    def __repr__(self) -> str:
-        return f"<logger {self._initial.get('logger', '(root)')}>"
-
-
-def get_logger(name: str | None = None) -> FilteringBoundLogger:
-    """A structlog logger; ``name`` (typically ``__name__``) is logged as the ``logger`` field.
-
-    Cheap to call at import time: structlog is imported on the first log call. Each call uses
-    the configuration current at that moment. ``.bind()`` fixes the configuration of the moment
-    in the logger it returns, so bind after :func:`configure_logging`, or use
-    ``structlog.contextvars.bound_contextvars`` (merged into every line) for per-task context.
-    """
-    return cast("FilteringBoundLogger", _DeferredLogger({"logger": name} if name else {}))
 
 
 # ---------------------------------------------------------------------------------------------

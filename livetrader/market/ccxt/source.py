@@ -51,14 +51,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
-
 from livetrader import redaction
 from livetrader.core.format import format_time
 from livetrader.core.price import MINUTE_MS, Candle, CandleError, validate_candles
 from livetrader.errors import CandleSourceError, ConfigError, UnknownSymbolError, UsageError
+from livetrader.logs import get_logger
 
-log = structlog.get_logger("livetrader.exchanges.ccxt")
+log = get_logger(__name__)
 
 #: Keys an ``[exchanges.<name>]`` table of a ccxt exchange may hold.
 SETTING_KEYS = (
