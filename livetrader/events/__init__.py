@@ -64,8 +64,6 @@ TOPICS: Final[tuple[str, ...]] = (
 DEFAULT_MAX_QUEUE: Final = 10_000
 """Events a listener's queue holds before the oldest is dropped."""
 
-HOLD_LIMIT_SECONDS: Final = 10.0
-"""Longest the bus holds events back for one sweep (real seconds); see :meth:`EventBus.pause`."""
 
 Listener = Callable[[Any], Any]
 """A listener: ``fn(payload)``, a plain function or one returning an awaitable (``async def``)."""
@@ -412,7 +410,6 @@ class EventBus:
         # While a sweep runs: the events emitted on the loop's thread, per topic, and that thread.
         self._held: dict[str, list[Any]] | None = None
         self._held_thread: int | None = None
-        self._hold_timer: asyncio.TimerHandle | None = None
 
     def listen(self, topic: str, fn: Listener, *, max_queue: int | None = None) -> Callable[[], None]:
         """Call ``fn(payload)`` for every event on ``topic``; returns a function that unsubscribes.
@@ -482,27 +479,24 @@ class EventBus:
         except Exception:
             log.warning("emit failed", topic=topic, exc_info=True)
 
-    def pause(self, limit: float = HOLD_LIMIT_SECONDS) -> None:
+    def pause(self) -> None:
         """Hold the events emitted on this loop's thread until :meth:`resume` (a sweep of the pairs runs).
 
         Every pair of a minute emits its tick result; queueing each for its listeners and
         letting their delivery tasks run between the pairs' ticks lengthens the sweep. Held,
         they are queued together when the sweep ends, in order, each listener's delivery task
         woken once: a listener receives the events of a sweep right after it instead of between
-        the pairs' ticks. A sweep that outlasts ``limit`` seconds (a hung exchange) releases
-        them anyway. Called on the event loop; events emitted from other threads are not held.
+        the pairs' ticks. The bus is a member of the sweep's pause registry (``livetrader.sweep``):
+        a sweep that outlasts its limit (a hung exchange) releases them anyway. Called on the
+        event loop; events emitted from other threads are not held.
         """
         if self._held is not None:
             return
         self._held = {}
         self._held_thread = threading.get_ident()
-        self._hold_timer = asyncio.get_running_loop().call_later(limit, self.resume)
 
     def resume(self) -> None:
         """Queue the held events for their listeners and stop holding (see :meth:`pause`)."""
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
         held, self._held = self._held, None
         self._deliver(held)
 

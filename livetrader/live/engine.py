@@ -246,7 +246,7 @@ class Engine:
             log.error("recovery: the commit log needs a look", problem=problem)
         self.commits = CommitLog(commit_log_path(self.data_dir))
         self.snapshots = BackgroundWriter(self.commits)
-        self.metronome.quiet.append(self.snapshots)
+        self.metronome.pauses.add(self.snapshots)
 
     def _restore(self, pair: Pair, risk_name: str | None) -> None:
         # ``open()`` replayed the commit log already: every journal read here is complete.
@@ -528,13 +528,13 @@ class Engine:
 
     async def close(self) -> None:
         """Write the queued snapshots, close every source and journal, and release the data directory."""
-        self.metronome.resume_quiet()  # a sweep cut short by the stop leaves them paused
+        self.metronome.pauses.resume()  # a sweep cut short by the stop leaves them paused
         if self.snapshots is not None:
             # In a thread: the loop stays responsive (signals, the watchdog) while the disk catches up.
             if not await asyncio.to_thread(self.snapshots.close, SNAPSHOT_FLUSH_SECONDS):
                 log.warning("snapshots not all written at exit; the journal holds them and the next start "
                             "completes them", pending=self.snapshots.pending)
-            self.metronome.quiet.remove(self.snapshots)
+            self.metronome.pauses.remove(self.snapshots)
             self.snapshots = None
         for pair in self.pairs:
             if pair.store is not None:
