@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from livetrader import redaction
 from livetrader.backtest.replay import BacktestResult, run_backtest
 from livetrader.config import Config
 from livetrader.core.format import format_minute
@@ -99,7 +100,9 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     if request.report is not None:
         _write_report(request.report, result, stats)
     if request.as_json:
-        sys.stdout.buffer.write(orjson.dumps(to_document(result, stats, elapsed, filled), option=orjson.OPT_INDENT_2))
+        # Notes come from the strategy: an output like any other (the summary prints none).
+        doc = redaction.redact_value(to_document(result, stats, elapsed, filled))
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         sys.stdout.buffer.write(b"\n")
     else:
         print_summary(result, stats, elapsed, filled)
