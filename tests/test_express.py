@@ -18,6 +18,7 @@ from livetrader.live.collector import SweepCollector
 from livetrader.live.engine import Engine
 from livetrader.live.metronome import Metronome
 from livetrader.strategy.base import load_strategies
+from livetrader.sweep import SweepPauses
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 
@@ -170,7 +171,7 @@ def test_the_collector_is_paused_for_a_sweep_and_resumed_after_it():
 
 def test_a_sweep_that_hangs_resumes_the_collector_after_the_limit():
     async def main():
-        metronome = Metronome([SweepCollector(limit=0.05)])
+        metronome = Metronome(SweepPauses([SweepCollector()], limit=0.05))
         stuck = metronome.wait(MINUTE_MS, float("inf"))
         metronome.fire(MINUTE_MS)
         await stuck

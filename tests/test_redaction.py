@@ -202,3 +202,31 @@ def test_an_uncaught_traceback_is_redacted(capsys):
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "KeyError" in err and "no account for ***" in err
     assert_clean(err, "traceback")
+
+
+def test_a_secret_in_a_signal_note_reaches_no_json_output(tmp_path):
+    cwd = workdir(tmp_path)
+    result = run(cwd, "backtest", "BTCUSDT", "--strategy", "leaky-note", "--from", "2024-01-02", "--to",
+                 "2024-01-02T03:00", "--json", LIVETRADER_SIM_SECRET=SECRET)
+    assert result.returncode == 0, result.stderr
+    trades = json.loads(result.stdout)["trades"]
+    assert trades and all(t["note"] == "traded with ***" for t in trades)
+    assert_clean(result.stdout + result.stderr, "backtest --json")
+
+
+def test_a_secret_in_a_journal_reaches_neither_report_nor_recover_output(tmp_path):
+    cwd = workdir(tmp_path)
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "leaky-note", "--speed", "3000", "--data-dir", "dump",
+                 LIVETRADER_SIM_SECRET=SECRET)
+    journals = cwd / "dump" / "journal"
+    assert wait_for(lambda: any('"closed"' in p.read_text() for p in journals.rglob("*") if p.is_file()), 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    # The journal keeps what the strategy wrote; whatever prints it redacts (the credential is known again).
+    outputs = {name: run(cwd, *args, LIVETRADER_SIM_SECRET=SECRET)
+               for name, args in {"report --json": ("report", "--json"), "report": ("report",),
+                                  "recover --json": ("recover", "--dry-run", "--json"),
+                                  "recover": ("recover", "--dry-run")}.items()}
+    assert "traded with ***" in outputs["report --json"].stdout
+    for where, result in outputs.items():
+        assert_clean(result.stdout + result.stderr, where)

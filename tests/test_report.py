@@ -18,8 +18,6 @@ from livetrader.report.markdown import (
     EventWindow,
     build_report,
     closed_trades,
-    format_duration,
-    format_price,
     report_filename,
     sparkline,
     stats_for,
@@ -202,35 +200,6 @@ def test_window_of_tick_results_reads_as_the_window_of_their_records() -> None:
 def test_max_events_must_be_positive() -> None:
     with pytest.raises(ValueError):
         EventWindow(0)
-
-
-# -- formatting ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (50_000, "50,000.00"),
-        (50_000.123456, "50,000.12"),
-        (0.00001234, "0.00001234"),
-        (0.5, "0.5000"),
-        (12.3456, "12.35"),
-        (0, "0.00"),
-        (None, "-"),
-        (float("nan"), "-"),
-        (float("inf"), "-"),
-    ],
-)
-def test_format_price(value: float | None, text: str) -> None:
-    assert format_price(value) == text
-
-
-def test_format_duration() -> None:
-    assert format_duration(2 * H + 5 * M) == "2h 05m"
-    assert format_duration(45 * M + 59_999) == "45m"
-    assert format_duration(26 * H + 3 * M) == "1d 02h 03m"
-    assert format_duration(None) == "-"
-    assert format_duration(-1) == "-"
 
 
 def test_report_filename() -> None:

@@ -10,7 +10,6 @@ parser (the directives the issue requires, and the two units kept in step), and 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import shutil
@@ -162,24 +161,23 @@ def test_abstract_namespace_socket(clean_env: pytest.MonkeyPatch) -> None:
 
 
 def test_without_notify_socket_everything_is_a_silent_noop(
-    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    clean_env: pytest.MonkeyPatch, logs: list[dict]
 ) -> None:
     clean_env.setenv("WATCHDOG_USEC", "4000000")  # a watchdog without a socket means nothing
     notifier = Notifier.from_env()
-    with caplog.at_level(logging.DEBUG, logger="livetrader.service.systemd"):
-        assert not notifier.enabled
-        assert notifier.watchdog_interval() is None
-        assert notifier.ready() is False
-        assert notifier.ready(status="s") is False
-        assert notifier.status("s") is False
-        assert notifier.watchdog() is False
-        assert notifier.stopping() is False
-        assert notifier.extend_timeout(10) is False
-        assert notifier.send(READY=1) is False
-        assert notifier.notify("READY=1") is False
-        notifier.close()
+    assert not notifier.enabled
+    assert notifier.watchdog_interval() is None
+    assert notifier.ready() is False
+    assert notifier.ready(status="s") is False
+    assert notifier.status("s") is False
+    assert notifier.watchdog() is False
+    assert notifier.stopping() is False
+    assert notifier.extend_timeout(10) is False
+    assert notifier.send(READY=1) is False
+    assert notifier.notify("READY=1") is False
+    notifier.close()
     assert notifier._sock is None  # not even a socket was created
-    assert caplog.records == []
+    assert logs == []
 
 
 def test_empty_notify_socket_is_the_same_as_none(clean_env: pytest.MonkeyPatch) -> None:
@@ -188,14 +186,13 @@ def test_empty_notify_socket_is_the_same_as_none(clean_env: pytest.MonkeyPatch) 
 
 
 def test_a_relative_notify_socket_is_refused_with_a_warning(
-    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    clean_env: pytest.MonkeyPatch, logs: list[dict]
 ) -> None:
     clean_env.setenv("NOTIFY_SOCKET", "run/notify")
-    with caplog.at_level(logging.WARNING, logger="livetrader.service.systemd"):
-        notifier = Notifier.from_env()
+    notifier = Notifier.from_env()
     assert not notifier.enabled
     assert notifier.ready() is False
-    assert "neither an absolute path nor @abstract" in caplog.text
+    assert "neither an absolute path nor @abstract" in str(logs)
 
 
 def test_watchdog_pid_of_another_process_disables_the_watchdog(
@@ -241,19 +238,18 @@ def test_from_env_accepts_an_explicit_mapping(clean_env: pytest.MonkeyPatch) -> 
 
 
 def test_a_dead_socket_path_does_not_raise_and_is_logged_once(
-    tmp_path: Path, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, logs: list[dict]
 ) -> None:
     clean_env.setenv("NOTIFY_SOCKET", str(_socket_dir(tmp_path) / "gone.sock"))
     clean_env.setenv("WATCHDOG_USEC", "1000000")
     notifier = Notifier.from_env()
-    with caplog.at_level(logging.WARNING, logger="livetrader.service.systemd"):
-        assert notifier.ready() is False
-        assert notifier.watchdog() is False
-        assert notifier.status("still here") is False
-        assert notifier.stopping() is False
-    warnings = [r for r in caplog.records if r.name == "livetrader.service.systemd"]
+    assert notifier.ready() is False
+    assert notifier.watchdog() is False
+    assert notifier.status("still here") is False
+    assert notifier.stopping() is False
+    warnings = [e for e in logs if e["logger"] == "livetrader.service.systemd"]
     assert len(warnings) == 1
-    assert "could not notify systemd" in warnings[0].getMessage()
+    assert "could not notify systemd" in warnings[0]["event"]
 
 
 def test_a_closed_receiver_does_not_raise(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:

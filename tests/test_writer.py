@@ -3,6 +3,7 @@ directory fsync per batch, failures reported to the pair, nothing lost at close.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import livetrader.store.writer as writer_module
 from livetrader.errors import StoreWriteError
 from livetrader.store.state import FilePairStore
 from livetrader.store.writer import BackgroundWriter
+from livetrader.sweep import SweepPauses
 
 KEY = ("BTCUSDT", "s1", "sim")
 
@@ -114,8 +116,7 @@ def test_flush_finishes_for_a_journal_written_whose_commit_failed(tmp_path: Path
         journal.close()
 
 
-def test_a_sweep_holds_the_writer_until_it_ends_but_never_a_flush(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sweep_holds_the_writer_until_it_ends_but_never_a_flush(tmp_path: Path) -> None:
     """While the pairs tick the writer keeps off the CPU; a flush, or a hold past its limit, writes anyway."""
     import time
 
@@ -136,11 +137,16 @@ def test_a_sweep_holds_the_writer_until_it_ends_but_never_a_flush(tmp_path: Path
         assert writer.flush(10)  # the engine's close and the benchmark do not wait for the sweep
         assert (tmp_path / "b.json").exists()
 
-        monkeypatch.setattr(writer_module, "HOLD_LIMIT_SECONDS", 0.2)
-        writer.put(tmp_path / "c.json", {"v": 3})  # still held: this sweep hangs
-        deadline = time.monotonic() + 10
-        while not (tmp_path / "c.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert (tmp_path / "c.json").exists()  # re-checked every second, written past the limit
+        async def hung_sweep() -> None:
+            SweepPauses([writer], limit=0.2).pause()  # as the metronome does: the registry keeps the limit
+            writer.put(tmp_path / "c.json", {"v": 3})  # held: this sweep hangs
+            await asyncio.sleep(0.1)
+            assert not (tmp_path / "c.json").exists()
+            deadline = time.monotonic() + 10
+            while not (tmp_path / "c.json").exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+        asyncio.run(hung_sweep())
+        assert (tmp_path / "c.json").exists()  # written past the limit
     finally:
         writer.close(10)

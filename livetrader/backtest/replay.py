@@ -24,8 +24,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from livetrader.core.format import format_minute
 from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, close
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle
@@ -287,8 +287,8 @@ async def run_backtest(
                 if inspect.isawaitable(out):
                     await out
             except (Exception, SystemExit) as exc:  # a sys.exit() must not end the backtest as a success
-                raise StrategyFailure(
-                    f"strategy {name!r}: callback {hook_name} raised at {_iso(res.at)}: {describe(exc)}") from exc
+                raise StrategyFailure(f"strategy {name!r}: callback {hook_name} raised at "
+                                      f"{format_minute(res.at)}: {describe(exc)}") from exc
 
     last_bucket: int | None = None
     last_opened_id: str | None = None
@@ -314,7 +314,7 @@ async def run_backtest(
         # SystemExit too: a strategy's sys.exit() is its failure, not a backtest that succeeded. Not
         # KeyboardInterrupt: in a backtest that is the user's Ctrl-C (the CLI says "interrupted").
         except (Exception, SystemExit) as exc:
-            raise StrategyFailure(f"strategy {name!r} raised at {_iso(t)}: {describe(exc)}") from exc
+            raise StrategyFailure(f"strategy {name!r} raised at {format_minute(t)}: {describe(exc)}") from exc
         if signal is None:
             t = b + interval_ms
             continue
@@ -324,7 +324,8 @@ async def run_backtest(
         try:
             tick = accept(signal, symbol, name, exchange, signal.id or make_signal_id(symbol, name, t), t, price, gate)
         except SignalError as exc:
-            raise StrategyFailure(redact(f"strategy {name!r} returned an invalid signal at {_iso(t)}: {exc}")) from exc
+            raise StrategyFailure(
+                redact(f"strategy {name!r} returned an invalid signal at {format_minute(t)}: {exc}")) from exc
         if tick.action == "idle":  # risk rejection: hand the bucket back, ask again next minute
             result.risk_rejections += 1
             last_bucket = None
@@ -424,6 +425,3 @@ def _first_frame_at(series: _Series, ms: int) -> int:
     """The index of the first frame at or after ``ms``."""
     return -(-(ms - series.base) // MINUTE_MS)
 
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")

@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 
+from livetrader import redaction
 from livetrader.backtest.replay import BacktestResult, run_backtest
 from livetrader.config import Config
+from livetrader.core.format import format_minute
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
 from livetrader.core.signal import TickResult
 from livetrader.core.stats import ClosedTrade, Stats, compute_stats
@@ -54,7 +56,7 @@ def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> t
         end = request.end if request.end is not None else default_end
         start = request.start if request.start is not None else end - (default_end - default_start)
     if start >= end:
-        raise UsageError(f"--from must be before --to (got {_iso(start)} .. {_iso(end)})")
+        raise UsageError(f"--from must be before --to (got {format_minute(start)} .. {format_minute(end)})")
     return start, end
 
 
@@ -69,13 +71,13 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     start, end = resolve_range(request, bounds)
     if bounds is not None and (end <= bounds[0] or start >= bounds[1]):
         raise NoCandlesError(
-            f"no candles for {symbol} between {_iso(start)} and {_iso(end)}: "
-            f"{request.candles} covers {_iso(bounds[0])} .. {_iso(bounds[1])}"
+            f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}: "
+            f"{request.candles} covers {format_minute(bounds[0])} .. {format_minute(bounds[1])}"
         )
     history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
     candles = asyncio.run(_fetch_and_close(source, symbol, history_start, end))
     if not candles:
-        raise NoCandlesError(f"no candles for {symbol} between {_iso(start)} and {_iso(end)}")
+        raise NoCandlesError(f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}")
     profiles = build_profiles(config.risk_tables())
     risk = None
     if cls.risk:
@@ -98,7 +100,9 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     if request.report is not None:
         _write_report(request.report, result, stats)
     if request.as_json:
-        sys.stdout.buffer.write(orjson.dumps(to_document(result, stats, elapsed, filled), option=orjson.OPT_INDENT_2))
+        # Notes come from the strategy: an output like any other (the summary prints none).
+        doc = redaction.redact_value(to_document(result, stats, elapsed, filled))
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         sys.stdout.buffer.write(b"\n")
     else:
         print_summary(result, stats, elapsed, filled)
@@ -168,7 +172,7 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
     head = Table(title=f"Backtest {result.strategy} on {result.symbol} ({result.exchange})", show_header=False)
     head.add_column("what")
     head.add_column("value", justify="right")
-    head.add_row("range", f"{_iso(result.start)} .. {_iso(result.end)}")
+    head.add_row("range", f"{format_minute(result.start)} .. {format_minute(result.end)}")
     head.add_row("frames (minutes)", f"{result.frames:,}")
     if filled:
         head.add_row("missing minutes filled", f"{filled:,} (flat, zero volume)")
@@ -212,7 +216,7 @@ def _write_report(path: Path, result: BacktestResult, stats: Stats) -> None:
         reverse=True,
     )
     title = f"Backtest report: {result.strategy} on {result.symbol} ({result.exchange}), " \
-            f"{_iso(result.start)} .. {_iso(result.end)}"
+            f"{format_minute(result.start)} .. {format_minute(result.end)}"
     text = build_report(title, events, stats=stats, note="Statistics cover every closed trade of the backtest.")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode())
@@ -239,14 +243,9 @@ class _progress:
         return self.update
 
     def update(self, t: int) -> None:
-        self.bar.update(self.task, completed=t - self.start, description=_iso(t))
+        self.bar.update(self.task, completed=t - self.start, description=format_minute(t))
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
-
-def _iso(ms: int) -> str:
-    from livetrader.cli.times import iso
-
-    return iso(ms)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import orjson
 
+from livetrader import redaction
 from livetrader.config import demo_hint
 from livetrader.errors import UsageError
 from livetrader.service.recover import Findings, inspect
@@ -19,7 +21,9 @@ def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
                          + demo_hint(data_dir))
     findings = inspect(data_dir, dry_run=dry_run)
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(findings.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        # Damage notes can quote what a damaged file holds: an output like any other.
+        sys.stdout.buffer.write(orjson.dumps(redaction.redact_value(findings.to_dict()), option=orjson.OPT_INDENT_2)
+                                + b"\n")
     else:
         print_findings(findings)
     return findings.exit_code
@@ -27,9 +31,9 @@ def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
 
 def print_findings(f: Findings) -> None:
     """A plain, readable account: one line per fact, what to do at the end."""
-    from livetrader.cli.times import iso
+    from livetrader.core.format import format_minute
 
-    out = sys.stdout
+    out = _Redacting(sys.stdout)
     mode = "dry run: nothing changed" if f.dry_run else "repairs applied"
     out.write(f"Data directory {f.data_dir} ({mode})\n")
     if f.locked_by is not None:
@@ -47,7 +51,7 @@ def print_findings(f: Findings) -> None:
         if pair.state == "idle":
             held = "no signal"
         else:
-            held = f"{pair.state} {pair.signal_id} since {iso(pair.since)}"
+            held = f"{pair.state} {pair.signal_id} since {format_minute(pair.since)}"
             held += f"; its first tick re-checks up to {pair.catch_up_minutes} minute(s) of candles"
         out.write(f"  {name}: {held} ({pair.journal_records} journal records)\n")
         for note in pair.repairs:
@@ -73,3 +77,13 @@ def print_findings(f: Findings) -> None:
         else:
             where = "no file was moved"
         out.write(f"Damage that needs a person: see DAMAGE above ({where}).\n")
+
+
+class _Redacting:
+    """Writes to ``stream`` with every registered secret redacted (damage notes quote file contents)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(redaction.redact(text))

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from livetrader import redaction
 from livetrader.config import demo_hint
 from livetrader.errors import UsageError
 from livetrader.report.markdown import build_report, closed_trades, report_filename, stats_for, write_equity_png
@@ -83,7 +84,8 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
                           "stats": stats_for(p.records).to_dict(),
                           "trades": [r for r in p.records if r["event"] == "closed"],
                           "events": len(p.records), "unreadable_lines": p.bad_lines} for p in wanted]}
-        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        # Notes and reasons come from strategies (the markdown is redacted by build_report).
+        sys.stdout.buffer.write(orjson.dumps(redaction.redact_value(doc), option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     if out is None:
         sys.stdout.write("\n\n".join(markdown_of(p, now) for p in wanted))

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
 from livetrader.config import DEMO_DATA_DIR, Config, data_dir_chosen
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
 from livetrader.live.clock import Clock, SimClock, check_timeline, saved_clock
 from livetrader.live.collector import collector_paused, freeze_startup_objects
 from livetrader.live.engine import Engine
+from livetrader.logs import get_logger
 from livetrader.market.sources import BUILT_IN
 from livetrader.store.state import StateDamaged
 from livetrader.strategy.base import load_strategies
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from livetrader.service.systemd import Notifier
     from livetrader.store.lock import DataDirLock
 
-log = structlog.get_logger("livetrader.run")
+log = get_logger(__name__)
 
 #: Minutes of the candle file kept as history before a ``files`` replay starts ticking.
 REPLAY_HISTORY_MINUTES = 60

@@ -11,6 +11,7 @@ import orjson
 
 from livetrader import redaction
 from livetrader.config import demo_hint
+from livetrader.core.format import format_duration, format_price, format_time
 from livetrader.service.status import read_status
 
 #: Exit codes: running, or not (like ``systemctl status``).
@@ -51,16 +52,14 @@ def run(data_dir: Path, *, as_json: bool) -> int:
 
 def _stalled(doc: dict[str, Any]) -> str:
     """The verdict of a daemon whose event loop is held: since when, and by what."""
-    from livetrader.cli.times import iso
-
     stall = doc.get("stalled") or {}
     since = stall.get("since") or 0
-    held = max(0.0, time.time() - since / 1000)
+    held = max(0, int(time.time() * 1000) - since)
     who = (f"strategy {stall['strategy']} on {stall.get('symbol')} ({stall.get('call')})"
            if stall.get("strategy") else "code not inside a strategy call")
     where = f" at {stall['where']}" if stall.get("where") else ""
-    return (f"[red]stalled[/red] (pid {doc['pid']}): the event loop has not come round since {iso(since)} "
-            f"({held:.0f} s): {who} is blocking it{where}; every pair waits (the log has its stack)")
+    return (f"[red]stalled[/red] (pid {doc['pid']}): the event loop has not come round since {format_time(since)} "
+            f"({format_duration(held)}): {who} is blocking it{where}; every pair waits (the log has its stack)")
 
 
 def print_status(doc: dict[str, Any], data_dir: Path) -> None:
@@ -68,17 +67,14 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from livetrader.cli.times import iso
-    from livetrader.report.markdown import format_price
-
     written = doc.get("written_at") or 0
-    age = max(0.0, time.time() - written / 1000)
+    age = max(0, int(time.time() * 1000) - written)
     verdict = {
-        "running": f"[green]running[/green] (pid {doc['pid']}, status written {age:.0f} s ago)",
+        "running": f"[green]running[/green] (pid {doc['pid']}, status written {format_duration(age)} ago)",
         "stalled": _stalled(doc),
-        "stopped": f"stopped cleanly (pid {doc['pid']} wrote its final status at {iso(written)})",
+        "stopped": f"stopped cleanly (pid {doc['pid']} wrote its final status at {format_time(written)})",
         "dead": f"[red]not running[/red]: pid {doc['pid']} ended abnormally: {NO_CLEAN_STOP}; "
-                f"its last status is from {iso(written)}. Start it again; recovery is automatic.",
+                f"its last status is from {format_time(written)}. Start it again; recovery is automatic.",
     }[doc["verdict"]]
     # Piped output (scripts, journald) gets full lines rather than an 80-column wrap.
     console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -94,10 +90,10 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
         if p.get("signal_id"):
             position = (f"{p['position']} @ {format_price(p['price_open'])} "
                         f"TP {format_price(p['take_profit'])} SL {format_price(p['stop_loss'])}")
-        lag = f"{p['lag_ms'] / 1000:.1f} s" if p.get("lag_ms") is not None else "-"
+        lag = format_duration(p.get("lag_ms"))
         errors = str(p.get("errors_last_hour", 0))
         if p.get("last_error"):
             errors += f" (last: {p['last_error'][:60]})"
         table.add_row(f"{p['symbol']} / {p['strategy']} / {p['exchange']}", p["state"], format_price(p.get("price")),
-                      position, iso(p.get("last_tick_at")), lag, errors)
+                      position, format_time(p.get("last_tick_at")), lag, errors)
     console.print(table)

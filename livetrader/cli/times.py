@@ -1,4 +1,4 @@
-"""Times as the command line reads and prints them: ISO-8601 in, integer ms UTC inside."""
+"""Times as the command line reads them: ISO-8601 in, integer ms UTC inside (printing: ``livetrader.core.format``)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,6 @@ def parse_time(text: str, option: str) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1000)
-
-
-def iso(ms: int | None) -> str:
-    """Integer ms UTC as ``YYYY-mm-ddTHH:MMZ``."""
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def default_range(now: datetime | None = None, days: int = 7) -> tuple[int, int]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
 import time
 from collections import deque
@@ -43,12 +42,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from livetrader.logs import get_logger
 from livetrader.redaction import redact
 
 if TYPE_CHECKING:
     from livetrader.core.signal import TickResult
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TOPICS: Final[tuple[str, ...]] = (
     "signal",
@@ -64,8 +64,6 @@ TOPICS: Final[tuple[str, ...]] = (
 DEFAULT_MAX_QUEUE: Final = 10_000
 """Events a listener's queue holds before the oldest is dropped."""
 
-HOLD_LIMIT_SECONDS: Final = 10.0
-"""Longest the bus holds events back for one sweep (real seconds); see :meth:`EventBus.pause`."""
 
 Listener = Callable[[Any], Any]
 """A listener: ``fn(payload)``, a plain function or one returning an awaitable (``async def``)."""
@@ -254,9 +252,7 @@ class _Subscription:
         # Warn at the 1st drop and whenever the count reaches another power of ten (10, 100…):
         # a stalled listener must not flood the log either.
         if before == 0 or len(str(self.dropped)) > len(str(before)):
-            log.warning(
-                "event listener %s on %r: %s (%d dropped so far)", self.name, self.topic, why, self.dropped
-            )
+            log.warning(f"event listener {self.name} on {self.topic!r}: {why}", dropped_so_far=self.dropped)
 
     # -- synchronous delivery (no event loop) ---------------------------------------------------
 
@@ -414,7 +410,6 @@ class EventBus:
         # While a sweep runs: the events emitted on the loop's thread, per topic, and that thread.
         self._held: dict[str, list[Any]] | None = None
         self._held_thread: int | None = None
-        self._hold_timer: asyncio.TimerHandle | None = None
 
     def listen(self, topic: str, fn: Listener, *, max_queue: int | None = None) -> Callable[[], None]:
         """Call ``fn(payload)`` for every event on ``topic``; returns a function that unsubscribes.
@@ -463,7 +458,7 @@ class EventBus:
         try:
             subs = self._subs.get(topic)
             if subs is None:
-                log.warning("emit on unknown topic %r ignored", topic)
+                log.warning("emit on an unknown topic ignored", topic=topic)
                 return
             if not subs:
                 return
@@ -479,31 +474,29 @@ class EventBus:
                 try:
                     sub.push(payload, loop)
                 except Exception:  # e.g. a foreign loop closed between the check and the hand-over
-                    log.warning("could not queue an event for listener %s on %r", sub.name, topic, exc_info=True)
+                    log.warning("could not queue an event for a listener", listener=sub.name, topic=topic,
+                                exc_info=True)
         except Exception:
-            log.warning("emit on %r failed", topic, exc_info=True)
+            log.warning("emit failed", topic=topic, exc_info=True)
 
-    def pause(self, limit: float = HOLD_LIMIT_SECONDS) -> None:
+    def pause(self) -> None:
         """Hold the events emitted on this loop's thread until :meth:`resume` (a sweep of the pairs runs).
 
         Every pair of a minute emits its tick result; queueing each for its listeners and
         letting their delivery tasks run between the pairs' ticks lengthens the sweep. Held,
         they are queued together when the sweep ends, in order, each listener's delivery task
         woken once: a listener receives the events of a sweep right after it instead of between
-        the pairs' ticks. A sweep that outlasts ``limit`` seconds (a hung exchange) releases
-        them anyway. Called on the event loop; events emitted from other threads are not held.
+        the pairs' ticks. The bus is a member of the sweep's pause registry (``livetrader.sweep``):
+        a sweep that outlasts its limit (a hung exchange) releases them anyway. Called on the
+        event loop; events emitted from other threads are not held.
         """
         if self._held is not None:
             return
         self._held = {}
         self._held_thread = threading.get_ident()
-        self._hold_timer = asyncio.get_running_loop().call_later(limit, self.resume)
 
     def resume(self) -> None:
         """Queue the held events for their listeners and stop holding (see :meth:`pause`)."""
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
         held, self._held = self._held, None
         self._deliver(held)
 
@@ -523,12 +516,13 @@ class EventBus:
                         for payload in payloads:
                             sub.push(payload, loop)
                 except Exception:
-                    log.warning("could not queue held events for listener %s on %r", sub.name, topic, exc_info=True)
+                    log.warning("could not queue held events for a listener", listener=sub.name, topic=topic,
+                                exc_info=True)
 
     def _listener_failed(self, sub: _Subscription, payload: Any, exc: BaseException) -> None:
         """Log a listener's exception and report it to the ``error`` listeners (unless it was one)."""
         message = redact(f"listener {sub.name} on {sub.topic!r} failed: {type(exc).__name__}: {exc}")
-        log.warning("event %s", message, exc_info=exc)
+        log.warning(message, exc_info=exc)
         if sub.topic == "error":
             return  # reporting an error listener's failure to error listeners could loop forever
         event = ErrorEvent(

@@ -7,8 +7,9 @@ collection takes about 0.1 s, and it landed in the middle of a sweep every few m
 A minute's ticks take a fraction of a second and the rest of the minute is idle, so the
 collector is paused while a sweep runs and resumed when the last running sweep ends:
 whatever it had to do happens right after, in the idle part of the minute. Nothing is
-skipped, only moved; a sweep that outlasts ``PAUSE_LIMIT_SECONDS`` (a hung exchange, a
-slow strategy) resumes it anyway, so garbage never piles up for long.
+skipped, only moved; a sweep that outlasts ``livetrader.sweep.PAUSE_LIMIT_SECONDS`` (a hung
+exchange, a slow strategy) resumes it anyway, so garbage never piles up for long. It is one
+member of the sweep's pause registry (``livetrader.sweep``), which keeps that limit.
 
 Start-up is the other burst: restoring thousands of pairs builds about a million objects
 that live as long as the process (``collector_paused``, ``freeze_startup_objects``).
@@ -16,21 +17,15 @@ that live as long as the process (``collector_paused``, ``freeze_startup_objects
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import Iterator
 
-#: Longest the collector stays paused for one sweep (real seconds).
-PAUSE_LIMIT_SECONDS = 10.0
-
 
 class SweepCollector:
-    """Pauses the cyclic collector for the length of a sweep; see the module docstring."""
+    """Pauses the cyclic collector for the length of a sweep (a ``livetrader.sweep.SweepPause``)."""
 
-    def __init__(self, limit: float = PAUSE_LIMIT_SECONDS) -> None:
-        self.limit = limit
-        self._timer: asyncio.TimerHandle | None = None
+    def __init__(self) -> None:
         #: True while this object holds the collector paused.
         self.paused = False
 
@@ -40,13 +35,9 @@ class SweepCollector:
             return
         gc.disable()
         self.paused = True
-        self._timer = asyncio.get_running_loop().call_later(self.limit, self.resume)
 
     def resume(self) -> None:
         """Resume the collector (the last sweep ended, the limit passed, or the engine closes)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self.paused:
             self.paused = False
             gc.enable()

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
@@ -26,6 +24,7 @@ from livetrader.live.clock import Clock
 from livetrader.live.collector import SweepCollector
 from livetrader.live.metronome import Express, Metronome
 from livetrader.live.pair import Pair, PairSettings
+from livetrader.logs import get_logger
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.market.sources import open_source, register_secrets
@@ -40,7 +39,7 @@ from livetrader.strategy.tracing import describe
 if TYPE_CHECKING:
     from livetrader.store.lock import DataDirLock
 
-log = structlog.get_logger("livetrader.live.engine")
+log = get_logger(__name__)
 
 
 #: "restored" lines logged at start; beyond, one line says more follow (10,000 lines help nobody).
@@ -247,7 +246,7 @@ class Engine:
             log.error("recovery: the commit log needs a look", problem=problem)
         self.commits = CommitLog(commit_log_path(self.data_dir))
         self.snapshots = BackgroundWriter(self.commits)
-        self.metronome.quiet.append(self.snapshots)
+        self.metronome.pauses.add(self.snapshots)
 
     def _restore(self, pair: Pair, risk_name: str | None) -> None:
         # ``open()`` replayed the commit log already: every journal read here is complete.
@@ -537,13 +536,13 @@ class Engine:
 
     async def close(self) -> None:
         """Write the queued snapshots, close every source and journal, and release the data directory."""
-        self.metronome.resume_quiet()  # a sweep cut short by the stop leaves them paused
+        self.metronome.pauses.resume()  # a sweep cut short by the stop leaves them paused
         if self.snapshots is not None:
             # In a thread: the loop stays responsive (signals, the watchdog) while the disk catches up.
             if not await asyncio.to_thread(self.snapshots.close, SNAPSHOT_FLUSH_SECONDS):
                 log.warning("snapshots not all written at exit; the journal holds them and the next start "
                             "completes them", pending=self.snapshots.pending)
-            self.metronome.quiet.remove(self.snapshots)
+            self.metronome.pauses.remove(self.snapshots)
             self.snapshots = None
         for pair in self.pairs:
             if pair.store is not None:

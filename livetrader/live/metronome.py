@@ -12,27 +12,18 @@ of a minute are such, and waking 10,000 tasks to run them cost more than the tic
 
 A *sweep* is the work one boundary starts: the ticks of every loop it woke or ticked in
 place. The metronome counts them down and records how long the slowest took to finish,
-which the status file shows (and the benchmarks measure).
+which the status file shows (and the benchmarks measure). While a sweep runs, what should
+keep off the CPU is paused through one registry (``livetrader.sweep.SweepPauses``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
-
-class Pausable(Protocol):
-    """Something that should keep off the CPU while a sweep runs (the GC, the background writer)."""
-
-    def pause(self) -> None:
-        """A sweep began."""
-
-    def resume(self) -> None:
-        """No sweep runs any more."""
-
+from livetrader.sweep import SweepPause, SweepPauses
 
 #: A loop's express tick: called with the boundary and the clock's time at it, True when it
 #: ticked the pair in place (the loop sleeps on), False when the loop must be woken to tick.
@@ -55,11 +46,11 @@ class Sweep:
 class Metronome:
     """Wakes the loops waiting for a minute boundary; see the module docstring."""
 
-    def __init__(self, quiet: list[Pausable] | None = None, next_wait: NextWait | None = None,
+    def __init__(self, pauses: SweepPauses | Iterable[SweepPause] = (), next_wait: NextWait | None = None,
                  now: Callable[[], int] | None = None) -> None:
-        #: Paused while a sweep runs, resumed when none does: the cyclic GC
-        #: (``livetrader.collector.SweepCollector``), the event bus, the background writer.
-        self.quiet: list[Pausable] = quiet if quiet is not None else []
+        #: Paused while a sweep runs, resumed when none does (or after the registry's limit): the
+        #: cyclic GC (``live.collector.SweepCollector``), the event bus, the background writer.
+        self.pauses = pauses if isinstance(pauses, SweepPauses) else SweepPauses(pauses)
         #: Where the loops ticked in place wait next (required for express ticks).
         self.next_wait = next_wait
         #: The clock the express ticks run at, read once per boundary (default: the boundary itself).
@@ -99,12 +90,11 @@ class Metronome:
         if timer is not None:
             timer.cancel()
         started = time.perf_counter()
-        for quiet in self.quiet:
-            quiet.pause()  # before anything allocates: a collection due now waits too
+        self.pauses.pause()  # before anything allocates: a collection due now waits too
         due = [(f, e) for f, e in self._waiting.pop(minute, ()) if not f.done()]
         if not due:
             if not self._sweeps:
-                self.resume_quiet()
+                self.pauses.resume()
             return 0
         sweep = self._sweeps[minute] = Sweep(minute, len(due), started, len(due))
         in_place = []
@@ -141,14 +131,9 @@ class Metronome:
             sweep.seconds = time.perf_counter() - sweep.started
             self.last = sweep
             if not self._sweeps:
-                self.resume_quiet()
+                self.pauses.resume()
             for listener in self.listeners:
                 listener(sweep)
-
-    def resume_quiet(self) -> None:
-        """Resume what a sweep paused (also when the engine closes with a sweep cut short)."""
-        for quiet in self.quiet:
-            quiet.resume()
 
     @property
     def sweeping(self) -> bool:

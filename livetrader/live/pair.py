@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import structlog
-
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
 from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, idle
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, price_window, vwap
@@ -24,6 +22,7 @@ from livetrader.core.signal import SignalRow, TickResult, make_signal_id, record
 from livetrader.core.validate import SignalError
 from livetrader.errors import StoreError
 from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
+from livetrader.logs import get_logger
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.redaction import redact
@@ -34,7 +33,7 @@ from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
 
-log = structlog.get_logger("livetrader.live.pair")
+log = get_logger(__name__)
 
 #: Tick actions that change durable state: journaled before the in-memory state changes.
 TRANSITIONS = frozenset({"scheduled", "opened", "closed", "cancelled"})

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from livetrader.core.format import format_time
 from livetrader.core.price import MINUTE_MS, Candle
 from livetrader.errors import CandleSourceError, UnknownSymbolError
 
@@ -36,14 +37,6 @@ _Row = tuple[_Where, Sequence[object]]
 def normalize_symbol(symbol: str) -> str:
     """``btc/usdt`` -> ``BTCUSDT``."""
     return symbol.strip().upper().replace("/", "")
-
-
-def _iso(ms: int) -> str:
-    """A timestamp as readable UTC, for messages."""
-    try:
-        return (_EPOCH + ms * _MS).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except OverflowError:
-        return "out of range"
 
 
 class FileSource:
@@ -221,10 +214,10 @@ class FileSource:
         earlier = f"{before[0]} {before[1]}" if before else "the previous row"
         if step == 0:
             raise self._error(
-                f"duplicate timestamp {ts} ({_iso(ts)}), already on {earlier}; remove one of the two rows", where
+                f"duplicate timestamp {ts} ({format_time(ts)}), already on {earlier}; remove one of the two rows", where
             )
         raise self._error(
-            f"timestamp {ts} ({_iso(ts)}) comes before the one on {earlier}; sort the rows by timestamp", where
+            f"timestamp {ts} ({format_time(ts)}) comes before the one on {earlier}; sort the rows by timestamp", where
         )
 
     def _gap(self, previous: Candle, ts: int, where: _Where) -> None:
@@ -233,7 +226,7 @@ class FileSource:
         if self.strict:
             after = previous.timestamp + MINUTE_MS
             raise self._error(
-                f"{missing} minute(s) missing from {after} ({_iso(after)}) to before {ts} ({_iso(ts)}); "
+                f"{missing} minute(s) missing from {after} ({format_time(after)}) to before {ts} ({format_time(ts)}); "
                 "use without --strict to fill gaps with flat zero-volume candles",
                 where,
             )

@@ -8,7 +8,6 @@ missing or non-finite numbers print ``-`` (values) or ``N/A`` (statistics).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -16,12 +15,14 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import Any, Final
 
+from livetrader.core.format import format_duration, format_price, format_time
 from livetrader.core.signal import TickResult, record_of
 from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
+from livetrader.logs import get_logger
 from livetrader.redaction import redact
 from livetrader.store.names import stem_of
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_MAX_EVENTS: Final = 250
 """Events kept per pair in memory (the seed's ``MAX_EVENTS``)."""
@@ -66,48 +67,6 @@ def _num(value: Any) -> float | None:
 def _ms(value: Any) -> int | None:
     number = _num(value)
     return None if number is None else int(number)
-
-
-def format_price(x: float | None) -> str:
-    """A price with sensible precision: ``50,000.00``, ``1.235``, ``0.00001234``; ``-`` for None/NaN/inf.
-
-    Four significant digits (at least two decimals, at most 12) so both a BTC price and a
-    sub-cent token price stay readable and show their moves.
-    """
-    value = _num(x)
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0.00"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = min(12, max(2, 3 - magnitude))
-    return f"{value:,.{decimals}f}"
-
-
-def format_time(ms: int | None) -> str:
-    """ISO-8601 UTC to the second, ``2024-01-01T12:00:00Z``; ``-`` when unknown."""
-    value = _ms(ms)
-    if value is None:
-        return "-"
-    try:
-        return datetime.fromtimestamp(value / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return "-"
-
-
-def format_duration(ms: int | None) -> str:
-    """A span as ``45m``, ``2h 05m`` or ``1d 02h 05m`` (minutes rounded down); ``-`` when unknown or negative."""
-    value = _ms(ms)
-    if value is None or value < 0:
-        return "-"
-    minutes = value // 60_000
-    days, rest = divmod(minutes, 1440)
-    hours, mins = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h {mins:02d}m"
-    if hours:
-        return f"{hours}h {mins:02d}m"
-    return f"{mins}m"
 
 
 # -- the in-memory window ------------------------------------------------------------------------
@@ -449,6 +408,6 @@ def write_equity_png(path: str | PathLike[str], records: Sequence[dict]) -> bool
         figure.tight_layout()
         figure.savefig(path, format="png")
     except Exception:
-        log.warning("could not write the equity chart %s", path, exc_info=True)
+        log.warning("could not write the equity chart", path=str(path), exc_info=True)
         return False
     return True

@@ -10,6 +10,9 @@ Two outputs, chosen by where stdout goes:
 Importing this module imports neither structlog nor rich: importing structlog imports rich
 (``structlog.dev`` probes for it), about 0.2 s, and the CLI must answer ``--help`` at once.
 Both are imported inside the functions that need them.
+
+Modules log through :func:`livetrader.logs.get_logger`; :func:`configure_logging` here is the
+one place that decides where their lines (and the standard ``logging`` records of libraries) go.
 """
 
 from __future__ import annotations
@@ -20,19 +23,19 @@ import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import orjson
 
 from livetrader import redaction
+from livetrader.core.format import format_duration, format_price, format_time
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
     from rich.table import Table
-    from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+    from structlog.typing import EventDict, WrappedLogger
 
 __all__ = [
     "LiveView",
@@ -40,8 +43,6 @@ __all__ = [
     "add_redaction",
     "clear_redaction",
     "configure_logging",
-    "format_price",
-    "get_logger",
     "redact",
     "redact_secrets",
 ]
@@ -200,37 +201,6 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", st
     root.addHandler(_bridge)
 
 
-class _DeferredLogger:
-    """Stands in for a structlog logger, so a module that calls ``get_logger()`` at import time
-    does not import structlog (and rich) with it, and follows later re-configurations."""
-
-    __slots__ = ("_initial",)
-
-    def __init__(self, initial: dict[str, Any]) -> None:
-        self._initial = initial
-
-    def __getattr__(self, name: str) -> Any:
-        import structlog
-
-        # Bound per call, on the configuration of the moment. (structlog.get_logger(logger=...)
-        # is not an option: `logger` clashes with the name of wrap_logger's first parameter.)
-        return getattr(structlog.get_logger().bind(**self._initial), name)
-
-    def __repr__(self) -> str:
-        return f"<logger {self._initial.get('logger', '(root)')}>"
-
-
-def get_logger(name: str | None = None) -> FilteringBoundLogger:
-    """A structlog logger; ``name`` (typically ``__name__``) is logged as the ``logger`` field.
-
-    Cheap to call at import time: structlog is imported on the first log call. Each call uses
-    the configuration current at that moment. ``.bind()`` fixes the configuration of the moment
-    in the logger it returns, so bind after :func:`configure_logging`, or use
-    ``structlog.contextvars.bound_contextvars`` (merged into every line) for per-task context.
-    """
-    return cast("FilteringBoundLogger", _DeferredLogger({"logger": name} if name else {}))
-
-
 # ---------------------------------------------------------------------------------------------
 # The live view
 # ---------------------------------------------------------------------------------------------
@@ -262,31 +232,6 @@ class PairView:
     closed_trades: int = 0
     #: Sum of the PnL percentages of the pair's closed trades.
     realised_pnl: float = 0.0
-
-
-def format_price(x: float | None) -> str:
-    """A price at a precision that suits its size.
-
-    >>> format_price(50000), format_price(1.5), format_price(1.23456), format_price(0.00001234)
-    ('50,000.00', '1.50', '1.2346', '0.00001234')
-    >>> format_price(None)
-    '-'
-    """
-    if x is None or not math.isfinite(x):
-        return "-"
-    # Rounded first so 999.999 becomes "1,000.00", not "1000.00".
-    if abs(round(x, 2)) >= 1000:
-        return f"{x:,.2f}"
-    if abs(x) >= 1 or x == 0:
-        decimals = 4
-    else:
-        # Four significant digits: 0.00001234 has its first one at the 5th decimal.
-        decimals = min(3 - math.floor(math.log10(abs(x))), 20)
-    text = f"{x:.{decimals}f}"
-    # Trailing zeros carry no information, but two decimals keep a column of prices aligned.
-    whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0").ljust(2, "0")
-    return f"{whole}.{frac}"
 
 
 _STATE_STYLES = {
@@ -442,9 +387,9 @@ def _tick_text(pair: PairView) -> Any:
 
     if pair.last_tick_at is None:
         return Text("-")
-    text = Text(datetime.fromtimestamp(pair.last_tick_at / 1000, UTC).strftime("%H:%M:%S"))
+    text = Text(format_time(pair.last_tick_at))
     if pair.lag_ms is not None and pair.lag_ms > _LAG_SHOWN_MS:
-        text.append(f" lag {pair.lag_ms // 1000}s", style="yellow")
+        text.append(f" lag {format_duration(pair.lag_ms)}", style="yellow")
     return text
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from livetrader.core.format import format_time
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import StoreError
 from livetrader.live.engine import Engine
@@ -80,8 +81,7 @@ def one_line(engine: Engine) -> str:
     """The STATUS= line for systemd: pairs, open positions, last tick."""
     s = engine.summary()
     parked = sum(1 for p in engine.pairs if p.state == "parked")
-    last = time.strftime("%H:%M:%SZ", time.gmtime(s["last_tick_at"] / 1000)) if s["last_tick_at"] else "-"
-    text = f"{s['pairs']} pairs, {s['open']} open positions, last tick {last}"
+    text = f"{s['pairs']} pairs, {s['open']} open positions, last tick {format_time(s['last_tick_at'] or None)}"
     return text + (f", {parked} parked" if parked else "")
 
 

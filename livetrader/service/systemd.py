@@ -32,12 +32,13 @@ Typical use by the daemon::
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
+
+from livetrader.logs import get_logger
 
 __all__ = [
     "Notifier",
@@ -47,9 +48,8 @@ __all__ = [
     "watchdog_loop",
 ]
 
-# stdlib logging: it is bridged into structlog by livetrader.service.console, and keeps this module
-# importable (and testable) without the rest of the package.
-log = logging.getLogger(__name__)
+# livetrader.logs imports nothing of livetrader: this module stays importable (and testable) alone.
+log = get_logger(__name__)
 
 #: systemd's own limit for the notification payload it reads is larger, but a STATUS line is
 #: shown in `systemctl status`: a screenful of text there helps nobody.
@@ -119,7 +119,7 @@ class Notifier:
             return cls(None)
         address = _socket_address(raw)
         if address is None:
-            log.warning("NOTIFY_SOCKET=%r is neither an absolute path nor @abstract; not notifying systemd", raw)
+            log.warning("NOTIFY_SOCKET is neither an absolute path nor @abstract; not notifying systemd", value=raw)
             return cls(None)
         watchdog_usec = _positive_int(env.get("WATCHDOG_USEC"))
         watchdog_pid = env.get("WATCHDOG_PID")
@@ -163,8 +163,8 @@ class Notifier:
         except OSError as exc:
             if not self._warned:
                 self._warned = True
-                log.warning("could not notify systemd at %r: %s (further failures are not logged)",
-                            self.address, exc)
+                log.warning("could not notify systemd (further failures are not logged)", address=self.address,
+                            error=str(exc))
             return False
         return True
 
@@ -311,7 +311,7 @@ async def watchdog_loop(
             if not was_healthy:
                 log.warning("every pair is ticking again; resuming WATCHDOG=1")
         elif was_healthy:
-            log.error("pairs stuck past their deadline: %s; withholding WATCHDOG=1 so systemd restarts us",
-                      ", ".join(stale) or "(no pairs)")
+            log.error("pairs stuck past their deadline; withholding WATCHDOG=1 so systemd restarts us",
+                      stuck=", ".join(stale) or "(no pairs)")
         was_healthy = healthy
         await asyncio.sleep(period)

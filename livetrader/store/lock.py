@@ -14,12 +14,12 @@ import socket
 import stat
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 import orjson
 
+from livetrader.core.format import format_time
 from livetrader.errors import DataDirLocked, StoreWriteError
 from livetrader.store.atomic import describe_os_error
 
@@ -37,7 +37,7 @@ class LockHolder:
     @property
     def started_iso(self) -> str:
         """The start time as ISO-8601 UTC, e.g. ``2026-01-02T03:04:05Z``."""
-        return datetime.fromtimestamp(self.started_at / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return format_time(self.started_at)
 
 
 def lock_path(directory: Path) -> Path:

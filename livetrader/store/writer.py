@@ -17,16 +17,15 @@ recovery completes (``restore_pair``: "completed an interrupted transition").
 
 Why a thread: the system calls release the GIL, so the disk works while the loop waits.
 It still needs the GIL between them, so while a sweep runs the metronome holds it
-(``pause``/``resume``): it would take the loop's CPU right when every pair ticks, and
-nothing it does is urgent (the commit log made every transition durable already). A hold
-longer than ``HOLD_LIMIT_SECONDS`` (a hung sweep) is ignored; ``flush`` and ``close``
-never wait for a hold.
+(``pause``/``resume``, a member of the sweep's pause registry ``livetrader.sweep``, which
+resumes it after ``PAUSE_LIMIT_SECONDS`` whatever happens): it would take the loop's CPU
+right when every pair ticks, and nothing it does is urgent (the commit log made every
+transition durable already). ``flush`` and ``close`` never wait for a hold.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -35,9 +34,6 @@ from livetrader.errors import StoreWriteError
 from livetrader.store.atomic import describe_os_error, fsync_dir, replace_file
 from livetrader.store.commit import CommitLog
 from livetrader.store.journal import Journal
-
-#: Longest the metronome can hold the writer for one sweep (real seconds).
-HOLD_LIMIT_SECONDS = 10.0
 
 
 class BackgroundWriter:
@@ -53,8 +49,8 @@ class BackgroundWriter:
             commits.on_commit = self.wake
         self._busy = False
         self._closed = False
-        # Monotonic time the metronome's hold began (None: not held); flushes waiting override it.
-        self._held_since: float | None = None
+        # True while the metronome holds the passes; flushes waiting override it.
+        self._held = False
         self._flushing = 0
         #: The last failure per file not yet reported through ``failure`` (the write is retried by the next put).
         self._failures: dict[Path, StoreWriteError] = {}
@@ -83,18 +79,16 @@ class BackgroundWriter:
     def pause(self) -> None:
         """Hold the next pass while a sweep runs (see the module docstring)."""
         with self._lock:
-            if self._held_since is None:
-                self._held_since = time.monotonic()
+            self._held = True
 
     def resume(self) -> None:
         """Let the passes run again (the last sweep ended)."""
         with self._lock:
-            self._held_since = None
+            self._held = False
             self._lock.notify_all()
 
     def _may_run(self) -> bool:
-        held = self._held_since
-        return held is None or self._flushing > 0 or self._closed or time.monotonic() - held > HOLD_LIMIT_SECONDS
+        return not self._held or self._flushing > 0 or self._closed
 
     def failure(self, path: Path) -> StoreWriteError | None:
         """The failure of the last background write of ``path``, once (None when it was written)."""
@@ -131,8 +125,7 @@ class BackgroundWriter:
         while True:
             with self._lock:
                 while not ((self._pending or self._journals) and self._may_run()) and not self._closed:
-                    # A hold is re-checked every second: one longer than its limit is ignored.
-                    self._lock.wait(1.0 if self._held_since is not None else None)
+                    self._lock.wait()  # put, wake, resume, flush and close notify
                 if not self._pending and not self._journals:
                     return  # closed and drained
                 # The commit log's size first, then the journals: every line committed up to that

@@ -46,19 +46,18 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
-
 from livetrader import redaction
+from livetrader.core.format import format_time
 from livetrader.core.price import MINUTE_MS, Candle, CandleError, validate_candles
 from livetrader.errors import CandleSourceError, ConfigError, UnknownSymbolError, UsageError
+from livetrader.logs import get_logger
 
-log = structlog.get_logger("livetrader.exchanges.ccxt")
+log = get_logger(__name__)
 
 #: Keys an ``[exchanges.<name>]`` table of a ccxt exchange may hold.
 SETTING_KEYS = (
@@ -364,9 +363,6 @@ def guess_symbol(symbol: str) -> str:
     return s
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def _date_ms(headers: Any) -> int | None:
     """The ``Date`` response header in ms, or None."""
@@ -527,8 +523,8 @@ class CcxtSource:
             candles, exchange_now = await self._fetch_range(exchange, unified, first, end)
         if exchange_now is not None and exchange_now < end:
             raise CandleSourceError(
-                f"{self.name} {unified}: the exchange has not closed the candles up to {_iso(end)} yet: its "
-                f"clock ({_iso(exchange_now)}) is {(now - exchange_now) / 1000:.0f} s behind this machine's; "
+                f"{self.name} {unified}: the exchange has not closed the candles up to {format_time(end)} yet: its "
+                f"clock ({format_time(exchange_now)}) is {(now - exchange_now) / 1000:.0f} s behind this machine's; "
                 "synchronise the clock (NTP)"
             )
         try:
