@@ -180,8 +180,8 @@ def run(
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
     """Run strategies live: one supervised loop per (symbol, strategy) pair, until SIGINT/SIGTERM."""
-    from livetrader.cli.run import RunRequest
-    from livetrader.cli.run import run as run_live
+    from livetrader.service.daemon import RunRequest
+    from livetrader.service.daemon import run as run_live
 
     def work() -> int:
         cfg, folder = _settings(config, strategies_dir)
