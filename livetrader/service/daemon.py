@@ -185,7 +185,7 @@ SIGHUP_MESSAGE = "SIGHUP received: ignored; reload is not supported yet, use SIG
 
 def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
     """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
-    from livetrader.live.engine import take_data_dir
+    from livetrader.live.restore import take_data_dir
     from livetrader.service.console import configure_logging
     from livetrader.service.stall import log_hard_exits
     from livetrader.service.systemd import Notifier
