@@ -99,7 +99,7 @@ def test_memory_per_pair_stays_flat_over_a_long_run_of_idle_ticks(tmp_path):
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     # The sim source keeps a bounded LRU cache of generated candles: not the pair's memory.
-    diffs = [d for d in after.compare_to(before, "filename") if "exchanges/sim.py" not in str(d.traceback)]
+    diffs = [d for d in after.compare_to(before, "filename") if "market/sim.py" not in str(d.traceback)]
     grown = sum(d.size_diff for d in diffs)
     assert pair.ticks == 15000 and len(pair.window.events()) == 1
     assert grown < 200_000, f"grew by {grown} bytes over 12,000 idle ticks"
