@@ -31,6 +31,7 @@ from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.market.sources import open_source, register_secrets
 from livetrader.redaction import redact
+from livetrader.report.markdown import EventWindow
 from livetrader.strategy.base import Strategy, StrategyRegistry, instantiate
 from livetrader.strategy.risk import RiskProfile, build_profiles
 from livetrader.strategy.tracing import describe
@@ -154,7 +155,8 @@ class Engine:
         if cls.risk:
             self.config.risk_profile(cls.risk)  # a clear error for a profile missing from the config
             risk = self.profiles[cls.risk]
-        pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus)
+        pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus,
+                    window=EventWindow(self.settings.max_events))
         self.open()
         self.restorer.restore(pair, cls.risk)
         self.pairs.append(pair)
@@ -344,43 +346,24 @@ class Engine:
             return False
         return True
 
-    # --- reports --------------------------------------------------------------------------
+    # --- reports (written by ``report.live``) --------------------------------------------
 
     def report_text(self, pair: Pair, now_ms: int | None = None) -> str:
-        """The markdown report of ``pair``'s in-memory event window."""
-        from livetrader.report.markdown import build_report, stats_for
+        """The markdown report of ``pair``'s in-memory event window (statistics: its whole journal)."""
+        from livetrader.report.live import live_report_text
 
-        records = pair.window.events()
-        title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
-        note = f"Events: the last {pair.settings.max_events} kept in memory (idle and active ones included)."
-        if pair.store is not None:
-            from livetrader.report.markdown import closed_trades
-
-            # The statistics cover the whole history, as `livetrader report` does.
-            journaled = self._journaled(pair)
-            note += f" Statistics: all {sum(1 for r in journaled if r['event'] == 'closed')} closed trades " \
-                    "in the journal."
-            return build_report(title, records, stats=stats_for(journaled), now_ms=now_ms, note=note,
-                                trades=closed_trades(journaled))
-        return build_report(title, records, stats=stats_for(records), now_ms=now_ms, note=note)
+        journaled = pair.store.records() if pair.store is not None else None
+        return live_report_text(pair.key, pair.window.events(), journaled, pair.settings.max_events, now_ms)
 
     def write_report(self, pair: Pair, path: Path | None = None) -> Path:
         """Write ``pair``'s report atomically (default: under ``<data-dir>/reports/live``)."""
-        from livetrader.report.markdown import report_filename, write_equity_png
-        from livetrader.store.atomic import write_atomic
+        from livetrader.report.live import live_report_path, write_live_report
 
         now = int(time.time() * 1000)
-        if path is None:
-            path = self.data_dir / "reports" / "live" / report_filename(*pair.key, now)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, self.report_text(pair, now).encode())
-        write_equity_png(path.with_suffix(".png"), self._journaled(pair))  # only with livetrader[charts]
-        return path
-
-    def _journaled(self, pair: Pair) -> list[dict[str, Any]]:
-        from livetrader.store.journal import read_journal
-
-        return read_journal(pair.store.journal.path).records if pair.store is not None else pair.window.events()
+        journaled = pair.store.records() if pair.store is not None else None
+        path = path if path is not None else live_report_path(self.data_dir, pair.key, now)
+        return write_live_report(path, pair.key,
+                                 pair.window.events(), journaled, pair.settings.max_events, now)
 
     def write_reports(self) -> list[Path]:
         """One report per pair; returns the files written."""
