@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from livetrader import strategy as strategy_module
+from livetrader.strategy import base as strategy_module
 from livetrader.strategy.tracing import is_user_file
 
 #: Frames of the loop thread's stack kept when none of them is the user's.
