@@ -41,8 +41,8 @@ async def _drive(engine, clock, warmup: int, minutes: int) -> dict:  # type: ign
     metronome to report that sweep complete. A status file is rewritten every second of real
     time alongside, as the daemon does.
     """
-    from livetrader.cli.run import STATUS_DEFER_LIMIT, STATUS_INTERVAL
     from livetrader.live.collector import freeze_startup_objects
+    from livetrader.service.daemon import STATUS_DEFER_LIMIT, STATUS_INTERVAL
     from livetrader.service.status import write_status
 
     events = Counter()

@@ -79,7 +79,7 @@ def test_a_pass_of_transitions_shares_one_write_and_one_fdatasync(tmp_path: Path
     assert synced.count(storage.commits._fd) == 1  # type: ignore[attr-defined]
     entries = [orjson.loads(line) for line in commit_log_path(tmp_path).read_bytes().splitlines()]
     assert len(entries) == 200 and {e["n"] for e in entries} == {1}
-    assert all(store.records == 1 for store in storage.stores)
+    assert all(store.journal_records == 1 for store in storage.stores)
     storage.close()
     for store in storage.stores:
         assert read_journal(store.journal.path).records == [opened(store.key[0], T0)]
@@ -109,7 +109,7 @@ def test_a_failed_commit_acknowledges_nothing_and_takes_the_journal_lines_back(
     outcomes = asyncio.run(commit_all(T0 + 2 * M))
     monkeypatch.setattr(disk.DISK, "fdatasync", real)
     assert all(isinstance(o, StoreWriteError) and "EIO" in str(o) for o in outcomes), outcomes
-    assert [store.records for store in storage.stores] == [1] * 5
+    assert [store.journal_records for store in storage.stores] == [1] * 5
     assert commit_log_path(tmp_path).stat().st_size == log_size
     assert [store.journal.path.stat().st_size for store in storage.stores] == journal_sizes
     # The storage works again: the next transition commits and is record 2.

@@ -74,7 +74,8 @@ def test_the_start_after_an_abnormal_end_says_so_and_a_clean_stop_or_refused_sta
     proc.send_signal(signal.SIGKILL)  # and a SIGKILL likewise
     proc.communicate()
     proc2 = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
-    time.sleep(1)
+    # Running before it is stopped (a fixed sleep let a busy machine interrupt its start instead).
+    assert wait_for(lambda: (status(cwd) or {}).get("pid") == proc2.pid, 20)
     code, out, err = stop(proc2)
     assert code == 0, err
     [warning] = abnormal(events(out))

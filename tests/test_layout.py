@@ -84,3 +84,28 @@ def test_imports_point_down_the_floors_and_nothing_imports_the_cli():
             if theirs > mine:
                 wrong.append(f"{module} imports {target} (a higher floor)")
     assert not wrong, "\n".join(sorted(wrong))
+
+
+def _livetrader_imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {name for name in found if name == "livetrader" or name.startswith("livetrader.")}
+
+
+def test_the_benchmarks_do_not_import_the_cli():
+    # The daemon's constants live in service/; the CLI only parses, calls and prints.
+    bench = PACKAGE.parent / "bench"
+    wrong = [f"{path.relative_to(bench.parent)} imports {name}" for path in sorted(bench.rglob("*.py"))
+             for name in sorted(_livetrader_imports_of(path)) if name.startswith("livetrader.cli.app")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_pair_is_given_its_event_window_and_store():
+    # The pair knows the report window and the files only through the protocols it declares.
+    imported = _imports()["livetrader.live.pair"]
+    assert not [m for m in imported if _top(m) == "report"], imported

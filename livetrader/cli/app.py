@@ -185,13 +185,12 @@ def run(
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
     """Run strategies live: one supervised loop per (symbol, strategy) pair, until SIGINT/SIGTERM."""
-    from livetrader.cli.run import RunRequest
-    from livetrader.cli.run import run as run_live
+    from livetrader.service.daemon import RunRequest, run_daemon
 
     def work() -> int:
         cfg, folder = _settings(config, strategies_dir)
         request = RunRequest(symbols, strategy, exchange, data_dir, speed, candles, switch_clock=switch_clock)
-        return run_live(request, cfg, folder)
+        return run_daemon(request, cfg, folder)
 
     code = guarded(work)
     raise typer.Exit(code)

@@ -18,34 +18,27 @@ from livetrader.config import Config
 from livetrader.core.machine import Rules
 from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS
-from livetrader.errors import StoreError, StoreWriteError, UsageError
+from livetrader.errors import UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.live.clock import Clock
 from livetrader.live.collector import SweepCollector
 from livetrader.live.metronome import Express, Metronome
 from livetrader.live.pair import Pair, PairSettings
+from livetrader.live.restore import Restorer
 from livetrader.logs import get_logger
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.market.sources import open_source, register_secrets
 from livetrader.redaction import redact
-from livetrader.store.commit import CommitLog
-from livetrader.store.state import pair_stem
-from livetrader.store.writer import BackgroundWriter
+from livetrader.report.markdown import EventWindow
 from livetrader.strategy.base import Strategy, StrategyRegistry, instantiate
-from livetrader.strategy.risk import OpenPosition, RiskProfile, build_profiles
+from livetrader.strategy.risk import RiskProfile, build_profiles
 from livetrader.strategy.tracing import describe
 
 if TYPE_CHECKING:
     from livetrader.store.lock import DataDirLock
 
 log = get_logger(__name__)
-
-
-#: "restored" lines logged at start; beyond, one line says more follow (10,000 lines help nobody).
-RESTORED_LOG_LINES = 100
-#: Longest wait at exit for queued snapshots (10,000 need about 5 s on a slow disk).
-SNAPSHOT_FLUSH_SECONDS = 60.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,22 +86,13 @@ class Engine:
         self.profiles: dict[str, RiskProfile] = build_profiles(config.risk_tables())
         self.pairs: list[Pair] = []
         self.keys: set[tuple[str, str, str]] = set()
-        self._risk_stored: dict[str, set[Any]] = {}
-        self.lock: Any = None
-        # The commit log and the thread flushing journals and writing snapshots behind the loop
-        # (opened with the first pair restored, after the commit log is replayed).
-        self.commits: CommitLog | None = None
-        self.snapshots: BackgroundWriter | None = None
+        # Opens the data directory's storage and restores the pairs (and closes the storage at exit).
+        self.restorer = Restorer(self.data_dir, self.profiles)
         self.tasks: list[asyncio.Task[None]] = []
         self.metronome = Metronome([SweepCollector(), bus], self._next_wait, lambda: self.clock.now_ms())
         #: Let the minute boundaries tick pairs in place when nothing needs awaiting
         #: (``Pair.tick_in_place``); off, every tick wakes its pair's task (as tests compare).
         self.ticks_in_place = True
-        # Pairs restored holding a signal (each logged, up to RESTORED_LOG_LINES).
-        self.restored = 0
-        # Pairs on disk holding a signal that this process does not run (found once, at start).
-        self.not_running: list[dict[str, Any]] = []
-        self.absent_pairs_read = False
         self.started_at = self.clock.now_ms()
 
     # --- building -------------------------------------------------------------------------
@@ -124,27 +108,14 @@ class Engine:
         return self.sources[exchange]
 
     def open(self, lock: DataDirLock | None = None) -> None:
-        """Take the data directory: lock it for this process, clean temp files left by a crash,
-        and put back into the pair journals the committed lines a power cut took from them
-        (``_open_storage``), so that every pair is restored from a complete journal.
+        """Take the data directory and open its storage (``Restorer.open``), once.
 
         ``lock``: the directory's lock, already taken (``take_data_dir``). Raises
         ``DataDirLocked`` naming the process that holds it.
         """
-        if self.lock is not None:
-            return
-        from livetrader.store.atomic import clean_temp_files
-
-        lock = lock if lock is not None else take_data_dir(self.data_dir)
-        for folder in ("journal", "state", "state/pairs", "state/risk", "reports", "quarantine"):
-            if (self.data_dir / folder).is_symlink():  # files are opened O_NOFOLLOW; their folders must be real
-                lock.release()
-                raise StoreWriteError(self.data_dir / folder, "a symbolic link, not a folder: the daemon never "
-                                      "writes through one; move it aside (or point --data-dir at the real place)")
-        self.lock = lock
-        for path in clean_temp_files(self.data_dir):
-            log.warning("removed a temp file left by a crash", path=str(path))
-        self._open_storage()
+        writer = self.restorer.open(lock)
+        if writer is not None:
+            self.metronome.pauses.add(writer)
 
     def add_pair(self, symbol: str, strategy: str, exchange: str | None = None) -> Pair:
         """Create the pair and restore its durable state.
@@ -159,12 +130,10 @@ class Engine:
     def add_monitor_only(self, symbol: str, strategy: str, exchange: str | None, why: str) -> Pair | None:
         """A pair whose strategy cannot be loaded: if it holds a signal on disk, keep checking
         that signal (take-profit, stop-loss, expiry) but ask for nothing new. None when it holds none."""
-        from livetrader.store.state import restore_pair
-
         exchange = exchange or self.config.exchange
         resolved = self.source(exchange).resolve_symbol(symbol)
         self.open()
-        if restore_pair(self.data_dir, (resolved, strategy, exchange), repair=False).row is None:
+        if not self.restorer.holds_signal((resolved, strategy, exchange)):
             return None
         placeholder = type("Unavailable", (Strategy,), {
             "name": strategy, "__doc__": "Stands in for a strategy that failed to load.",
@@ -185,139 +154,30 @@ class Engine:
         if cls.risk:
             self.config.risk_profile(cls.risk)  # a clear error for a profile missing from the config
             risk = self.profiles[cls.risk]
-        pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus)
+        pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus,
+                    window=EventWindow(self.settings.max_events))
         self.open()
-        self._restore(pair, cls.risk)
+        self.restorer.restore(pair, cls.risk)
         self.pairs.append(pair)
         self.keys.add(pair.key)
         if risk is not None:
-            self._watch_risk(risk, pair)
+            self.restorer.watch_risk(risk, pair)
         return pair
 
     def restore_absent_pairs(self) -> None:
-        """Once every pair is added: the pairs on disk that this process does not run.
+        """Once every pair is added: the pairs on disk that this process does not run
+        (``Restorer.restore_absent_pairs``); those holding a signal are in ``not_running``."""
+        self.restorer.restore_absent_pairs(self.keys)
 
-        Each is read as a loop would read it (a transition a crash left out of its snapshot is
-        completed from the journal, nothing else is changed), its open position counts in its
-        risk profile, and those holding a signal are listed in ``not_running``: reported, never
-        dropped.
-        """
-        from livetrader.store.state import StateDamaged, complete_snapshot, keys_on_disk, restore_pair
+    @property
+    def not_running(self) -> list[dict[str, Any]]:
+        """Pairs on disk holding a signal that this process does not run (found once, at start)."""
+        return self.restorer.not_running
 
-        self.absent_pairs_read, self.not_running = True, []
-        keys, unnamed = keys_on_disk(self.data_dir, skip_stems={pair_stem(key) for key in self.keys})
-        for problem in unnamed:  # `livetrader recover` reports these too
-            log.warning("a file of a pair not running cannot be read", problem=problem)
-        changed: dict[str, RiskProfile] = {}
-        for key in keys:
-            try:
-                restored = restore_pair(self.data_dir, key, repair=False)
-                if restored.interrupted:
-                    complete_snapshot(self.data_dir, restored)
-            except (StateDamaged, StoreError) as exc:
-                log.warning("cannot read the state of a pair not running; `livetrader recover` shows it",
-                            symbol=key[0], strategy=key[1], exchange=key[2], error=describe(exc))
-                continue
-            row = restored.row
-            if row is None:
-                continue
-            self.not_running.append({"symbol": key[0], "strategy": key[1], "exchange": key[2], "signal_id": row.id,
-                                     "state": "open" if row.pending_at is not None else "scheduled"})
-            profile = self.profiles.get(restored.risk) if restored.risk else None
-            if profile is not None and row.pending_at is not None and row.id not in profile.positions:
-                profile.positions[row.id] = OpenPosition.of(row)
-                changed[profile.name] = profile
-        for profile in changed.values():
-            if profile.on_change is not None:
-                profile.on_change(profile)
-        self.check_risk_reconciled()
-
-    def _open_storage(self) -> None:
-        """Replay the commit log into the pair journals (a crash may have taken lines from them),
-        then open it afresh with the background writer. Before any pair is restored: a pair
-        restored from a journal still missing its committed lines would forget them (and open
-        a second position while the first is open)."""
-        from livetrader.store.commit import CommitLog, commit_log_path, replay_commit_log
-
-        replayed = replay_commit_log(self.data_dir, repair=True)
-        for note in replayed.notes:
-            log.warning("recovery", note=note)
-        for problem in replayed.problems:
-            log.error("recovery: the commit log needs a look", problem=problem)
-        self.commits = CommitLog(commit_log_path(self.data_dir))
-        self.snapshots = BackgroundWriter(self.commits)
-        self.metronome.pauses.add(self.snapshots)
-
-    def _restore(self, pair: Pair, risk_name: str | None) -> None:
-        # ``open()`` replayed the commit log already: every journal read here is complete.
-        from livetrader.core.interval import bucket
-        from livetrader.store.state import FilePairStore, restore_pair
-
-        restored = restore_pair(self.data_dir, pair.key, repair=True)
-        for note in restored.notes:
-            log.warning("recovery", symbol=pair.symbol, strategy=pair.strategy_name, note=note)
-        pair.row = restored.row
-        pair.last_opened_id = restored.last_opened_id
-        if restored.last_asked_at is not None:
-            pair.last_bucket = bucket(restored.last_asked_at, pair.interval_ms)
-        pair.state = "idle" if pair.row is None else ("open" if pair.row.pending_at is not None else "scheduled")
-        for record in restored.records[-pair.settings.max_events:]:
-            pair.window.add(record)
-        if restored.records:
-            # No tick at or before the last journaled minute, even on a clock behind the journal.
-            last_at = max(int(r["at"]) for r in restored.records)
-            pair.last_minute = last_at - last_at % MINUTE_MS
-        pair.signal_ids = {str(r["signal_id"]) for r in restored.records}
-        closed = [r for r in restored.records if r["event"] == "closed"]
-        pair.closed_trades = len(closed)
-        pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
-        pair.store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name, restored.paths,
-                                   self.snapshots)
-        if restored.interrupted:
-            pair.store.snapshot(pair.snapshot(), now=True)  # completes an interrupted transition
-        elif not pair.store.path.exists():
-            pair.store.snapshot(pair.snapshot())  # a new pair's first snapshot
-        if pair.row is not None:
-            self.restored += 1
-            if self.restored <= RESTORED_LOG_LINES:
-                log.info("restored", symbol=pair.symbol, strategy=pair.strategy_name, signal_id=pair.row.id,
-                         state=pair.state)
-            elif self.restored == RESTORED_LOG_LINES + 1:
-                log.info("more pairs restored; `livetrader status` lists them all", shown=RESTORED_LOG_LINES)
-
-    def _watch_risk(self, profile: RiskProfile, pair: Pair) -> None:
-        """Count ``pair``'s restored position in its profile, and persist the profile on every change.
-
-        The first pair of a profile reads the stored file, to be checked against the restored
-        signals, which win (positions of pairs not run here are added by
-        ``restore_absent_pairs``). Later pairs only add their own: restoring N pairs stays O(N).
-        """
-        from livetrader.store.state import load_risk, save_risk
-        from livetrader.strategy.risk import position_dict
-
-        first = profile.on_change is None
-        changed = first
-        if pair.row is not None and pair.row.pending_at is not None:
-            profile.positions[pair.row.id] = OpenPosition.of(pair.row)
-            changed = True
-        if first:
-            stored = {p.get("signal_id") for p in load_risk(self.data_dir, profile.name)}
-            self._risk_stored[profile.name] = stored
-
-            def persist(p: RiskProfile) -> None:
-                save_risk(self.data_dir, p.name, [position_dict(x) for x in p.positions.values()])
-
-            profile.on_change = persist
-        if changed and profile.on_change is not None:
-            profile.on_change(profile)
-
-    def check_risk_reconciled(self) -> None:
-        """Log where a stored risk file disagreed with the restored signals (they won)."""
-        for name, stored in self._risk_stored.items():
-            restored = set(self.profiles[name].positions)
-            if stored != restored:
-                log.warning("risk positions reconciled with the restored signals", profile=name,
-                            stored=sorted(str(s) for s in stored), restored=sorted(restored))
+    @property
+    def absent_pairs_read(self) -> bool:
+        """True once ``restore_absent_pairs`` ran."""
+        return self.restorer.absent_pairs_read
 
     # --- running --------------------------------------------------------------------------
 
@@ -488,43 +348,24 @@ class Engine:
             return False
         return True
 
-    # --- reports --------------------------------------------------------------------------
+    # --- reports (written by ``report.live``) --------------------------------------------
 
     def report_text(self, pair: Pair, now_ms: int | None = None) -> str:
-        """The markdown report of ``pair``'s in-memory event window."""
-        from livetrader.report.markdown import build_report, stats_for
+        """The markdown report of ``pair``'s in-memory event window (statistics: its whole journal)."""
+        from livetrader.report.live import live_report_text
 
-        records = pair.window.events()
-        title = f"Live report: {pair.strategy_name} on {pair.symbol} ({pair.exchange})"
-        note = f"Events: the last {pair.settings.max_events} kept in memory (idle and active ones included)."
-        if pair.store is not None:
-            from livetrader.report.markdown import closed_trades
-
-            # The statistics cover the whole history, as `livetrader report` does.
-            journaled = self._journaled(pair)
-            note += f" Statistics: all {sum(1 for r in journaled if r['event'] == 'closed')} closed trades " \
-                    "in the journal."
-            return build_report(title, records, stats=stats_for(journaled), now_ms=now_ms, note=note,
-                                trades=closed_trades(journaled))
-        return build_report(title, records, stats=stats_for(records), now_ms=now_ms, note=note)
+        journaled = pair.store.records() if pair.store is not None else None
+        return live_report_text(pair.key, pair.window.events(), journaled, pair.settings.max_events, now_ms)
 
     def write_report(self, pair: Pair, path: Path | None = None) -> Path:
         """Write ``pair``'s report atomically (default: under ``<data-dir>/reports/live``)."""
-        from livetrader.report.markdown import report_filename, write_equity_png
-        from livetrader.store.atomic import write_atomic
+        from livetrader.report.live import live_report_path, write_live_report
 
         now = int(time.time() * 1000)
-        if path is None:
-            path = self.data_dir / "reports" / "live" / report_filename(*pair.key, now)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, self.report_text(pair, now).encode())
-        write_equity_png(path.with_suffix(".png"), self._journaled(pair))  # only with livetrader[charts]
-        return path
-
-    def _journaled(self, pair: Pair) -> list[dict[str, Any]]:
-        from livetrader.store.journal import read_journal
-
-        return read_journal(pair.store.journal.path).records if pair.store is not None else pair.window.events()
+        journaled = pair.store.records() if pair.store is not None else None
+        path = path if path is not None else live_report_path(self.data_dir, pair.key, now)
+        return write_live_report(path, pair.key,
+                                 pair.window.events(), journaled, pair.settings.max_events, now)
 
     def write_reports(self) -> list[Path]:
         """One report per pair; returns the files written."""
@@ -532,27 +373,15 @@ class Engine:
 
     def flush_snapshots(self, timeout: float | None = None) -> bool:
         """Wait until every queued snapshot is on disk; False if ``timeout`` passed first."""
-        return self.snapshots is None or self.snapshots.flush(timeout)
+        return self.restorer.flush(timeout)
 
     async def close(self) -> None:
         """Write the queued snapshots, close every source and journal, and release the data directory."""
         self.metronome.pauses.resume()  # a sweep cut short by the stop leaves them paused
-        if self.snapshots is not None:
-            # In a thread: the loop stays responsive (signals, the watchdog) while the disk catches up.
-            if not await asyncio.to_thread(self.snapshots.close, SNAPSHOT_FLUSH_SECONDS):
-                log.warning("snapshots not all written at exit; the journal holds them and the next start "
-                            "completes them", pending=self.snapshots.pending)
-            self.metronome.pauses.remove(self.snapshots)
-            self.snapshots = None
-        for pair in self.pairs:
-            if pair.store is not None:
-                pair.store.close()
-        if self.commits is not None:
-            self.commits.close()
-            self.commits = None
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        writer = self.restorer.writer
+        await self.restorer.close(pair.store for pair in self.pairs if pair.store is not None)
+        if writer is not None:
+            self.metronome.pauses.remove(writer)
         for source in self.sources.values():
             try:
                 await source.close()
@@ -570,21 +399,6 @@ class Engine:
         open_positions = sum(1 for p in self.pairs if p.state == "open")
         last = max((p.last_tick_at or 0 for p in self.pairs), default=0)
         return {"pairs": len(self.pairs), "open": open_positions, "last_tick_at": last}
-
-
-def take_data_dir(data_dir: Path) -> DataDirLock:
-    """Lock ``data_dir`` for this process (``DataDirLocked`` names the holder), and warn when the
-    last process that held it never recorded a clean stop."""
-    from livetrader.store.lock import DataDirLock
-
-    lock = DataDirLock(data_dir)
-    lock.acquire()
-    last = lock.previous
-    if last is not None:
-        log.warning("the last run ended abnormally", pid=last.pid, started_at=last.started_iso,
-                    hostname=last.hostname, why="no clean stop was recorded (killed, power cut, os._exit or a "
-                    "crash); its state is recovered now")
-    return lock
 
 
 async def _no_signal(self: Strategy, ctx: Any) -> None:

@@ -26,7 +26,6 @@ from livetrader.logs import get_logger
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.redaction import redact
-from livetrader.report.markdown import EventWindow
 from livetrader.store.state import snapshot_dict
 from livetrader.strategy.base import Strategy, ask_signal, call_strategy, run_callback
 from livetrader.strategy.context import Context
@@ -47,13 +46,48 @@ _HOOKS = {"opened": "on_open", "closed": "on_close", "active": "on_active", "idl
 
 
 class PairStore(Protocol):
-    """Durable storage of one pair; the persistence layer implements it."""
+    """Durable storage of one pair: everything the pair and the engine do with it.
+
+    The persistence layer implements it (``store.state.FilePairStore``); a test may keep it
+    in memory. Nothing outside ``store/`` reaches past it to the files.
+    """
 
     async def write_ahead(self, record: dict[str, Any]) -> None:
-        """Append a transition to the journal, durably, before the state changes."""
+        """Append a transition to the journal, durably, before the state changes; raise
+        ``StoreError`` with nothing journaled when storage fails."""
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Replace the pair's snapshot with ``state``, atomically."""
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every transition journaled so far, oldest first (reports cover the whole history)."""
+
+    def close(self) -> None:
+        """Release what the store holds open (the journal); once, at exit."""
+
+
+class EventSink(Protocol):
+    """Where a pair puts every tick's result for the reports (``report.markdown.EventWindow``):
+    given to the pair by whoever builds it, and read back by the reports."""
+
+    def add(self, event: dict[str, Any] | TickResult) -> None:
+        """Add a tick result, or a journaled record (on restore), as the newest event."""
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events kept, as records, newest first."""
+
+
+class _Unkept:
+    """The event sink of a pair built without one: it keeps nothing."""
+
+    __slots__ = ()
+
+    def add(self, event: dict[str, Any] | TickResult) -> None:
+        """Forget ``event``."""
+
+    def events(self) -> list[dict[str, Any]]:
+        """Nothing was kept."""
+        return []
 
 
 @dataclass(slots=True, frozen=True)
@@ -87,6 +121,7 @@ class Pair:
         risk: RiskProfile | None = None,
         bus: EventBus = BUS,
         store: PairStore | None = None,
+        window: EventSink | None = None,
     ) -> None:
         self.symbol = symbol
         self.strategy = strategy
@@ -99,7 +134,8 @@ class Pair:
         self.bus = bus
         self.store = store
         self.interval_ms = SIGNAL_INTERVALS[strategy.interval]
-        self.window = EventWindow(settings.max_events)
+        # The recent events the reports show (the engine gives an ``EventWindow``).
+        self.window: EventSink = window if window is not None else _Unkept()
         # State that decides: the signal, the throttle bucket, the whipsaw guard.
         self.row: SignalRow | None = None
         self.last_bucket: int | None = None

@@ -73,7 +73,8 @@ class FilePairStore:
         self.writer = writer
         self.key = key
         self.risk = risk
-        self.records = records
+        #: Records the journal holds (the snapshot is stamped with it).
+        self.journal_records = records
         journal, self.path = paths or pair_paths(self.data_dir, key)
         self.journal = Journal(journal)
         ensure_dir(self.path.parent)
@@ -92,7 +93,7 @@ class FilePairStore:
         commits = self.writer.commits if self.writer is not None else None
         if commits is None:
             self.journal.append(record)
-            self.records += 1
+            self.journal_records += 1
             return
         assert self.writer is not None
         failed = self.writer.failure(self.journal.path)
@@ -101,14 +102,14 @@ class FilePairStore:
         size_before = self.journal.write(record)
         self.writer.journal_written(self.journal)
         try:
-            await commits.commit(self.records + 1, record)
+            await commits.commit(self.journal_records + 1, record)
         except StoreWriteError as exc:
             kept = self.journal.cut_back(size_before)
             raise StoreWriteError(self.journal.path, f"{exc.reason}; {kept}") from exc
         except BaseException:
             self.uncertain = True
             raise
-        self.records += 1
+        self.journal_records += 1
 
     def snapshot(self, state: dict[str, Any], *, now: bool = False) -> None:
         """Rewrite the snapshot atomically, stamped with the journal records it reflects.
@@ -118,7 +119,7 @@ class FilePairStore:
         a failure of this file's previous background write is raised here, so the pair
         learns its storage fails at its next transition; the queued write retries it.
         """
-        data = {**state, "risk": self.risk, "journal_records": self.records}
+        data = {**state, "risk": self.risk, "journal_records": self.journal_records}
         if self.writer is None or now:
             write_json_atomic(self.path, data)
             return
@@ -126,6 +127,10 @@ class FilePairStore:
         self.writer.put(self.path, data)
         if failed is not None:
             raise failed
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the journal file, oldest first (what was written, read back)."""
+        return read_journal(self.journal.path).records
 
     def close(self) -> None:
         """Close the journal."""

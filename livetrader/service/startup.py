@@ -1,12 +1,10 @@
-"""``livetrader run``: check everything, start one loop per pair, stop gracefully on a signal."""
+"""Starting ``livetrader run``: every input checked and the engine built with its pairs
+restored, before any loop starts (docs/behaviour.md §9). ``service.daemon`` runs what this builds.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import faulthandler
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from livetrader.config import DEMO_DATA_DIR, Config, data_dir_chosen
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
 from livetrader.live.clock import Clock, SimClock, check_timeline, saved_clock
-from livetrader.live.collector import collector_paused, freeze_startup_objects
+from livetrader.live.collector import collector_paused
 from livetrader.live.engine import Engine
 from livetrader.logs import get_logger
 from livetrader.market.sources import BUILT_IN
@@ -24,13 +22,13 @@ from livetrader.store.state import StateDamaged
 from livetrader.strategy.base import load_strategies
 
 if TYPE_CHECKING:
-    from livetrader.service.stall import StallWatcher
     from livetrader.service.systemd import Notifier
     from livetrader.store.lock import DataDirLock
 
+__all__ = ["DataDirError", "RunRequest", "build_engine", "check_data_dir", "make_clock"]
+
 log = get_logger(__name__)
 
-#: Minutes of the candle file kept as history before a ``files`` replay starts ticking.
 REPLAY_HISTORY_MINUTES = 60
 
 
@@ -216,193 +214,3 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
 #: module is imported: a slow import (a heavy library) does not fail the start, a module
 #: whose import never ends still does.
 IMPORT_TIMEOUT_SECONDS = 120.0
-SIGHUP_MESSAGE = "SIGHUP received: ignored; reload is not supported yet, use SIGTERM to stop"
-
-
-def run(request: RunRequest, config: Config, strategies_dir: Path) -> int:
-    """Run until SIGINT/SIGTERM; write the reports; return the exit code."""
-    from livetrader.live.engine import take_data_dir
-    from livetrader.service.console import configure_logging
-    from livetrader.service.stall import log_hard_exits
-    from livetrader.service.systemd import Notifier
-
-    configure_logging()
-    faulthandler.enable()  # a crash in native code leaves its Python stack on stderr (the journal)
-    log_hard_exits(log)  # before any strategy module is imported: an os._exit() in them says so
-    # A closed terminal or a `kill -HUP` must not kill the daemon like a crash, not even
-    # while it starts (the event loop installs its own handler, saying the same).
-    signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_MESSAGE))
-    data_dir = check_data_dir(request.data_dir_of(config))
-    notifier = Notifier.from_env()
-    lock = take_data_dir(data_dir)  # before any strategy code runs: one daemon per directory
-    try:
-        engine = build_engine(request, config, strategies_dir, lock=lock, notifier=notifier)
-    except BaseException:
-        lock.release()  # a start refused with an error message is a clean stop, not an abnormal end
-        raise
-    return asyncio.run(_main(engine, data_dir, request, notifier))
-
-
-#: Real seconds a graceful stop waits for the current ticks before cancelling them (under
-#: systemd's TimeoutStopSec=90, so a stop never ends in SIGKILL).
-STOP_GRACE_SECONDS = 30.0
-#: Real seconds between rewrites of the status file (and systemd STATUS= lines).
-STATUS_INTERVAL = 1.0
-#: Longest a status write waits for a running sweep to end.
-STATUS_DEFER_LIMIT = 5.0
-
-
-async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier) -> int:
-    from livetrader.live.api import Live
-    from livetrader.service.status import one_line, write_status
-    from livetrader.service.systemd import PairProgress, WatchdogGate, watchdog_loop
-
-    Live.use_engine(engine)
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1 and signum == signal.SIGINT:
-            # Every write is atomic and every journal line fsync'ed: leaving now loses nothing.
-            sys.stderr.write("second interrupt: exiting at once\n")
-            os._exit(130)
-        if signals_seen > 1:
-            return
-        log.info("stopping", signal=signal.Signals(signum).name)
-        notifier.stopping("stopping: finishing the current ticks")
-        engine.stop()
-        loop.call_later(STOP_GRACE_SECONDS, engine.abort)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_signal_handler(signal.SIGHUP, log.warning, SIGHUP_MESSAGE)
-    watcher = _stall_watcher(engine)
-    watcher.start()
-    log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
-             data_dir=str(data_dir), speed=engine.clock.speed)
-    started = time.monotonic()
-
-    def progress() -> dict[str, PairProgress]:
-        deadline = engine.watchdog_deadline()
-        return {f"{p.symbol}/{p.strategy_name}": PairProgress(p.progress_at, deadline)
-                for p in engine.pairs if p.state != "parked" and not p.stopping.is_set()}
-
-    async def extend_while_catching_up() -> None:
-        # Catch-up after a long downtime may outlast TimeoutStartSec: keep asking for more.
-        while True:
-            notifier.extend_timeout(60)
-            await asyncio.sleep(20)
-
-    async def report_status() -> None:
-        while True:
-            # Between sweeps: a mid-sweep file would show half the pairs ticked, and building it
-            # (tens of ms with 10,000 pairs) would delay the ticks still to run.
-            await engine.metronome.between_sweeps(STATUS_DEFER_LIMIT)
-            try:
-                write_status(engine)
-            except Exception as exc:  # the status file is a convenience; never let it stop trading
-                log.warning("cannot write the status file", error=str(exc))
-            notifier.status(one_line(engine))
-            await asyncio.sleep(STATUS_INTERVAL)
-
-    extender = asyncio.create_task(extend_while_catching_up())
-
-    def on_ready() -> None:
-        extender.cancel()
-        notifier.ready(one_line(engine))
-        log.info("ready", pairs=len(engine.pairs), open=engine.summary()["open"])
-        helpers.append(asyncio.create_task(watchdog_loop(notifier, WatchdogGate(progress, started))))
-
-    freeze_startup_objects()
-    helpers = [extender, asyncio.create_task(report_status()), asyncio.create_task(watcher.heartbeat())]
-    view = _live_view(engine, request)
-    try:
-        if view is not None:
-            with view:
-                await engine.run(on_ready=on_ready)
-        else:
-            await engine.run(on_ready=on_ready)
-    finally:
-        watcher.stop()  # writing 10,000 reports may hold the loop: that is no stall
-        for task in helpers:
-            task.cancel()
-        notifier.stopping("writing reports")
-        failures = _finish(engine)
-        await engine.bus.drain(5.0)
-        await engine.close()
-        notifier.close()
-    log.info("stopped", pairs=len(engine.pairs))
-    if failures:
-        raise ShutdownError("stopped, but " + "; ".join(failures))
-    return 0
-
-
-def _stall_watcher(engine: Engine) -> StallWatcher:
-    """The thread that notices strategy code blocking the event loop, and says so: in the log
-    (the strategy, where, its stack) and in the status file (``livetrader status``: stalled)."""
-    from livetrader.service.stall import Stall, StallWatcher
-    from livetrader.service.status import mark_stalled
-
-    def on_stall(stall: Stall) -> None:
-        fields = stall.fields()
-        log.error("event loop stalled", **fields, hint="code running on the event loop has not yielded: every pair "
-                  "waits and no strategy timeout can fire; make blocking work async or move it to a thread")
-        try:
-            mark_stalled(engine.data_dir, fields)
-        except Exception as exc:  # the status file is a convenience
-            log.warning("cannot write the status file", error=str(exc))
-
-    def on_recover(seconds: float) -> None:
-        log.warning("event loop running again", stalled_seconds=round(seconds, 1))
-
-    return StallWatcher(engine.config.engine.stall_seconds, on_stall, on_recover)
-
-
-class ShutdownError(LivetraderError):
-    """The daemon stopped, but a report or the final status could not be written."""
-
-
-def _finish(engine: Engine) -> list[str]:
-    """Write every report and the final status; each failure is logged, none stops the others."""
-    from livetrader.service.status import write_status
-
-    failures = []
-    for pair in engine.pairs:
-        try:
-            path = engine.write_report(pair)
-            log.info("report written", path=str(path))
-        except Exception as exc:
-            failures.append(f"the report of {pair.symbol}/{pair.strategy_name} was not written: {exc}")
-            log.error("report not written", symbol=pair.symbol, strategy=pair.strategy_name, error=str(exc))
-    try:
-        write_status(engine, state="stopped")
-    except Exception as exc:
-        failures.append(f"the final status was not written: {exc}")
-    return failures
-
-
-def _live_view(engine: Engine, request: RunRequest):  # type: ignore[no-untyped-def]
-    """The rich table of pairs, on a terminal only."""
-    wanted = request.live_view if request.live_view is not None else sys.stdout.isatty()
-    if not wanted:
-        return None
-    from livetrader.service.console import LiveView, PairView
-
-    def views() -> list[PairView]:
-        out = []
-        for p in engine.pairs:
-            row = p.row
-            last = p.last_result
-            out.append(PairView(
-                symbol=p.symbol, strategy=p.strategy_name, exchange=p.exchange, state=p.state, price=p.price,
-                position=row.position if row else None, price_open=row.price_open if row else None,
-                take_profit=row.take_profit if row else None, stop_loss=row.stop_loss if row else None,
-                pnl_percentage=last.pnl_percentage if last is not None and last.action == "active" else None,
-                last_tick_at=p.last_tick_at, lag_ms=p.lag_ms, error_count=p.error_count, last_error=p.last_error,
-                closed_trades=p.closed_trades, realised_pnl=p.realised_pnl,
-            ))
-        return out
-
-    return LiveView(views)
