@@ -55,6 +55,22 @@ def run_daemon(request: RunRequest, config: Config, strategies_dir: Path) -> int
     # A closed terminal or a `kill -HUP` must not kill the daemon like a crash, not even
     # while it starts (the event loop installs its own handler, saying the same).
     signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_MESSAGE))
+    # SIGINT/SIGTERM while starting (importing strategies, restoring, catching up) are a
+    # graceful stop too: the start finishes its current step, then the daemon stops as it
+    # would once running, with its reports, exit 0. A second SIGINT exits at once (130).
+    early: list[int] = []
+
+    def stop_while_starting(signum: int, frame: object) -> None:
+        early.append(signum)
+        if len(early) > 1:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        log.info("stop requested while starting: the start finishes its current step, then stops",
+                 signal=signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_while_starting)
     data_dir = check_data_dir(request.data_dir_of(config))
     notifier = Notifier.from_env()
     lock = take_data_dir(data_dir)  # before any strategy code runs: one daemon per directory
@@ -63,7 +79,7 @@ def run_daemon(request: RunRequest, config: Config, strategies_dir: Path) -> int
     except BaseException:
         lock.release()  # a start refused with an error message is a clean stop, not an abnormal end
         raise
-    return asyncio.run(_main(engine, data_dir, request, notifier))
+    return asyncio.run(_main(engine, data_dir, request, notifier, early))
 
 
 #: Real seconds a graceful stop waits for the current ticks before cancelling them (under
@@ -75,7 +91,8 @@ STATUS_INTERVAL = 1.0
 STATUS_DEFER_LIMIT = 5.0
 
 
-async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier) -> int:
+async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier,
+                early: list[int] | None = None) -> int:
     """Run the built engine until a signal stops it, with its helpers (status, systemd, stall
     watcher, live view) around it; then the reports, the final status and the storage closed."""
     from livetrader.live.api import Live
@@ -103,6 +120,8 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, log.warning, SIGHUP_MESSAGE)
+    if early:  # asked to stop while starting: stop now, gracefully (the first signal counts once)
+        on_signal(early[0])
     watcher = _stall_watcher(engine)
     watcher.start()
     log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
