@@ -64,7 +64,7 @@ def signal_problems(signal: object, price: float) -> list[str]:
         prices["price_open"] = signal.price_open
     bad = [name for name, value in prices.items() if not _is_price(value)]
     problems += [f"{name} must be a finite number > 0, got {prices[name]!r}" for name in bad]
-    minutes = signal.minutes
+    minutes: object = signal.minutes  # untrusted: strategy code may put any object here
     if isinstance(minutes, float) and minutes.is_integer():
         minutes = int(minutes)
     if not isinstance(minutes, int) or isinstance(minutes, bool):

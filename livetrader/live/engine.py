@@ -31,7 +31,7 @@ from livetrader.market.source import CandleSource
 from livetrader.market.sources import open_source, register_secrets
 from livetrader.redaction import redact
 from livetrader.store.commit import CommitLog
-from livetrader.store.state import pair_stem
+from livetrader.store.names import pair_stem
 from livetrader.store.writer import BackgroundWriter
 from livetrader.strategy.base import Strategy, StrategyRegistry, instantiate
 from livetrader.strategy.risk import OpenPosition, RiskProfile, build_profiles
@@ -515,9 +515,7 @@ class Engine:
         return path
 
     def _journaled(self, pair: Pair) -> list[dict[str, Any]]:
-        from livetrader.store.journal import read_journal
-
-        return read_journal(pair.store.journal.path).records if pair.store is not None else pair.window.events()
+        return pair.store.journaled() if pair.store is not None else pair.window.events()
 
     def write_reports(self) -> list[Path]:
         """One report per pair; returns the files written."""

@@ -55,6 +55,12 @@ class PairStore(Protocol):
     def snapshot(self, state: dict[str, Any]) -> None:
         """Replace the pair's snapshot with ``state``, atomically."""
 
+    def journaled(self) -> list[dict[str, Any]]:
+        """Every transition journaled so far, oldest first (what the pair's report is built from)."""
+
+    def close(self) -> None:
+        """Release the pair's files; the store is not used after this."""
+
 
 @dataclass(slots=True, frozen=True)
 class PairSettings:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from livetrader import strategy as strategy_module
+from livetrader.strategy import base as strategy_base  # `running` is rebound there: read it at use
 from livetrader.strategy.tracing import is_user_file
 
 #: Frames of the loop thread's stack kept when none of them is the user's.
@@ -124,7 +124,7 @@ class StallWatcher:
 
     def capture(self, quiet: float) -> Stall:
         """What the loop thread is doing now."""
-        call = strategy_module.running
+        call = strategy_base.running
         frame = sys._current_frames().get(self._loop_thread)
         frames = traceback.extract_stack(frame) if frame is not None else traceback.StackSummary()
         own = [f for f in frames if is_user_file(f.filename)]
@@ -149,7 +149,7 @@ def log_hard_exits(log: Any) -> Callable[[], None]:
         try:
             if os.getpid() == pid:
                 caller = sys._getframe(1)
-                call = strategy_module.running
+                call = strategy_base.running
                 if call is not None or is_user_file(caller.f_code.co_filename):
                     strategy, symbol, what = call or (None, None, None)
                     log.critical("os._exit called by strategy code: the daemon ends now and nothing can stop it; "

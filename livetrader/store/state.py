@@ -127,6 +127,10 @@ class FilePairStore:
         if failed is not None:
             raise failed
 
+    def journaled(self) -> list[dict[str, Any]]:
+        """Every valid record of the journal, oldest first."""
+        return read_journal(self.journal.path).records
+
     def close(self) -> None:
         """Close the journal."""
         self.journal.close()

@@ -119,7 +119,7 @@ class RiskProfile:
 
 def position_dict(p: OpenPosition) -> dict[str, object]:
     """The JSON shape of an open position."""
-    return {name: getattr(p, name) for name in p.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(p, name) for name in p.__slots__}
 
 
 def build_profiles(config: dict[str, dict[str, int]]) -> dict[str, RiskProfile]:
