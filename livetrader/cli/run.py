@@ -162,7 +162,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
     engine.open(lock)
     engine.clock = make_clock(request, exchange, bounds, engine.data_dir)
     engine.started_at = engine.clock.now_ms()
-    damaged = []
+    damaged: list[StateDamaged] = []
     with collector_paused():
         _add_pairs(engine, request, exchange, broken, damaged)
     if not engine.pairs:
@@ -347,7 +347,7 @@ def _finish(engine: Engine) -> list[str]:
     return failures
 
 
-def _live_view(engine: Engine, request: RunRequest):  # type: ignore[no-untyped-def]
+def _live_view(engine: Engine, request: RunRequest):
     """The rich table of pairs, on a terminal only."""
     wanted = request.live_view if request.live_view is not None else sys.stdout.isatty()
     if not wanted:

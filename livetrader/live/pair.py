@@ -243,9 +243,9 @@ class Pair:
             self.row = result.signal
         self.checked_until = minute
         self._publish(result, None)
-        if callback is False:  # a plain (not async) callback
+        if callback is False and hook is not None:  # a plain (not async) callback
             try:
-                fn = getattr(self.strategy, hook)  # type: ignore[arg-type]
+                fn = getattr(self.strategy, hook)
                 call_strategy((self.strategy_name, self.symbol, hook), fn, result)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt too: see NOT_STRATEGY_ERRORS
                 if isinstance(exc, NOT_STRATEGY_ERRORS):

@@ -79,7 +79,7 @@ class Findings:
             "commit_log": self.commit_log,
             "damage": self.damage,
             "quarantined": self.quarantined,
-            "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],  # type: ignore[attr-defined]
+            "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],
         }
 
 

@@ -145,7 +145,7 @@ def log_hard_exits(log: Any) -> Callable[[], None]:
     real = os._exit
     pid = os.getpid()
 
-    def _exit(code: int) -> NoReturn:
+    def _exit(status: int) -> NoReturn:  # os._exit's own parameter name: a call by keyword still works
         try:
             if os.getpid() == pid:
                 caller = sys._getframe(1)
@@ -153,11 +153,11 @@ def log_hard_exits(log: Any) -> Callable[[], None]:
                 if call is not None or is_user_file(caller.f_code.co_filename):
                     strategy, symbol, what = call or (None, None, None)
                     log.critical("os._exit called by strategy code: the daemon ends now and nothing can stop it; "
-                                 "the next start recovers", code=code, strategy=strategy, symbol=symbol, call=what,
+                                 "the next start recovers", code=status, strategy=strategy, symbol=symbol, call=what,
                                  where=f"{caller.f_code.co_filename}:{caller.f_lineno}")
         except BaseException:  # noqa: S110 - the exit is what was asked for; logging is a bonus
             pass
-        real(code)
+        real(status)
 
     os._exit = _exit
 
