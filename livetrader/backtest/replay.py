@@ -249,7 +249,7 @@ class BacktestStrategy(Protocol):
     def get_signal(self, ctx: Context) -> Any: ...
 
 
-async def run_backtest(
+async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it runs millions of minutes a second
     strategy: BacktestStrategy,
     candles: Sequence[Candle],
     symbol: str,

@@ -266,7 +266,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
             await engine.metronome.between_sweeps(STATUS_DEFER_LIMIT)
             try:
                 write_status(engine)
-            except Exception as exc:  # the status file is a convenience; never let it stop trading
+            except Exception as exc:  # noqa: BLE001 - the status file is a convenience; never let it stop trading
                 log.warning("cannot write the status file", error=str(exc))
             notifier.status(one_line(engine))
             await asyncio.sleep(STATUS_INTERVAL)
@@ -315,7 +315,7 @@ def _stall_watcher(engine: Engine) -> StallWatcher:
                   "waits and no strategy timeout can fire; make blocking work async or move it to a thread")
         try:
             mark_stalled(engine.data_dir, fields)
-        except Exception as exc:  # the status file is a convenience
+        except Exception as exc:  # noqa: BLE001 - the status file is a convenience
             log.warning("cannot write the status file", error=str(exc))
 
     def on_recover(seconds: float) -> None:
@@ -337,12 +337,12 @@ def _finish(engine: Engine) -> list[str]:
         try:
             path = engine.write_report(pair)
             log.info("report written", path=str(path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one pair's report failing stops neither the others nor the shutdown
             failures.append(f"the report of {pair.symbol}/{pair.strategy_name} was not written: {exc}")
             log.error("report not written", symbol=pair.symbol, strategy=pair.strategy_name, error=str(exc))
     try:
         write_status(engine, state="stopped")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the shutdown goes on; the failure is in the exit message
         failures.append(f"the final status was not written: {exc}")
     return failures
 

@@ -51,7 +51,7 @@ def _text_problem(name: str, value: object, limit: int | None) -> str | None:
     return None
 
 
-def signal_problems(signal: object, price: float) -> list[str]:
+def signal_problems(signal: object, price: float) -> list[str]:  # noqa: C901 - one branch per rule, every problem reported at once
     """Every rule of docs/behaviour.md §5 that ``signal`` breaks at the current ``price`` (empty when valid)."""
     if not isinstance(signal, Signal):
         return [f"expected a Signal or None, got {type(signal).__name__}"]

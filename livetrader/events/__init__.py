@@ -275,7 +275,7 @@ class _Subscription:
     def call_sync(self, payload: Any) -> None:
         try:
             result = self.fn(payload)
-        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - raised by the listener itself, not by a stop
             self.failures += 1
             self.bus._listener_failed(self, payload, exc)
             return
@@ -332,7 +332,7 @@ class _Subscription:
         """
         try:
             result = self.fn(payload)
-        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - raised by the listener itself, not by a stop
             self.failures += 1
             self.bus._listener_failed(self, payload, exc)
             return None
@@ -353,7 +353,7 @@ class _Subscription:
             # a failure like any other, and this delivery task must survive it.
             self.failures += 1
             self.bus._listener_failed(self, payload, asyncio.CancelledError("listener was cancelled"))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported; the listener keeps receiving
             self.failures += 1
             self.bus._listener_failed(self, payload, exc)
         else:

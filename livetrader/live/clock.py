@@ -64,5 +64,5 @@ def saved_clock(data_dir: Path) -> SimClock | None:
         return SimClock(int(data["origin_wall"]), int(data["origin_sim"]), float(data["speed"]))
     except FileNotFoundError:
         return None
-    except Exception:  # a damaged clock file only loses the simulated timeline: a new one starts
+    except Exception:  # noqa: BLE001 - a damaged clock file only loses the simulated timeline: a new one starts
         return None

@@ -116,7 +116,7 @@ class Metronome:
             if can_express and express is not None:
                 try:
                     ticked = express(minute, now)
-                except Exception:  # never leave the other loops asleep: this one ticks as usual
+                except Exception:  # noqa: BLE001 - never leave the other loops asleep: this one ticks as usual
                     ticked = False
                 if ticked:
                     keep(waiter)

@@ -173,7 +173,7 @@ class Pair:
             self.report_error(minute, f"storage failed, no new signals: {exc}", "storage")
             self.progress_at = time.monotonic()
             return None
-        except Exception as exc:  # a source failure must never end the loop
+        except Exception as exc:  # noqa: BLE001 - a source failure must never end the loop
             self.report_error(minute, f"no price: {describe(exc)}", "source")
             self.progress_at = time.monotonic()  # the loop is alive: it reported and will retry
             return None
@@ -185,7 +185,7 @@ class Pair:
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
         return result
 
-    def tick_in_place(self, boundary: int, now: int) -> bool:
+    def tick_in_place(self, boundary: int, now: int) -> bool:  # noqa: C901 - the per-minute hot path of every pair, kept in one frame for speed
         """Run the tick of the minute ``boundary`` at ``now`` without yielding to the event loop,
         when it can be: True if it ran (exactly as ``tick`` would have), False, with nothing
         changed, if it needs ``tick``.
@@ -228,7 +228,7 @@ class Pair:
                     result = check_open(row, minute, price, self.settings.rules)
                 if result.action in TRANSITIONS:
                     return False
-        except Exception:  # a bad candle, a broken risk check: ``tick`` reports it
+        except Exception:  # noqa: BLE001 - a bad candle, a broken risk check: ``tick`` reports it
             return False
         hook = _HOOKS.get(result.action)
         callback = self.strategy.callbacks.get(hook) if hook is not None else None
@@ -299,7 +299,7 @@ class Pair:
         start, end = price_window(now)
         try:
             price = self.source.price_now(self.symbol, end)  # computed once per symbol and minute
-        except Exception:  # the fetch below meets the problem again and reports it
+        except Exception:  # noqa: BLE001 - the fetch below meets the problem again and reports it
             price = None
         if price is not None:
             return price
@@ -326,7 +326,7 @@ class Pair:
             return idle(*self.key, now, price, reason=message)
         except NOT_STRATEGY_ERRORS:
             raise
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the strategy's, not ours
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the strategy's, not ours
             self.report_error(now, f"strategy raised {describe(exc)}", "strategy")
             return idle(*self.key, now, price, reason="strategy error")
         if signal is None:
@@ -395,7 +395,7 @@ class Pair:
             await run_callback(self.strategy, hook, result)
         except NOT_STRATEGY_ERRORS:
             raise
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt too
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
             self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
 
     def _publish(self, result: TickResult, record: dict[str, Any] | None) -> None:
@@ -410,7 +410,7 @@ class Pair:
         for listener in self.listeners:
             try:
                 listener(result)
-            except Exception as exc:  # the tick happened all the same: report, never redo it
+            except Exception as exc:  # noqa: BLE001 - the tick happened all the same: report, never redo it
                 self.report_error(result.at, f"tick listener raised {describe(exc)}", "crash")
 
     def snapshot(self) -> dict[str, Any]:

@@ -103,7 +103,7 @@ class StallWatcher:
             checked = now
             try:
                 self.check(now)
-            except Exception:  # the watcher must never die, nor take anything down
+            except Exception:  # noqa: BLE001 - the watcher must never die, nor take anything down
                 pass
 
     def check(self, now: float) -> Stall | None:
@@ -155,7 +155,7 @@ def log_hard_exits(log: Any) -> Callable[[], None]:
                     log.critical("os._exit called by strategy code: the daemon ends now and nothing can stop it; "
                                  "the next start recovers", code=status, strategy=strategy, symbol=symbol, call=what,
                                  where=f"{caller.f_code.co_filename}:{caller.f_lineno}")
-        except BaseException:  # noqa: S110 - the exit is what was asked for; logging is a bonus
+        except BaseException:  # noqa: BLE001 - the exit is what was asked for; logging is a bonus
             pass
         real(status)
 

@@ -203,7 +203,7 @@ def _check_snapshot(data: object, key: Key) -> tuple[str | None, SignalRow | Non
         return f"its signal is invalid: {type(exc).__name__}: {exc}", None
 
 
-def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,
+def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,  # noqa: C901 - every recovery case in the order it must be checked (docs/behaviour.md)
                  put_back: list[dict[str, Any]] | None = None) -> Restored:
     """Read, check and reconcile a pair's journal and snapshot.
 

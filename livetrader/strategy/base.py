@@ -177,7 +177,7 @@ class _Resumed:
             except GeneratorExit:
                 coro.close()
                 raise
-            except BaseException as exc:  # a cancellation (the timeout) goes to the strategy's await
+            except BaseException as exc:  # noqa: BLE001 - a cancellation (the timeout) goes to the strategy's await
                 try:
                     value = call_strategy(call, coro.throw, exc)
                 except StopIteration as answered:
@@ -434,7 +434,7 @@ def _import_file(file: Path, registry: StrategyRegistry) -> ModuleType | None:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure to import a user's module is reported with its file and line
         del sys.modules[module_name]
         line, message = _import_failure(file, exc)
         registry.problems.append(StrategyProblem(file, line, message))

@@ -99,7 +99,7 @@ class RiskProfile:
         for check in self.checks:
             try:
                 reason = check(candidate)
-            except Exception as exc:  # a broken check rejects rather than letting a trade through
+            except Exception as exc:  # noqa: BLE001 - a broken check rejects rather than letting a trade through
                 return f"check {getattr(check, '__name__', check)!s} raised {type(exc).__name__}: {exc}"
             if reason:
                 return str(reason)
