@@ -41,12 +41,25 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from livetrader.core.signal import TickResult
 from livetrader.redaction import redact
 
-if TYPE_CHECKING:
-    from livetrader.core.signal import TickResult
+__all__ = [
+    "DoneEvent",
+    "ErrorEvent",
+    "PerformanceEvent",
+    "RiskEvent",
+    "TickResult",
+    "listen_done",
+    "listen_error",
+    "listen_performance",
+    "listen_risk",
+    "listen_signal",
+    "listen_signal_backtest",
+    "listen_signal_live",
+]
 
 log = logging.getLogger(__name__)
 

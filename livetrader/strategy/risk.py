@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from livetrader.core.signal import SignalRow
 
+#: What a strategies module uses to add its own checks (the rest serves the engine).
+__all__ = ["OpenPosition", "RiskCandidate", "RiskCheck", "risk_check"]
+
 
 @dataclass(slots=True, frozen=True)
 class OpenPosition:
