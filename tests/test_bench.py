@@ -328,6 +328,7 @@ def test_fast_path_prices_frames_whose_candles_look_inside_the_levels_but_are_no
 
 # --- the benchmarks themselves -----------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_quick_benchmarks_are_sane():
     results = run_all(list(PLAN), quick=True)
     assert [r.name for r in results] == list(PLAN)
