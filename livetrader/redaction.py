@@ -104,7 +104,7 @@ def redact_value(value: Any, depth: int = 0) -> Any:
             return {redact_value(v, depth + 1) for v in value}
     try:
         text = repr(value)
-    except Exception:  # a broken __repr__ must not break the output that called us
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not break the output that called us
         return value
     cleaned = redact(text)
     return value if cleaned == text else cleaned

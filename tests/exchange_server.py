@@ -261,14 +261,14 @@ class _Handler(BaseHTTPRequestHandler):
     # client's delayed ACK, about +44 ms per request. (A handler attribute, not the server's.)
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:  # `format`: the stdlib's signature
         """Quiet: tests read ``server.requests`` instead."""
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The ``Date`` header on the server's (injectable) clock."""
         return formatdate(self.server.state.clock() / 1000, usegmt=True)
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:  # the stdlib's name
         state = self.server.state
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query))

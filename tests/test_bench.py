@@ -4,16 +4,23 @@
 from the core (``core.price.vwap``, ``check_open``, ``check_scheduled``, ``accept``), with no bulk
 VWAP, no bucket jumps and no scans. The fast path must produce the very same ``TickResult``
 objects: times, reasons, prices, PnL, ids, everything.
+
+The tests import nothing from ``bench/``: the reference workload is written here again from its
+definition (issue 8, ``bench/workload.py``'s docstring), and the benchmarks run as the command
+``python -m bench --quick --json``, whose backtest must trade exactly as this workload does.
 """
 
 import asyncio
+import json
 import math
 import random
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from bench import workload
-from bench.__main__ import PLAN, run_all, sanity_problems
 from livetrader.backtest.replay import run_backtest
 from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.core.machine import DEFAULT_RULES, accept, cancel, check_open, check_scheduled, close
@@ -23,9 +30,61 @@ from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 
 M = 60_000
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def plain_replay(strategy, candles, symbol, start, end, risk=None):
+class Reference:
+    """The reference workload of issue 8, from its definition: 1-minute candles from 2024-01-01
+    priced by a formula of the minute, and a 5m strategy alternating market short / long
+    signals with TP and SL 1 % from the price and a 240-minute lifetime (or never a signal)."""
+
+    SYMBOL = "BTCUSDT"
+    START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+
+    @staticmethod
+    def noise(t_ms):
+        x = ((t_ms // M) * 2654435761) % 2**32
+        x ^= x >> 15
+        x = (x * 2246822519) % 2**32
+        x ^= x >> 13
+        return (x % 10000) / 10000 - 0.5
+
+    @classmethod
+    def price(cls, t_ms):
+        return 50000 * (1 + 0.03 * math.sin(t_ms / (60000 * 317)) + 0.002 * cls.noise(t_ms))
+
+    @classmethod
+    def candles(cls, days):
+        """Every candle a backtest of ``days`` days needs: from 5 minutes before the first frame."""
+        out = []
+        for ts in range(cls.START_MS - 5 * M, cls.START_MS + days * 1440 * M, M):
+            o = c = cls.price(ts)  # with 1-minute candles the close is the open: the definition
+            out.append(Candle(ts, o, max(o, c) * 1.0005, min(o, c) * 0.9995, c, 10 + (cls.noise(ts) + 0.5) * 5))
+        return out
+
+    @classmethod
+    def frame_range(cls, days):
+        return cls.START_MS, cls.START_MS + days * 1440 * M
+
+
+class Alternating:
+    name = "reference"
+    interval = "5m"
+
+    def __init__(self, mode="trade"):
+        self.mode, self.calls = mode, 0
+
+    async def get_signal(self, ctx):
+        self.calls += 1
+        if self.mode == "idle":
+            return None
+        p = ctx.price
+        if self.calls % 2:
+            return Signal("short", take_profit=p * 0.99, stop_loss=p * 1.01, minutes=240)
+        return Signal("long", take_profit=p * 1.01, stop_loss=p * 0.99, minutes=240)
+
+
+def plain_replay(strategy, candles, symbol, start, end, risk=None):  # noqa: C901 - the reference oracle stays one obvious per-minute loop
     """Every minute from ``start`` to ``end``, one tick each, as live mode would run it."""
     base = candles[0].timestamp
     interval = SIGNAL_INTERVALS[strategy.interval]
@@ -100,10 +159,10 @@ def fast(strategy, candles, symbol, start, end, risk=None):
 
 def test_fast_path_equals_plain_replay_on_the_reference_workload():
     days = 3
-    candles = workload.candles(days)
-    start, end = workload.frame_range(days)
-    result = fast(workload.ReferenceStrategy("trade"), candles, workload.SYMBOL, start, end)
-    trades, cancelled = plain_replay(workload.ReferenceStrategy("trade"), candles, workload.SYMBOL, start, end)
+    candles = Reference.candles(days)
+    start, end = Reference.frame_range(days)
+    result = fast(Alternating("trade"), candles, Reference.SYMBOL, start, end)
+    trades, cancelled = plain_replay(Alternating("trade"), candles, Reference.SYMBOL, start, end)
     assert len(result.trades) > 10
     assert {t.close_reason for t in result.trades} >= {"take_profit", "stop_loss", "time_expired"}
     for got, want in zip(result.trades, trades, strict=True):  # trade by trade, every field
@@ -114,26 +173,12 @@ def test_fast_path_equals_plain_replay_on_the_reference_workload():
 
 
 def test_idle_reference_workload_never_trades_and_asks_once_per_bucket():
-    candles = workload.candles(1)
-    start, end = workload.frame_range(1)
-    strategy = workload.ReferenceStrategy("idle")
-    result = fast(strategy, candles, workload.SYMBOL, start, end)
+    candles = Reference.candles(1)
+    start, end = Reference.frame_range(1)
+    strategy = Alternating("idle")
+    result = fast(strategy, candles, Reference.SYMBOL, start, end)
     assert result.trades == [] and result.frames == 1440
     assert strategy.calls == result.strategy_calls == 1440 // 5
-
-
-def test_workload_candles_follow_the_formula():
-    ts = workload.START_MS + 7 * M
-    m = ts // M
-    x = (m * 2654435761) % 2**32
-    x ^= x >> 15
-    x = (x * 2246822519) % 2**32
-    x ^= x >> 13
-    noise = (x % 10000) / 10000 - 0.5
-    price = 50000 * (1 + 0.03 * math.sin(ts / (60000 * 317)) + 0.002 * noise)
-    assert workload.candle(ts) == Candle(ts, price, price * 1.0005, price * 0.9995, price, 10 + (noise + 0.5) * 5)
-    candles = workload.candles(1)
-    assert candles[0].timestamp == workload.START_MS - 5 * M and len(candles) == 1440 + 5
 
 
 # --- the fast path on harder ground: scheduled signals, windows without volume, risk ----------
@@ -191,7 +236,7 @@ def flaky_profile():
 
 @pytest.mark.parametrize("seed", range(8))
 def test_fast_path_equals_plain_replay_with_scheduled_signals_no_volume_and_risk(seed):
-    t0 = workload.START_MS
+    t0 = Reference.START_MS
     candles = rough_market(seed, 2000, t0)
     rng = random.Random(seed)
     start = t0 + rng.randrange(5, 200) * M
@@ -250,7 +295,7 @@ class Careful(Mixed):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_fast_path_equals_plain_replay_on_hostile_candles(seed):
-    t0 = workload.START_MS
+    t0 = Reference.START_MS
     candles = hostile_market(seed, 2000, t0)
     start, end = t0 + 30 * M, t0 + 1990 * M
     result = fast(Careful(seed, "1m"), candles, "X", start, end)
@@ -281,7 +326,7 @@ def flat(ts, price, low=None, volume=1.0, close=None):
 def test_fast_path_equals_plain_replay_when_prices_land_exactly_on_the_levels():
     # Whole-number candles make the VWAP exact, so each comparison is decided at equality: TP and
     # SL of a long and of a short, entry and SL reached by a candle low.
-    t0 = workload.START_MS
+    t0 = Reference.START_MS
     levels = {20: 101.0, 50: 101.0, 160: 99.0, 190: 99.0}
     special = {start + i: price for start, price in levels.items() for i in range(10)}
     lows = {80: 99.5, 140: 98.0}
@@ -309,7 +354,7 @@ def test_fast_path_equals_plain_replay_when_prices_land_exactly_on_the_levels():
 def test_fast_path_prices_frames_whose_candles_look_inside_the_levels_but_are_not(case):
     # Lows and highs stay between SL 99 and TP 101, yet each VWAP reaches TP: a typical price
     # pulled up by a close above the high; weights of both signs; a product overflowing to inf.
-    t0 = workload.START_MS
+    t0 = Reference.START_MS
     if case == "close above the high":
         odd = [Candle(0, 100.5, 100.5, 99.5, 105.0, 1.0)] * 5
     elif case == "negative volumes":
@@ -328,12 +373,22 @@ def test_fast_path_prices_frames_whose_candles_look_inside_the_levels_but_are_no
 
 # --- the benchmarks themselves -----------------------------------------------------------------
 
-def test_quick_benchmarks_are_sane():
-    results = run_all(list(PLAN), quick=True)
-    assert [r.name for r in results] == list(PLAN)
-    assert sanity_problems(results) == []
-    backtest = next(r for r in results if r.name == "backtest")
-    assert backtest.details["trade"]["trades"] > 0 and backtest.details["idle"]["trades"] == 0
-    for result in results:
-        for row in result.rows:
-            assert math.isfinite(row.value), (result.name, row.metric)
+@pytest.mark.e2e
+@pytest.mark.e2e
+def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr  # --quick exits 1 when a figure is not sane
+    benchmarks = json.loads(done.stdout)["benchmarks"]
+    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli"]
+    for name, result in benchmarks.items():
+        for row in result["rows"]:
+            assert math.isfinite(row["value"]), (name, row["metric"])
+    # The bench's workload is the reference one: its backtest trades exactly as ours.
+    details = benchmarks["backtest"]["details"]
+    days = details["days"]
+    ours = fast(Alternating("trade"), Reference.candles(days), Reference.SYMBOL, *Reference.frame_range(days))
+    assert details["trade"]["trades"] == len(ours.trades) > 0
+    assert details["trade"]["close_reasons"] == dict(sorted(Counter(t.close_reason for t in ours.trades).items()))
+    assert details["trade"]["total_pnl_percentage"] == sum(t.pnl_percentage or 0.0 for t in ours.trades)
+    assert details["idle"]["trades"] == 0 and details["idle"]["strategy_calls"] == days * 1440 // 5

@@ -400,6 +400,7 @@ def test_format_price_uses_the_exchange_precision(server):
     assert src.format_amount("BTC/USDT", 0.123456789) == "0.12345"  # amounts are truncated
 
 
+@pytest.mark.e2e
 def test_importing_the_cli_does_not_import_ccxt():
     code = "import sys, livetrader.cli.app; print('ccxt' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -5,6 +5,8 @@ import json
 import pytest
 from daemon import DATA, run, workdir
 
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
+
 
 @pytest.fixture
 def cwd(tmp_path):

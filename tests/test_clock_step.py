@@ -72,6 +72,7 @@ def assert_time_and_ids_hold(data_dir: Path) -> int:
     return checked
 
 
+@pytest.mark.e2e
 def test_a_wall_clock_step_back_under_the_daemon_stamps_nothing_back_in_time(tmp_path):
     """--speed 600 (a simulated minute is 0.1 s): a 3 s step back is 30 simulated minutes."""
     lib = libfaketime()
@@ -129,7 +130,7 @@ def test_a_pair_does_not_tick_again_a_minute_the_clock_went_back_to(tmp_path):
     pair = e.add_pair("BTCUSDT", "quick-long")
 
     async def main():
-        ahead = await _ticks(pair, range(0, 12))  # opens, closes after 2 minutes, opens again...
+        ahead = await _ticks(pair, range(12))  # opens, closes after 2 minutes, opens again...
         assert any(r is not None and r.action == "closed" for r in ahead)
         with capture_logs() as logs:
             back = await _ticks(pair, range(4, 12))  # the clock steps back 8 minutes
@@ -147,7 +148,7 @@ def test_a_pair_does_not_tick_again_a_minute_the_clock_went_back_to(tmp_path):
 def test_an_in_place_tick_is_refused_at_or_before_the_last_minute(tmp_path):
     e = _engine(tmp_path)
     pair = e.add_pair("BTCUSDT", "quick-long")
-    asyncio.run(_ticks(pair, range(0, 6)))
+    asyncio.run(_ticks(pair, range(6)))
     journaled = len(journals(tmp_path)["BTCUSDT_quick-long_sim.jsonl"])
     for m in (5, 3, 0):
         boundary = T0 + m * MINUTE_MS
@@ -158,7 +159,7 @@ def test_an_in_place_tick_is_refused_at_or_before_the_last_minute(tmp_path):
 def test_a_restart_on_a_clock_behind_the_journal_ticks_nothing_before_its_last_record(tmp_path):
     first = _engine(tmp_path)
     pair = first.add_pair("BTCUSDT", "quick-long")
-    asyncio.run(_ticks(pair, range(0, 30)))
+    asyncio.run(_ticks(pair, range(30)))
     asyncio.run(first.close())
     records = journals(tmp_path)["BTCUSDT_quick-long_sim.jsonl"]
     last = records[-1]["at"]
@@ -222,7 +223,7 @@ def test_a_strategy_chosen_id_already_journaled_is_an_invalid_signal(tmp_path):
     pair = e.add_pair("BTCUSDT", "repeats-id")
     errors = []
     e.bus.listen("error", errors.append)
-    results = asyncio.run(_ticks(pair, range(0, 3)))
+    results = asyncio.run(_ticks(pair, range(3)))
     # Opened, closed (1-minute lifetime), then the same id again: the whipsaw guard ignores it quietly.
     assert [r.action for r in results] == ["opened", "closed", "idle"]
     pair.last_opened_id = None  # as after another signal opened in between: the journal still knows it
@@ -252,7 +253,7 @@ def test_a_generated_id_already_journaled_takes_no_signal_that_minute(tmp_path):
     pair = e.add_pair("BTCUSDT", "takes-generated-id")
     errors = []
     e.bus.listen("error", errors.append)
-    results = asyncio.run(_ticks(pair, range(0, 5)))
+    results = asyncio.run(_ticks(pair, range(5)))
     asyncio.run(e.bus.drain(1))
     assert [r.action for r in results] == ["opened", "closed", "opened", "closed", "idle"]
     assert results[4].reason == "signal id already used"

@@ -131,6 +131,7 @@ def test_console_renderer_on_a_terminal() -> None:
         json.loads(text.splitlines()[0])
 
 
+@pytest.mark.e2e
 def test_lines_survive_sigkill_through_a_pipe(tmp_path) -> None:
     # Under systemd stdout is a pipe: nothing may sit in a buffer when the process is killed.
     script = textwrap.dedent(
@@ -149,6 +150,7 @@ def test_lines_survive_sigkill_through_a_pipe(tmp_path) -> None:
     assert line["event"] == "before kill" and line["n"] == 1
 
 
+@pytest.mark.e2e
 def test_import_does_not_pull_in_rich_or_structlog() -> None:
     # Modules that log at import time or that users import stay light: structlog comes with the first line.
     code = (

@@ -5,8 +5,11 @@ import random
 import signal
 import time
 
+import pytest
 from daemon import start, stop, wait_for, workdir
 from invariants import check_data_dir
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 KILLS = int(os.environ.get("LIVETRADER_TORTURE_KILLS", "50"))
 ARGS = ("run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--strategy", "scheduler", "--strategy", "near-dip",

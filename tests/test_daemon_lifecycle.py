@@ -9,8 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from daemon import events, run, start, stop, wait_for, workdir
 from test_strategy_containment import fixture_line
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 FAST = ("--speed", "3000", "--data-dir", "dump")  # the files below are read from ./dump
 

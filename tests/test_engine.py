@@ -75,7 +75,7 @@ def test_slow_ticks_do_not_pile_up_and_report_their_lag(tmp_path):
         interval = "1m"
 
         async def get_signal(self, ctx):
-            time.sleep(0.05)  # 5 simulated minutes at speed 6000, blocking on purpose
+            time.sleep(0.05)  # noqa: ASYNC251 - 5 simulated minutes at speed 6000, blocking on purpose
 
     e = engine(tmp_path, speed=6000)
     e.registry.strategies["slow"] = type(e.registry.strategies["always-long"])(Slow, FIXTURE_STRATEGIES, 1)

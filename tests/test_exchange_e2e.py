@@ -16,6 +16,8 @@ from invariants import check_data_dir
 
 from livetrader.live.clock import saved_clock
 
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
+
 API_KEY = "lt-test-KEY-5f3c9a71e2"
 SECRET = "lt-test-SECRET-8d41b6c0aa"
 

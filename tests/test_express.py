@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from clocks import ManualClock
 
-from bench.harness import ManualClock
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
 from livetrader.events import EventBus

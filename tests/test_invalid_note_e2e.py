@@ -2,7 +2,10 @@
 
 import time
 
+import pytest
 from daemon import events, run, start, stop, workdir
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 
 def test_a_note_with_a_lone_surrogate_is_an_invalid_signal_and_the_daemon_carries_on(tmp_path):

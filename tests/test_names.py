@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from daemon import DATA, events, run, start, stop, wait_for, workdir
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -182,6 +183,7 @@ def test_a_risk_file_with_its_old_name_is_read_and_renamed(tmp_path: Path) -> No
 
 # --- the daemon ---------------------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_pairs_that_shared_a_file_name_each_run_and_keep_their_own_files(tmp_path: Path) -> None:
     cwd = workdir(tmp_path)
     (cwd / "candles.json").write_text(json.dumps(json.loads(DATA.read_text())[:400]))
@@ -212,6 +214,7 @@ def test_pairs_that_shared_a_file_name_each_run_and_keep_their_own_files(tmp_pat
     assert not (data / "quarantine").exists()
 
 
+@pytest.mark.e2e
 def test_the_daemon_restores_a_pair_from_files_with_old_names_and_renames_them(tmp_path: Path) -> None:
     cwd = workdir(tmp_path)
     key = ("BTCUSDT", "B_x", "sim")
@@ -244,6 +247,7 @@ def test_the_daemon_restores_a_pair_from_files_with_old_names_and_renames_them(t
     assert not (cwd / "dump" / "quarantine").exists()
 
 
+@pytest.mark.e2e
 def test_recover_renames_old_files_and_a_dry_run_says_it_would(tmp_path: Path) -> None:
     key = ("ETH/USDT", "ma_cross", "binance")
     old_journal, old_snapshot = write_old_pair(tmp_path / "dump", key, [opened(key)])

@@ -4,10 +4,13 @@ import json
 import signal
 import time
 
+import pytest
 from daemon import run, start, wait_for, workdir
 from test_recovery import T0, drive
 
 from livetrader.core.price import MINUTE_MS
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 
 def recover(cwd, *args):

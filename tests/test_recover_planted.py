@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 from daemon import run
 from test_recovery import T0, drive
 
 from livetrader.core.price import MINUTE_MS
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 
 def recover(cwd, *args):

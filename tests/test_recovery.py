@@ -234,6 +234,7 @@ def test_a_pair_not_run_is_read_from_its_journal_when_a_crash_left_its_snapshot_
     close(e)
 
 
+@pytest.mark.e2e
 def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(tmp_path):
     cwd = workdir(tmp_path)
     first = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "600")
@@ -250,6 +251,7 @@ def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(tmp_path):
     assert code == 0, err
 
 
+@pytest.mark.e2e
 def test_restart_announces_a_restored_position_as_active_never_opened(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "60")

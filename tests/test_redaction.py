@@ -132,6 +132,7 @@ def assert_clean(text, where):
     assert API_KEY not in text, where
 
 
+@pytest.mark.e2e
 def test_a_secret_in_a_strategy_exception_reaches_no_output(tmp_path, server):
     cwd = workdir(tmp_path)
     cfg = exchange_config(cwd, server)
@@ -171,6 +172,7 @@ def test_a_secret_in_a_strategy_exception_reaches_no_output(tmp_path, server):
         assert_clean(text, where)
 
 
+@pytest.mark.e2e
 def test_the_backtest_error_message_is_redacted(tmp_path, server):
     cwd = workdir(tmp_path)
     server.clock = lambda: 1_704_326_400_000  # 2024-01-04: the range below has closed
@@ -183,6 +185,7 @@ def test_the_backtest_error_message_is_redacted(tmp_path, server):
     assert_clean(result.stdout + result.stderr, "backtest")
 
 
+@pytest.mark.e2e
 def test_a_credential_variable_is_a_secret_even_for_an_exchange_without_credentials(tmp_path):
     cwd = workdir(tmp_path)
     result = run(cwd, "backtest", "BTCUSDT", "--strategy", "leaky", "--from", "2024-01-02", "--to",
@@ -204,6 +207,7 @@ def test_an_uncaught_traceback_is_redacted(capsys):
     assert_clean(err, "traceback")
 
 
+@pytest.mark.e2e
 def test_a_secret_in_a_signal_note_reaches_no_json_output(tmp_path):
     cwd = workdir(tmp_path)
     result = run(cwd, "backtest", "BTCUSDT", "--strategy", "leaky-note", "--from", "2024-01-02", "--to",
@@ -214,6 +218,7 @@ def test_a_secret_in_a_signal_note_reaches_no_json_output(tmp_path):
     assert_clean(result.stdout + result.stderr, "backtest --json")
 
 
+@pytest.mark.e2e
 def test_a_secret_in_a_journal_reaches_neither_report_nor_recover_output(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "leaky-note", "--speed", "3000", "--data-dir", "dump",

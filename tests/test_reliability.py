@@ -12,6 +12,8 @@ import pytest
 from daemon import events, run, start, stop, wait_for, wait_running, workdir
 from invariants import check_data_dir
 
+pytestmark = pytest.mark.e2e  # every test here starts the real command (or mount) as a process
+
 FAST = ("--speed", "3000")
 
 

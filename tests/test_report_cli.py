@@ -6,6 +6,7 @@ import re
 import time
 import tracemalloc
 
+import pytest
 from daemon import FIXTURE_STRATEGIES, run, start, stop, workdir
 from test_recovery import T0, drive, new_engine
 
@@ -16,6 +17,7 @@ def stats_section(markdown: str) -> str:
     return markdown[markdown.index("## Statistics"):]
 
 
+@pytest.mark.e2e
 def test_the_sigint_report_matches_the_report_built_from_the_journal(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "6000")
@@ -35,6 +37,7 @@ def test_the_sigint_report_matches_the_report_built_from_the_journal(tmp_path):
     assert doc["pairs"][0]["stats"]["total_closed"] == closed and len(doc["pairs"][0]["trades"]) == closed
 
 
+@pytest.mark.e2e
 def test_report_writes_files_atomically_with_out(tmp_path):
     drive(tmp_path / "dump", "always-long", [T0, T0 + 40 * MINUTE_MS], crash_on="none")
     result = run(tmp_path, "report", "--out", "out")
@@ -45,6 +48,7 @@ def test_report_writes_files_atomically_with_out(tmp_path):
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
+@pytest.mark.e2e
 def test_no_journal_and_only_scheduled_events_are_said_plainly(tmp_path):
     (tmp_path / "dump").mkdir()
     result = run(tmp_path, "report")
@@ -55,6 +59,7 @@ def test_no_journal_and_only_scheduled_events_are_said_plainly(tmp_path):
     assert "nan" not in result.stdout.lower() and "inf" not in result.stdout.replace("Info", "")
 
 
+@pytest.mark.e2e
 def test_a_journal_with_an_unreadable_line_still_reports(tmp_path):
     drive(tmp_path / "dump", "always-long", [T0, T0 + 40 * MINUTE_MS], crash_on="none")
     journal = tmp_path / "dump" / "journal" / "BTCUSDT_always-long_sim.jsonl"
@@ -64,6 +69,7 @@ def test_a_journal_with_an_unreadable_line_still_reports(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_backtest_report_option_writes_the_markdown_report(tmp_path):
     result = run(tmp_path, "backtest", "BTCUSDT", "--strategy", "always-long", "--from", "2024-01-01",
                  "--to", "2024-01-02", "--strategies-dir", str(FIXTURE_STRATEGIES), "--report", "bt.md", "--json")

@@ -7,6 +7,8 @@ import time
 import pytest
 from daemon import DATA, events, run, start, stop, wait_for, workdir
 
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
+
 
 def trading(events_list, strategy):
     return [e for e in events_list if e.get("strategy") == strategy and e["event"] in ("opened", "closed")]

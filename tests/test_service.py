@@ -8,6 +8,8 @@ import time
 import pytest
 from daemon import run, start, stop, wait_for, workdir
 
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
+
 
 @pytest.fixture
 def notify_socket(tmp_path):

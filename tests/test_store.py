@@ -164,6 +164,7 @@ while True:
 """
 
 
+@pytest.mark.e2e
 def test_sigkill_during_write_atomic_always_leaves_a_complete_file(tmp_path: Path) -> None:
     target = tmp_path / "state.json"
     payloads = {orjson.dumps({"which": w, "blob": w * 1_500_000}) for w in "AB"}
@@ -447,6 +448,7 @@ def test_lock_in_process(tmp_path: Path) -> None:
         assert (data / "livetrader.lock").stat().st_ino == inode  # never replaced: the lock lives on the inode
 
 
+@pytest.mark.e2e
 def test_lock_refuses_second_process_and_dies_with_sigkill(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = _spawn(_HOLDER, str(data))

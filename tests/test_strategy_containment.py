@@ -8,7 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from daemon import DATA, events, run, start, stop, wait_for, workdir
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 FAST = ("--speed", "3000", "--data-dir", "dump")  # the files below are read from ./dump
 

@@ -558,6 +558,7 @@ def _copy_units(directory: Path, executable: str) -> None:
         (directory / source.name).write_text(text.replace(DAEMON, executable))
 
 
+@pytest.mark.e2e
 def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
     analyze = _systemd_analyze()
     units = tmp_path / "units"
@@ -571,6 +572,7 @@ def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
     assert code == 0, "\n".join(lines)
 
 
+@pytest.mark.e2e
 def test_systemd_analyze_verify_would_catch_a_mistake(tmp_path: Path) -> None:
     # The check above only means something if verify's complaints reach us: break a copy.
     analyze = _systemd_analyze()
@@ -582,6 +584,7 @@ def test_systemd_analyze_verify_would_catch_a_mistake(tmp_path: Path) -> None:
     assert any("livetrader.service" in line and "three minutes" in line for line in lines), "\n".join(lines)
 
 
+@pytest.mark.e2e
 def test_the_real_daemon_path_is_the_only_verify_complaint(tmp_path: Path) -> None:
     # Unmodified units: on a machine without /opt/livetrader, verify complains about ExecStart's
     # program, and about nothing else. (Installed there, it says nothing: also fine.)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from daemon import events, run, start, stop, wait_for, workdir
 from test_clock_step import assert_time_and_ids_hold
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 DEMO = ("run", "BTCUSDT", "--strategy", "quick-long", "--speed", "3000")
 REAL = ("run", "BTCUSDT", "--strategy", "quick-long")

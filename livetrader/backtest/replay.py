@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 from livetrader.core.format import format_minute
 from livetrader.core.interval import SIGNAL_INTERVALS
@@ -135,15 +136,15 @@ class _Series:
         vol = [c[5] for c in chunk]
         # Five shifted views: element j of the k-th is candle j + k of the chunk; zip stops
         # with the shortest, at the last complete window.
-        out = [
+        out: list[float | None] = [
             (0.0 + a + b + c + d + e) / y if (y := 0.0 + p + q + r + s + t) > 0 else None
             for a, b, c, d, e, p, q, r, s, t in zip(
                 tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:], strict=False
             )
         ]
         if None in out:  # windows without volume: the mean close, as core.price.vwap
-            out = [self._mean_close(first + j) if x is None else x for j, x in enumerate(out)]
-        return out
+            return [self._mean_close(first + j) if x is None else x for j, x in enumerate(out)]
+        return cast("list[float]", out)  # no None: checked just above
 
     def first_exit(self, row: SignalRow, f: int, stop: int) -> int | None:
         """The first frame in ``[f, stop)`` whose price reaches the open ``row``'s TP or SL, or None.
@@ -235,8 +236,21 @@ def _inner_band(lower: float, upper: float) -> tuple[float, float] | None:
     return floor, ceiling
 
 
-async def run_backtest(
-    strategy: object,
+class BacktestStrategy(Protocol):
+    """What ``run_backtest`` needs of a strategy: a ``livetrader.Strategy``, or any object with these
+    (``get_signal`` plain or ``async``; the callbacks ``on_open`` ... are optional)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def interval(self) -> str: ...
+
+    def get_signal(self, ctx: Context) -> Any: ...
+
+
+async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it runs millions of minutes a second
+    strategy: BacktestStrategy,
     candles: Sequence[Candle],
     symbol: str,
     start: int,
@@ -253,8 +267,8 @@ async def run_backtest(
     candles before that serve as history for ``ctx.candles``. ``progress`` is called now
     and then with the current frame time.
     """
-    name = strategy.name  # type: ignore[attr-defined]
-    interval_ms = SIGNAL_INTERVALS[strategy.interval]  # type: ignore[attr-defined]
+    name = strategy.name
+    interval_ms = SIGNAL_INTERVALS[strategy.interval]
     start += -start % MINUTE_MS
     series = _Series(candles)
     first_frame = series.base + VWAP_CANDLES * MINUTE_MS
@@ -266,7 +280,7 @@ async def run_backtest(
             f"no candles to backtest {symbol} in the requested range: a frame needs the 5 candles before it"
         )
     result = BacktestResult(symbol, name, exchange, start, end, candles=len(series.candles))
-    get_signal = strategy.get_signal  # type: ignore[attr-defined]
+    get_signal = strategy.get_signal
     is_async = inspect.iscoroutinefunction(get_signal)
     callbacks = {hook: getattr(strategy, hook, None) for hook in ("on_open", "on_close", "on_schedule", "on_cancel")}
     all_candles = series.candles
@@ -358,7 +372,7 @@ async def run_backtest(
 _HOOKS = {"opened": "on_open", "closed": "on_close", "scheduled": "on_schedule", "cancelled": "on_cancel"}
 
 
-async def _scan_scheduled(series, row, k, end, rules, gate, result, emit):  # type: ignore[no-untyped-def]
+async def _scan_scheduled(series, row, k, end, rules, gate, result, emit):
     """Scan candles from index ``k`` until the scheduled ``row`` activates or is cancelled.
 
     Returns ``(row, next_candle_index, None)`` on activation, or ``(row, k, stamp)`` when it
@@ -394,7 +408,7 @@ async def _scan_scheduled(series, row, k, end, rules, gate, result, emit):  # ty
     return row, k, end
 
 
-async def _scan_open(series, row, k, end, rules, result, emit) -> int:  # type: ignore[no-untyped-def]
+async def _scan_open(series, row, k, end, rules, result, emit) -> int:
     """Check the open ``row`` from the candle at index ``k`` on; return the close time.
 
     Only three frames can close it: the first whose price reaches TP or SL (found by

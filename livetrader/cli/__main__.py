@@ -1,7 +1,5 @@
 """``python -m livetrader.cli.app``: the same as the ``livetrader`` command."""
 
-import sys
-
 from livetrader.cli.app import main
 
-sys.exit(main())
+main()  # exits itself (typer's standalone mode)

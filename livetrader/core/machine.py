@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from livetrader.core.pnl import DEFAULT_COSTS, Costs, pnl_cost, pnl_percentage
 from livetrader.core.price import MINUTE_MS
-from livetrader.core.signal import SCHEDULE_TIMEOUT_MINUTES, Signal, SignalRow, TickResult
+from livetrader.core.signal import SCHEDULE_TIMEOUT_MINUTES, Action, Signal, SignalRow, TickResult
 from livetrader.core.validate import opens_now, validate_signal
 
 #: Returns a rejection reason, or None to accept. Called with the candidate row, the price and now.
@@ -36,8 +37,8 @@ def _clamp_percent(value: float) -> float:
     return 0.0 if value < 0 else 100.0 if value > 100 else value
 
 
-def _base(row: SignalRow, action: str, now: int, price: float, **kw: object) -> TickResult:
-    return TickResult(action, row.symbol, row.strategy, row.exchange, now, price, row, **kw)  # type: ignore[arg-type]
+def _base(row: SignalRow, action: Action, now: int, price: float, **kw: Any) -> TickResult:
+    return TickResult(action, row.symbol, row.strategy, row.exchange, now, price, row, **kw)
 
 
 def close(row: SignalRow, now: int, price: float, price_close: float, reason: str, rules: Rules) -> TickResult:

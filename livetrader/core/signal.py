@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 Position = Literal["long", "short"]
 Action = Literal["idle", "scheduled", "waiting", "opened", "active", "closed", "cancelled"]
@@ -106,7 +106,7 @@ def _minute_stamp(minute_ms: int) -> str:
 _ROW_FIELDS = ("position", "price_open", "take_profit", "stop_loss", "minutes", "scheduled_at", "pending_at", "note")
 
 
-def record_of(result: TickResult) -> dict:
+def record_of(result: TickResult) -> dict[str, Any]:
     """The flat JSON-ready record of a tick result: the journal line, the report row, the event.
 
     Keys: ``event`` (the tick action), ``signal_id``, ``symbol``, ``strategy``, ``exchange``,
@@ -114,7 +114,7 @@ def record_of(result: TickResult) -> dict:
     ``close_reason``, ``price_close``, ``pnl_percentage``, ``pnl_cost``, ``progress_tp``,
     ``progress_sl``, ``reason`` apply. Absent values are omitted.
     """
-    rec: dict = {
+    rec: dict[str, Any] = {
         "event": result.action,
         "signal_id": result.signal.id if result.signal else None,
         "symbol": result.symbol,
@@ -135,7 +135,7 @@ def record_of(result: TickResult) -> dict:
     return rec
 
 
-def row_of(record: dict) -> SignalRow:
+def row_of(record: dict[str, Any]) -> SignalRow:
     """Rebuild the SignalRow a record carries; raises KeyError/TypeError/ValueError when malformed."""
     return SignalRow(
         id=str(record["signal_id"]),

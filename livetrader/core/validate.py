@@ -51,7 +51,7 @@ def _text_problem(name: str, value: object, limit: int | None) -> str | None:
     return None
 
 
-def signal_problems(signal: object, price: float) -> list[str]:
+def signal_problems(signal: object, price: float) -> list[str]:  # noqa: C901 - one branch per rule, every problem reported at once
     """Every rule of docs/behaviour.md §5 that ``signal`` breaks at the current ``price`` (empty when valid)."""
     if not isinstance(signal, Signal):
         return [f"expected a Signal or None, got {type(signal).__name__}"]
@@ -64,7 +64,7 @@ def signal_problems(signal: object, price: float) -> list[str]:
         prices["price_open"] = signal.price_open
     bad = [name for name, value in prices.items() if not _is_price(value)]
     problems += [f"{name} must be a finite number > 0, got {prices[name]!r}" for name in bad]
-    minutes = signal.minutes
+    minutes: object = signal.minutes  # untrusted: strategy code may put any object here
     if isinstance(minutes, float) and minutes.is_integer():
         minutes = int(minutes)
     if not isinstance(minutes, int) or isinstance(minutes, bool):

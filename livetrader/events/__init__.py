@@ -40,13 +40,26 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from livetrader.core.signal import TickResult
 from livetrader.logs import get_logger
 from livetrader.redaction import redact
 
-if TYPE_CHECKING:
-    from livetrader.core.signal import TickResult
+__all__ = [
+    "DoneEvent",
+    "ErrorEvent",
+    "PerformanceEvent",
+    "RiskEvent",
+    "TickResult",
+    "listen_done",
+    "listen_error",
+    "listen_performance",
+    "listen_risk",
+    "listen_signal",
+    "listen_signal_backtest",
+    "listen_signal_live",
+]
 
 log = get_logger(__name__)
 
@@ -271,7 +284,7 @@ class _Subscription:
     def call_sync(self, payload: Any) -> None:
         try:
             result = self.fn(payload)
-        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - raised by the listener itself, not by a stop
             self.failures += 1
             self.bus._listener_failed(self, payload, exc)
             return
@@ -328,7 +341,7 @@ class _Subscription:
         """
         try:
             result = self.fn(payload)
-        except (Exception, asyncio.CancelledError) as exc:  # raised by the listener itself, not by a stop
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - raised by the listener itself, not by a stop
             self.failures += 1
             self.bus._listener_failed(self, payload, exc)
             return None
@@ -349,7 +362,7 @@ class _Subscription:
             # a failure like any other, and this delivery task must survive it.
             self.failures += 1
             self.bus._listener_failed(self, payload, asyncio.CancelledError("listener was cancelled"))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported; the listener keeps receiving
             self.failures += 1
             self.bus._listener_failed(self, payload, exc)
         else:

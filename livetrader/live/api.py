@@ -22,7 +22,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from livetrader.config import load_config
 from livetrader.core.signal import TickResult
@@ -60,8 +60,9 @@ class Live:
     """Live trading from Python code; see the module docstring."""
 
     _engine: Engine | None = None
-    _options: dict[str, Any] = {}
-    _pairs: dict[tuple[str, str], Pair] = {}
+    # Class state on purpose: one engine per process, shared by every call (``Live`` is not instantiated).
+    _options: ClassVar[dict[str, Any]] = {}
+    _pairs: ClassVar[dict[tuple[str, str], Pair]] = {}
 
     @classmethod
     def configure(
@@ -155,7 +156,7 @@ class Live:
         async def main() -> None:
             try:
                 holder["handle"] = cls._start(symbol, strategy, exchange)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
                 holder["error"] = exc
                 ready.set()
                 return

@@ -59,10 +59,12 @@ def saved_clock(data_dir: Path) -> SimClock | None:
 
     try:
         data = read_json(Path(data_dir) / CLOCK_FILE)
-        return SimClock(int(data["origin_wall"]), int(data["origin_sim"]), float(data["speed"]))  # type: ignore[index]
+        if not isinstance(data, dict):
+            return None  # damaged, as below
+        return SimClock(int(data["origin_wall"]), int(data["origin_sim"]), float(data["speed"]))
     except FileNotFoundError:
         return None
-    except Exception:  # a damaged clock file only loses the simulated timeline: a new one starts
+    except Exception:  # noqa: BLE001 - a damaged clock file only loses the simulated timeline: a new one starts
         return None
 
 

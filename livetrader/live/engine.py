@@ -211,7 +211,7 @@ class Engine:
         """The catch-up tick before the loops start; a crash here is left to the supervisor."""
         try:
             await pair.tick(self.clock.now_ms())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one pair's first tick failing must not stop the start-up
             log.error("first tick failed", symbol=pair.symbol, strategy=pair.strategy_name, error=describe(exc))
 
     async def run_pair(self, pair: Pair) -> None:
@@ -226,7 +226,7 @@ class Engine:
             now = self.clock.now_ms()
             try:
                 await pair.cancel_scheduled(now - now % MINUTE_MS)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported as a storage error; the stop goes on
                 pair.report_error(now, f"could not cancel the scheduled signal: {describe(exc)}", "storage")
 
     def stop(self) -> None:
@@ -246,7 +246,7 @@ class Engine:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a crashed loop is restarted (or given up), never the daemon ended
                 # A loop that ticked fine for a while before crashing starts its count afresh.
                 crashes = 1 if pair.ticks - ticks_before > 10 else crashes + 1
                 message = redact(f"loop crashed ({crashes}/{self.supervision.max_crashes}): {describe(exc)}")
@@ -385,7 +385,7 @@ class Engine:
         for source in self.sources.values():
             try:
                 await source.close()
-            except Exception as exc:  # closing is best effort; report, do not mask the exit
+            except Exception as exc:  # noqa: BLE001 - closing is best effort; report, do not mask the exit
                 log.warning("closing source failed", error=describe(exc))
 
     def watchdog_deadline(self) -> float:

@@ -97,22 +97,23 @@ class Metronome:
                 self.pauses.resume()
             return 0
         sweep = self._sweeps[minute] = Sweep(minute, len(due), started, len(due))
-        in_place = []
-        keep, can_express = in_place.append, self.next_wait is not None
+        in_place: list[tuple[asyncio.Future[int | bool], Express | None]] = []
+        keep, next_wait = in_place.append, self.next_wait
+        can_express = next_wait is not None
         now = self.now() if self.now is not None else minute  # one reading: the pairs ticked in place share it
         for waiter in due:
             express = waiter[1]
             if can_express and express is not None:
                 try:
                     ticked = express(minute, now)
-                except Exception:  # never leave the other loops asleep: this one ticks as usual
+                except Exception:  # noqa: BLE001 - never leave the other loops asleep: this one ticks as usual
                     ticked = False
                 if ticked:
                     keep(waiter)
                     continue
             waiter[0].set_result(minute)
-        if in_place:
-            following, seconds = self.next_wait()  # type: ignore[misc]
+        if in_place and next_wait is not None:  # (in_place holds loops only when it is set)
+            following, seconds = next_wait()
             first_future, first_express = in_place[0]
             self._file(following, seconds, first_future, first_express)  # sets the timer if first
             self._waiting[following].extend(in_place[1:])

@@ -214,7 +214,7 @@ class Pair:
             self.report_error(minute, f"storage failed, no new signals: {exc}", "storage")
             self.progress_at = time.monotonic()
             return None
-        except Exception as exc:  # a source failure must never end the loop
+        except Exception as exc:  # noqa: BLE001 - a source failure must never end the loop
             self.report_error(minute, f"no price: {describe(exc)}", "source")
             self.progress_at = time.monotonic()  # the loop is alive: it reported and will retry
             return None
@@ -228,7 +228,7 @@ class Pair:
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
         return result
 
-    def tick_in_place(self, boundary: int, now: int) -> bool:
+    def tick_in_place(self, boundary: int, now: int) -> bool:  # noqa: C901 - the per-minute hot path of every pair, kept in one frame for speed
         """Run the tick of the minute ``boundary`` at ``now`` without yielding to the event loop,
         when it can be: True if it ran (exactly as ``tick`` would have), False, with nothing
         changed, if it needs ``tick``.
@@ -276,7 +276,7 @@ class Pair:
                     result = check_open(row, minute, price, self.settings.rules)
                 if result.action in TRANSITIONS:
                     return False
-        except Exception:  # a bad candle, a broken risk check: ``tick`` reports it
+        except Exception:  # noqa: BLE001 - a bad candle, a broken risk check: ``tick`` reports it
             return False
         hook = _HOOKS.get(result.action)
         callback = self.strategy.callbacks.get(hook) if hook is not None else None
@@ -291,9 +291,9 @@ class Pair:
             self.row = result.signal
         self.checked_until = minute
         self._publish(result, None)
-        if callback is False:  # a plain (not async) callback
+        if callback is False and hook is not None:  # a plain (not async) callback
             try:
-                fn = getattr(self.strategy, hook)  # type: ignore[arg-type]
+                fn = getattr(self.strategy, hook)
                 call_strategy((self.strategy_name, self.symbol, hook), fn, result)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt too: see NOT_STRATEGY_ERRORS
                 if isinstance(exc, NOT_STRATEGY_ERRORS):
@@ -377,7 +377,7 @@ class Pair:
         start, end = price_window(now)
         try:
             price = self.source.price_now(self.symbol, end)  # computed once per symbol and minute
-        except Exception:  # the fetch below meets the problem again and reports it
+        except Exception:  # noqa: BLE001 - the fetch below meets the problem again and reports it
             price = None
         if price is not None:
             return price
@@ -404,7 +404,7 @@ class Pair:
             return idle(*self.key, now, price, reason=message)
         except NOT_STRATEGY_ERRORS:
             raise
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the strategy's, not ours
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the strategy's, not ours
             self.report_error(now, f"strategy raised {describe(exc)}", "strategy")
             return idle(*self.key, now, price, reason="strategy error")
         if signal is None:
@@ -438,7 +438,7 @@ class Pair:
 
     # --- applying a result ----------------------------------------------------------------
 
-    async def apply(self, result: TickResult) -> None:
+    async def apply(self, result: TickResult) -> None:  # noqa: C901 - the one place a result becomes state, in order
         """Make ``result`` the pair's state: journal first, then memory, snapshot, events.
 
         The journal write waits for its group commit (``CommitLog``), so other pairs run
@@ -490,7 +490,7 @@ class Pair:
             await run_callback(self.strategy, hook, result)
         except NOT_STRATEGY_ERRORS:
             raise
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt too
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
             self.report_error(result.at, f"callback {hook} raised {describe(exc)}", "strategy")
 
     def _publish(self, result: TickResult, record: dict[str, Any] | None) -> None:
@@ -505,7 +505,7 @@ class Pair:
         for listener in self.listeners:
             try:
                 listener(result)
-            except Exception as exc:  # the tick happened all the same: report, never redo it
+            except Exception as exc:  # noqa: BLE001 - the tick happened all the same: report, never redo it
                 self.report_error(result.at, f"tick listener raised {describe(exc)}", "crash")
 
     def snapshot(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from livetrader.core.price import MINUTE_MS
 from livetrader.errors import StoreError, StoreWriteError
 from livetrader.logs import get_logger
 from livetrader.store.layout import Key
-from livetrader.store.state import pair_stem
+from livetrader.store.names import pair_stem
 from livetrader.strategy.risk import OpenPosition, RiskProfile
 from livetrader.strategy.tracing import describe
 

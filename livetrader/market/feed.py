@@ -211,4 +211,4 @@ def _sync_fetch_of(source: CandleSource) -> Any:
     owner = {name: next((c for c in cls.__mro__ if name in vars(c)), None) for name in ("fetch", "fetch_sync")}
     if owner["fetch_sync"] is None or owner["fetch"] is not owner["fetch_sync"]:
         return None
-    return source.fetch_sync  # type: ignore[attr-defined]
+    return source.fetch_sync  # type: ignore[attr-defined]  # not in CandleSource: found in the class just above

@@ -262,7 +262,7 @@ class FileSource:
         try:
             # Exact types: bool is an int subclass, and true/false are not numbers here.
             if type(value) is float or type(value) is int or type(value) is str:
-                x = float(value)  # type: ignore[arg-type]  # float() also strips spaces
+                x = float(value)  # float() also strips spaces
             else:
                 raise ValueError
         except ValueError:
@@ -282,14 +282,14 @@ class FileSource:
 
 def _parse_timestamp(value: object) -> int | None:
     """Milliseconds from an int, an integral float, digits, or ISO-8601 text; None if none of these."""
-    kind = type(value)
-    if kind is int:
-        return value  # type: ignore[return-value]
-    if kind is float:
-        return int(value) if value.is_integer() else None  # type: ignore[attr-defined]
-    if kind is not str:
+    # Exact types (``type(x) is``, which mypy narrows on too): bool is an int subclass, not a time.
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return int(value) if value.is_integer() else None
+    if type(value) is not str:
         return None
-    text = value.strip()  # type: ignore[attr-defined]
+    text = value.strip()
     try:
         return int(text)
     except ValueError:

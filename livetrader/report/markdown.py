@@ -118,16 +118,16 @@ class EventWindow:
                         and newest.signal.id == event.signal.id:
                     events[0] = event
                     return
-        action = event.get("event") if type(event) is dict else event.action  # type: ignore[union-attr]
+        action = event.get("event") if isinstance(event, dict) else event.action
         if action == "idle":
             if events and _action_of(events[0]) == "idle":
                 events[0] = event
                 return
         elif action in _REPLACING:
             signal_id = _signal_id_of(event)
-            newest = events[0] if events else None
-            if signal_id is not None and type(newest) is TickResult and newest.action == action \
-                    and newest.signal is not None and newest.signal.id == signal_id:
+            front = events[0] if events else None
+            if signal_id is not None and type(front) is TickResult and front.action == action \
+                    and front.signal is not None and front.signal.id == signal_id:
                 events[0] = event  # the usual case, a live pair's previous tick: replaced in place
                 return
             if signal_id is not None:

@@ -118,7 +118,7 @@ class _StdlibBridge(logging.Handler):
                 default=logging.WARNING,
             )
             structlog.get_logger().log(level, record.getMessage(), logger=record.name, exc_info=record.exc_info)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging.Handler's contract: handleError, never raise from emit
             self.handleError(record)
 
 
@@ -331,7 +331,7 @@ class LiveView:
 
         try:
             pairs = list(self._pairs_provider())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - it would freeze the view (below)
             # An exception here would kill rich's refresh thread and freeze the display silently.
             return Text(_one_line(redact(f"live view: cannot read the pairs: {exc!r}"), 200), style="red")
         return self._table(pairs)

@@ -91,7 +91,7 @@ STATUS_INTERVAL = 1.0
 STATUS_DEFER_LIMIT = 5.0
 
 
-async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier,
+async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier,  # noqa: C901 - one lifecycle
                 early: list[int] | None = None) -> int:
     """Run the built engine until a signal stops it, with its helpers (status, systemd, stall
     watcher, live view) around it; then the reports, the final status and the storage closed."""
@@ -146,7 +146,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
             await engine.metronome.between_sweeps(STATUS_DEFER_LIMIT)
             try:
                 write_status(engine)
-            except Exception as exc:  # the status file is a convenience; never let it stop trading
+            except Exception as exc:  # noqa: BLE001 - the status file is a convenience; never let it stop trading
                 log.warning("cannot write the status file", error=str(exc))
             notifier.status(one_line(engine))
             await asyncio.sleep(STATUS_INTERVAL)
@@ -195,7 +195,7 @@ def _stall_watcher(engine: Engine) -> StallWatcher:
                   "waits and no strategy timeout can fire; make blocking work async or move it to a thread")
         try:
             mark_stalled(engine.data_dir, fields)
-        except Exception as exc:  # the status file is a convenience
+        except Exception as exc:  # noqa: BLE001 - the status file is a convenience
             log.warning("cannot write the status file", error=str(exc))
 
     def on_recover(seconds: float) -> None:
@@ -217,17 +217,17 @@ def _finish(engine: Engine) -> list[str]:
         try:
             path = engine.write_report(pair)
             log.info("report written", path=str(path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one pair's report failing stops neither the others nor the shutdown
             failures.append(f"the report of {pair.symbol}/{pair.strategy_name} was not written: {exc}")
             log.error("report not written", symbol=pair.symbol, strategy=pair.strategy_name, error=str(exc))
     try:
         write_status(engine, state="stopped")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the shutdown goes on; the failure is in the exit message
         failures.append(f"the final status was not written: {exc}")
     return failures
 
 
-def _live_view(engine: Engine, request: RunRequest):  # type: ignore[no-untyped-def]
+def _live_view(engine: Engine, request: RunRequest):
     """The rich table of pairs, on a terminal only."""
     wanted = request.live_view if request.live_view is not None else sys.stdout.isatty()
     if not wanted:

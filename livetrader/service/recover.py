@@ -18,8 +18,9 @@ from livetrader.errors import StoreWriteError
 from livetrader.live.clock import saved_clock
 from livetrader.store.commit import replay_commit_log
 from livetrader.store.lock import is_locked, read_lock_holder
+from livetrader.store.names import pair_stem
 from livetrader.store.quarantine import WHY_SUFFIX, quarantine, quarantine_dir
-from livetrader.store.state import StateDamaged, complete_snapshot, pair_stem, restore_pair, scan_pairs
+from livetrader.store.state import StateDamaged, complete_snapshot, restore_pair, scan_pairs
 
 #: Exit codes of ``livetrader recover``.
 NOTHING_TO_DO, REPAIRS, NEEDS_A_PERSON, LOCKED = 0, 10, 20, 1
@@ -78,7 +79,7 @@ class Findings:
             "commit_log": self.commit_log,
             "damage": self.damage,
             "quarantined": self.quarantined,
-            "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],  # type: ignore[attr-defined]
+            "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],
         }
 
 

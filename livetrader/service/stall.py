@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from livetrader.strategy import base as strategy_module
+from livetrader.strategy import base as strategy_base  # `running` is rebound there: read it at use
 from livetrader.strategy.tracing import is_user_file
 
 #: Frames of the loop thread's stack kept when none of them is the user's.
@@ -103,7 +103,7 @@ class StallWatcher:
             checked = now
             try:
                 self.check(now)
-            except Exception:  # the watcher must never die, nor take anything down
+            except Exception:  # noqa: BLE001 - the watcher must never die, nor take anything down
                 pass
 
     def check(self, now: float) -> Stall | None:
@@ -124,7 +124,7 @@ class StallWatcher:
 
     def capture(self, quiet: float) -> Stall:
         """What the loop thread is doing now."""
-        call = strategy_module.running
+        call = strategy_base.running
         frame = sys._current_frames().get(self._loop_thread)
         frames = traceback.extract_stack(frame) if frame is not None else traceback.StackSummary()
         own = [f for f in frames if is_user_file(f.filename)]
@@ -145,19 +145,19 @@ def log_hard_exits(log: Any) -> Callable[[], None]:
     real = os._exit
     pid = os.getpid()
 
-    def _exit(code: int) -> NoReturn:
+    def _exit(status: int) -> NoReturn:  # os._exit's own parameter name: a call by keyword still works
         try:
             if os.getpid() == pid:
                 caller = sys._getframe(1)
-                call = strategy_module.running
+                call = strategy_base.running
                 if call is not None or is_user_file(caller.f_code.co_filename):
                     strategy, symbol, what = call or (None, None, None)
                     log.critical("os._exit called by strategy code: the daemon ends now and nothing can stop it; "
-                                 "the next start recovers", code=code, strategy=strategy, symbol=symbol, call=what,
+                                 "the next start recovers", code=status, strategy=strategy, symbol=symbol, call=what,
                                  where=f"{caller.f_code.co_filename}:{caller.f_lineno}")
-        except BaseException:  # noqa: S110 - the exit is what was asked for; logging is a bonus
+        except BaseException:  # noqa: BLE001 - the exit is what was asked for; logging is a bonus
             pass
-        real(code)
+        real(status)
 
     os._exit = _exit
 

@@ -196,7 +196,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
     if request.switch_clock and not simulated:
         _forget_simulated_timeline(engine.data_dir)
     engine.started_at = engine.clock.now_ms()
-    damaged = []
+    damaged: list[StateDamaged] = []
     with collector_paused():
         _add_pairs(engine, request, exchange, broken, damaged)
     if not engine.pairs:

@@ -242,7 +242,7 @@ def _entry(line: bytes) -> tuple[int, dict[str, Any]] | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or isinstance(entry.get("n"), bool):
         return None
     record = entry.get("record")
-    if entry["n"] < 1 or record_problem(record) is not None:
+    if entry["n"] < 1 or not isinstance(record, dict) or record_problem(record) is not None:
         return None
     if not all(isinstance(record.get(k), str) and record.get(k) for k in ("symbol", "strategy", "exchange")):
         return None

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import orjson
 
@@ -77,7 +78,7 @@ class Journal:
         except OSError as exc:
             raise StoreWriteError(self.path, describe_os_error(exc)) from exc
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         """Append one record durably; when this returns the record is on disk.
 
         Raises ``ValueError`` for an invalid record (see ``record_problem``), ``TypeError`` if
@@ -90,7 +91,7 @@ class Journal:
         except StoreWriteError as exc:
             raise StoreWriteError(self.path, f"{exc.reason}; {self.cut_back(size_before)}") from exc
 
-    def write(self, record: dict) -> int:
+    def write(self, record: dict[str, Any]) -> int:
         """Write one record's line without waiting for the disk; return the journal's length before it.
 
         The caller makes it durable: ``sync`` here, or a commit log entry (``CommitLog``), and
@@ -198,7 +199,7 @@ class JournalRead:
     or that the file is ``missing``."""
 
     path: Path
-    records: list[dict] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
     problems: list[JournalProblem] = field(default_factory=list)
     truncated_tail: TruncatedTail | None = None
     #: True when there is no file (a new pair, or one whose files still carry an older name).
@@ -220,7 +221,7 @@ def read_journal(path: Path) -> JournalRead:
     any other read error raises ``StoreReadError``.
     """
     path = as_path(path)
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     problems: list[JournalProblem] = []
     tail: TruncatedTail | None = None
     try:
@@ -228,7 +229,8 @@ def read_journal(path: Path) -> JournalRead:
     except FileNotFoundError:
         return JournalRead(path=path, missing=True)
     except disk.NotRegularFile as exc:
-        return JournalRead(path=path, problems=[JournalProblem(line=0, offset=0, reason=exc.strerror, text="")])
+        return JournalRead(path=path, problems=[JournalProblem(line=0, offset=0, reason=exc.strerror or str(exc),
+                                                                   text="")])
     except OSError as exc:
         raise StoreReadError(path, describe_os_error(exc)) from exc
     offset = 0
@@ -251,7 +253,7 @@ def read_journal(path: Path) -> JournalRead:
     return JournalRead(path=path, records=records, problems=problems, truncated_tail=tail)
 
 
-def _parse_line(raw: bytes) -> tuple[str | None, dict]:
+def _parse_line(raw: bytes) -> tuple[str | None, dict[str, Any]]:
     if not raw.strip():
         return "empty line", {}
     try:

@@ -102,8 +102,10 @@ def adopt_legacy(data_dir: Path, key: Key, which: str, *, repair: bool = True) -
 
 
 def _record_key(record: dict[str, Any]) -> Key | None:
-    key = (record.get("symbol"), record.get("strategy"), record.get("exchange"))
-    return key if all(isinstance(part, str) for part in key) else None  # type: ignore[return-value]
+    symbol, strategy, exchange = record.get("symbol"), record.get("strategy"), record.get("exchange")
+    if isinstance(symbol, str) and isinstance(strategy, str) and isinstance(exchange, str):
+        return symbol, strategy, exchange
+    return None
 
 
 def _snapshot_key(path: Path) -> Key | None:

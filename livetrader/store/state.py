@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from livetrader.core.signal import SignalRow, row_of
 from livetrader.errors import LivetraderError, StoreReadError, StoreWriteError
@@ -204,7 +204,7 @@ def _check_snapshot(data: object, key: Key) -> tuple[str | None, SignalRow | Non
         return f"its signal is invalid: {type(exc).__name__}: {exc}", None
 
 
-def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,
+def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,  # noqa: C901 - every recovery case in the order it must be checked (docs/behaviour.md)
                  put_back: list[dict[str, Any]] | None = None) -> Restored:
     """Read, check and reconcile a pair's journal and snapshot.
 
@@ -266,7 +266,7 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,
         reason, _ = _check_snapshot(data, key)
         if reason:
             _damaged(data_dir, spath, f"invalid snapshot: {reason}", repair)
-        snapshot = data  # type: ignore[assignment]
+        snapshot = data if isinstance(data, dict) else None  # a dict: _check_snapshot refuses anything else
 
     row, last_opened, last_asked = replay(out.records)
     out.row, out.last_opened_id = row, last_opened
@@ -291,7 +291,7 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,
     return out
 
 
-def _damaged(data_dir: Path, path: Path, reason: str, repair: bool) -> None:
+def _damaged(data_dir: Path, path: Path, reason: str, repair: bool) -> NoReturn:
     if repair:
         moved = quarantine(data_dir, path, reason)
         raise StateDamaged(f"{path}: {reason}; moved to {moved} (nothing deleted). The pair does not start: "
@@ -337,7 +337,9 @@ def scan_pairs(
     for path in _files(data_dir / PAIRS_DIR, ".json", skip_stems):
         try:
             data = read_json(path)
-            key = (data["symbol"], data["strategy"], data["exchange"])  # type: ignore[index]
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            key = (data["symbol"], data["strategy"], data["exchange"])
             if not all(isinstance(part, str) for part in key):
                 raise TypeError("symbol, strategy and exchange must be strings")
             keys.add(key)

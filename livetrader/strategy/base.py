@@ -136,23 +136,23 @@ async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = N
     """
     call = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
     if not strategy.signal_is_async:
-        return call_strategy(call, strategy.get_signal, ctx)  # type: ignore[no-any-return]
+        return call_strategy(call, strategy.get_signal, ctx)
     started = time.monotonic()
     coro = call_strategy(call, strategy.get_signal, ctx)
     try:
         waiting_on = call_strategy(call, coro.send, None)
     except StopIteration as answered:
-        return answered.value  # type: ignore[no-any-return]
+        return answered.value
     except BaseException:
         coro.close()
         raise
     if timeout is None:
-        return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
+        return await _Resumed(coro, waiting_on, call)
     import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
 
     try:
         async with asyncio.timeout(max(0.0, timeout - (time.monotonic() - started))):
-            return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
+            return await _Resumed(coro, waiting_on, call)
     finally:
         coro.close()
 
@@ -177,7 +177,7 @@ class _Resumed:
             except GeneratorExit:
                 coro.close()
                 raise
-            except BaseException as exc:  # a cancellation (the timeout) goes to the strategy's await
+            except BaseException as exc:  # noqa: BLE001 - a cancellation (the timeout) goes to the strategy's await
                 try:
                     value = call_strategy(call, coro.throw, exc)
                 except StopIteration as answered:
@@ -434,7 +434,7 @@ def _import_file(file: Path, registry: StrategyRegistry) -> ModuleType | None:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure to import a user's module is reported with its file and line
         del sys.modules[module_name]
         line, message = _import_failure(file, exc)
         registry.problems.append(StrategyProblem(file, line, message))

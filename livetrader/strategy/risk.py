@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from livetrader.core.signal import SignalRow
 
+#: What a strategies module uses to add its own checks (the rest serves the engine).
+__all__ = ["OpenPosition", "RiskCandidate", "RiskCheck", "risk_check"]
+
 
 @dataclass(slots=True, frozen=True)
 class OpenPosition:
@@ -99,7 +102,7 @@ class RiskProfile:
         for check in self.checks:
             try:
                 reason = check(candidate)
-            except Exception as exc:  # a broken check rejects rather than letting a trade through
+            except Exception as exc:  # noqa: BLE001 - a broken check rejects rather than letting a trade through
                 return f"check {getattr(check, '__name__', check)!s} raised {type(exc).__name__}: {exc}"
             if reason:
                 return str(reason)
@@ -119,7 +122,7 @@ class RiskProfile:
 
 def position_dict(p: OpenPosition) -> dict[str, object]:
     """The JSON shape of an open position."""
-    return {name: getattr(p, name) for name in p.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(p, name) for name in p.__slots__}
 
 
 def build_profiles(config: dict[str, dict[str, int]]) -> dict[str, RiskProfile]:

@@ -13,7 +13,7 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
 def is_user_file(name: str) -> bool:
     """True for a file of the user's code: not livetrader's, not the stdlib's or an installed package's."""
-    return not (name.startswith(_PACKAGE_DIR) or "/lib/python" in name or name.startswith("<"))
+    return not (name.startswith((_PACKAGE_DIR, "<")) or "/lib/python" in name)
 
 
 def user_frame(exc: BaseException) -> str | None:

@@ -121,7 +121,7 @@ def _plain_key(key: str) -> str:
     return re.sub(r"[_\-\s]", "", key.lower())
 
 
-def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") -> CcxtSettings:
+def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") -> CcxtSettings:  # noqa: C901 - one branch per setting, each with its own error message
     """Check ``[exchanges.<name>]``; ConfigError naming ``source``, the key and what is expected.
 
     A credential in the table is refused: config files get copied, committed and shared.
@@ -238,14 +238,14 @@ def _credential_field(key: str) -> str | None:
     plain = _plain_key(key)
     if plain.endswith("apikey") or plain == "key":
         return "api_key"
-    if plain.endswith("secret") or plain.endswith("secretkey"):
+    if plain.endswith(("secret", "secretkey")):
         return "secret"
-    if plain.endswith("password") or plain.endswith("passphrase"):
+    if plain.endswith(("password", "passphrase")):
         return "password"
     return None
 
 
-def _read_credentials_file(path: Path, name: str) -> dict[str, str]:
+def _read_credentials_file(path: Path, name: str) -> dict[str, str]:  # noqa: C901 - one branch per way a credentials file can be wrong, each with its own message
     """The credentials in ``path`` (TOML, JSON, or ``KEY=VALUE`` lines), after checking its mode."""
     where = f"credentials_file {path} of [exchanges.{name}]"
     try:
@@ -387,7 +387,7 @@ class _Redactor(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a broken record is logging's problem, not ours
+        except Exception:  # noqa: BLE001 - a broken record is logging's problem, not ours
             return True
         cleaned = self.clean(message)
         if cleaned != message:
@@ -584,7 +584,7 @@ class CcxtSource:
         if holder is not None and self._lookup_table:
             try:
                 return str(getattr(holder, method)(self._lookup(symbol), value))
-            except Exception:  # noqa: S110 - formatting must never fail a report
+            except Exception:  # noqa: BLE001 - formatting must never fail a report
                 pass
         return f"{value:.12g}"
 
@@ -708,7 +708,7 @@ class CcxtSource:
             try:
                 asyncio.run(load())
                 outcome.append(None)
-            except BaseException as exc:  # handed to the calling thread below
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
                 outcome.append(exc)
 
         thread = threading.Thread(target=work, name=f"livetrader-{self.name}-markets", daemon=True)
