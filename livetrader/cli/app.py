@@ -115,8 +115,13 @@ def _print_strategies(registry: Any) -> None:
 
 @app.command()
 def backtest(
-    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. BTCUSDT or BTC/USDT.")],
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (see `livetrader strategies`).")],
+    symbols: Annotated[
+        list[str], typer.Argument(help="One or more symbols, e.g. BTCUSDT or BTC/USDT.", show_default=False)
+    ],
+    strategies: Annotated[
+        list[str], typer.Option("--strategy", "-s", help="Strategy name (see `livetrader strategies`); repeat for "
+                                "several: each (symbol, strategy) pair is backtested on its own.")
+    ],
     start: Annotated[
         str | None, typer.Option("--from", help="First frame, ISO-8601 UTC (default: 7 days before --to).")
     ] = None,
@@ -135,8 +140,8 @@ def backtest(
     config: ConfigOpt = None,
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
-    """Backtest a strategy over historical or simulated candles, at full speed."""
-    from livetrader.cli.backtest import BacktestRequest, run
+    """Backtest strategies over historical or simulated candles, at full speed: one summary per pair."""
+    from livetrader.cli.backtest import BacktestRequest, run_all
 
     def work() -> None:
         cfg, folder = _settings(config, strategies_dir)
@@ -144,18 +149,15 @@ def backtest(
             chosen = "files"  # --candles says where the candles are; do not make the user repeat it
         else:
             chosen = exchange
-        request = BacktestRequest(
-            symbol=symbol,
-            strategy=strategy,
-            start=parse_time(start, "--from") if start else None,
-            end=parse_time(end, "--to") if end else None,
-            exchange=chosen,
-            candles=candles,
-            strict=strict,
-            as_json=as_json,
-            report=report,
-        )
-        run(request, cfg, folder)
+        first = parse_time(start, "--from") if start else None
+        last = parse_time(end, "--to") if end else None
+        requests = [
+            BacktestRequest(symbol=symbol, strategy=strategy, start=first, end=last, exchange=chosen,
+                            candles=candles, strict=strict, as_json=as_json, report=report)
+            for symbol in dict.fromkeys(symbols)  # a name given twice is backtested once
+            for strategy in dict.fromkeys(strategies)
+        ]
+        run_all(requests, cfg, folder)
 
     guarded(work)
 
