@@ -43,7 +43,7 @@ CASES = [
     (["run", "BTCUSDT", "--strategy", "always-long", "--config", "broken_toml.toml"], 2, "broken_toml.toml"),
     (["run", "BTCUSDT", "--strategy", "always-long", "--speed", "fast"], 2, "Invalid value for '--speed'"),
     (["run", "BTCUSDT"], 2, "--strategy"),
-    (["run", "--strategy", "always-long"], 2, "Missing argument 'symbols'"),
+    (["run", "--strategy", "always-long"], 2, "Missing argument 'SYMBOL...'"),
     (["report", "--data-dir", "nowhere"], 2, "does not exist"),
     (["recover", "--data-dir", "nowhere"], 2, "does not exist"),
     (["status", "--data-dir", "nowhere"], 3, "No daemon has run"),
