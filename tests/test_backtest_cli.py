@@ -39,3 +39,19 @@ def test_an_unknown_second_strategy_is_refused_before_anything_runs(cwd):
     result = run(cwd, "backtest", "BTCUSDT", "-s", "always-long", "-s", "nope", *DAY)
     assert result.returncode == 2 and "unknown strategy 'nope'" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_a_from_after_the_file_says_the_files_range_not_from_before_to(cwd):
+    result = run(cwd, "backtest", "BTCUSDT", "-s", "always-long", "--candles", str(DATA), "--from", "2024-01-01")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--from must be before --to" not in result.stderr
+    assert "--from 2024-01-01T00:00Z is past the end of" in result.stderr
+    assert "covers 2017-11-04T23:02Z .. 2017-11-14T23:00Z" in result.stderr
+    assert "pass a --from before 2017-11-14T23:00Z" in result.stderr
+
+
+def test_a_to_before_the_file_says_the_files_range(cwd):
+    result = run(cwd, "backtest", "BTCUSDT", "-s", "always-long", "--candles", str(DATA), "--to", "2017-01-01")
+    assert result.returncode == 2 and "--from must be before --to" not in result.stderr
+    assert "covers 2017-11-04T23:02Z .. 2017-11-14T23:00Z" in result.stderr
+    assert "pass a --to after 2017-11-04T23:07Z" in result.stderr

@@ -57,6 +57,17 @@ def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> t
         default_start, default_end = default_range()
         end = request.end if request.end is not None else default_end
         start = request.start if request.start is not None else end - (default_end - default_start)
+    if start >= end and bounds is not None and request.start is not None and request.end is None:
+        raise UsageError(
+            f"--from {_iso(start)} is past the end of {request.candles}, which covers {_iso(bounds[0])} .. "
+            f"{_iso(bounds[1])}: pass a --from before {_iso(bounds[1])}, or a candle file that covers {_iso(start)}"
+        )
+    if start >= end and bounds is not None and request.start is None and request.end is not None:
+        raise UsageError(
+            f"--to {_iso(end)} is too early for {request.candles}, which covers {_iso(bounds[0])} .. "
+            f"{_iso(bounds[1])} (the first frame is {_iso(start)}, once five candles have closed): "
+            f"pass a --to after {_iso(start)}"
+        )
     if start >= end:
         raise UsageError(f"--from must be before --to (got {_iso(start)} .. {_iso(end)})")
     return start, end
