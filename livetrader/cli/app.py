@@ -30,7 +30,7 @@ class _Readable:
         return params
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        readable = {}
+        readable: dict[str, str] = {}
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument) and param.metavar:
                 for piece in param.get_usage_pieces(ctx):

@@ -89,7 +89,8 @@ def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Pat
     registry = load_strategies(strategies_dir)
     classes = {request.strategy: registry.get(request.strategy) for request in requests}
     several = len(requests) > 1
-    results, documents = [], []
+    results: list[BacktestResult] = []
+    documents: list[dict[str, Any]] = []
     for request in requests:
         result, document = _backtest(request, classes[request.strategy], config, several)
         results.append(result)
@@ -101,7 +102,9 @@ def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Pat
     return results
 
 
-def _backtest(request: BacktestRequest, cls: Any, config: Config, several: bool) -> tuple[BacktestResult, Any]:
+def _backtest(
+    request: BacktestRequest, cls: Any, config: Config, several: bool
+) -> tuple[BacktestResult, dict[str, Any]]:
     """Backtest one pair: prints its tables (unless ``--json``) and returns its JSON document."""
     strategy = instantiate(cls)
     source = open_source(request.exchange, config, request.candles, request.strict)
