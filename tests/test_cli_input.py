@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from daemon import DATA, run, workdir
+from daemon import DATA, events, run, workdir
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
@@ -45,7 +45,7 @@ CASES = [
     (["run", "BTCUSDT", "--strategy", "always-long", "--config", "broken_toml.toml"], 2, "broken_toml.toml"),
     (["run", "BTCUSDT", "--strategy", "always-long", "--speed", "fast"], 2, "Invalid value for '--speed'"),
     (["run", "BTCUSDT"], 2, "--strategy"),
-    (["run", "--strategy", "always-long"], 2, "Missing argument 'symbols'"),
+    (["run", "--strategy", "always-long"], 2, "Missing argument 'SYMBOL...'"),
     (["report", "--data-dir", "nowhere"], 2, "does not exist"),
     (["recover", "--data-dir", "nowhere"], 2, "does not exist"),
     (["status", "--data-dir", "nowhere"], 3, "No daemon has run"),
@@ -79,3 +79,28 @@ def test_strategies_check_names_the_broken_file_and_line(cwd):
     assert checked.returncode == 2 and "typo.py:3" in checked.stderr and "Traceback" not in checked.stderr
     (cwd / "strategies" / "typo.py").unlink()
     assert run(cwd, "strategies", "check").returncode == 0
+
+
+def test_one_broken_class_disables_only_itself_in_every_command(cwd):
+    from test_strategy_loader import SIX_CLASSES
+
+    (cwd / "strategies" / "six.py").write_text(SIX_CLASSES.lstrip("\n"))
+    listed = run(cwd, "strategies")
+    assert listed.returncode == 0, listed.stderr
+    assert all(f"six-{n}" in listed.stdout for n in ("one", "two", "three", "four", "five"))
+    assert "six.py:20" in listed.stdout and "'4h'" in listed.stdout
+    checked = run(cwd, "strategies", "check")
+    assert checked.returncode == 2 and "six.py:20" in checked.stderr and "'4h'" in checked.stderr
+    # a good class of that file backtests and runs; the broken one says why it cannot
+    tested = run(cwd, "backtest", "BTCUSDT", "--strategy", "six-one", "--candles", str(DATA), "--json",
+                 "--strategies-dir", "strategies")
+    assert tested.returncode == 0, tested.stderr
+    assert json.loads(tested.stdout)["trades"]
+    refused = run(cwd, "backtest", "BTCUSDT", "--strategy", "six-4h", "--candles", str(DATA),
+                  "--strategies-dir", "strategies")
+    assert refused.returncode == 2 and "six.py:20" in refused.stderr and "Traceback" not in refused.stderr
+    replay = cwd / "candles.json"
+    replay.write_text(json.dumps(json.loads(DATA.read_text())[:300]))
+    ran = run(cwd, "run", "BTCUSDT", "--strategy", "six-one", "--candles", str(replay), "--speed", "20000")
+    assert ran.returncode == 0, ran.stderr
+    assert any(e["event"] == "opened" and e["strategy"] == "six-one" for e in events(ran.stdout))

@@ -109,3 +109,20 @@ def test_bad_input_is_one_clear_message_before_any_loop_starts(tmp_path, args, c
     assert words in result.stderr
     assert "Traceback" not in result.stderr
     assert '"started"' not in result.stdout
+
+
+def test_a_candle_file_replay_logs_once_that_the_file_ended(tmp_path):
+    cwd = workdir(tmp_path)
+    rows = json.loads(DATA.read_text())[:300]
+    candles = cwd / "candles.json"
+    candles.write_text(json.dumps(rows))
+    result = run(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--candles", str(candles),
+                 "--speed", "20000", timeout=60)
+    assert result.returncode == 0, result.stderr
+    evs = events(result.stdout)
+    [ended] = [e for e in evs if e["event"] == "candle file ended"]  # one line for the file, not one per pair
+    assert ended["file"] == str(candles)
+    assert ended["last_minute"] == "2017-11-05T07:18Z"  # the opening of the file's last candle
+    assert rows[-1][0] == 1509866280000
+    names = [e["event"] for e in evs]
+    assert names.index("candle file ended") < names.index("stopped")

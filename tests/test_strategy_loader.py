@@ -660,3 +660,65 @@ def test_an_ask_within_a_timeout_answers_waits_fails_or_times_out_as_awaited():
         assert outer.cancelled
 
     asyncio.run(main())
+
+
+SIX_CLASSES = '''
+from livetrader import Signal, Strategy
+
+
+class One(Strategy):
+    name = "six-one"
+
+    async def get_signal(self, ctx):
+        return Signal("long", take_profit=ctx.price * 1.006, stop_loss=ctx.price * 0.994, minutes=2)
+
+
+class Two(Strategy):
+    name = "six-two"
+
+    async def get_signal(self, ctx):
+        return None
+
+
+class FourHours(Strategy):
+    name = "six-4h"
+    interval = "4h"
+
+    async def get_signal(self, ctx):
+        return None
+
+
+class Three(Strategy):
+    name = "six-three"
+    interval = "5m"
+
+    async def get_signal(self, ctx):
+        return None
+
+
+class Four(Strategy):
+    name = "six-four"
+
+    async def get_signal(self, ctx):
+        return None
+
+
+class Five(Strategy):
+    name = "six-five"
+    interval = "1h"
+
+    async def get_signal(self, ctx):
+        return None
+'''
+
+
+def test_one_broken_class_disables_only_itself(tmp_path: Path) -> None:
+    write(tmp_path, "six.py", SIX_CLASSES)
+    registry = load_strategies(tmp_path)
+    [problem] = registry.problems
+    assert (problem.file.name, problem.line, problem.name) == ("six.py", 20, "six-4h")
+    assert registry.names() == ["six-five", "six-four", "six-one", "six-three", "six-two"]
+    for name in registry.names():
+        assert registry.get(name).name == name  # usable, not "cannot be used" because of a neighbour
+    with pytest.raises(StrategyLoadError, match=r"strategy 'six-4h' cannot be used:\n  .*six\.py:20: .*'4h'"):
+        registry.get("six-4h")

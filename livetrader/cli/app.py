@@ -11,21 +11,79 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from livetrader.cli.times import parse_time
 from livetrader.errors import LivetraderError
 
+
+class _Readable:
+    """Help pages as a user reads them: a flag shows no value (typer prints ``<bool>``, as if
+    ``--json true`` were wanted), and an argument shows its metavar (``SYMBOL...``), not the
+    parameter's name in braces (``{symbols}...``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # --help included: it is made here, after the declarations
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        readable: dict[str, str] = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument) and param.metavar:
+                for piece in param.get_usage_pieces(ctx):
+                    readable[piece] = param.metavar if param.required else f"[{param.metavar}]"
+        pieces: list[str] = super().collect_usage_pieces(ctx)  # type: ignore[misc]
+        return [readable.get(piece, piece) for piece in pieces]
+
+
+class ReadableCommand(_Readable, TyperCommand):
+    """A command whose help page reads as described in ``_Readable``."""
+
+
+class ReadableGroup(_Readable, TyperGroup):
+    """A group of commands whose help page reads as described in ``_Readable``."""
+
+
 app = typer.Typer(
     name="livetrader",
+    cls=ReadableGroup,
     help="Run trading strategies live, crash-safe: one supervised loop per (symbol, strategy) pair.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
-strategies_app = typer.Typer(help="List or check the strategies in the strategies folder.", invoke_without_command=True)
+strategies_app = typer.Typer(
+    cls=ReadableGroup, help="List or check the strategies in the strategies folder.", invoke_without_command=True
+)
 app.add_typer(strategies_app, name="strategies")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from livetrader import __version__
+
+        typer.echo(f"livetrader {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run trading strategies live, crash-safe: one supervised loop per (symbol, strategy) pair."""
+
 T = TypeVar("T")
+
+# The one description of where the data directory is when --data-dir is not given (README "The data directory").
+_DATA_DIR_DEFAULT = (
+    "Default: $LIVETRADER_DATA_DIR, else data_dir in the config, else systemd's $STATE_DIRECTORY, else ./dump"
+)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Config file (default: config/livetrader.toml).")]
 StrategiesDirOpt = Annotated[
@@ -78,7 +136,7 @@ def strategies_list(
     guarded(work)
 
 
-@strategies_app.command("check")
+@strategies_app.command("check", cls=ReadableCommand)
 def strategies_check(ctx: typer.Context, config: ConfigOpt = None, strategies_dir: StrategiesDirOpt = None) -> None:
     """Exit non-zero when any strategy module failed to load."""
     from livetrader.strategy.base import load_strategies
@@ -113,10 +171,17 @@ def _print_strategies(registry: Any) -> None:
         console.print(f"[red]problem[/red] {redact(str(problem))}", markup=True, highlight=False)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def backtest(
-    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. BTCUSDT or BTC/USDT.")],
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (see `livetrader strategies`).")],
+    symbols: Annotated[
+        list[str], typer.Argument(metavar="SYMBOL...", help="One or more symbols, e.g. BTCUSDT or BTC/USDT.",
+                                  show_default=False)
+    ],
+    strategies: Annotated[
+        list[str],
+        typer.Option("--strategy", "-s", metavar="NAME", help="Strategy name (see `livetrader strategies`); repeat "
+                     "for several: each (symbol, strategy) pair is backtested on its own."),
+    ],
     start: Annotated[
         str | None, typer.Option("--from", help="First frame, ISO-8601 UTC (default: 7 days before --to).")
     ] = None,
@@ -135,8 +200,8 @@ def backtest(
     config: ConfigOpt = None,
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
-    """Backtest a strategy over historical or simulated candles, at full speed."""
-    from livetrader.cli.backtest import BacktestRequest, run
+    """Backtest strategies over historical or simulated candles, at full speed: one summary per pair."""
+    from livetrader.cli.backtest import BacktestRequest, run_all
 
     def work() -> None:
         cfg, folder = _settings(config, strategies_dir)
@@ -144,34 +209,34 @@ def backtest(
             chosen = "files"  # --candles says where the candles are; do not make the user repeat it
         else:
             chosen = exchange
-        request = BacktestRequest(
-            symbol=symbol,
-            strategy=strategy,
-            start=parse_time(start, "--from") if start else None,
-            end=parse_time(end, "--to") if end else None,
-            exchange=chosen,
-            candles=candles,
-            strict=strict,
-            as_json=as_json,
-            report=report,
-        )
-        run(request, cfg, folder)
+        first = parse_time(start, "--from") if start else None
+        last = parse_time(end, "--to") if end else None
+        requests = [
+            BacktestRequest(symbol=symbol, strategy=strategy, start=first, end=last, exchange=chosen,
+                            candles=candles, strict=strict, as_json=as_json, report=report)
+            for symbol in dict.fromkeys(symbols)  # a name given twice is backtested once
+            for strategy in dict.fromkeys(strategies)
+        ]
+        run_all(requests, cfg, folder)
 
     guarded(work)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def run(
-    symbols: Annotated[list[str], typer.Argument(help="One or more symbols, e.g. BTCUSDT ETHUSDT.")],
+    symbols: Annotated[
+        list[str], typer.Argument(metavar="SYMBOL...", help="One or more symbols, e.g. BTCUSDT ETHUSDT.")
+    ],
     strategy: Annotated[
-        list[str], typer.Option("--strategy", "-s", help="Strategy name; repeat for several (one loop per pair).")
+        list[str],
+        typer.Option("--strategy", "-s", metavar="NAME", help="Strategy name; repeat for several (one loop per pair)."),
     ],
     exchange: Annotated[
         str | None, typer.Option("--exchange", "-e", help="Candle source (default: from the config, sim).")
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where state, journal and reports live (default ./dump; "
-                                  "./dump-demo for a --speed or --candles run).")
+        Path | None, typer.Option("--data-dir", help="Where state, journal and reports live. " + _DATA_DIR_DEFAULT
+                                  + " (./dump-demo for a --speed or --candles run).")
     ] = None,
     speed: Annotated[
         float | None, typer.Option("--speed", help="Run the sim/files clock N times faster than real time.")
@@ -197,7 +262,8 @@ def run(
 
 
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="The data directory (default: config, LIVETRADER_DATA_DIR, ./dump).")
+    Path | None, typer.Option("--data-dir", help="The data directory. " + _DATA_DIR_DEFAULT
+                              + " (a demo's is ./dump-demo: pass --data-dir dump-demo).")
 ]
 
 
@@ -217,7 +283,7 @@ def _data_dir(data_dir: Path | None, config: Path | None) -> Path:
     return data_dir or cfg.data_dir
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def recover(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be done.")] = False,
     data_dir: DataDirOpt = None,
@@ -237,10 +303,12 @@ def recover(
     raise typer.Exit(guarded(work))
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def report(
-    symbol: Annotated[str | None, typer.Argument(help="Only this symbol.")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", "-s", help="Only this strategy.")] = None,
+    symbol: Annotated[str | None, typer.Argument(metavar="SYMBOL", help="Only this symbol.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", "-s", metavar="NAME", help="Only this strategy.")
+    ] = None,
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write one markdown file per pair here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Statistics and trades as one JSON document.")] = False,
@@ -252,7 +320,7 @@ def report(
     raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json)))
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def status(
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,

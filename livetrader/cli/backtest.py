@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from livetrader.live.engine import settings_of
 from livetrader.market.sources import open_source
 from livetrader.strategy.base import instantiate, load_strategies
 from livetrader.strategy.risk import build_profiles
+
+# A symbol such as BTC/USDT cannot go into a file name as is.
+_NOT_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 #: Minutes of history loaded before ``--from`` so strategies can look back from the first frame.
 HISTORY_MINUTES = 1440
@@ -55,15 +59,54 @@ def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> t
         default_start, default_end = default_range()
         end = request.end if request.end is not None else default_end
         start = request.start if request.start is not None else end - (default_end - default_start)
+    if start >= end and bounds is not None:
+        covers = f"{request.candles}, which covers {format_minute(bounds[0])} .. {format_minute(bounds[1])}"
+        if request.start is not None and request.end is None:
+            raise UsageError(f"--from {format_minute(start)} is past the end of {covers}: pass a --from before "
+                             f"{format_minute(bounds[1])}, or a candle file that covers {format_minute(start)}")
+        if request.start is None and request.end is not None:
+            raise UsageError(f"--to {format_minute(end)} is too early for {covers} (the first frame is "
+                             f"{format_minute(start)}, once five candles have closed): pass a --to after "
+                             f"{format_minute(start)}")
     if start >= end:
         raise UsageError(f"--from must be before --to (got {format_minute(start)} .. {format_minute(end)})")
     return start, end
 
 
 def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> BacktestResult:
-    """Run the whole command; raises LivetraderError subclasses for the user's mistakes."""
+    """Run the whole command for one (symbol, strategy) pair; see ``run_all``."""
+    return run_all([request], config, strategies_dir)[0]
+
+
+def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Path) -> list[BacktestResult]:
+    """Backtest each (symbol, strategy) pair of ``requests``, one after another.
+
+    Every strategy name is checked before the first pair runs, so a typo in the last one costs
+    nothing. Tables are printed after each pair; ``--json`` prints one document at the end: the
+    pair's document for one pair, ``{"backtests": [...]}`` (in the order asked) for several.
+    Raises LivetraderError subclasses for the user's mistakes.
+    """
     registry = load_strategies(strategies_dir)
-    cls = registry.get(request.strategy)
+    classes = {request.strategy: registry.get(request.strategy) for request in requests}
+    several = len(requests) > 1
+    results: list[BacktestResult] = []
+    documents: list[dict[str, Any]] = []
+    for request in requests:
+        result, document = _backtest(request, classes[request.strategy], config, several)
+        results.append(result)
+        documents.append(document)
+    if requests and requests[0].as_json:
+        doc = documents[0] if not several else {"backtests": documents}
+        # Notes come from the strategy: an output like any other (the summary prints none).
+        sys.stdout.buffer.write(orjson.dumps(redaction.redact_value(doc), option=orjson.OPT_INDENT_2))
+        sys.stdout.buffer.write(b"\n")
+    return results
+
+
+def _backtest(
+    request: BacktestRequest, cls: Any, config: Config, several: bool
+) -> tuple[BacktestResult, dict[str, Any]]:
+    """Backtest one pair: prints its tables (unless ``--json``) and returns its JSON document."""
     strategy = instantiate(cls)
     source = open_source(request.exchange, config, request.candles, request.strict)
     symbol = source.resolve_symbol(request.symbol)
@@ -98,15 +141,18 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     )
     filled = getattr(source, "filled_minutes", 0)
     if request.report is not None:
-        _write_report(request.report, result, stats)
-    if request.as_json:
-        # Notes come from the strategy: an output like any other (the summary prints none).
-        doc = redaction.redact_value(to_document(result, stats, elapsed, filled))
-        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        sys.stdout.buffer.write(b"\n")
-    else:
+        _write_report(report_path(request.report, result, several), result, stats)
+    if not request.as_json:
         print_summary(result, stats, elapsed, filled)
-    return result
+    return result, to_document(result, stats, elapsed, filled)
+
+
+def report_path(path: Path, result: BacktestResult, several: bool) -> Path:
+    """``--report PATH`` for one pair; with several pairs, one file each: ``PATH``'s stem + ``_SYMBOL_strategy``."""
+    if not several:
+        return path
+    symbol = _NOT_IN_FILE_NAME.sub("_", result.symbol)
+    return path.with_name(f"{path.stem}_{symbol}_{result.strategy}{path.suffix or '.md'}")
 
 
 async def _fetch_and_close(source: Any, symbol: str, start: int, end: int) -> list[Any]:

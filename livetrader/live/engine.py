@@ -94,6 +94,8 @@ class Engine:
         #: (``Pair.tick_in_place``); off, every tick wakes its pair's task (as tests compare).
         self.ticks_in_place = True
         self.started_at = self.clock.now_ms()
+        # The candle files whose end was logged: one line per file, however many pairs replay it.
+        self.files_ended: set[str] = set()
 
     # --- building -------------------------------------------------------------------------
 
@@ -291,6 +293,7 @@ class Engine:
                 if resume is None:
                     pair.lag_ms = max(0, now - due)
                     if finite and self._exhausted(pair, now):
+                        self._file_ended(pair)
                         return "finished"
                     await pair.tick(now)
                 if swept is not None:
@@ -319,6 +322,17 @@ class Engine:
         """True when a finite source (a candle file) has no candle left for this minute."""
         bounds = pair.source.bounds(pair.symbol)
         return bounds is not None and now - now % MINUTE_MS > bounds[1]
+
+    def _file_ended(self, pair: Pair) -> None:
+        """Log, once per candle file, that its replay reached the end (so the run is about to finish)."""
+        source = pair.source
+        path = str(getattr(source, "path", None) or self.candles or source)
+        if path in self.files_ended:
+            return
+        self.files_ended.add(path)
+        bounds = source.bounds(pair.symbol)
+        last = bounds[1] - MINUTE_MS if bounds is not None else None
+        log.info("candle file ended", file=path, last_minute=_iso(last) if last is not None else None)
 
     async def _sleep_until(self, pair: Pair, due_ms: int, express: Express | None = None) -> int | None:
         """Sleep until the clock reaches ``due_ms`` (plus the tick delay), or the pair stops.
@@ -403,3 +417,10 @@ class Engine:
 
 async def _no_signal(self: Strategy, ctx: Any) -> None:
     return None
+
+
+def _iso(ms: int) -> str:
+    """Integer ms UTC as ``YYYY-mm-ddTHH:MMZ`` (what a log line shows a person)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")

@@ -243,7 +243,8 @@ class StrategyRegistry:
     ``strategies`` maps each name to its class and location; ``problems`` lists each
     failure with file and line. Strategies declared with a problem (bad interval,
     duplicate name) are kept out of ``strategies``, in ``rejected``, so ``get`` can
-    explain why they cannot run.
+    explain why they cannot run. A problem disables only the class it names: the other
+    classes of the same file load and run.
     """
 
     directory: Path
@@ -273,15 +274,15 @@ class StrategyRegistry:
     def get(self, name: str) -> type[Strategy]:
         """The strategy class called ``name``.
 
-        Raises StrategyLoadError when the strategy (or its file) has a problem, and
+        Raises StrategyLoadError when the strategy has a problem (or its file failed to import), and
         UnknownStrategyError, with close matches, when no strategy has that name.
         """
-        info = self.strategies.get(name) or self.rejected.get(name)
-        if info is not None:
-            own = [p for p in self.problems if p.name == name or p.file == info.file]
-            if own:
-                raise StrategyLoadError(_problem_text(f"strategy '{name}' cannot be used", own))
-            return info.cls
+        loaded = self.strategies.get(name)
+        if loaded is not None:
+            return loaded.cls  # a problem elsewhere in its file concerns another class, not this one
+        if name in self.rejected:
+            own = [p for p in self.problems if p.name == name]
+            raise StrategyLoadError(_problem_text(f"strategy '{name}' cannot be used", own))
         # A file that failed to import may well hold the strategy: say so rather than "unknown".
         suspects = [p for p in self.problems if p.name is None and _mentions(p.file, name)]
         if suspects:

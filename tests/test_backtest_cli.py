@@ -1,0 +1,59 @@
+"""The real ``livetrader backtest`` command: several pairs in one call, and what it says about a file's range."""
+
+import json
+
+import pytest
+from daemon import DATA, run, workdir
+
+pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
+
+# One day of the shipped candle file: enough for trades, quick to replay.
+DAY = ("--candles", str(DATA), "--from", "2017-11-12", "--to", "2017-11-13")
+
+
+@pytest.fixture
+def cwd(tmp_path):
+    return workdir(tmp_path)
+
+
+def test_every_symbol_and_strategy_is_backtested_one_json_document_lists_them(cwd):
+    result = run(cwd, "backtest", "BTCUSDT", "ETHUSDT", "-s", "always-long", "--strategy", "quick-long", *DAY,
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)["backtests"]
+    pairs = [(r["summary"]["symbol"], r["summary"]["strategy"]) for r in runs]
+    assert pairs == [("BTCUSDT", "always-long"), ("BTCUSDT", "quick-long"),
+                     ("ETHUSDT", "always-long"), ("ETHUSDT", "quick-long")]
+    assert all(r["trades"] and r["stats"] for r in runs)
+    # each pair is the backtest it would be alone
+    alone = json.loads(run(cwd, "backtest", "ETHUSDT", "-s", "quick-long", *DAY, "--json").stdout)
+    assert alone["trades"] == runs[3]["trades"]
+
+
+def test_several_pairs_print_one_summary_and_write_one_report_each(cwd):
+    result = run(cwd, "backtest", "BTCUSDT", "-s", "always-long", "-s", "quick-long", *DAY, "--report", "out/bt.md")
+    assert result.returncode == 0, result.stderr
+    assert "Backtest always-long on BTCUSDT" in result.stdout and "Backtest quick-long on BTCUSDT" in result.stdout
+    assert sorted(p.name for p in (cwd / "out").iterdir()) == ["bt_BTCUSDT_always-long.md", "bt_BTCUSDT_quick-long.md"]
+
+
+def test_an_unknown_second_strategy_is_refused_before_anything_runs(cwd):
+    result = run(cwd, "backtest", "BTCUSDT", "-s", "always-long", "-s", "nope", *DAY)
+    assert result.returncode == 2 and "unknown strategy 'nope'" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_a_from_after_the_file_says_the_files_range_not_from_before_to(cwd):
+    result = run(cwd, "backtest", "BTCUSDT", "-s", "always-long", "--candles", str(DATA), "--from", "2024-01-01")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--from must be before --to" not in result.stderr
+    assert "--from 2024-01-01T00:00Z is past the end of" in result.stderr
+    assert "covers 2017-11-04T23:02Z .. 2017-11-14T23:00Z" in result.stderr
+    assert "pass a --from before 2017-11-14T23:00Z" in result.stderr
+
+
+def test_a_to_before_the_file_says_the_files_range(cwd):
+    result = run(cwd, "backtest", "BTCUSDT", "-s", "always-long", "--candles", str(DATA), "--to", "2017-01-01")
+    assert result.returncode == 2 and "--from must be before --to" not in result.stderr
+    assert "covers 2017-11-04T23:02Z .. 2017-11-14T23:00Z" in result.stderr
+    assert "pass a --to after 2017-11-04T23:07Z" in result.stderr
