@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from daemon import run, start, stop, wait_for, workdir
+from daemon import run, start, stop, wait_for, wait_running, workdir
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
@@ -80,7 +80,8 @@ def test_ready_comes_only_after_downtime_catch_up(tmp_path, notify_socket):
 def test_without_notify_socket_nothing_is_sent_and_it_runs(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "600")
-    time.sleep(1.5)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(0.5)
     code, out, err = stop(proc)
     assert code == 0 and '"ready"' in out and "Traceback" not in err
 
