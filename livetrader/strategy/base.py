@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 #: The optional callbacks a strategy may define; each is called with the TickResult.
 CALLBACKS: tuple[str, ...] = ("on_open", "on_close", "on_active", "on_idle", "on_schedule", "on_cancel")
+#: The callback each tick action calls (live and backtest alike).
+HOOKS: dict[str, str] = {"opened": "on_open", "closed": "on_close", "active": "on_active", "idle": "on_idle",
+                         "scheduled": "on_schedule", "cancelled": "on_cancel"}
 
 # Strategy names end up in file names, journal records and report titles: keep them plain.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -126,35 +129,69 @@ def call_strategy(call: tuple[str, str, str], fn: Any, arg: Any) -> Any:
         running = before
 
 
+class Pending:
+    """An ask whose ``get_signal`` coroutine suspended (it awaits something): ``ask_now`` returns
+    it, and ``wait`` awaits the rest of the answer."""
+
+    __slots__ = ("coro", "waiting_on", "call")
+
+    def __init__(self, coro: Any, waiting_on: Any, call: tuple[str, str, str]) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+        self.call = call
+
+    async def wait(self, timeout: float | None = None) -> Signal | None:
+        """The answer; with ``timeout`` (seconds), ``TimeoutError`` after that long, the strategy
+        cancelled at its await."""
+        if timeout is None:
+            return await _Resumed(self.coro, self.waiting_on, self.call)  # type: ignore[no-any-return]
+        import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
+
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                return await _Resumed(self.coro, self.waiting_on, self.call)  # type: ignore[no-any-return]
+        finally:
+            self.coro.close()
+
+
+def ask_now(strategy: Strategy, ctx: Context) -> Signal | None | Pending:
+    """Call ``strategy.get_signal(ctx)`` and run it as far as it goes without waiting: its
+    answer, or a ``Pending`` to await when its coroutine suspended.
+
+    The first step of every ask, live and backtest (``ask_signal`` awaits a ``Pending``; a
+    backtest that never waits saves that await). ``running`` says who runs meanwhile.
+    """
+    global running
+    before = running
+    call = running = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
+    try:
+        out = strategy.get_signal(ctx)
+        if strategy.signal_is_async:
+            try:
+                return Pending(out, out.send(None), call)
+            except StopIteration as answered:
+                return answered.value  # type: ignore[no-any-return]
+            except BaseException:
+                out.close()
+                raise
+        return out  # type: ignore[no-any-return]
+    finally:
+        running = before
+
+
 async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = None) -> Signal | None:
     """Call ``strategy.get_signal(ctx)``, awaiting it only when it is a coroutine function.
 
     With ``timeout``, an answer that takes longer raises ``TimeoutError`` (the strategy is
     cancelled at its await). Most strategies answer without ever waiting: their coroutine
-    is run one step directly, and only one that suspends gets a timer, for what is left of
-    ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
+    is run one step directly (``ask_now``), and only one that suspends gets a timer, for what
+    is left of ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
     """
-    call = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
-    if not strategy.signal_is_async:
-        return call_strategy(call, strategy.get_signal, ctx)  # type: ignore[no-any-return]
     started = time.monotonic()
-    coro = call_strategy(call, strategy.get_signal, ctx)
-    try:
-        waiting_on = call_strategy(call, coro.send, None)
-    except StopIteration as answered:
-        return answered.value  # type: ignore[no-any-return]
-    except BaseException:
-        coro.close()
-        raise
-    if timeout is None:
-        return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
-    import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
-
-    try:
-        async with asyncio.timeout(max(0.0, timeout - (time.monotonic() - started))):
-            return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
-    finally:
-        coro.close()
+    out = ask_now(strategy, ctx)
+    if type(out) is not Pending:
+        return out
+    return await out.wait(None if timeout is None else timeout - (time.monotonic() - started))
 
 
 class _Resumed:
@@ -187,6 +224,34 @@ class _Resumed:
                     value = call_strategy(call, coro.send, sent)
                 except StopIteration as answered:
                     return answered.value
+
+
+class _Adopted(Strategy):
+    """A Strategy that runs a duck-typed object's ``get_signal`` and callbacks (see ``adopt``)."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.name = obj.name  # type: ignore[misc]
+        self.interval = obj.interval  # type: ignore[misc]
+        self.risk = getattr(obj, "risk", None)  # type: ignore[misc]
+        self.get_signal = obj.get_signal  # type: ignore[method-assign]
+        self.signal_is_async = inspect.iscoroutinefunction(obj.get_signal)  # type: ignore[misc]
+        self.callbacks = {  # type: ignore[misc]
+            hook: inspect.iscoroutinefunction(fn) for hook in CALLBACKS if callable(fn := getattr(obj, hook, None))
+        }
+        for hook in self.callbacks:
+            setattr(self, hook, getattr(obj, hook))
+
+
+def adopt(strategy: Any) -> Strategy:
+    """``strategy`` itself when it is a ``Strategy``; else a ``Strategy`` calling its ``get_signal``
+    and callbacks, so that ``ask_signal`` and ``run_callback`` serve it too.
+
+    A backtest accepts any object with ``name``, ``interval`` and ``get_signal`` (the benchmark's
+    reference strategy, a port from another framework, a test's script); its calls then go
+    through the same code as a loaded strategy's.
+    """
+    return strategy if isinstance(strategy, Strategy) else _Adopted(strategy)
 
 
 async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> None:
