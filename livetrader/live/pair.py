@@ -340,10 +340,6 @@ class Pair:
             return market
         return market_of(await self.candles(start, end))
 
-    async def price_at(self, now: int) -> float:
-        """VWAP of the five closed minutes before ``now``, from validated candles."""
-        return (await self.market_at(now)).price
-
     async def candles(self, start: int, end: int) -> list[Candle]:
         """Closed 1-minute candles opening in ``[start, end)``, complete and validated."""
         return await self.source.fetch(self.symbol, start, end)
