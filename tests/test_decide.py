@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from livetrader import Signal, Strategy
-from livetrader.backtest.replay import run_backtest
+from livetrader.backtest.replay import StrategyFailure, run_backtest
 from livetrader.core.machine import ASK, answer, decide
 from livetrader.core.price import MINUTE_MS, Candle, Market, market_of, vwap
 from livetrader.core.signal import SignalRow
@@ -222,3 +222,16 @@ def test_a_backtest_nobody_listens_to_emits_nothing():
     bus.emit = lambda topic, payload: emitted.append(topic)  # type: ignore[method-assign]
     result = asyncio.run(run_backtest(Quick(), dip_candles(), "BTCUSDT", T0, T0 + 60 * M, bus=bus))
     assert len(result.trades) == 1 and emitted == []
+
+
+def test_a_backtest_asks_with_the_live_strategy_timeout():
+    class Hangs(Strategy):
+        name = "hangs"
+        interval = "1m"
+
+        async def get_signal(self, ctx):
+            await asyncio.sleep(30)
+
+    with pytest.raises(StrategyFailure, match=r"'hangs' timed out at 2024-01-01T00:10Z: no answer after 0.2 s"):
+        asyncio.run(run_backtest(Hangs(), dip_candles(), "BTCUSDT", T0 + 10 * M, T0 + 60 * M,
+                                 strategy_timeout_seconds=0.2))
