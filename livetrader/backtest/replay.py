@@ -35,7 +35,7 @@ from livetrader.core.validate import SignalError
 from livetrader.errors import LivetraderError, NoCandlesError
 from livetrader.events import BUS, EventBus
 from livetrader.redaction import redact
-from livetrader.strategy.base import HOOKS, Pending, adopt, ask_now, run_callback
+from livetrader.strategy.base import HOOKS, adopt, ask_signal, run_callback
 from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
@@ -201,7 +201,7 @@ async def run_backtest(
     rules: Rules = DEFAULT_RULES,
     risk: RiskProfile | None = None,
     progress: Callable[[int], None] | None = None,
-    strategy_timeout_seconds: float = 180.0,
+    strategy_timeout_seconds: float | None = None,
     bus: EventBus = BUS,
 ) -> BacktestResult:
     """Run ``strategy`` over ``candles`` for frames in ``[start, end)``.
@@ -211,7 +211,10 @@ async def run_backtest(
     and then with the current frame time. Every transition (``scheduled``, ``opened``,
     ``closed``, ``cancelled``) goes to the strategy's callback and, when someone listens, to
     the bus's ``signal`` and ``signal_backtest`` topics. ``strategy`` is a ``Strategy``, or
-    any object with ``name``, ``interval`` and ``get_signal`` (and callbacks).
+    any object with ``name``, ``interval`` and ``get_signal`` (and callbacks). The strategy is
+    asked as live asks it (``ask_signal``); with ``strategy_timeout_seconds``, an answer that
+    takes longer stops the backtest (``livetrader backtest`` sets none: it waits, alone on its
+    loop, and Ctrl-C stops it).
     """
     strategy = adopt(strategy)
     name = strategy.name
@@ -280,26 +283,25 @@ async def run_backtest(
             price = vwap(all_candles[i - VWAP_CANDLES:i])
             result.strategy_calls += 1
             try:
-                # ``ask_signal``'s own two steps: a backtest's ask rarely waits, and then needs no await.
-                signal = ask_now(strategy, Context(symbol, name, exchange, t, price, load))
-                if type(signal) is Pending:
-                    signal = await signal.wait(strategy_timeout_seconds)
+                signal = await ask_signal(strategy, Context(symbol, name, exchange, t, price, load),
+                                          strategy_timeout_seconds)
             except TimeoutError as exc:
                 raise StrategyFailure(
-                    f"strategy {name!r} timed out at {_iso(t)}: no answer after {strategy_timeout_seconds:g} s"
+                    f"strategy {name!r} timed out at {_iso(t)}: no answer after {strategy_timeout_seconds} s"
                 ) from exc
             # SystemExit too: a strategy's sys.exit() is its failure, not a backtest that succeeded. Not
             # KeyboardInterrupt: in a backtest that is the user's Ctrl-C (the CLI says "interrupted").
             except (Exception, SystemExit) as exc:
                 raise StrategyFailure(f"strategy {name!r} raised at {_iso(t)}: {describe(exc)}") from exc
+            if signal is None:  # ``answer``'s first rule, without the call: most asks end here
+                t = b + interval_ms
+                continue
             try:
                 tick = answer(signal, key, t, price, last_opened_id, (), gate)  # type: ignore[assignment]
             except SignalError as exc:
                 raise StrategyFailure(
                     redact(f"strategy {name!r} returned an invalid signal at {_iso(t)}: {exc}")) from exc
-            if tick is None:  # no signal: idle until the next bucket
-                t = b + interval_ms
-                continue
+            assert tick is not None
             if tick.action == "idle":
                 if tick.reason and tick.reason.startswith("risk:"):
                     # A risk rejection hands the bucket back: ask again next minute.

@@ -83,12 +83,10 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
         risk = profiles[cls.risk]
 
     started = time.perf_counter()
-    settings = settings_of(config)
     with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
         result = asyncio.run(
             run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
-                         rules=settings.rules, risk=risk, progress=progress,
-                         strategy_timeout_seconds=settings.strategy_timeout_seconds)
+                         rules=settings_of(config).rules, risk=risk, progress=progress)
         )
     elapsed = time.perf_counter() - started
     stats = compute_stats(

@@ -129,69 +129,46 @@ def call_strategy(call: tuple[str, str, str], fn: Any, arg: Any) -> Any:
         running = before
 
 
-class Pending:
-    """An ask whose ``get_signal`` coroutine suspended (it awaits something): ``ask_now`` returns
-    it, and ``wait`` awaits the rest of the answer."""
-
-    __slots__ = ("coro", "waiting_on", "call")
-
-    def __init__(self, coro: Any, waiting_on: Any, call: tuple[str, str, str]) -> None:
-        self.coro = coro
-        self.waiting_on = waiting_on
-        self.call = call
-
-    async def wait(self, timeout: float | None = None) -> Signal | None:
-        """The answer; with ``timeout`` (seconds), ``TimeoutError`` after that long, the strategy
-        cancelled at its await."""
-        if timeout is None:
-            return await _Resumed(self.coro, self.waiting_on, self.call)  # type: ignore[no-any-return]
-        import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
-
-        try:
-            async with asyncio.timeout(max(0.0, timeout)):
-                return await _Resumed(self.coro, self.waiting_on, self.call)  # type: ignore[no-any-return]
-        finally:
-            self.coro.close()
-
-
-def ask_now(strategy: Strategy, ctx: Context) -> Signal | None | Pending:
-    """Call ``strategy.get_signal(ctx)`` and run it as far as it goes without waiting: its
-    answer, or a ``Pending`` to await when its coroutine suspended.
-
-    The first step of every ask, live and backtest (``ask_signal`` awaits a ``Pending``; a
-    backtest that never waits saves that await). ``running`` says who runs meanwhile.
-    """
-    global running
-    before = running
-    call = running = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
-    try:
-        out = strategy.get_signal(ctx)
-        if strategy.signal_is_async:
-            try:
-                return Pending(out, out.send(None), call)
-            except StopIteration as answered:
-                return answered.value  # type: ignore[no-any-return]
-            except BaseException:
-                out.close()
-                raise
-        return out  # type: ignore[no-any-return]
-    finally:
-        running = before
-
-
 async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = None) -> Signal | None:
     """Call ``strategy.get_signal(ctx)``, awaiting it only when it is a coroutine function.
 
     With ``timeout``, an answer that takes longer raises ``TimeoutError`` (the strategy is
     cancelled at its await). Most strategies answer without ever waiting: their coroutine
-    is run one step directly (``ask_now``), and only one that suspends gets a timer, for what
-    is left of ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
+    is run one step directly, and only one that suspends gets a timer, for what is left of
+    ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
+    Without ``timeout`` (a backtest, alone on its event loop) the coroutine is awaited as it
+    is, ``running`` naming it until it answers, suspended or not.
     """
+    global running
+    call = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
+    if not strategy.signal_is_async:
+        return call_strategy(call, strategy.get_signal, ctx)  # type: ignore[no-any-return]
+    if timeout is None:
+        # Awaited directly: no step of it is run by hand (a backtest asks every few minutes it
+        # simulates, and the hand-run first step costs it a StopIteration per ask).
+        before, running = running, call
+        try:
+            return await strategy.get_signal(ctx)  # type: ignore[no-any-return]
+        finally:
+            running = before
     started = time.monotonic()
-    out = ask_now(strategy, ctx)
-    if type(out) is not Pending:
-        return out
-    return await out.wait(None if timeout is None else timeout - (time.monotonic() - started))
+    coro = call_strategy(call, strategy.get_signal, ctx)
+    try:
+        waiting_on = call_strategy(call, coro.send, None)
+    except StopIteration as answered:
+        return answered.value  # type: ignore[no-any-return]
+    except BaseException:
+        coro.close()
+        raise
+    if timeout is None:
+        return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
+    import asyncio  # loaded already: we run in its loop (kept out of `livetrader --help`)
+
+    try:
+        async with asyncio.timeout(max(0.0, timeout - (time.monotonic() - started))):
+            return await _Resumed(coro, waiting_on, call)  # type: ignore[no-any-return]
+    finally:
+        coro.close()
 
 
 class _Resumed:
