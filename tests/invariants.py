@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from livetrader.core.machine import check_open, check_scheduled
-from livetrader.core.price import MINUTE_MS, vwap
+from livetrader.core.price import MINUTE_MS, Market, market_of
 from livetrader.core.signal import row_of
 from livetrader.market.sim import SimSource
 from livetrader.store.atomic import read_json
@@ -56,8 +56,13 @@ def check_data_dir(data_dir: Path, source: SimSource | None = None) -> dict[str,
     return dict(counts)
 
 
+def _market(source: SimSource, symbol: str, t: int) -> Market:
+    """The minute ``t``'s VWAP and the low and high of the candle that closed at ``t``."""
+    return market_of(source.fetch_sync(symbol, t - 5 * MINUTE_MS, t))
+
+
 def _price(source: SimSource, symbol: str, t: int) -> float:
-    return vwap(source.fetch_sync(symbol, t - 5 * MINUTE_MS, t))
+    return _market(source, symbol, t).price
 
 
 def _check_close(r: dict, source: SimSource) -> None:
@@ -74,9 +79,16 @@ def _check_close(r: dict, source: SimSource) -> None:
 
 
 def _check_activation(r: dict, source: SimSource) -> None:
+    """The activation happened at the first minute whose closed candle reached the entry: its low
+    for a long, its high for a short (docs/behaviour.md §2), not the VWAP."""
     row = row_of({**r, "pending_at": None})
     t = row.scheduled_at + MINUTE_MS
+
+    def check(t: int) -> str:
+        m = _market(source, row.symbol, t)
+        return check_scheduled(row, t, m.price, m.low, m.high).action
+
     while t < r["at"]:
-        assert check_scheduled(row, t, _price(source, row.symbol, t)).action == "waiting", f"{row.id} activated late"
+        assert check(t) == "waiting", f"{row.id} activated late"
         t += MINUTE_MS
-    assert check_scheduled(row, t, _price(source, row.symbol, t)).action == "opened"
+    assert check(t) == "opened"

@@ -3,8 +3,10 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from livetrader.core.price import Candle, CandleError, price_window, validate_candles, vwap
+from livetrader.core.price import Candle, CandleError, price_window, validate_candles, vwap, vwaps
 
 M = 60_000
 
@@ -66,3 +68,45 @@ def test_a_thousandfold_spike_is_bad_data_not_a_price():
     with pytest.raises(CandleError, match="price spike"):
         validate_candles(candles)
     validate_candles([c(i * M, cl=100 + i, h=110) for i in range(5)])  # ordinary moves pass
+
+
+# --- the bulk VWAP is the scalar one -------------------------------------------------------------
+
+_prices = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
+# Zero volumes often (a window without volume prices at the mean close), and wild ones.
+_volumes = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e12, allow_nan=False), st.integers(0, 10**6))
+
+
+@st.composite
+def _candles(draw):
+    n = draw(st.integers(min_value=5, max_value=40))
+    out = []
+    for i in range(n):
+        a, b, close = draw(_prices), draw(_prices), draw(_prices)
+        out.append(Candle(i * M, close, max(a, b, close), min(a, b, close), close, draw(_volumes)))
+    return out
+
+
+def _loop_vwap(candles):
+    """``vwap``'s definition, spelled as its loop: the order of the sums is the contract."""
+    total, weighted = 0.0, 0.0
+    for cd in candles:
+        total += cd.volume
+        weighted += (cd.high + cd.low + cd.close) / 3.0 * cd.volume
+    return weighted / total if total > 0 else sum(cd.close for cd in candles) / len(candles)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_candles())
+def test_bulk_vwaps_are_the_scalar_vwap_of_every_window_bit_for_bit(candles):
+    bulk = vwaps(candles)
+    assert len(bulk) == len(candles) - 4
+    for j, price in enumerate(bulk):
+        window = candles[j:j + 5]
+        assert price == vwap(window) == _loop_vwap(window)  # the same floats, not approximately
+
+
+@settings(max_examples=100, deadline=None)
+@given(_candles())
+def test_vwap_of_any_length_is_its_loop(candles):
+    assert vwap(candles) == _loop_vwap(candles)

@@ -158,16 +158,18 @@ def test_a_market_entry_opens_at_the_price_and_closes_at_take_profit_at_the_minu
 
 
 def test_a_scheduled_signal_waits_then_opens_at_the_minute_the_price_comes_to_it():
-    # Scheduled at 99 while the price is 100; candles fall to 98 from T0+20: 99.2 at T0+22, 98.8 at T0+23.
+    # Scheduled at 99 while the price is 100; candles fall to 98 from T0+20. A scheduled signal
+    # reacts to the closed minute's low (docs/behaviour.md §2): the candle of T0+20, closed at
+    # T0+21, reaches 99, though the 5-minute VWAP passes it only at T0+23.
     signal = Signal("long", take_profit=101.0, stop_loss=97.0, price_open=99.0)
     pair, store = make_pair(flat_then(98.0, T0 + 20 * M), signal)
     run_ticks(pair, *every_minute(T0, T0 + 25 * M))
     assert [r["event"] for r in store.journal] == ["scheduled", "opened"]
     scheduled, opened = store.journal
     assert (scheduled["at"], scheduled["price_open"], scheduled["pending_at"]) == (T0, 99.0, None)
-    assert (opened["at"], opened["pending_at"], opened["price_open"]) == (T0 + 23 * M, T0 + 23 * M, 99.0)
-    assert [r.action for r in pair.results][1:23] == ["waiting"] * 22  # type: ignore[attr-defined]
-    assert pair.state == "open" and pair.row is not None and pair.row.pending_at == T0 + 23 * M
+    assert (opened["at"], opened["pending_at"], opened["price_open"]) == (T0 + 21 * M, T0 + 21 * M, 99.0)
+    assert [r.action for r in pair.results][1:21] == ["waiting"] * 20  # type: ignore[attr-defined]
+    assert pair.state == "open" and pair.row is not None and pair.row.pending_at == T0 + 21 * M
 
 
 def test_a_scheduled_signal_never_reached_is_cancelled_at_its_timeout_minute_even_when_ticked_late():

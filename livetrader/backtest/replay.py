@@ -1,39 +1,42 @@
-"""Backtest (docs/behaviour.md §11): the live state machine run over a finite range of candles, fast-forward.
+"""Backtest (docs/behaviour.md §11): the live decisions run over a finite range of candles, fast-forward.
 
 Backtest time is live time: at frame ``t`` the price is the VWAP of the candles opening in
 ``[t-5m, t)``; a decision taken from the candle opening at ``c`` is stamped ``c + 1m``.
 
-The results are exactly those of a plain per-minute replay of the core (tests compare them
-trade by trade); the speed comes from doing only the work that can change them:
+Every frame that can change anything is decided by ``core.machine.decide`` and ``answer``,
+the functions live ticks call; the strategy is asked through ``ask_signal`` and its
+callbacks called through ``run_callback``, as live. The results are exactly those of a plain
+per-minute replay (tests compare them trade by trade); the speed comes from skipping the
+frames that cannot change them:
 
 - a pair with no signal jumps straight to the next throttle bucket: no frame inside one
   bucket can ask the strategy, so nothing can happen there;
 - an open position can only end at the first frame whose VWAP reaches TP or SL, at its
-  expiry, or at the end of the range, and ``check_open`` (the live code) is called once, at
-  the frame that closes it: no ``active`` result is built. Finding that frame needs no VWAP
-  while all five candles of a frame lie well inside the band between TP and SL (their
-  average does too, see ``_inner_band``): a cheap test per candle skips those frames, and
-  the others are priced in bulk (``_Series.vwaps``) and compared;
+  expiry, or at the end of the range; it is decided once, at the frame that closes it: no
+  ``active`` result is built. Finding that frame needs no VWAP while all five candles of a
+  frame lie well inside the band between TP and SL (their average does too, see
+  ``_inner_band``): a cheap test per candle skips those frames, and the others are priced
+  in bulk (``core.price.vwaps``) and compared;
 - a scheduled signal likewise ends or activates only at the first candle whose low (high
-  for a short) reaches its entry or stop-loss, or at its timeout; ``check_scheduled``
-  decides there.
+  for a short) reaches its entry or stop-loss, or at its timeout; it is decided there.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from livetrader.core.format import format_minute
 from livetrader.core.interval import SIGNAL_INTERVALS
-from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, close
-from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle
-from livetrader.core.signal import SignalRow, TickResult, make_signal_id
+from livetrader.core.machine import ASK, DEFAULT_RULES, Rules, answer, cancel, close, decide
+from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, Market, market_of, vwap, vwaps
+from livetrader.core.signal import SignalRow, TickResult
 from livetrader.core.validate import SignalError
 from livetrader.errors import LivetraderError, NoCandlesError
+from livetrader.events import BUS, EventBus
 from livetrader.redaction import redact
+from livetrader.strategy.base import HOOKS, adopt, ask_signal, run_callback
 from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
@@ -70,17 +73,10 @@ class BacktestResult:
         )
 
 
-# The VWAP code below sums exactly five candles, written out for speed.
-assert VWAP_CANDLES == 5
-
-
 class _Series:
-    """Gap-free 1-minute candles, and the VWAP of any frame, bit-identical to ``core.price.vwap``.
-
-    Frame ``f`` is the decision stamped ``base + f minutes``, priced by candles ``f-5 .. f-1``.
-    ``vwap_at`` prices one frame, ``vwaps`` a run of frames in bulk; both use the arithmetic
-    of ``core.price.vwap`` in the same order, so they give the same floats.
-    """
+    """Gap-free 1-minute candles, indexed by frame: frame ``f`` is the decision stamped
+    ``base + f minutes``, priced by candles ``f-5 .. f-1``; candle ``f-1`` is the one that
+    closed at it."""
 
     __slots__ = ("candles", "base")
 
@@ -101,50 +97,9 @@ class _Series:
         """The time of frame ``frame_index``."""
         return self.base + frame_index * MINUTE_MS
 
-    def vwap_at(self, frame_index: int) -> float:
-        """VWAP of the five candles before frame ``frame_index`` (candles i-5 .. i-1).
-
-        ``core.price.vwap``'s loop written out: the same sums in the same order.
-        """
-        a, b, c, d, e = self.candles[frame_index - VWAP_CANDLES:frame_index]
-        volume = 0.0 + a[5] + b[5] + c[5] + d[5] + e[5]
-        weighted = (
-            0.0
-            + (a[2] + a[3] + a[4]) / 3.0 * a[5]
-            + (b[2] + b[3] + b[4]) / 3.0 * b[5]
-            + (c[2] + c[3] + c[4]) / 3.0 * c[5]
-            + (d[2] + d[3] + d[4]) / 3.0 * d[5]
-            + (e[2] + e[3] + e[4]) / 3.0 * e[5]
-        )
-        if volume > 0:
-            return weighted / volume
-        return self._mean_close(frame_index)
-
-    def _mean_close(self, frame_index: int) -> float:
-        # core.price.vwap's fallback when no volume traded, with the same sum.
-        return sum(c.close for c in self.candles[frame_index - VWAP_CANDLES:frame_index]) / VWAP_CANDLES
-
-    def vwaps(self, first: int, stop: int) -> list[float]:
-        """The VWAPs of frames ``first .. stop-1``, in bulk.
-
-        Each ``typical * volume`` is computed once per candle, and each window is summed left
-        to right starting from 0.0, exactly as ``core.price.vwap`` accumulates in its loop: the
-        results are the same floats, and a frame costs a few additions and one division.
-        """
-        chunk = self.candles[first - VWAP_CANDLES:stop - 1]
-        tv = [(high + low + last) / 3.0 * volume for _, _, high, low, last, volume in chunk]
-        vol = [c[5] for c in chunk]
-        # Five shifted views: element j of the k-th is candle j + k of the chunk; zip stops
-        # with the shortest, at the last complete window.
-        out: list[float | None] = [
-            (0.0 + a + b + c + d + e) / y if (y := 0.0 + p + q + r + s + t) > 0 else None
-            for a, b, c, d, e, p, q, r, s, t in zip(
-                tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:], strict=False
-            )
-        ]
-        if None in out:  # windows without volume: the mean close, as core.price.vwap
-            return [self._mean_close(first + j) if x is None else x for j, x in enumerate(out)]
-        return cast("list[float]", out)  # no None: checked just above
+    def market(self, frame_index: int) -> Market:
+        """The ``Market`` of frame ``frame_index``: the VWAP of candles i-5 .. i-1, the low and high of i-1."""
+        return market_of(self.candles[frame_index - VWAP_CANDLES:frame_index])
 
     def first_exit(self, row: SignalRow, f: int, stop: int) -> int | None:
         """The first frame in ``[f, stop)`` whose price reaches the open ``row``'s TP or SL, or None.
@@ -170,7 +125,7 @@ class _Series:
                 if f >= stop:
                     return None
             segment = min(stop, f + self.SEGMENT)
-            for j, price in enumerate(self.vwaps(f, segment), f):
+            for j, price in enumerate(vwaps(self.candles[f - VWAP_CANDLES:segment - 1]), f):
                 if price <= lower or price >= upper:
                     return j
             f = segment
@@ -260,13 +215,22 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
     rules: Rules = DEFAULT_RULES,
     risk: RiskProfile | None = None,
     progress: Callable[[int], None] | None = None,
+    strategy_timeout_seconds: float | None = None,
+    bus: EventBus = BUS,
 ) -> BacktestResult:
     """Run ``strategy`` over ``candles`` for frames in ``[start, end)``.
 
     ``candles`` must be gap-free 1-minute candles covering at least ``[start - 5m, end)``;
     candles before that serve as history for ``ctx.candles``. ``progress`` is called now
-    and then with the current frame time.
+    and then with the current frame time. Every transition (``scheduled``, ``opened``,
+    ``closed``, ``cancelled``) goes to the strategy's callback and, when someone listens, to
+    the bus's ``signal`` and ``signal_backtest`` topics. ``strategy`` is a ``Strategy``, or
+    any object with ``name``, ``interval`` and ``get_signal`` (and callbacks). The strategy is
+    asked as live asks it (``ask_signal``); with ``strategy_timeout_seconds``, an answer that
+    takes longer stops the backtest (``livetrader backtest`` sets none: it waits, alone on its
+    loop, and Ctrl-C stops it).
     """
+    strategy = adopt(strategy)
     name = strategy.name
     interval_ms = SIGNAL_INTERVALS[strategy.interval]
     start += -start % MINUTE_MS
@@ -280,10 +244,12 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
             f"no candles to backtest {symbol} in the requested range: a frame needs the 5 candles before it"
         )
     result = BacktestResult(symbol, name, exchange, start, end, candles=len(series.candles))
-    get_signal = strategy.get_signal
-    is_async = inspect.iscoroutinefunction(get_signal)
-    callbacks = {hook: getattr(strategy, hook, None) for hook in ("on_open", "on_close", "on_schedule", "on_cancel")}
+    key = (symbol, name, exchange)
     all_candles = series.candles
+    base = series.base
+    callbacks = strategy.callbacks
+    # Looked up once: a backtest nobody listens to builds no event (listeners added later miss it).
+    publish = bus.has_listeners("signal") or bus.has_listeners("signal_backtest")
 
     async def load(lo: int, hi: int) -> list[Candle]:
         a = max(0, series.index(lo))
@@ -293,146 +259,140 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
     gate = risk.check if risk else None
 
     async def emit(res: TickResult) -> None:
-        hook_name = _HOOKS.get(res.action, "")
-        hook = callbacks.get(hook_name)
-        if hook is not None:
+        """A transition, as live's ``Pair.apply`` makes it known: events, then the callback."""
+        if publish:
+            bus.emit("signal", res)
+            bus.emit("signal_backtest", res)
+        hook = HOOKS[res.action]
+        if hook in callbacks:
             try:
-                out = hook(res)
-                if inspect.isawaitable(out):
-                    await out
+                await run_callback(strategy, hook, res)
             except (Exception, SystemExit) as exc:  # a sys.exit() must not end the backtest as a success
-                raise StrategyFailure(f"strategy {name!r}: callback {hook_name} raised at "
-                                      f"{format_minute(res.at)}: {describe(exc)}") from exc
+                raise StrategyFailure(
+                    f"strategy {name!r}: callback {hook} raised at {format_minute(res.at)}: {describe(exc)}") from exc
 
+    last_frame = series.index(end)  # held signals are decided up to and including the frame stamped ``end``
+    row: SignalRow | None = None
     last_bucket: int | None = None
     last_opened_id: str | None = None
     t = start
     next_progress = start
-    while t < end:
-        if progress is not None and t >= next_progress:
-            progress(t)
-            next_progress = t + 1440 * MINUTE_MS
-        b = t - t % interval_ms
-        if b == last_bucket:
-            # Nothing can happen before the next bucket: no signal exists and the strategy
-            # may not be asked again inside this one.
-            t = b + interval_ms
-            continue
-        last_bucket = b
-        i = series.index(t)
-        price = series.vwap_at(i)
-        result.strategy_calls += 1
-        ctx = Context(symbol, name, exchange, t, price, load)
-        try:
-            signal = (await get_signal(ctx)) if is_async else get_signal(ctx)
-        # SystemExit too: a strategy's sys.exit() is its failure, not a backtest that succeeded. Not
-        # KeyboardInterrupt: in a backtest that is the user's Ctrl-C (the CLI says "interrupted").
-        except (Exception, SystemExit) as exc:
-            raise StrategyFailure(f"strategy {name!r} raised at {format_minute(t)}: {describe(exc)}") from exc
-        if signal is None:
-            t = b + interval_ms
-            continue
-        if signal.id is not None and signal.id == last_opened_id:
-            t = b + interval_ms
-            continue
-        try:
-            tick = accept(signal, symbol, name, exchange, signal.id or make_signal_id(symbol, name, t), t, price, gate)
-        except SignalError as exc:
-            raise StrategyFailure(
-                redact(f"strategy {name!r} returned an invalid signal at {format_minute(t)}: {exc}")) from exc
-        if tick.action == "idle":  # risk rejection: hand the bucket back, ask again next minute
-            result.risk_rejections += 1
-            last_bucket = None
-            t += MINUTE_MS
-            continue
-        await emit(tick)
-        row = tick.signal
-        assert row is not None
-        k = i  # the first candle to check is the one opening at t
-        if tick.action == "scheduled":
-            row, k, finished = await _scan_scheduled(series, row, k, end, rules, gate, result, emit)
-            if finished is not None:
-                t = finished + MINUTE_MS
+    while True:
+        if row is None:
+            if t >= end:
+                break  # new signals come only from frames inside the range
+            if progress is not None and t >= next_progress:
+                progress(t)
+                next_progress = t + 1440 * MINUTE_MS
+            b = t - t % interval_ms  # the throttle bucket (``core.interval.bucket``)
+            if b == last_bucket:
+                # Fast-forward: with nothing held, ``decide`` is ``idle`` until the throttle lets the
+                # strategy be asked again (``core.machine.may_ask``): at the next bucket.
+                t = b + interval_ms
                 continue
-            last_opened_id = row.id
+            # Here ``decide`` says ``ASK`` (nothing held, a new bucket): not called, it would only
+            # cost the ask (the benchmark's idle mode is little else) the building of a ``Market``.
+            last_bucket = b
+            i = (t - base) // MINUTE_MS
+            price = vwap(all_candles[i - VWAP_CANDLES:i])
+            result.strategy_calls += 1
+            try:
+                signal = await ask_signal(strategy, Context(symbol, name, exchange, t, price, load),
+                                          strategy_timeout_seconds)
+            except TimeoutError as exc:
+                raise StrategyFailure(
+                    f"strategy {name!r} timed out at {format_minute(t)}: no answer after {strategy_timeout_seconds} s"
+                ) from exc
+            # SystemExit too: a strategy's sys.exit() is its failure, not a backtest that succeeded. Not
+            # KeyboardInterrupt: in a backtest that is the user's Ctrl-C (the CLI says "interrupted").
+            except (Exception, SystemExit) as exc:
+                raise StrategyFailure(f"strategy {name!r} raised at {format_minute(t)}: {describe(exc)}") from exc
+            if signal is None:  # ``answer``'s first rule, without the call: most asks end here
+                t = b + interval_ms
+                continue
+            try:
+                tick = answer(signal, key, t, price, last_opened_id, (), gate)
+            except SignalError as exc:
+                raise StrategyFailure(
+                    redact(f"strategy {name!r} returned an invalid signal at {format_minute(t)}: {exc}")) from exc
+            assert tick is not None
+            if tick.action == "idle":
+                if tick.reason and tick.reason.startswith("risk:"):
+                    # A risk rejection hands the bucket back: ask again next minute.
+                    result.risk_rejections += 1
+                    last_bucket = None
+                    t += MINUTE_MS
+                else:  # ignored: the same id as the last opened signal
+                    t = b + interval_ms
+                continue
+            row = tick.signal
         else:
+            # Fast-forward to the one frame that can change the held signal, and decide it there.
+            frame = _next_change(series, row, series.index(t), last_frame, rules)
+            if frame is None:
+                break  # the range ended first
+            decision = decide(key, row, series.stamp(frame), series.market(frame), False, rules, gate)
+            assert decision is not ASK  # a held signal asks nothing
+            tick = decision
+            if tick.action == "waiting":  # a risk rejection at activation: the signal keeps waiting
+                t = tick.at + MINUTE_MS
+                continue
+            row = tick.signal if tick.action == "opened" else None
+            if tick.action == "closed":
+                result.trades.append(tick)
+                if risk:
+                    risk.remove(tick.signal_id or "")
+            elif tick.action == "cancelled":
+                result.cancelled.append(tick)
+            else:
+                assert tick.action == "opened", tick
+        if tick.action == "opened":
+            assert row is not None
             last_opened_id = row.id
-        if risk:
-            risk.add(row)
-        closed_at = await _scan_open(series, row, k, end, rules, result, emit)
-        if risk:
-            risk.remove(row.id)
-        t = closed_at + MINUTE_MS
+            if risk:
+                risk.add(row)
+        await emit(tick)
+        t = tick.at + MINUTE_MS
+    if row is not None:
+        # Still held after the decision stamped ``end``: the range ends it, priced at ``end``.
+        price = series.market(last_frame).price
+        if row.pending_at is None:
+            tick = cancel(row, end, price, "timeout")
+            result.cancelled.append(tick)
+            result.ended_scheduled += 1
+        else:
+            tick = close(row, end, price, price, "time_expired", rules)
+            result.trades.append(tick)
+            result.ended_open += 1
+            if risk:
+                risk.remove(row.id)
+        await emit(tick)
     result.frames = (end - start) // MINUTE_MS
     if progress is not None:
         progress(end)
     return result
 
 
-_HOOKS = {"opened": "on_open", "closed": "on_close", "scheduled": "on_schedule", "cancelled": "on_cancel"}
+def _next_change(series: _Series, row: SignalRow, f: int, last: int, rules: Rules) -> int | None:
+    """The first frame in ``[f, last]`` that can change the held ``row``, or None.
 
-
-async def _scan_scheduled(series, row, k, end, rules, gate, result, emit):
-    """Scan candles from index ``k`` until the scheduled ``row`` activates or is cancelled.
-
-    Returns ``(row, next_candle_index, None)`` on activation, or ``(row, k, stamp)`` when it
-    was cancelled at ``stamp``. Candles that reach neither the entry nor the stop-loss are
-    skipped in one tight loop (``first_touch``); ``check_scheduled`` decides at the candle
-    that does, at the timeout, and again after a risk rejection kept the signal waiting.
+    A scheduled signal: the first frame whose closed candle's low (long; short: high) reaches
+    its entry or stop-loss (``first_touch``), or its timeout. An open position: the first frame
+    whose VWAP reaches its TP or SL (``first_exit``), or its expiry. Every frame before it
+    decides ``waiting`` or ``active``, with nothing to record.
     """
-    last = series.index(end)  # the last decision is the one stamped ``end``
-    timeout = _first_frame_at(series, row.scheduled_at + rules.schedule_timeout_minutes * MINUTE_MS)
-    while True:
+    if row.pending_at is None:
+        timeout = _first_frame_at(series, row.scheduled_at + rules.schedule_timeout_minutes * MINUTE_MS)
         # Candle j is decided at frame j + 1; frames before ``timeout`` cannot time out.
-        stop = min(timeout, last + 1) - 1
-        j = series.first_touch(row, k, stop)
-        if j is None:
-            if timeout > last:
-                break
-            j = max(timeout - 1, k)
-        c = series.candles[j]
-        tick = check_scheduled(row, c.timestamp + MINUTE_MS, series.vwap_at(j + 1), c.low, c.high, gate, rules)
-        if tick.action == "cancelled":
-            result.cancelled.append(tick)
-            await emit(tick)
-            return row, j, tick.at
-        if tick.action == "opened":
-            await emit(tick)
-            assert tick.signal is not None
-            return tick.signal, j + 1, None
-        k = j + 1  # a risk rejection at activation: the signal keeps waiting
-    tick = cancel(row, end, series.vwap_at(last), "timeout")
-    result.cancelled.append(tick)
-    result.ended_scheduled += 1
-    await emit(tick)
-    return row, k, end
-
-
-async def _scan_open(series, row, k, end, rules, result, emit) -> int:
-    """Check the open ``row`` from the candle at index ``k`` on; return the close time.
-
-    Only three frames can close it: the first whose price reaches TP or SL (found by
-    ``first_exit`` over the bulk VWAPs), the expiry, or the end of the range. The close
-    itself is built by ``check_open``, the live code path, so its result is the live one.
-    """
-    f = k + 1  # candle k is decided at frame k + 1
-    last = series.index(end)
+        j = series.first_touch(row, f - 1, min(timeout, last + 1) - 1)
+        if j is not None:
+            return j + 1
+        return max(timeout, f) if timeout <= last else None
     expiry = max(_first_frame_at(series, row.pending_at + row.minutes * MINUTE_MS), f)
     hit = series.first_exit(row, f, min(expiry, last + 1))
     if hit is None and expiry <= last:
         hit = expiry
-    if hit is not None:
-        tick = check_open(row, series.stamp(hit), series.vwap_at(hit), rules)
-        assert tick.action == "closed", tick
-        result.trades.append(tick)
-        await emit(tick)
-        return tick.at
-    price = series.vwap_at(last)
-    tick = close(row, end, price, price, "time_expired", rules)
-    result.trades.append(tick)
-    result.ended_open += 1
-    await emit(tick)
-    return end
+    return hit
 
 
 def _first_frame_at(series: _Series, ms: int) -> int:

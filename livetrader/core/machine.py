@@ -1,22 +1,27 @@
 """The signal state machine of one pair (docs/behaviour.md §2), as pure functions.
 
-A pair holds at most one ``SignalRow``: scheduled (``pending_at`` is None) or open. Each
-function takes the row, the tick time and the price, and returns the ``TickResult``; the
-row that follows is ``result.signal`` for ``scheduled``/``waiting``/``opened``/``active``
-and nothing for ``closed``/``cancelled``. Risk checks are passed in as a callable so the
-machine itself stays free of shared state.
+A pair holds at most one ``SignalRow``: scheduled (``pending_at`` is None) or open.
+``decide`` is what one minute does to a pair: given what it holds and the minute's
+``Market``, it returns the ``TickResult``, or ``ASK`` when the strategy is to be asked;
+``answer`` then turns the strategy's answer into the result. Live ticks (awaited or in
+place) and the backtest all decide through these two and differ only in how they get the
+market data and what they do with the result. The row that follows is ``result.signal``
+for ``scheduled``/``waiting``/``opened``/``active`` and nothing for ``closed``/``cancelled``.
+Risk checks are passed in as a callable so the machine itself stays free of shared state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import enum
+from collections.abc import Callable, Container
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final, Literal
 
+from livetrader.core.interval import bucket
 from livetrader.core.pnl import DEFAULT_COSTS, Costs, pnl_cost, pnl_percentage
-from livetrader.core.price import MINUTE_MS
-from livetrader.core.signal import SCHEDULE_TIMEOUT_MINUTES, Action, Signal, SignalRow, TickResult
-from livetrader.core.validate import opens_now, validate_signal
+from livetrader.core.price import MINUTE_MS, Market
+from livetrader.core.signal import SCHEDULE_TIMEOUT_MINUTES, Action, Signal, SignalRow, TickResult, make_signal_id
+from livetrader.core.validate import SignalError, SignalIdInUse, opens_now, validate_signal
 
 #: Returns a rejection reason, or None to accept. Called with the candidate row, the price and now.
 RiskGate = Callable[[SignalRow, float, int], str | None]
@@ -83,9 +88,10 @@ def check_scheduled(
 ) -> TickResult:
     """Watch a scheduled signal: timeout, then stop-loss rejection, then activation, else waiting.
 
-    Live passes only ``price``; a backtest passes the candle's ``low``/``high`` so that a
-    long reacts to the low (a short to the high) inside the minute. A risk rejection at
-    activation keeps the signal waiting, with the reason, until it times out.
+    A scheduled signal is a resting limit order: a long reacts to the ``low`` (a short to the
+    ``high``) of the minute that just closed (``decide`` passes them; without them, ``price``
+    stands in). A risk rejection at activation keeps the signal waiting, with the reason,
+    until it times out.
     """
     if now - row.scheduled_at >= rules.schedule_timeout_minutes * MINUTE_MS:
         return cancel(row, now, price, "timeout")
@@ -141,3 +147,83 @@ def accept(
 def idle(symbol: str, strategy: str, exchange: str, now: int, price: float, reason: str | None = None) -> TickResult:
     """A tick in which no signal exists and none was accepted."""
     return TickResult("idle", symbol, strategy, exchange, now, price, reason=reason)
+
+
+class Ask(enum.Enum):
+    """``decide``'s answer when the pair holds nothing and may ask its strategy (an enum member,
+    so that ``decision is ASK`` narrows the type for the checker)."""
+
+    ASK = "ask"
+
+
+#: What ``decide`` returns when the pair holds nothing and may ask its strategy.
+ASK: Final = Ask.ASK
+Decision = TickResult | Literal[Ask.ASK]
+
+
+def may_ask(accepting: bool, minute: int, interval_ms: int, last_bucket: int | None) -> bool:
+    """True when a pair holding nothing asks its strategy at ``minute`` (docs/behaviour.md §4):
+    it takes new signals, and ``minute`` lies in another throttle bucket than the last ask."""
+    return accepting and bucket(minute, interval_ms) != last_bucket
+
+
+def decide(
+    key: tuple[str, str, str],
+    row: SignalRow | None,
+    minute: int,
+    market: Market,
+    asking: bool,
+    rules: Rules = DEFAULT_RULES,
+    risk: RiskGate | None = None,
+) -> Decision:
+    """What ``minute`` does to the pair ``key`` (symbol, strategy, exchange) holding ``row``.
+
+    - nothing held: ``ASK`` when ``asking`` (``may_ask``), else ``idle``;
+    - a scheduled signal: ``check_scheduled`` on the closed minute's low (long) / high (short);
+    - an open position: ``check_open`` on the minute's VWAP.
+
+    The one decision of a tick, for live and backtest alike (docs/behaviour.md §2, §11).
+    """
+    if row is None:
+        if asking:
+            return ASK
+        return TickResult("idle", key[0], key[1], key[2], minute, market.price)
+    if row.pending_at is None:
+        return check_scheduled(row, minute, market.price, market.low, market.high, risk, rules)
+    return check_open(row, minute, market.price, rules)
+
+
+def answer(
+    signal: object,
+    key: tuple[str, str, str],
+    minute: int,
+    price: float,
+    last_opened_id: str | None,
+    used_ids: Container[str] = (),
+    risk: RiskGate | None = None,
+) -> TickResult | None:
+    """What the strategy's answer ``signal`` at ``minute`` does (docs/behaviour.md §2, "nothing held").
+
+    None (no signal) gives None: the tick is a plain ``idle``, with nothing to record (the
+    caller builds it, if it wants one: a backtest does not). A signal whose id is that of the
+    last opened one is ignored (``idle`` with the reason); else it is accepted
+    (``opened``/``scheduled``) or refused by ``risk`` (``idle``, reason ``risk: ...``). Raises
+    ``SignalError`` for an invalid signal, a chosen id in ``used_ids`` included, and
+    ``SignalIdInUse`` when the id generated for it is there.
+    """
+    if signal is None:
+        return None
+    chosen = getattr(signal, "id", None)
+    if chosen is not None and chosen == last_opened_id:
+        return TickResult("idle", key[0], key[1], key[2], minute, price,
+                          reason=f"ignored: same id as the last opened signal {chosen}")
+    signal_id = chosen or make_signal_id(key[0], key[1], minute)
+    if isinstance(signal_id, str) and signal_id in used_ids:
+        # A journal holds one story per id: a second signal under it would mix two trades.
+        if chosen:
+            raise SignalError([f"id {signal_id!r} was used before by this pair (it is in the journal); "
+                               "a strategy that sets Signal.id must make each new signal's id unique"])
+        raise SignalIdInUse(
+            f"no new signal this minute: its generated id {signal_id} is already in the journal "
+            "(a strategy chose that id before, or the journal was written on a clock ahead of this one)")
+    return accept(signal, key[0], key[1], key[2], signal_id, minute, price, risk)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Candles, their validation, and the VWAP price every live decision uses (docs/behaviour.md §3)."""
+"""Candles, their validation, the VWAP price every decision uses (docs/behaviour.md §3), one at a
+time (``vwap``) or for a run of minutes (``vwaps``), and a minute's market data (``Market``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import NamedTuple
 
 MINUTE_MS = 60_000
 _INF = float("inf")
+#: The closed 1-minute candles a price is the VWAP of.
 VWAP_CANDLES = 5
 
 
@@ -27,17 +29,80 @@ class CandleError(ValueError):
 
 
 def vwap(candles: Sequence[Candle]) -> float:
-    """Volume-weighted average of the typical price; the mean close when no volume traded."""
+    """Volume-weighted average of the typical price; the mean close when no volume traded.
+
+    The sums run left to right from 0.0, one candle at a time: ``vwaps`` does the same
+    arithmetic in the same order, so both give the same floats.
+    """
+    if len(candles) == VWAP_CANDLES:
+        # The price of every tick, written out: the loop's very sums, in its order, without the loop.
+        a, b, c, d, e = candles
+        volume = 0.0 + a[5] + b[5] + c[5] + d[5] + e[5]
+        if volume > 0:
+            return (0.0 + (a[2] + a[3] + a[4]) / 3.0 * a[5] + (b[2] + b[3] + b[4]) / 3.0 * b[5]
+                    + (c[2] + c[3] + c[4]) / 3.0 * c[5] + (d[2] + d[3] + d[4]) / 3.0 * d[5]
+                    + (e[2] + e[3] + e[4]) / 3.0 * e[5]) / volume
+        return _mean_close(candles)
     total_volume = 0.0
     weighted = 0.0
-    for c in candles:
-        total_volume += c.volume
-        weighted += (c.high + c.low + c.close) / 3.0 * c.volume
+    for _, _, high, low, close, volume in candles:
+        total_volume += volume
+        weighted += (high + low + close) / 3.0 * volume
     if total_volume > 0:
         return weighted / total_volume
     if not candles:
         raise CandleError("no candles to price from")
+    return _mean_close(candles)
+
+
+def _mean_close(candles: Sequence[Candle]) -> float:
     return sum(c.close for c in candles) / len(candles)
+
+
+def vwaps(candles: Sequence[Candle]) -> list[float]:
+    """The VWAP of every run of ``VWAP_CANDLES`` consecutive candles: element ``j`` is
+    ``vwap(candles[j:j + 5])``, the same float, for ``j`` up to ``len(candles) - 5``.
+
+    For pricing many consecutive minutes at once (a backtest's scan): each candle's
+    ``typical * volume`` is computed once, and each window is summed left to right from 0.0
+    as ``vwap`` sums it, so a minute costs a few additions and one division.
+    """
+    tv = [(high + low + last) / 3.0 * volume for _, _, high, low, last, volume in candles]
+    vol = [c[5] for c in candles]
+    # Five shifted views: element j of the k-th is candle j + k; zip stops with the shortest,
+    # at the last complete window.
+    out = [
+        (0.0 + a + b + c + d + e) / y if (y := 0.0 + p + q + r + s + t) > 0 else None
+        for a, b, c, d, e, p, q, r, s, t in zip(
+            tv, tv[1:], tv[2:], tv[3:], tv[4:], vol, vol[1:], vol[2:], vol[3:], vol[4:], strict=False
+        )
+    ]
+    if None in out:  # windows without volume: the mean close, as vwap
+        out = [_mean_close(candles[j:j + VWAP_CANDLES]) if x is None else x for j, x in enumerate(out)]
+    return out  # type: ignore[return-value]
+
+
+class Market(NamedTuple):
+    """What the closed candles say at one minute, all a decision needs (docs/behaviour.md §2-§3).
+
+    ``price`` is the VWAP of the five candles before the minute; ``low`` and ``high`` are
+    those of the candle that closed at the minute (the one opening a minute before): a
+    scheduled signal, a resting limit order, reacts to them.
+    """
+
+    price: float
+    low: float
+    high: float
+
+
+def market_of(candles: Sequence[Candle]) -> Market:
+    """The ``Market`` of the minute the five ``candles`` (oldest first) are the last before."""
+    last = candles[-1]
+    # tuple.__new__: a named tuple's own __new__ is a Python function, and a backtest builds one per ask.
+    return _new_tuple(Market, (vwap(candles), last[3], last[2]))
+
+
+_new_tuple = tuple.__new__
 
 
 def candle_problem(c: Candle) -> str | None:

@@ -19,9 +19,22 @@ TOLERANCE = 1e-9
 class SignalError(ValueError):
     """A strategy returned an invalid signal; ``problems`` lists every rule it broke."""
 
+    #: The ``reason`` of the idle tick it makes.
+    reason = "invalid signal"
+
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid signal: " + "; ".join(problems))
         self.problems = problems
+
+
+class SignalIdInUse(SignalError):
+    """The id generated for a new signal is in the pair's journal already: no signal this minute."""
+
+    reason = "signal id already used"
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.problems = [message]
 
 
 def _is_price(value: object) -> bool:

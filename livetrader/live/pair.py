@@ -1,9 +1,9 @@
 """One pair (symbol, strategy, exchange): its state, one tick, and applying a tick's result.
 
-The decisions are the core's (``core.machine``); this module only fetches the price,
-asks the strategy, and moves the result out: to the journal and snapshot (write-ahead,
-through ``PairStore``), to the risk profile, to the strategy's callbacks, to the event
-bus and to the in-memory report window.
+The decisions are the core's (``core.machine.decide`` and ``answer``, as in a backtest);
+this module only gets the minute's market data, asks the strategy, and moves the result
+out: to the journal and snapshot (write-ahead, through ``PairStore``), to the risk
+profile, to the strategy's callbacks, to the event bus and to the in-memory report window.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
-from livetrader.core.machine import DEFAULT_RULES, Rules, accept, cancel, check_open, check_scheduled, idle
-from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, price_window, vwap
-from livetrader.core.signal import SignalRow, TickResult, make_signal_id, record_of
+from livetrader.core.machine import ASK, DEFAULT_RULES, Rules, answer, cancel, decide, idle, may_ask
+from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, Market, market_of, price_window
+from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.core.validate import SignalError
 from livetrader.errors import StoreError
 from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
@@ -27,7 +27,7 @@ from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.redaction import redact
 from livetrader.store.state import snapshot_dict
-from livetrader.strategy.base import Strategy, ask_signal, call_strategy, run_callback
+from livetrader.strategy.base import HOOKS, Strategy, ask_signal, call_strategy, run_callback
 from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
@@ -41,8 +41,6 @@ TRANSITIONS = frozenset({"scheduled", "opened", "closed", "cancelled"})
 #: Everything else, ``SystemExit`` and ``KeyboardInterrupt`` included, is the strategy's error:
 #: reported, that tick idle, the daemon running on (a ``sys.exit()`` must not stop every pair).
 NOT_STRATEGY_ERRORS = (asyncio.CancelledError, GeneratorExit)
-_HOOKS = {"opened": "on_open", "closed": "on_close", "active": "on_active", "idle": "on_idle",
-          "scheduled": "on_schedule", "cancelled": "on_cancel"}
 
 
 class PairStore(Protocol):
@@ -201,8 +199,10 @@ class Pair:
         minute = now - now % MINUTE_MS
         try:
             if self.row is None:
-                self.price = await self.price_at(minute)
-                result = await self._ask(minute, self.price)
+                market = await self.market_at(minute)
+                self.price = market.price
+                decision = decide(self.key, None, minute, market, self._may_ask(minute))
+                result = await self._ask(minute, market.price) if decision is ASK else decision
                 await self.apply(result)
                 self.checked_until = minute
             else:
@@ -252,14 +252,7 @@ class Pair:
         row = self.row
         # What the tick decides; nothing but the feed's held candles changes until it is known.
         try:
-            if row is None:
-                if self.accepting and bucket(minute, self.interval_ms) != self.last_bucket:
-                    return False  # the strategy is asked
-                price = self.source.price_now(self.symbol, minute)
-                if price is None:
-                    return False
-                result = TickResult("idle", self.symbol, self.strategy_name, self.exchange, minute, price)
-            else:
+            if row is not None:
                 since = row.pending_at or row.scheduled_at
                 since -= since % MINUTE_MS
                 if minute <= since:
@@ -267,18 +260,17 @@ class Pair:
                 checked = self.checked_until
                 if (checked if checked is not None and checked > since else since) + MINUTE_MS < minute:
                     return False  # minutes to catch up
-                price = self.source.price_now(self.symbol, minute)
-                if price is None:
-                    return False
-                if row.pending_at is None:
-                    result = check_scheduled(row, minute, price, risk=self._gate, rules=self.settings.rules)
-                else:
-                    result = check_open(row, minute, price, self.settings.rules)
-                if result.action in TRANSITIONS:
-                    return False
+            market = self.source.market_now(self.symbol, minute)
+            if market is None:
+                return False
+            result = decide(self.key, row, minute, market, row is None and self._may_ask(minute), self.settings.rules,
+                            self._gate)
+            if result is ASK or result.action in TRANSITIONS:
+                return False  # the strategy is asked, or a transition is journaled: ``tick``
         except Exception:  # noqa: BLE001 - a bad candle, a broken risk check: ``tick`` reports it
             return False
-        hook = _HOOKS.get(result.action)
+        price = market.price
+        hook = HOOKS.get(result.action)
         callback = self.strategy.callbacks.get(hook) if hook is not None else None
         if callback:
             return False  # an async callback is awaited by ``tick``
@@ -348,16 +340,16 @@ class Pair:
             raise RuntimeError(f"minute {_iso(minute)} was checked already; not checked again")
         candles = await self.candles(first - VWAP_CANDLES * MINUTE_MS, minute)
         result: TickResult | None = None
+        key, rules, gate = self.key, self.settings.rules, self._gate
         for t in range(first, minute + MINUTE_MS, MINUTE_MS):
             i = (t - first) // MINUTE_MS
-            price = vwap(candles[i:i + VWAP_CANDLES])
-            self.price = price
-            if row.pending_at is None:
-                result = check_scheduled(row, t, price, risk=self._gate, rules=self.settings.rules)
-                if result.reason and result.action == "waiting":
-                    self._risk_event(t, result.reason, row.id)
-            else:
-                result = check_open(row, t, price, self.settings.rules)
+            market = market_of(candles[i:i + VWAP_CANDLES])
+            self.price = market.price
+            decision = decide(key, row, t, market, False, rules, gate)
+            assert decision is not ASK  # a pair holding a signal asks nothing
+            result = decision
+            if result.reason and result.action == "waiting":
+                self._risk_event(t, result.reason, row.id)
             if result.action in TRANSITIONS:
                 # Journaled first: if that fails, this minute is checked again next tick.
                 await self.apply(result)
@@ -372,28 +364,28 @@ class Pair:
             await self.apply(result)
         return result
 
-    async def price_at(self, now: int) -> float:
-        """VWAP of the five closed minutes before ``now``, from validated candles."""
+    async def market_at(self, now: int) -> Market:
+        """The ``Market`` at the minute of ``now``: the VWAP of the five closed minutes before it
+        and the last one's low and high, from validated candles."""
         start, end = price_window(now)
         try:
-            price = self.source.price_now(self.symbol, end)  # computed once per symbol and minute
+            market = self.source.market_now(self.symbol, end)  # computed once per symbol and minute
         except Exception:  # noqa: BLE001 - the fetch below meets the problem again and reports it
-            price = None
-        if price is not None:
-            return price
-        return vwap(await self.candles(start, end))
+            market = None
+        if market is not None:
+            return market
+        return market_of(await self.candles(start, end))
 
     async def candles(self, start: int, end: int) -> list[Candle]:
         """Closed 1-minute candles opening in ``[start, end)``, complete and validated."""
         return await self.source.fetch(self.symbol, start, end)
 
+    def _may_ask(self, minute: int) -> bool:
+        return may_ask(self.accepting, minute, self.interval_ms, self.last_bucket)
+
     async def _ask(self, now: int, price: float) -> TickResult:
-        if not self.accepting:
-            return idle(*self.key, now, price)
-        b = bucket(now, self.interval_ms)
-        if b == self.last_bucket:
-            return idle(*self.key, now, price)
-        handed_back, self.last_bucket = self.last_bucket, b
+        """Ask the strategy at ``now`` (``decide`` said ``ASK``) and make its answer the result."""
+        handed_back, self.last_bucket = self.last_bucket, bucket(now, self.interval_ms)
         ctx = Context(self.symbol, self.strategy_name, self.exchange, now, price, self.candles)
         try:
             # A timeout in the pair's own task, and only for an ask that waits (most do not).
@@ -407,28 +399,14 @@ class Pair:
         except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the strategy's, not ours
             self.report_error(now, f"strategy raised {describe(exc)}", "strategy")
             return idle(*self.key, now, price, reason="strategy error")
-        if signal is None:
-            return idle(*self.key, now, price)
-        chosen = getattr(signal, "id", None)
-        if chosen is not None and chosen == self.last_opened_id:
-            return idle(*self.key, now, price, reason=f"ignored: same id as the last opened signal {signal.id}")
-        signal_id = chosen or make_signal_id(self.symbol, self.strategy_name, now)
-        if isinstance(signal_id, str) and signal_id in self.signal_ids:
-            # A journal holds one story per id: a second signal under it would mix two trades.
-            if chosen:
-                message = (f"invalid signal: id {signal_id!r} was used before by this pair (it is in the journal); "
-                           "a strategy that sets Signal.id must make each new signal's id unique")
-            else:
-                message = (f"no new signal this minute: its generated id {signal_id} is already in the journal "
-                           "(a strategy chose that id before, or the journal was written on a clock ahead of this one)")
-            self.report_error(now, message, "signal")
-            return idle(*self.key, now, price, reason="invalid signal" if chosen else "signal id already used")
         try:
-            result = accept(signal, *self.key, signal_id, now, price, self._gate)
+            result = answer(signal, self.key, now, price, self.last_opened_id, self.signal_ids, self._gate)
         except SignalError as exc:
             self.report_error(now, str(exc), "signal")
-            return idle(*self.key, now, price, reason="invalid signal")
-        if result.action == "idle" and result.reason:
+            return idle(*self.key, now, price, reason=exc.reason)
+        if result is None:
+            return idle(*self.key, now, price)
+        if result.action == "idle" and result.reason and result.reason.startswith("risk:"):
             self.last_bucket = handed_back  # a risk rejection may be asked again next tick
             self._risk_event(now, result.reason, getattr(signal, "id", None))
         return result
@@ -483,7 +461,7 @@ class Pair:
         if transition and self.store is not None:
             self.store.snapshot(self.snapshot())
         self._publish(result, record)
-        hook = _HOOKS.get(action)
+        hook = HOOKS.get(action)
         if hook is None or hook not in self.strategy.callbacks:
             return  # most strategies define no callback: no coroutine to build and await
         try:

@@ -24,10 +24,11 @@ from livetrader.core.price import (
     VWAP_CANDLES,
     Candle,
     CandleError,
+    Market,
     candle_problem,
+    market_of,
     spike_problem,
     validate_candles,
-    vwap,
 )
 from livetrader.market.source import CandleSource
 
@@ -74,8 +75,8 @@ class CandleFeed:
         self.fetched = 0
         self.served = 0
         self._fetch_sync = _sync_fetch_of(source)
-        # The last price computed per symbol: (minute, VWAP).
-        self._prices: dict[str, tuple[int, float]] = {}
+        # The last market data computed per symbol: (minute, Market).
+        self._markets: dict[str, tuple[int, Market]] = {}
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a source offers (a ccxt source's format_price, a sim's symbols) passes through.
@@ -92,7 +93,7 @@ class CandleFeed:
     async def close(self) -> None:
         """Close the source."""
         self._held.clear()
-        self._prices.clear()
+        self._markets.clear()
         await self.source.close()
 
     async def fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
@@ -138,19 +139,25 @@ class CandleFeed:
             self.served += 1
         return held.slice(start_ms, end_ms)
 
-    def price_now(self, symbol: str, minute: int) -> float | None:
-        """The VWAP price of ``symbol`` at ``minute`` (its five closed candles before) without
-        waiting, as ``fetch_now`` gives the candles; None when they cannot be had so. Every
-        pair of the symbol asks for the same price in a minute: it is computed once."""
-        last = self._prices.get(symbol)
+    def market_now(self, symbol: str, minute: int) -> Market | None:
+        """The ``Market`` of ``symbol`` at ``minute`` (the VWAP of its five closed candles before,
+        the low and high of the last) without waiting, as ``fetch_now`` gives the candles; None
+        when they cannot be had so. Every pair of the symbol asks for the same minute: it is
+        computed once."""
+        last = self._markets.get(symbol)
         if last is not None and last[0] == minute:
             return last[1]
         candles = self.fetch_now(symbol, minute - VWAP_CANDLES * MINUTE_MS, minute)
         if candles is None:
             return None
-        price = vwap(candles)
-        self._prices[symbol] = (minute, price)
-        return price
+        market = market_of(candles)
+        self._markets[symbol] = (minute, market)
+        return market
+
+    def price_now(self, symbol: str, minute: int) -> float | None:
+        """The VWAP price of ``symbol`` at ``minute`` without waiting (``market_now``), or None."""
+        market = self.market_now(symbol, minute)
+        return None if market is None else market.price
 
     async def _extend(self, symbol: str, held: _Held, start_ms: int, end_ms: int) -> None:
         """Fetch the minutes from ``held.end`` to ``end_ms`` and append them, validated.

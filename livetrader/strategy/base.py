@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 #: The optional callbacks a strategy may define; each is called with the TickResult.
 CALLBACKS: tuple[str, ...] = ("on_open", "on_close", "on_active", "on_idle", "on_schedule", "on_cancel")
+#: The callback each tick action calls (live and backtest alike).
+HOOKS: dict[str, str] = {"opened": "on_open", "closed": "on_close", "active": "on_active", "idle": "on_idle",
+                         "scheduled": "on_schedule", "cancelled": "on_cancel"}
 
 # Strategy names end up in file names, journal records and report titles: keep them plain.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -133,10 +136,21 @@ async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = N
     cancelled at its await). Most strategies answer without ever waiting: their coroutine
     is run one step directly, and only one that suspends gets a timer, for what is left of
     ``timeout`` (an ``asyncio.timeout`` per ask cost more than many strategies' own work).
+    Without ``timeout`` (a backtest, alone on its event loop) the coroutine is awaited as it
+    is, ``running`` naming it until it answers, suspended or not.
     """
+    global running
     call = (strategy.name, ctx.symbol if ctx is not None else "", "get_signal")
     if not strategy.signal_is_async:
         return call_strategy(call, strategy.get_signal, ctx)
+    if timeout is None:
+        # Awaited directly: no step of it is run by hand (a backtest asks every few minutes it
+        # simulates, and the hand-run first step costs it a StopIteration per ask).
+        before, running = running, call
+        try:
+            return await strategy.get_signal(ctx)
+        finally:
+            running = before
     started = time.monotonic()
     coro = call_strategy(call, strategy.get_signal, ctx)
     try:
@@ -187,6 +201,34 @@ class _Resumed:
                     value = call_strategy(call, coro.send, sent)
                 except StopIteration as answered:
                     return answered.value
+
+
+class _Adopted(Strategy):
+    """A Strategy that runs a duck-typed object's ``get_signal`` and callbacks (see ``adopt``)."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.name = obj.name  # type: ignore[misc]
+        self.interval = obj.interval  # type: ignore[misc]
+        self.risk = getattr(obj, "risk", None)  # type: ignore[misc]
+        self.get_signal = obj.get_signal  # type: ignore[method-assign]
+        self.signal_is_async = inspect.iscoroutinefunction(obj.get_signal)  # type: ignore[misc]
+        self.callbacks = {  # type: ignore[misc]
+            hook: inspect.iscoroutinefunction(fn) for hook in CALLBACKS if callable(fn := getattr(obj, hook, None))
+        }
+        for hook in self.callbacks:
+            setattr(self, hook, getattr(obj, hook))
+
+
+def adopt(strategy: Any) -> Strategy:
+    """``strategy`` itself when it is a ``Strategy``; else a ``Strategy`` calling its ``get_signal``
+    and callbacks, so that ``ask_signal`` and ``run_callback`` serve it too.
+
+    A backtest accepts any object with ``name``, ``interval`` and ``get_signal`` (the benchmark's
+    reference strategy, a port from another framework, a test's script); its calls then go
+    through the same code as a loaded strategy's.
+    """
+    return strategy if isinstance(strategy, Strategy) else _Adopted(strategy)
 
 
 async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> None:
