@@ -57,3 +57,20 @@ def test_a_to_before_the_file_says_the_files_range(cwd):
     assert result.returncode == 2 and "--from must be before --to" not in result.stderr
     assert "covers 2017-11-04T23:02Z .. 2017-11-14T23:00Z" in result.stderr
     assert "pass a --to after 2017-11-04T23:07Z" in result.stderr
+
+
+@pytest.mark.parametrize(("strategy", "kind", "said"), [("broken", "strategy", "broken on purpose"),
+                                                         ("garbage", "signal", "invalid signal")])
+def test_strategy_errors_are_counted_like_live_and_strict_stops_at_the_first(tmp_path, strategy, kind, said):
+    cwd = workdir(tmp_path)
+    args = ("backtest", "BTCUSDT", "--strategy", strategy, "--from", "2024-01-01", "--to", "2024-01-01T06:00")
+    counted = run(cwd, *args, "--json")
+    assert counted.returncode == 0, counted.stderr
+    errors = json.loads(counted.stdout)["summary"]["errors"]
+    assert list(errors) == [kind] and errors[kind]["count"] > 10
+    first = errors[kind]["first"]
+    assert said in first["message"] and first["at"] == json.loads(counted.stdout)["summary"]["from"]
+    text = run(cwd, *args)
+    assert text.returncode == 0 and f"{kind} errors (ticks left idle)" in text.stdout
+    stopped = run(cwd, *args, "--strict")
+    assert stopped.returncode == 1 and said in stopped.stderr and "Traceback" not in stopped.stderr

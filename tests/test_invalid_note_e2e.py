@@ -28,7 +28,7 @@ def test_a_note_with_a_lone_surrogate_is_an_invalid_signal_and_the_daemon_carrie
 def test_backtest_of_a_bad_note_is_an_invalid_signal(tmp_path):
     cwd = workdir(tmp_path)
     result = run(cwd, "backtest", "BTCUSDT", "--strategy", "bad-note", "--from", "2024-01-02", "--to",
-                 "2024-01-02T03:00")
+                 "2024-01-02T03:00", "--strict")
     assert result.returncode != 0
     assert "returned an invalid signal" in result.stderr and "note must be valid Unicode text" in result.stderr
     assert "Traceback" not in result.stderr

@@ -178,6 +178,7 @@ def test_the_backtest_error_message_is_redacted(tmp_path, server):
     server.clock = lambda: 1_704_326_400_000  # 2024-01-04: the range below has closed
     result = run(cwd, "backtest", "BTCUSDT", "--strategy", "leaky", "--exchange", "binance",
                  "--config", exchange_config(cwd, server), "--from", "2024-01-02", "--to", "2024-01-02T03:00",
+                 "--strict",
                  LIVETRADER_BINANCE_API_KEY=API_KEY, LIVETRADER_BINANCE_SECRET=SECRET)
     assert result.returncode != 0
     assert "error: strategy 'leaky' raised" in result.stderr and "(raw: ***)" in result.stderr
@@ -189,7 +190,7 @@ def test_the_backtest_error_message_is_redacted(tmp_path, server):
 def test_a_credential_variable_is_a_secret_even_for_an_exchange_without_credentials(tmp_path):
     cwd = workdir(tmp_path)
     result = run(cwd, "backtest", "BTCUSDT", "--strategy", "leaky", "--from", "2024-01-02", "--to",
-                 "2024-01-02T03:00", LIVETRADER_SIM_SECRET=SECRET, LEAKY_VARIABLE="LIVETRADER_SIM_SECRET")
+                 "2024-01-02T03:00", "--strict", LIVETRADER_SIM_SECRET=SECRET, LEAKY_VARIABLE="LIVETRADER_SIM_SECRET")
     assert result.returncode != 0 and "(raw: ***)" in result.stderr
     assert_clean(result.stdout + result.stderr, "backtest on sim")
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon import DATA, events, run, start, stop, wait_for, workdir
+from daemon import events, run, start, stop, wait_for, workdir
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
@@ -68,12 +68,15 @@ def test_sys_exit_and_keyboard_interrupt_in_a_strategy_are_that_strategys_error(
 def test_sys_exit_in_a_backtested_strategy_is_a_clear_error(tmp_path):
     cwd = workdir(tmp_path)
     for name, marker in (("exits", "exits-line"), ("exits-after-await", "exits-after-await-line")):
-        done = run(cwd, "backtest", "BTCUSDT", "--strategy", name, "--candles", str(DATA))
+        # --strict: stop at the first error (the sim: a candle file with gaps would be refused first).
+        done = run(cwd, "backtest", "BTCUSDT", "--strategy", name, "--from", "2024-01-01", "--to", "2024-01-02",
+                   "--strict")
         assert done.returncode == 1, (done.stdout, done.stderr)
         assert f"strategy '{name}' raised at" in done.stderr
         assert "SystemExit" in done.stderr and fixture_line(cwd, "exiting.py", marker) in done.stderr
         assert "Traceback" not in done.stderr
-    done = run(cwd, "backtest", "BTCUSDT", "--strategy", "exits-in-callbacks", "--candles", str(DATA))
+    done = run(cwd, "backtest", "BTCUSDT", "--strategy", "exits-in-callbacks", "--from", "2024-01-01", "--to",
+               "2024-01-02", "--strict")
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "callback on_open raised at" in done.stderr and "SystemExit: from on_open" in done.stderr
     assert fixture_line(cwd, "exiting.py", "on-open-line") in done.stderr

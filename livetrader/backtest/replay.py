@@ -63,6 +63,11 @@ class BacktestResult:
     risk_rejections: int = 0
     ended_open: int = 0
     ended_scheduled: int = 0
+    #: Strategy errors counted instead of stopping (not ``strict``), by kind: ``strategy`` (it
+    #: raised or timed out), ``signal`` (an invalid signal), ``callback`` (a callback raised).
+    errors: dict[str, int] = field(default_factory=dict)
+    #: The first error of each kind: ``{"at": ms, "message": text with file:line}``.
+    first_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Counts, not every trade: asyncio.run (3.11) reprs the main task's result while it
@@ -217,6 +222,7 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
     progress: Callable[[int], None] | None = None,
     strategy_timeout_seconds: float | None = None,
     bus: EventBus = BUS,
+    strict: bool = True,
 ) -> BacktestResult:
     """Run ``strategy`` over ``candles`` for frames in ``[start, end)``.
 
@@ -229,6 +235,11 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
     asked as live asks it (``ask_signal``); with ``strategy_timeout_seconds``, an answer that
     takes longer stops the backtest (``livetrader backtest`` sets none: it waits, alone on its
     loop, and Ctrl-C stops it).
+
+    A strategy error (it raises, times out, returns an invalid signal, a callback raises)
+    stops the backtest with ``StrategyFailure`` when ``strict``; otherwise it is counted in
+    ``result.errors`` (the first of each kind kept with its time and file:line) and that tick
+    is idle, as live carries on.
     """
     strategy = adopt(strategy)
     name = strategy.name
@@ -258,6 +269,14 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
 
     gate = risk.check if risk else None
 
+    def failed(kind: str, at: int, message: str, exc: BaseException) -> None:
+        """Stop (``strict``), or count the error and let the tick be idle, as live does."""
+        if strict:
+            raise StrategyFailure(message) from exc
+        result.errors[kind] = result.errors.get(kind, 0) + 1
+        if kind not in result.first_errors:
+            result.first_errors[kind] = {"at": at, "message": redact(message)}
+
     async def emit(res: TickResult) -> None:
         """A transition, as live's ``Pair.apply`` makes it known: events, then the callback."""
         if publish:
@@ -267,9 +286,9 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
         if hook in callbacks:
             try:
                 await run_callback(strategy, hook, res)
-            except (Exception, SystemExit) as exc:  # a sys.exit() must not end the backtest as a success
-                raise StrategyFailure(
-                    f"strategy {name!r}: callback {hook} raised at {format_minute(res.at)}: {describe(exc)}") from exc
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a sys.exit() must not end the backtest as a success
+                failed("callback", res.at,
+                       f"strategy {name!r}: callback {hook} raised at {format_minute(res.at)}: {describe(exc)}", exc)
 
     last_frame = series.index(end)  # held signals are decided up to and including the frame stamped ``end``
     row: SignalRow | None = None
@@ -300,21 +319,26 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
                 signal = await ask_signal(strategy, Context(symbol, name, exchange, t, price, load),
                                           strategy_timeout_seconds)
             except TimeoutError as exc:
-                raise StrategyFailure(
-                    f"strategy {name!r} timed out at {format_minute(t)}: no answer after {strategy_timeout_seconds} s"
-                ) from exc
+                failed("strategy", t, f"strategy {name!r} timed out at {format_minute(t)}: no answer after "
+                       f"{strategy_timeout_seconds} s", exc)
+                t = b + interval_ms
+                continue
             # SystemExit too: a strategy's sys.exit() is its failure, not a backtest that succeeded. Not
             # KeyboardInterrupt: in a backtest that is the user's Ctrl-C (the CLI says "interrupted").
-            except (Exception, SystemExit) as exc:
-                raise StrategyFailure(f"strategy {name!r} raised at {format_minute(t)}: {describe(exc)}") from exc
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the strategy's error, whatever it is
+                failed("strategy", t, f"strategy {name!r} raised at {format_minute(t)}: {describe(exc)}", exc)
+                t = b + interval_ms
+                continue
             if signal is None:  # ``answer``'s first rule, without the call: most asks end here
                 t = b + interval_ms
                 continue
             try:
                 tick = answer(signal, key, t, price, last_opened_id, (), gate)
             except SignalError as exc:
-                raise StrategyFailure(
-                    redact(f"strategy {name!r} returned an invalid signal at {format_minute(t)}: {exc}")) from exc
+                failed("signal", t,
+                       redact(f"strategy {name!r} returned an invalid signal at {format_minute(t)}: {exc}"), exc)
+                t = b + interval_ms
+                continue
             assert tick is not None
             if tick.action == "idle":
                 if tick.reason and tick.reason.startswith("risk:"):

@@ -194,7 +194,9 @@ def backtest(
     candles: Annotated[
         Path | None, typer.Option("--candles", help="CSV or JSON candle file (--exchange files).")
     ] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Refuse a candle file with missing minutes.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=(
+        "Refuse a candle file with missing minutes, and stop at the first strategy error (without "
+        "it, errors are counted and that tick is idle, as live)."))] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the markdown report here.")] = None,
     config: ConfigOpt = None,

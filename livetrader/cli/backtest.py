@@ -131,7 +131,7 @@ def _backtest(
     with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
         result = asyncio.run(
             run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
-                         rules=settings_of(config).rules, risk=risk, progress=progress)
+                         rules=settings_of(config).rules, risk=risk, progress=progress, strict=request.strict)
         )
     elapsed = time.perf_counter() - started
     stats = compute_stats(
@@ -202,6 +202,9 @@ def to_document(result: BacktestResult, stats: Stats, elapsed: float, filled: in
             "risk_rejections": result.risk_rejections,
             "closed_at_range_end": result.ended_open,
             "cancelled_at_range_end": result.ended_scheduled,
+            # Strategy errors counted (without --strict), by kind, each with its first occurrence.
+            "errors": {kind: {"count": count, "first": result.first_errors.get(kind)}
+                       for kind, count in sorted(result.errors.items())},
             "seconds": round(elapsed, 6),
         },
     }
@@ -236,6 +239,9 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
         head.add_row("  of them at the range end", f"{result.ended_scheduled}")
     if result.risk_rejections:
         head.add_row("risk rejections", f"{result.risk_rejections:,}")
+    for kind, count in sorted(result.errors.items()):
+        first = result.first_errors.get(kind) or {}
+        head.add_row(f"{kind} errors (ticks left idle)", f"{count:,}, first: {first.get('message', '?')}")
     speed = result.frames / elapsed if elapsed > 0 else float("inf")
     head.add_row("time", f"{elapsed:.3f} s ({speed:,.0f} minutes/s)")
     console.print(head)

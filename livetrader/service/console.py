@@ -132,6 +132,56 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+def _printer(stream: TextIO | None) -> Any:
+    """structlog's PrintLogger, made to survive a closed output (see ``stdout_lost``)."""
+    import structlog
+
+    class _Printer(structlog.PrintLogger):
+        def msg(self, message: str) -> None:
+            try:
+                super().msg(message)
+            except (BrokenPipeError, ValueError, OSError) as exc:  # EPIPE, a closed file, EIO
+                if stdout_lost(exc):
+                    try:
+                        super().msg(message)  # the line itself, to where the output went
+                    except (OSError, ValueError):
+                        pass
+
+        log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+    return _Printer(stream)
+
+
+def stdout_lost(exc: BaseException) -> bool:
+    """The daemon's stdout went away (``livetrader run | head``, a ``tee`` killed by Ctrl-C, a
+    closed terminal): a lost output must never stop trading. The descriptor is pointed at
+    stderr (which journald also reads) and one line there says so; when stderr is gone too,
+    at /dev/null. True when the output was moved (the caller may write again)."""
+    global _stdout_moved
+    if _stdout_moved:
+        return False
+    _stdout_moved = True
+    import os
+
+    try:
+        fd = sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
+    except (OSError, ValueError):
+        fd = 1
+    note = (f"livetrader: stdout closed ({type(exc).__name__}: {exc}); log lines go to stderr from now on, "
+            "trading continues\n")
+    try:
+        os.write(2, note.encode())
+        os.dup2(2, fd)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return True
+
+
+_stdout_moved = False
+
+
 class _SharedLogger:
     """A structlog logger factory that hands out one logger instance."""
 
@@ -188,7 +238,7 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", st
         # PrintLogger prints with flush=True; with no file it prints to the sys.stdout of the
         # moment, which is what lets rich's Live redirect log lines above its table. One
         # instance serves every line (building one per line was a fifth of restoring a pair).
-        logger_factory=_SharedLogger(structlog.PrintLogger(stream)),
+        logger_factory=_SharedLogger(_printer(stream)),
         # Not cached, so a re-configuration (tests, or `run` after import-time loggers) reaches
         # every logger; resolving the configuration per call costs microseconds.
         cache_logger_on_first_use=False,
