@@ -4,7 +4,7 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
 
     [exchanges.binance]
     ccxt_id = "binance"                 # default: the table's name
-    options = { defaultType = "spot" }  # the ccxt constructor's ``options``
+    options = { defaultType = "spot" }  # the ccxt constructor's ``options``; spot unless set (_default_to_spot)
     urls = { api_base = "http://127.0.0.1:8080" }  # every API URL re-rooted here (tests)
     timeout_ms = 10000                  # per HTTP request (ccxt's default: 10000)
     rate_limit_ms = 50                  # ccxt's rate limiter (default: the exchange's own)
@@ -14,6 +14,9 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
     page_limit = 1000                   # candles per request (default: what ccxt says the exchange allows)
     sandbox = false                     # the exchange's test network, when ccxt knows one
     credentials_file = "/etc/livetrader/binance.toml"   # mode 600: apiKey, secret [, password]
+
+A markets load that keeps failing with HTTP 404 (the server lacks an endpoint ccxt asks for)
+raises ``ExchangeEndpointMissing`` naming the URL and the key to fix, instead of retrying forever.
 
 Credentials never come from this table: from ``credentials_file`` when it is set, else from the
 environment (``LIVETRADER_<NAME>_API_KEY``, ``LIVETRADER_<NAME>_SECRET``, optional
