@@ -40,6 +40,18 @@ from livetrader.strategy.base import load_strategies
 YIELDED = frozenset({"opened", "closed", "cancelled"})
 
 
+def _set_log_level(level: str) -> None:
+    """Show the library's log lines from ``level`` up: structlog's level filter, nothing else changed."""
+    import logging
+
+    import structlog
+
+    number = logging.getLevelName(level.upper()) if isinstance(level, str) else None
+    if not isinstance(number, int) or level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"unknown log level {level!r}: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(number))
+
+
 class _Handle:
     """One pair started through the API: its task and its own stop flag."""
 
@@ -101,9 +113,7 @@ class Live:
             wall = int(time.time() * 1000)
             clock = SimClock(wall, wall - wall % 60_000, float(speed))
         if log_level is not None:
-            from livetrader.service.console import configure_logging
-
-            configure_logging(level=log_level)
+            _set_log_level(log_level)
         cls._options = {
             "config": config,
             "strategies_dir": strategies_dir,
