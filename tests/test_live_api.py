@@ -139,3 +139,29 @@ def test_pairs_on_disk_not_started_through_the_api_are_read_once(tmp_path):
 
     found = asyncio.run(main())
     assert [(p["symbol"], p["strategy"], p["state"]) for p in found] == [("ETHUSDT", "always-long", "open")]
+
+
+def test_configure_speed_builds_a_simulated_clock_and_refuses_bad_values(tmp_path):
+    Live.use_engine(None)
+    Live.configure(speed=3000, data_dir=str(tmp_path), strategies_dir=FIXTURE_STRATEGIES)
+    engine = Live.engine()
+    assert engine.clock.speed == 3000 and engine.data_dir == tmp_path
+    Live.use_engine(None)
+    with pytest.raises(ValueError, match="positive"):
+        Live.configure(speed=0)
+    with pytest.raises(ValueError, match="not both"):
+        Live.configure(speed=10, clock=SimClock(0, 0, 10))
+
+
+def test_configure_log_level_filters_the_librarys_lines_and_refuses_unknown_levels():
+    import structlog
+
+    saved = structlog.get_config()
+    try:
+        Live.use_engine(None)
+        Live.configure(log_level="error")
+        assert structlog.get_config()["wrapper_class"] is structlog.make_filtering_bound_logger(40)
+        with pytest.raises(ValueError, match="unknown log level"):
+            Live.configure(log_level="LOUD")
+    finally:
+        structlog.configure(**saved)

@@ -13,13 +13,16 @@
     stop()   # finish the current tick, accept no new signal, cancel a waiting scheduled one
 
 All pairs started through ``Live`` in one process share one engine (one clock, one source
-per exchange, shared risk profiles), configured with ``Live.configure`` before first use.
+per exchange, shared risk profiles), configured with ``Live.configure`` before first use
+(``speed``, ``data_dir``, ``strategies_dir``, ``log_level``). Runnable versions of these
+snippets: ``examples/live_run.py`` and ``examples/live_background.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +30,7 @@ from typing import Any, ClassVar
 from livetrader.config import load_config
 from livetrader.core.signal import TickResult
 from livetrader.core.stats import Stats
-from livetrader.live.clock import Clock
+from livetrader.live.clock import Clock, SimClock
 from livetrader.live.engine import Engine
 from livetrader.live.pair import Pair
 from livetrader.market.sources import register_secrets
@@ -35,6 +38,18 @@ from livetrader.strategy.base import load_strategies
 
 #: What ``Live.run`` yields: the results a user acts on.
 YIELDED = frozenset({"opened", "closed", "cancelled"})
+
+
+def _set_log_level(level: str) -> None:
+    """Show the library's log lines from ``level`` up: structlog's level filter, nothing else changed."""
+    import logging
+
+    import structlog
+
+    number = logging.getLevelName(level.upper()) if isinstance(level, str) else None
+    if not isinstance(number, int) or level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"unknown log level {level!r}: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(number))
 
 
 class _Handle:
@@ -71,12 +86,41 @@ class Live:
         config: Path | None = None,
         strategies_dir: Path | None = None,
         clock: Clock | None = None,
-        data_dir: Path | None = None,
+        data_dir: Path | str | None = None,
+        speed: float | None = None,
+        log_level: str | None = None,
     ) -> None:
-        """Set the engine's options; must be called before the first pair starts."""
+        """Set the engine's options; must be called before the first pair starts.
+
+        Args:
+            config: the TOML config file (default: ``config/livetrader.toml`` if present).
+            strategies_dir: where strategy modules are loaded from (default: the config's
+                ``strategies_dir``, ``./strategies``).
+            clock: the engine's clock; default the wall clock (real time, one tick a minute).
+            data_dir: journals, snapshots and reports (default: the config's ``data_dir``,
+                ``./dump``). Pairs resume what they find there.
+            speed: run on a simulated clock ``speed`` times faster than real time, starting at
+                the current minute (the ``--speed`` of ``livetrader run``); not with ``clock``.
+            log_level: the lowest level of the library's log lines on stdout (DEBUG, INFO,
+                WARNING, ERROR, CRITICAL); ``"CRITICAL"`` silences all but fatal ones.
+        """
         if cls._engine is not None:
             raise RuntimeError("Live.configure must be called before the first Live.run or Live.background")
-        cls._options = {"config": config, "strategies_dir": strategies_dir, "clock": clock, "data_dir": data_dir}
+        if speed is not None:
+            if clock is not None:
+                raise ValueError("Live.configure: give clock or speed, not both")
+            if not speed > 0:
+                raise ValueError(f"Live.configure: speed must be a positive number, got {speed}")
+            wall = int(time.time() * 1000)
+            clock = SimClock(wall, wall - wall % 60_000, float(speed))
+        if log_level is not None:
+            _set_log_level(log_level)
+        cls._options = {
+            "config": config,
+            "strategies_dir": strategies_dir,
+            "clock": clock,
+            "data_dir": Path(data_dir) if data_dir is not None else None,
+        }
 
     @classmethod
     def engine(cls) -> Engine:

@@ -4,7 +4,7 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
 
     [exchanges.binance]
     ccxt_id = "binance"                 # default: the table's name
-    options = { defaultType = "spot" }  # the ccxt constructor's ``options``
+    options = { defaultType = "spot" }  # the ccxt constructor's ``options``; spot unless set (_default_to_spot)
     urls = { api_base = "http://127.0.0.1:8080" }  # every API URL re-rooted here (tests)
     timeout_ms = 10000                  # per HTTP request (ccxt's default: 10000)
     rate_limit_ms = 50                  # ccxt's rate limiter (default: the exchange's own)
@@ -14,6 +14,9 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
     page_limit = 1000                   # candles per request (default: what ccxt says the exchange allows)
     sandbox = false                     # the exchange's test network, when ccxt knows one
     credentials_file = "/etc/livetrader/binance.toml"   # mode 600: apiKey, secret [, password]
+
+A markets load that keeps failing with HTTP 404 (the server lacks an endpoint ccxt asks for)
+raises ``ExchangeEndpointMissing`` naming the URL and the key to fix, instead of retrying forever.
 
 Credentials never come from this table: from ``credentials_file`` when it is set, else from the
 environment (``LIVETRADER_<NAME>_API_KEY``, ``LIVETRADER_<NAME>_SECRET``, optional
@@ -54,7 +57,7 @@ from urllib.parse import urlsplit
 from livetrader import redaction
 from livetrader.core.format import format_time
 from livetrader.core.price import MINUTE_MS, Candle, CandleError, validate_candles
-from livetrader.errors import CandleSourceError, ConfigError, UnknownSymbolError, UsageError
+from livetrader.errors import CandleSourceError, ConfigError, LivetraderError, UnknownSymbolError, UsageError
 from livetrader.logs import get_logger
 
 log = get_logger(__name__)
@@ -363,6 +366,30 @@ def guess_symbol(symbol: str) -> str:
     return s
 
 
+def _default_to_spot(exchange: Any, options: Mapping[str, Any]) -> None:
+    """Spot markets unless the table's ``options`` say otherwise.
+
+    ccxt's default for some exchanges is derivatives (bybit's ``defaultType`` is ``swap``), and
+    binance, bybit, okx, ... load every market type at start (``options.fetchMarkets.types``),
+    which asks futures endpoints that a spot-only testnet, proxy or local server lacks. Unless
+    the table sets them: ``defaultType = "spot"`` where the exchange has that option, and, when
+    the type is spot, ``fetchMarkets.types = ["spot"]`` where the exchange lists types to load.
+    """
+    if "defaultType" not in options and "defaultType" in exchange.options:
+        exchange.options["defaultType"] = "spot"
+    if exchange.options.get("defaultType", "spot") != "spot" or "fetchMarkets" in options:
+        return
+    fetch_markets = exchange.options.get("fetchMarkets")
+    if isinstance(fetch_markets, dict) and "spot" in (fetch_markets.get("types") or ()):
+        exchange.options["fetchMarkets"] = {**fetch_markets, "types": ["spot"]}
+
+
+def _market_types(options: Mapping[str, Any]) -> Any:
+    """``options.fetchMarkets.types`` as configured (the market types ccxt loads), or None."""
+    fetch_markets = options.get("fetchMarkets")
+    return fetch_markets.get("types") if isinstance(fetch_markets, Mapping) else None
+
+
 
 def _date_ms(headers: Any) -> int | None:
     """The ``Date`` response header in ms, or None."""
@@ -375,6 +402,21 @@ def _date_ms(headers: Any) -> int | None:
 
 class _Malformed(ValueError):
     """The exchange answered something that is not the data asked for; worth retrying."""
+
+
+class _NotFound(Exception):
+    """The server answered HTTP 404: it has no such endpoint (``url``). Retried, then reported plainly."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"{url} answered HTTP 404 ({detail})")
+        self.url = url
+
+
+class ExchangeEndpointMissing(LivetraderError):
+    """Loading the markets kept failing with HTTP 404: the server lacks an endpoint ccxt asks for (exit 1).
+
+    Retrying cannot fix a missing endpoint, so start-up stops with the URL and the key to change.
+    """
 
 
 class _Redactor(logging.Filter):
@@ -619,6 +661,7 @@ class CcxtSource:
             config.update(self._credentials.ccxt_config())
         try:
             exchange = getattr(ccxt, s.ccxt_id)(config)
+            _default_to_spot(exchange, s.options)
             if s.sandbox:
                 exchange.set_sandbox_mode(True)
         except ccxt.BaseError as exc:
@@ -628,7 +671,7 @@ class CcxtSource:
             if s.api_base.startswith("http://"):
                 # ccxt waits 250 ms on close so TLS transports can shut down; plain HTTP has none.
                 exchange.timeout_on_exit = 0
-        _check_responses(exchange, ccxt.BadResponse)
+        _check_responses(exchange, ccxt.BadResponse, ccxt.BaseError)
         if register and self._redactor is not None:
             for name in ("ccxt", "ccxt.base.exchange"):
                 logger = logging.getLogger(name)
@@ -667,7 +710,7 @@ class CcxtSource:
             self._load_error = None
             try:
                 await self._call("loading markets", self._load_markets, exchange)
-            except (CandleSourceError, UsageError) as exc:
+            except (CandleSourceError, UsageError, ExchangeEndpointMissing) as exc:
                 self._load_error = exc
                 raise
             finally:
@@ -789,8 +832,11 @@ class CcxtSource:
         last = ""
         for attempt in range(1, attempts + 1):
             fatal: Exception | None = None
+            missing: _NotFound | None = None
             try:
                 return await fn(*args)
+            except _NotFound as exc:
+                last, missing = self._clean(str(exc)), exc
             except ccxt.BaseError as exc:
                 if isinstance(exc, ccxt.OperationFailed) or type(exc) is ccxt.ExchangeError:
                     last = self._describe(exc)
@@ -807,7 +853,28 @@ class CcxtSource:
                          wait_seconds=wait, error=last)
                 await asyncio.sleep(wait)
                 delay *= 2
+        if missing is not None and what == "loading markets":
+            raise self._endpoint_missing(missing, attempts)
         raise CandleSourceError(f"{self.name} unavailable: {what} failed {attempts} time(s): {last}")
+
+    def _endpoint_missing(self, missing: _NotFound, attempts: int) -> ExchangeEndpointMissing:
+        """The plain account of a markets load that kept hitting an endpoint the server lacks."""
+        s = self.settings
+        where = f"[exchanges.{self.name}]"
+        if s.api_base is None:
+            fix = f"check ccxt_id ({s.ccxt_id!r}), sandbox and options in {where}"
+        elif _market_types(s.options) not in (None, ["spot"]):
+            fix = (f"the server at urls.api_base ({s.api_base}) does not serve it: load spot markets only "
+                   f"(remove options.fetchMarkets from {where}: spot is the default, or set options.fetchMarkets "
+                   f"= {{ types = [\"spot\"] }}), or point urls.api_base at a server that speaks "
+                   f"{s.ccxt_id}'s whole API")
+        else:
+            fix = (f"the server at urls.api_base ({s.api_base}) does not serve it: point urls.api_base in "
+                   f"{where} at a server that speaks {s.ccxt_id}'s API")
+        return ExchangeEndpointMissing(
+            f"{self.name}: loading markets failed {attempts} time(s): {self._clean(missing.url)} answered "
+            f"HTTP 404 (no such endpoint); retrying will not help. Fix: {fix}"
+        )
 
     def _fatal(self, what: str, exc: Exception) -> Exception:
         """The user-facing error for a ccxt error that retrying cannot fix."""
@@ -850,17 +917,31 @@ def _rebase(api: Any, base: str) -> Any:
     return api
 
 
-def _check_responses(exchange: Any, bad_response: type[Exception]) -> None:
-    """Make a malformed answer an error, and note each answer's ``Date``.
+def _check_responses(exchange: Any, bad_response: type[Exception], base_error: type[Exception]) -> None:
+    """Make a malformed answer an error, a 404 a ``_NotFound``, and note each answer's ``Date``.
 
     ccxt returns the raw text when a JSON body does not parse (a truncated answer, an HTML
     error page with status 200), and its parsers then make empty or garbled data of it
     silently. Wrapping the instance's ``fetch`` turns those into ``BadResponse`` (retried).
     """
     original = exchange.fetch
+    original_hook = exchange.on_rest_response
+    statuses: dict[str, int] = {}  # url -> HTTP status of its last answer (read right after it)
+
+    def on_rest_response(code: Any, reason: Any, url: str, *rest: Any) -> Any:
+        statuses[url] = code
+        return original_hook(code, reason, url, *rest)
+
+    exchange.on_rest_response = on_rest_response
 
     async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        response = await original(url, method, headers, body)
+        statuses.pop(url, None)
+        try:
+            response = await original(url, method, headers, body)
+        except base_error as exc:
+            if statuses.pop(url, None) == 404:
+                raise _NotFound(url.split("?")[0], f"{type(exc).__name__}: {str(exc)[:120]}") from None
+            raise
         _RESPONSE_DATE.set(_date_ms(exchange.last_response_headers))
         if isinstance(response, str) and response.lstrip()[:1] in ("{", "[", "<"):
             raise bad_response(f"{exchange.id} {method} {url}: malformed answer {response[:60]!r}")
