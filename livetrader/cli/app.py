@@ -54,10 +54,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help pages: rich's renderer would cost `livetrader --help` 0.15 s of imports.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
 strategies_app = typer.Typer(
-    cls=ReadableGroup, help="List or check the strategies in the strategies folder.", invoke_without_command=True
+    cls=ReadableGroup, help="List or check the strategies in the strategies folder.", invoke_without_command=True,
+    rich_markup_mode=None,
 )
 app.add_typer(strategies_app, name="strategies")
 
