@@ -186,8 +186,9 @@ class Engine:
     async def run(self, pairs: Iterable[Pair] | None = None, on_ready: Callable[[], None] | None = None) -> None:
         """Run the loops of ``pairs`` (default: all) until ``stop()``, then finish each gracefully.
 
-        Every pair first ticks once, which applies its downtime catch-up; ``on_ready`` is
-        called when all have (systemd's READY=1 means "recovered and caught up").
+        Every pair holding a signal first ticks once, which applies its downtime catch-up;
+        ``on_ready`` is called when all have (systemd's READY=1 means "recovered and caught
+        up"). No strategy is asked before it.
         """
         chosen = list(pairs) if pairs is not None else list(self.pairs)
         await asyncio.gather(*(self.first_tick(p) for p in chosen))
@@ -210,7 +211,13 @@ class Engine:
                 task.cancel()
 
     async def first_tick(self, pair: Pair) -> None:
-        """The catch-up tick before the loops start; a crash here is left to the supervisor."""
+        """The catch-up tick before the loops start, for a pair holding a signal: every minute it
+        lived through while the process was down is checked, in order (a crash here is left to
+        the supervisor). A pair holding nothing has nothing to catch up: its first tick, which
+        asks its strategy, is its loop's, so a strategy that hangs holds neither the other pairs
+        nor READY=1."""
+        if pair.row is None:
+            return
         try:
             await pair.tick(self.clock.now_ms())
         except Exception as exc:  # noqa: BLE001 - one pair's first tick failing must not stop the start-up
