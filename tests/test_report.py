@@ -249,6 +249,9 @@ def test_report_has_columns_rows_and_stats() -> None:
     assert "take_profit" in closed and "2h 05m" in closed and "+2.000%" in closed
     assert "2024-01-01T02:05:00Z" in closed
     assert "100.00" in closed and "102.00" in closed and "99.00" in closed
+    # "Price" is the minute's VWAP; a close row also says what the close paid ("Close price").
+    close_price = COLUMNS.index("Close price")  # the first cell keeps the row's leading "| "
+    assert closed.split(" | ")[close_price] == "102.00" and table[4].split(" | ")[close_price] == "-"
     # Guarded statistics print N/A with one closed trade.
     sharpe = next(line for line in lines if line.startswith("| Sharpe ratio |"))
     assert "| N/A |" in sharpe

@@ -211,7 +211,9 @@ def compute_stats(
 
 
 STAT_EXPLANATIONS: tuple[tuple[str, str, str], ...] = (
-    ("total_events", "Total events", "Events recorded for the pair (idle, opened, active, closed)."),
+    ("total_events", "Total events", "Events counted: the journal's transitions (scheduled, opened, closed, "
+                                      "cancelled) in a report from the journal; the events kept in memory, idle and "
+                                      "active ticks included, in a live report's window."),
     ("total_closed", "Closed trades", "Signals that closed with a PnL."),
     ("win_count", "Wins", "Closed trades with PnL above zero."),
     ("loss_count", "Losses", "Closed trades with PnL below zero."),

@@ -40,6 +40,7 @@ COLUMNS: Final[tuple[str, ...]] = (
     "Signal ID",
     "Position",
     "Price",
+    "Close price",
     "Open",
     "Take profit",
     "Stop loss",
@@ -47,7 +48,9 @@ COLUMNS: Final[tuple[str, ...]] = (
     "Close reason",
     "Duration",
 )
-"""The report table's header, one column per field of a row."""
+"""The report table's header, one column per field of a row. "Price" is the minute's VWAP (what
+the pair saw); "Close price" what a close was priced at (its take-profit or stop-loss level, or
+the VWAP when it expired)."""
 
 # Actions whose repeated per-tick rows collapse into one per signal (see EventWindow.add).
 _REPLACING: Final = frozenset({"active", "waiting"})
@@ -252,6 +255,7 @@ def _row(record: dict) -> str:
         _cell(record.get("signal_id")),
         _cell(record.get("position")),
         format_price(record.get("price")),
+        format_price(record.get("price_close")),  # what a close paid (TP/SL level), not the minute's VWAP
         format_price(record.get("price_open")),
         format_price(record.get("take_profit")),
         format_price(record.get("stop_loss")),
