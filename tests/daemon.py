@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,10 +41,38 @@ def environment(**extra: str) -> dict[str, str]:
 STARTED: list[subprocess.Popen[str]] = []
 
 
+class Drained(subprocess.Popen):  # type: ignore[type-arg]
+    """A daemon whose stdout and stderr are read as they come, by two threads.
+
+    A daemon writes log lines all the time; a pipe nobody reads fills (64 KB) and the next
+    write blocks the daemon's event loop, which then looks hung. ``communicate`` waits for the
+    exit and returns everything it wrote, as ``subprocess.Popen.communicate`` would.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-overload]
+        self._chunks: dict[str, list[str]] = {"out": [], "err": []}
+        self._readers = [threading.Thread(target=self._drain, args=(stream, self._chunks[name]), daemon=True)
+                         for name, stream in (("out", self.stdout), ("err", self.stderr))]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _drain(stream, chunks: list[str]) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            chunks.append(line)
+
+    def communicate(self, input=None, timeout=None):  # type: ignore[no-untyped-def]
+        self.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return "".join(self._chunks["out"]), "".join(self._chunks["err"])
+
+
 def start(cwd: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    """Start the daemon; stdout (JSON log lines) and stderr are captured as text."""
-    proc = subprocess.Popen(command(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=environment(**env))
+    """Start the daemon; stdout (JSON log lines) and stderr are read as they come (``Drained``)."""
+    proc = Drained(command(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                   env=environment(**env))
     STARTED.append(proc)
     return proc
 

@@ -89,6 +89,11 @@ class StallWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)
+        if self.stalled:
+            # Called on the loop's thread, so the loop came round, maybe before the watcher
+            # looked again: say so now, or a stall right before a stop would never be closed.
+            self.stalled = False
+            self.on_recover(max(self.beat_at, time.monotonic()) - self._last_beat_before)
 
     def _watch(self) -> None:
         checked = time.monotonic()
