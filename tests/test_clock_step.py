@@ -167,7 +167,8 @@ def test_a_restart_on_a_clock_behind_the_journal_ticks_nothing_before_its_last_r
     again = _engine(tmp_path, clock_ms=T0 + 5 * MINUTE_MS)  # 25 minutes behind the journal
     restored = again.add_pair("BTCUSDT", "quick-long")
     with capture_logs() as logs:
-        asyncio.run(again.first_tick(restored))
+        # Its first tick (the catch-up tick, or its loop's first when it holds nothing) ticks nothing.
+        assert asyncio.run(restored.tick(again.clock.now_ms())) is None
     assert restored.held_back(again.clock.now_ms()) == last + MINUTE_MS
     assert [x["event"] for x in logs].count("clock went back") == 1
     assert journals(tmp_path)["BTCUSDT_quick-long_sim.jsonl"] == records
