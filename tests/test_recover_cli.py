@@ -77,15 +77,25 @@ def test_a_journal_shortened_by_a_power_loss_is_completed_from_the_commit_log(tm
     assert recover(tmp_path).returncode == 0
 
 
-def test_damage_is_quarantined_and_needs_a_person(tmp_path):
+def test_a_damaged_snapshot_is_rebuilt_from_the_journal_and_a_damaged_journal_needs_a_person(tmp_path):
     data = tmp_path / "data"
     drive(data, "always-long", [T0], crash_on="none")
-    (data / "state" / "pairs" / "BTCUSDT_always-long_sim.json").write_text("{not json")
+    snapshot = data / "state" / "pairs" / "BTCUSDT_always-long_sim.json"
+    snapshot.write_text("{not json")
+    looked = json.loads(recover(tmp_path, "--dry-run", "--json").stdout)
+    (pair,) = looked["pairs"]
+    # The dry run reads the pair from its journal (the truth): open, not "no signal".
+    assert looked["exit_code"] == 10 and pair["state"] == "open" and pair["journal_records"] == 1
+    assert any("would be quarantined and rebuilt" in r for r in pair["repairs"])
     result = recover(tmp_path, "--json")
-    assert result.returncode == 20
     doc = json.loads(result.stdout)
-    assert doc["exit_code"] == 20 and "unreadable snapshot" in json.dumps(doc)
+    assert result.returncode == 10 and doc["exit_code"] == 10 and "unreadable snapshot" in json.dumps(doc)
     assert list((data / "quarantine").glob("*BTCUSDT_always-long_sim.json"))
+    assert json.loads(snapshot.read_text())["journal_records"] == 1
+    journal = data / "journal" / "BTCUSDT_always-long_sim.jsonl"
+    journal.write_bytes(journal.read_bytes() + b"garbage\n")
+    result = recover(tmp_path, "--json")
+    assert result.returncode == 20 and "invalid journal line" in result.stdout
 
 
 def test_it_refuses_to_act_while_a_daemon_holds_the_lock(tmp_path):

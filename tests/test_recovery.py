@@ -99,32 +99,44 @@ def test_a_crash_between_journal_and_snapshot_is_completed_on_restart(tmp_path, 
     close(engine)
 
 
-def test_a_corrupted_snapshot_is_quarantined_and_the_pair_does_not_start(tmp_path):
+def test_a_corrupted_snapshot_is_quarantined_and_rebuilt_from_the_intact_journal(tmp_path):
     drive(tmp_path, "always-long", [T0], crash_on="none")
     path = snapshot_path(tmp_path, ("BTCUSDT", "always-long", "sim"))
     path.write_text('{"symbol": "BTCUSDT", "strat')
     engine = new_engine(tmp_path)
-    with pytest.raises(StateDamaged, match="unreadable snapshot.*moved to"):
-        engine.add_pair("BTCUSDT", "always-long")
-    assert not path.exists()
-    moved = list((tmp_path / "quarantine").glob("*_BTCUSDT_always-long_sim.json"))
-    assert len(moved) == 1 and moved[0].read_text().startswith('{"symbol"')
-    why = moved[0].with_name(moved[0].name + ".why.txt").read_text()
-    assert "unreadable snapshot" in why and str(path.name) in why
-    assert engine.pairs == []
-    # The next start works from the journal, which still holds the open position.
+    # The journal (the truth) is intact: the pair starts from it, holding its open position.
     pair = engine.add_pair("BTCUSDT", "always-long")
     assert pair.row is not None and pair.row.pending_at == T0
+    moved = list((tmp_path / "quarantine").glob("*_BTCUSDT_always-long_sim.json"))
+    assert len(moved) == 1 and moved[0].read_text().startswith('{"symbol"')  # kept, never deleted
+    why = moved[0].with_name(moved[0].name + ".why.txt").read_text()
+    assert "unreadable snapshot" in why and str(path.name) in why
+    rebuilt = json.loads(path.read_text())  # the snapshot written again from the journal
+    assert rebuilt["signal"]["id"] == pair.row.id and rebuilt["journal_records"] == 1
     close(engine)
 
 
-def test_an_invalid_snapshot_is_quarantined_too(tmp_path):
+def test_an_invalid_snapshot_is_quarantined_and_rebuilt_too(tmp_path):
     drive(tmp_path, "always-long", [T0], crash_on="none")
     path = snapshot_path(tmp_path, ("BTCUSDT", "always-long", "sim"))
     data = json.loads(path.read_text())
     data["signal"]["take_profit"] = "lots"
     path.write_text(json.dumps(data))
-    with pytest.raises(StateDamaged, match="invalid snapshot"):
+    restored = restore_pair(tmp_path, ("BTCUSDT", "always-long", "sim"), repair=False)
+    assert any("invalid snapshot" in n and "would be quarantined and rebuilt" in n for n in restored.notes)
+    assert restored.row is not None and path.exists()  # a dry run moves nothing
+    engine = new_engine(tmp_path)
+    pair = engine.add_pair("BTCUSDT", "always-long")
+    assert pair.row is not None and isinstance(pair.row.take_profit, float)
+    close(engine)
+
+
+def test_a_damaged_snapshot_beside_a_damaged_journal_still_stops_the_pair(tmp_path):
+    drive(tmp_path, "always-long", [T0], crash_on="none")
+    snapshot_path(tmp_path, ("BTCUSDT", "always-long", "sim")).write_text("{not json")
+    journal = tmp_path / "journal" / "BTCUSDT_always-long_sim.jsonl"
+    journal.write_bytes(journal.read_bytes() + b"garbage\n")
+    with pytest.raises(StateDamaged, match="invalid journal line"):
         new_engine(tmp_path).add_pair("BTCUSDT", "always-long")
 
 

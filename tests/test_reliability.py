@@ -157,7 +157,7 @@ def test_a_read_only_filesystem_is_reported_and_nothing_is_damaged(tmp_path, sma
     check_data_dir(data)
 
 
-def test_a_snapshot_truncated_to_zero_bytes_is_quarantined_and_other_pairs_run(tmp_path):
+def test_a_snapshot_truncated_to_zero_bytes_is_quarantined_and_rebuilt_from_the_journal(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", *FAST)
     time.sleep(1.5)
@@ -165,13 +165,18 @@ def test_a_snapshot_truncated_to_zero_bytes_is_quarantined_and_other_pairs_run(t
     snapshot = cwd / "dump-demo" / "state" / "pairs" / "BTCUSDT_always-long_sim.json"
     snapshot.write_bytes(b"")
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", *FAST)
-    time.sleep(1.5)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(1.0)
     code, out, err = stop(proc)
     assert code == 0, err
-    damaged = [e for e in events(out) if e["event"] == "pair not started: damaged state"]
-    assert damaged and damaged[0]["symbol"] == "BTCUSDT" and "quarantine" in damaged[0]["error"]
-    assert any(e["event"] in ("opened", "closed") and e["symbol"] == "ETHUSDT" for e in events(out))
+    evs = events(out)
+    assert not [e for e in evs if e["event"] == "pair not started: damaged state"]
+    rebuilt = [e for e in evs if e["event"] == "recovery" and "rebuilt from the journal" in str(e.get("note"))]
+    assert rebuilt and rebuilt[0]["symbol"] == "BTCUSDT" and "quarantine" in rebuilt[0]["note"]
+    for symbol in ("BTCUSDT", "ETHUSDT"):  # both pairs trade on
+        assert any(e["event"] in ("opened", "closed") and e.get("symbol") == symbol for e in evs)
     assert list((cwd / "dump-demo" / "quarantine").glob("*BTCUSDT_always-long_sim.json.why.txt"))
+    check_data_dir(cwd / "dump-demo")
 
 
 def test_garbage_appended_to_a_journal_is_quarantined_not_trusted(tmp_path):

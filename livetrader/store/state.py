@@ -246,6 +246,8 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,  # noqa: C901
     out.records = read.records
 
     snapshot: dict[str, Any] | None = None
+    # The journal passed its checks above: it is the truth, and a damaged snapshot (its copy) is
+    # set aside and rebuilt from it rather than refusing the pair.
     try:
         data = read_json(spath)
     except FileNotFoundError:
@@ -259,13 +261,16 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,  # noqa: C901
             except FileNotFoundError:
                 data = None
             except StoreReadError as exc:
-                _damaged(data_dir, spath, f"unreadable snapshot: {exc.reason}", repair)
+                _set_aside(data_dir, spath, f"unreadable snapshot: {exc.reason}", repair, out)
+                data = None
     except StoreReadError as exc:
-        _damaged(data_dir, spath, f"unreadable snapshot: {exc.reason}", repair)
+        _set_aside(data_dir, spath, f"unreadable snapshot: {exc.reason}", repair, out)
+        data = None
     if data is not None:
         reason, _ = _check_snapshot(data, key)
         if reason:
-            _damaged(data_dir, spath, f"invalid snapshot: {reason}", repair)
+            _set_aside(data_dir, spath, f"invalid snapshot: {reason}", repair, out)
+            data = None
         snapshot = data if isinstance(data, dict) else None  # a dict: _check_snapshot refuses anything else
 
     row, last_opened, last_asked = replay(out.records)
@@ -289,6 +294,18 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,  # noqa: C901
         verb = "completed" if repair else "would complete"
         out.notes.append(f"{verb} an interrupted transition: {what} (journaled, not yet in the snapshot)")
     return out
+
+
+def _set_aside(data_dir: Path, path: Path, reason: str, repair: bool, out: Restored) -> None:
+    """A damaged snapshot beside an intact journal: quarantined (never deleted) and rebuilt from
+    the journal (the pair is read as if it had none); without ``repair`` the note says so."""
+    count = len(out.records)
+    if repair:
+        moved = quarantine(data_dir, path, reason)
+        out.notes.append(f"{reason}; moved to {moved} (nothing deleted) and rebuilt from the journal's "
+                         f"{count} record(s)")
+    else:
+        out.notes.append(f"{reason}; would be quarantined and rebuilt from the journal's {count} record(s)")
 
 
 def _damaged(data_dir: Path, path: Path, reason: str, repair: bool) -> NoReturn:
