@@ -25,7 +25,7 @@ from typing import Any
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS, Candle
 from livetrader.events import EventBus
-from livetrader.live.clock import Clock
+from livetrader.live.clock import ManualClock
 from livetrader.live.engine import Engine
 from livetrader.market.feed import CandleFeed
 from livetrader.market.sim import SimSource
@@ -39,22 +39,6 @@ STRATEGIES = ("bench-reference", "my-strategy", "dip-buyer")
 ORIGIN_MS = 1_704_931_200_000
 #: Candles the strategies look back (dip-buyer reads 60 minutes), with room to spare.
 HISTORY_MINUTES = 120
-
-
-class ManualClock(Clock):
-    """A simulated clock the benchmark moves by hand: each sweep sets it to its minute."""
-
-    speed = 1.0
-
-    def __init__(self, now_ms: int) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
-
-    def real_seconds(self, simulated_ms: float) -> float:
-        """Never by itself: the benchmark fires each minute boundary (``Metronome.fire``)."""
-        return float("inf") if simulated_ms > 0 else 0.0
 
 
 def synthetic_symbols(count: int) -> dict[str, float]:

@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from clocks import ManualClock
 
 from livetrader.config import Config
 from livetrader.core.price import MINUTE_MS
 from livetrader.events import EventBus
+from livetrader.live.clock import ManualClock
 from livetrader.live.collector import SweepCollector
 from livetrader.live.engine import Engine
 from livetrader.live.metronome import Metronome

@@ -42,27 +42,27 @@ def run_until_journaled(cwd: Path, *args: str, data: Path) -> str:
 
 def test_a_real_run_on_a_demo_directory_is_refused_and_changes_nothing(tmp_path):
     cwd = workdir(tmp_path)
-    shared = cwd / "shared"
-    run_until_journaled(cwd, *DEMO, "--data-dir", str(shared), data=shared)
-    before = files(shared)
-    result = run(cwd, *REAL, "--data-dir", str(shared))
+    both = cwd / "one-directory"  # both runs on it
+    run_until_journaled(cwd, *DEMO, "--data-dir", str(both), data=both)
+    before = files(both)
+    result = run(cwd, *REAL, "--data-dir", str(both))
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()
     assert message.startswith("error: data directory") and "holds a simulated run" in message
     assert "--switch-clock" in message and "another --data-dir" in message and "Traceback" not in message
-    assert files(shared) == before
+    assert files(both) == before
 
 
 def test_a_demo_on_a_real_run_directory_is_refused_and_changes_nothing(tmp_path):
     cwd = workdir(tmp_path)
-    shared = cwd / "shared"
-    run_until_journaled(cwd, *REAL, "--data-dir", str(shared), data=shared)
-    before = files(shared)
-    result = run(cwd, *DEMO, "--data-dir", str(shared))
+    both = cwd / "one-directory"  # both runs on it
+    run_until_journaled(cwd, *REAL, "--data-dir", str(both), data=both)
+    before = files(both)
+    result = run(cwd, *DEMO, "--data-dir", str(both))
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()
     assert "holds a real-time run" in message and "--switch-clock" in message and "./dump-demo" in message
-    assert files(shared) == before
+    assert files(both) == before
 
 
 def test_a_demo_without_data_dir_uses_its_own_directory_and_a_real_run_then_starts(tmp_path):
@@ -80,17 +80,17 @@ def test_a_demo_without_data_dir_uses_its_own_directory_and_a_real_run_then_star
 
 def test_switch_clock_lets_a_real_run_continue_a_demo_directory_without_stamping_back(tmp_path):
     cwd = workdir(tmp_path)
-    shared = cwd / "shared"
-    run_until_journaled(cwd, *DEMO, "--data-dir", str(shared), data=shared)
-    records = (shared / "journal" / "BTCUSDT_quick-long_sim.jsonl").read_bytes()
-    proc = start(cwd, *REAL, "--data-dir", str(shared), "--switch-clock")
-    assert wait_for(lambda: (shared / "status.json").exists()
-                    and json.loads((shared / "status.json").read_text()).get("pid") == proc.pid, 30)
+    both = cwd / "one-directory"  # both runs on it
+    run_until_journaled(cwd, *DEMO, "--data-dir", str(both), data=both)
+    records = (both / "journal" / "BTCUSDT_quick-long_sim.jsonl").read_bytes()
+    proc = start(cwd, *REAL, "--data-dir", str(both), "--switch-clock")
+    assert wait_for(lambda: (both / "status.json").exists()
+                    and json.loads((both / "status.json").read_text()).get("pid") == proc.pid, 30)
     code, out, err = stop(proc)
     assert code == 0, err
     lines = [e["event"] for e in events(out)]
     assert "this data directory now follows the real clock; its simulated timeline was dropped" in lines
     assert "clock went back" in lines  # the demo's journal is ahead of now: the pair waits
-    assert not (shared / "state" / "clock.json").exists()
-    assert (shared / "journal" / "BTCUSDT_quick-long_sim.jsonl").read_bytes().startswith(records)
-    assert_time_and_ids_hold(shared)
+    assert not (both / "state" / "clock.json").exists()
+    assert (both / "journal" / "BTCUSDT_quick-long_sim.jsonl").read_bytes().startswith(records)
+    assert_time_and_ids_hold(both)

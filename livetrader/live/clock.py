@@ -52,6 +52,24 @@ class SimClock(Clock):
         return {"origin_wall": self.origin_wall, "origin_sim": self.origin_sim, "speed": self.speed}
 
 
+class ManualClock(Clock):
+    """A clock that moves only when its owner sets ``now`` (tests, benchmarks): it never wakes a
+    loop by itself; whoever drives it fires each minute boundary (``Metronome.fire``)."""
+
+    speed = 1.0
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        """The time its owner set."""
+        return self.now
+
+    def real_seconds(self, simulated_ms: float) -> float:
+        """Never by itself: only a fired boundary ends a wait."""
+        return float("inf") if simulated_ms > 0 else 0.0
+
+
 def saved_clock(data_dir: Path) -> SimClock | None:
     """The simulated timeline saved in ``data_dir`` by a run with ``--speed``, if any."""
     from livetrader.store.atomic import read_json

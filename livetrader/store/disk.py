@@ -106,7 +106,7 @@ def open_regular(path: str | os.PathLike[str], flags: int, mode: int = 0o644) ->
         DISK.close(fd)
         code = errno.EISDIR if stat.S_ISDIR(kind) else errno.EINVAL
         raise NotRegularFile(code, f"not a regular file ({_kind(kind)})", str(path))
-    if flags & os.O_NONBLOCK == 0:
+    if not flags & os.O_NONBLOCK:
         os.set_blocking(fd, True)
     return fd
 
