@@ -58,7 +58,7 @@ def test_each_api_example_runs_quickly_and_prints_results(tmp_path, name):
         assert [line.split()[0] for line in lines] == ["opened", "closed"], proc.stdout
         assert lines[1].split()[1] == lines[0].split()[1]  # the same signal id
     else:
-        assert lines[0].startswith("closed trades: ") and int(lines[0].split()[2]) >= 1, proc.stdout
+        assert lines[0].startswith("closed trades: ") and int(lines[0].split()[2]) >= 2, proc.stdout
         assert lines[1].startswith("# Live report: my-strategy on BTCUSDT")
         report = lines[2].removeprefix("report written to ")
         assert report.startswith(str(scratch)) and "closed" in open(report).read()

@@ -507,3 +507,34 @@ def test_quarantine_moves_and_explains(tmp_path: Path) -> None:
 def test_quarantine_of_missing_file_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreWriteError, match="cannot quarantine"):
         quarantine(tmp_path, tmp_path / "nope.json", "x")
+
+
+def test_a_refused_start_names_the_winner_not_a_leftover_record(tmp_path: Path) -> None:
+    """Two starts race: the winner locks first and writes its record just after. Meanwhile the
+    file still names the previous holder (a process that died); the loser waits for the
+    winner's record instead of naming the dead one (or nobody)."""
+    import fcntl
+    import threading
+
+    data = tmp_path / "data"
+    data.mkdir()
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{pid}"))
+    stale = {"pid": dead, "started_at": 1, "hostname": os.uname().nodename}
+    (data / "livetrader.lock").write_bytes(orjson.dumps(stale))
+    fd = os.open(data / "livetrader.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the winner holds the lock, its record not yet written
+
+    def write_record() -> None:
+        time.sleep(0.3)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, orjson.dumps({"pid": os.getpid(), "started_at": 2, "hostname": os.uname().nodename}), 0)
+
+    writer = threading.Thread(target=write_record)
+    writer.start()
+    try:
+        with pytest.raises(DataDirLocked) as info:
+            DataDirLock(data).acquire()
+        assert info.value.pid == os.getpid() and f"pid {os.getpid()}" in str(info.value)
+    finally:
+        writer.join()
+        os.close(fd)

@@ -134,7 +134,7 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_fd(fd)
+            holder = _wait_for_record(fd)
             os.close(fd)
             raise self._locked_error(holder) from None
         except OSError as exc:
@@ -191,6 +191,33 @@ class DataDirLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _wait_for_record(fd: int, patience: float = 1.0) -> LockHolder | None:
+    """The holder record of a lock another process holds, waiting briefly for it to be written.
+
+    The winner of a race takes the lock first and writes its record just after, so for a
+    moment the file is empty or still names the previous holder (one that ended abnormally).
+    A record naming a process of this host that no longer exists is such a leftover.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        holder = _read_fd(fd)
+        if holder is not None and (holder.hostname != socket.gethostname() or _alive(holder.pid)):
+            return holder
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def _read_fd(fd: int) -> LockHolder | None:
