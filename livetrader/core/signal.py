@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 Position = Literal["long", "short"]
-Action = Literal["idle", "scheduled", "waiting", "opened", "active", "closed", "cancelled"]
+Action = Literal["idle", "scheduled", "waiting", "opened", "active", "closed", "cancelled",
+                 "entering", "exiting"]
 CloseReason = Literal["take_profit", "stop_loss", "time_expired", "closed"]
 CancelReason = Literal["timeout", "price_reject", "user"]
 

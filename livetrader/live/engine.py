@@ -20,6 +20,7 @@ from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
+from livetrader.execution.executor import Executor
 from livetrader.live.clock import Clock
 from livetrader.live.collector import SweepCollector
 from livetrader.live.metronome import Express, Metronome
@@ -83,6 +84,8 @@ class Engine:
         self.data_dir = data_dir or config.data_dir
         self.settings = settings_of(config)
         self.sources: dict[str, CandleSource] = {}
+        #: One order path per sandbox/live exchange, shared by its pairs.
+        self.brokers: dict[str, Any] = {}
         self.profiles: dict[str, RiskProfile] = build_profiles(config.risk_tables())
         self.pairs: list[Pair] = []
         self.keys: set[tuple[str, str, str]] = set()
@@ -158,6 +161,7 @@ class Engine:
             risk = self.profiles[cls.risk]
         pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus,
                     window=EventWindow(self.settings.max_events))
+        pair.executor = self._executor(pair, cls)
         self.open()
         self.restorer.restore(pair, cls.risk)
         self.pairs.append(pair)
@@ -165,6 +169,31 @@ class Engine:
         if risk is not None:
             self.restorer.watch_risk(risk, pair)
         return pair
+
+    def mode(self, exchange: str) -> str:
+        """``paper``, ``sandbox`` or ``live``: whether ``exchange``'s pairs place orders (docs/behaviour.md §12)."""
+        return str(getattr(self.source(exchange), "mode", "paper"))
+
+    def _executor(self, pair: Pair, cls: type[Strategy]) -> Executor | None:
+        """The order path of a pair on a sandbox/live exchange (one broker per exchange); None in paper mode."""
+        source = self.source(pair.exchange)
+        mode = self.mode(pair.exchange)
+        if mode == "paper":
+            return None
+        from livetrader.execution.broker import CcxtBroker
+
+        broker = self.brokers.get(pair.exchange)
+        if broker is None:
+            broker = self.brokers[pair.exchange] = CcxtBroker(getattr(source, "source", source))
+
+        async def write(record: dict[str, Any]) -> None:
+            assert pair.store is not None, "the pair is restored (and has its store) before it ticks"
+            await pair.store.write_ahead(record)
+
+        settings = getattr(getattr(source, "source", source), "settings", None)
+        minutes = getattr(settings, "unknown_order_minutes", 10.0)
+        return Executor(pair.key, broker, mode=mode, cost=cls.cost or self.config.engine.cost,
+                        unknown_order_minutes=minutes, write=write, report_error=pair.report_error)
 
     def restore_absent_pairs(self) -> None:
         """Once every pair is added: the pairs on disk that this process does not run
@@ -216,7 +245,7 @@ class Engine:
         the supervisor). A pair holding nothing has nothing to catch up: its first tick, which
         asks its strategy, is its loop's, so a strategy that hangs holds neither the other pairs
         nor READY=1."""
-        if pair.row is None:
+        if pair.row is None and (pair.executor is None or not pair.executor.busy):
             return
         try:
             await pair.tick(self.clock.now_ms())

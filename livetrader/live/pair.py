@@ -22,6 +22,7 @@ from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.core.validate import SignalError
 from livetrader.errors import StoreError
 from livetrader.events import BUS, ErrorEvent, EventBus, PerformanceEvent, RiskEvent
+from livetrader.execution.executor import Executor
 from livetrader.logs import get_logger
 from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
@@ -106,7 +107,7 @@ class Pair:
                  "store", "interval_ms", "window", "row", "last_bucket", "last_opened_id", "accepting", "degraded",
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
-                 "realised_pnl", "listeners", "last_minute", "signal_ids", "clock_back_logged")
+                 "realised_pnl", "listeners", "last_minute", "signal_ids", "clock_back_logged", "executor")
 
     def __init__(
         self,
@@ -172,6 +173,8 @@ class Pair:
         self.signal_ids: set[str] = set()
         # "clock went back" is logged once per step, not at every tick it holds back.
         self.clock_back_logged = False
+        # Places the orders of a sandbox/live exchange (``livetrader.execution``); None in paper mode.
+        self.executor: Executor | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -198,11 +201,21 @@ class Pair:
         previous = self.last_tick_at
         minute = now - now % MINUTE_MS
         try:
-            if self.row is None:
+            executor = self.executor
+            if executor is not None and executor.busy:
+                # An order's outcome decides this tick: ask the exchange, ask no strategy.
+                market = await self.market_at(minute)
+                self.price = market.price
+                result = await executor.advance(minute, market.price)
+                await self.apply(result)
+                self.checked_until = minute
+            elif self.row is None:
                 market = await self.market_at(minute)
                 self.price = market.price
                 decision = decide(self.key, None, minute, market, self._may_ask(minute))
                 result = await self._ask(minute, market.price) if decision is ASK else decision
+                if executor is not None and result.action == "opened":
+                    result = await executor.carry_out(result, scheduled=False)
                 await self.apply(result)
                 self.checked_until = minute
             else:
@@ -241,7 +254,7 @@ class Pair:
         is left to ``tick``, as is the tick of a pair asked to stop. Every pair comes here
         every minute (``Metronome.fire``): the body is kept flat.
         """
-        if self.stopping.is_set():
+        if self.stopping.is_set() or (self.executor is not None and self.executor.busy):
             return False
         timed = self.bus.has_listeners("performance")
         started = time.perf_counter() if timed else 0.0
@@ -350,6 +363,12 @@ class Pair:
             result = decision
             if result.reason and result.action == "waiting":
                 self._risk_event(t, result.reason, row.id)
+            if self.executor is not None and result.action in ("opened", "closed"):
+                result = await self.executor.carry_out(result, scheduled=result.action == "opened")
+                if result.action not in TRANSITIONS:  # an order's outcome is awaited: the next ticks
+                    await self.apply(result)
+                    self.checked_until = t
+                    return result
             if result.action in TRANSITIONS:
                 # Journaled first: if that fails, this minute is checked again next tick.
                 await self.apply(result)
@@ -428,6 +447,9 @@ class Pair:
         transition = action in TRANSITIONS
         # The flat record is built for transitions only (journal, log); the window renders others when read.
         record = record_of(result) if transition else None
+        executor = self.executor
+        if record is not None and executor is not None:
+            record.update(executor.extra(result))
         reserved = action == "opened" and self.risk is not None
         if reserved:
             assert result.signal is not None and self.risk is not None
@@ -440,6 +462,8 @@ class Pair:
                     assert self.risk is not None
                     self.risk.remove(result.signal_id or "")
                 raise
+        if transition and executor is not None:
+            executor.applied(result)
         if transition:
             at = result.at - result.at % MINUTE_MS
             if self.last_minute is None or at > self.last_minute:
@@ -448,7 +472,8 @@ class Pair:
                 self.signal_ids.add(result.signal.id)
         if action in ("closed", "cancelled"):
             self.row = None
-        elif result.signal is not None:
+        elif result.signal is not None and action not in ("entering", "exiting"):
+            # (An entering result carries the candidate signal: held by the executor, not open yet.)
             self.row = result.signal
         if action == "opened":
             assert result.signal is not None
@@ -474,6 +499,8 @@ class Pair:
     def _publish(self, result: TickResult, record: dict[str, Any] | None) -> None:
         """The state the operator sees, the event window, the log line of a transition, the events."""
         self.state = "idle" if self.row is None else ("open" if self.row.pending_at is not None else "scheduled")
+        if self.executor is not None and self.executor.busy:
+            self.state = self.executor.state or self.state
         self.last_result = result
         self.window.add(result)
         if record is not None:

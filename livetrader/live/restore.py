@@ -126,6 +126,7 @@ class Restorer:
             log.warning("recovery", symbol=pair.symbol, strategy=pair.strategy_name, note=note)
         pair.row = restored.row
         pair.last_opened_id = restored.last_opened_id
+        self._restore_orders(pair, restored.records)
         if restored.last_asked_at is not None:
             pair.last_bucket = bucket(restored.last_asked_at, pair.interval_ms)
         pair.state = "idle" if pair.row is None else ("open" if pair.row.pending_at is not None else "scheduled")
@@ -153,6 +154,29 @@ class Restorer:
                          state=pair.state)
             elif self.restored == RESTORED_LOG_LINES + 1:
                 log.info("more pairs restored; `livetrader status` lists them all", shown=RESTORED_LOG_LINES)
+
+    def _restore_orders(self, pair: Pair, records: list[dict[str, Any]]) -> None:
+        """Give the pair's executor its orders back, after checking the pair's journal was written
+        in the mode it now runs in (an open position is never carried on in another mode).
+
+        Raises ``StateDamaged`` (this pair does not start, the others do) on a mode change while
+        the pair holds a signal or an order.
+        """
+        from livetrader.core.orders import pending_order
+        from livetrader.store.state import StateDamaged
+
+        mode = pair.executor.mode if pair.executor is not None else "paper"
+        recorded = next((str(r["mode"]) for r in reversed(records) if "mode" in r), "paper")
+        holds = pair.row is not None or pending_order(records) is not None
+        if holds and recorded != mode:
+            what = "an open position" if pair.row is not None and pair.row.pending_at is not None else \
+                "an order" if pair.row is None else "a scheduled signal"
+            raise StateDamaged(
+                f"{pair.symbol}/{pair.strategy_name} on {pair.exchange} holds {what} made in {recorded} mode, and "
+                f"this run is in {mode} mode: it is not carried on in another mode. Run it in {recorded} mode until "
+                f"it closes, or close it yourself and move the pair's journal and snapshot aside")
+        if pair.executor is not None:
+            pair.executor.restore(records, pair.row)
 
     def watch_risk(self, profile: RiskProfile, pair: Pair) -> None:
         """Count ``pair``'s restored position in its profile, and persist the profile on every change.

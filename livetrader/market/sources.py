@@ -23,6 +23,9 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
     """
     if candles is not None and name != "files":
         raise UsageError(f"--candles only goes with --exchange files (the exchange is {name!r})")
+    if name in BUILT_IN and config.exchange_options(name).get("mode", "paper") != "paper":
+        raise ConfigError(f"[exchanges.{name}] mode must be \"paper\": the {name} source has no exchange to place "
+                          "orders on (sandbox and live modes are for real exchanges through ccxt)")
     if name == "sim":
         from livetrader.market.sim import SimSource
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from livetrader.core.orders import ORDER_EVENTS
 from livetrader.errors import StoreReadError, StoreWriteError
 from livetrader.store import disk
 from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir
@@ -26,7 +27,8 @@ from livetrader.store.names import stem_of
 
 JOURNAL_DIR = "journal"
 JOURNAL_SUFFIX = ".jsonl"
-EVENTS = frozenset({"scheduled", "opened", "closed", "cancelled"})
+#: A pair's transitions, and its orders' intents and answers (sandbox/live modes).
+EVENTS = frozenset({"scheduled", "opened", "closed", "cancelled"}) | ORDER_EVENTS
 _SNIPPET = 80  # bytes of a bad line quoted in a problem report
 
 
@@ -39,7 +41,7 @@ def journal_path(data_dir: Path, symbol: str, strategy: str, exchange: str) -> P
 def record_problem(record: object) -> str | None:
     """Why ``record`` is not a valid journal record, or None if it is.
 
-    Valid: a dict with ``event`` in scheduled/opened/closed/cancelled and ``at`` a
+    Valid: a dict with ``event`` in ``EVENTS`` and ``at`` a
     non-negative integer (ms UTC), as produced by ``livetrader.core.signal.record_of``.
     """
     if not isinstance(record, dict):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from livetrader.core.orders import ORDER_EVENTS
 from livetrader.core.signal import SignalRow, row_of
 from livetrader.errors import LivetraderError, StoreReadError, StoreWriteError
 from livetrader.store import disk
@@ -165,6 +166,8 @@ def replay(records: list[dict[str, Any]]) -> tuple[SignalRow | None, str | None,
     last_asked: int | None = None
     for rec in records:
         event = rec["event"]
+        if event in ORDER_EVENTS:
+            continue  # an order's story changes the signal only through its opened/closed/cancelled
         if event in ("scheduled", "opened"):
             row = row_of(rec)
             last_asked = max(last_asked or 0, row.scheduled_at)

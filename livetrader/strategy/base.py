@@ -89,6 +89,9 @@ class Strategy:
     name: ClassVar[str] = ""
     interval: ClassVar[str] = "1m"
     risk: ClassVar[str | None] = None
+    #: Quote units one position costs when the exchange runs in ``sandbox``/``live`` mode
+    #: (None: the engine's ``[engine] cost``); a paper run uses it for PnL in quote currency too.
+    cost: ClassVar[float | None] = None
 
     #: True when ``get_signal`` is a coroutine function; computed once per class so the
     #: engine can call it without inspecting on every tick.

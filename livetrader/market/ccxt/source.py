@@ -12,7 +12,10 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
     retry_base_seconds = 0.5            # first backoff; doubles each retry ...
     retry_max_seconds = 8.0             # ... up to this
     page_limit = 1000                   # candles per request (default: what ccxt says the exchange allows)
-    sandbox = false                     # the exchange's test network, when ccxt knows one
+    sandbox = false                     # candles from the exchange's test network, when ccxt knows one
+    mode = "paper"                      # "paper" (no orders), "sandbox" (orders on the test network)
+                                        # or "live" (real orders, real money): docs/behaviour.md §12
+    unknown_order_minutes = 10          # how long an order must stay "not found" to be never placed
     credentials_file = "/etc/livetrader/binance.toml"   # mode 600: apiKey, secret [, password]
 
 A markets load that keeps failing with HTTP 404 (the server lacks an endpoint ccxt asks for)
@@ -65,7 +68,7 @@ log = get_logger(__name__)
 #: Keys an ``[exchanges.<name>]`` table of a ccxt exchange may hold.
 SETTING_KEYS = (
     "ccxt_id", "options", "urls", "timeout_ms", "rate_limit_ms", "max_retries", "retry_base_seconds",
-    "retry_max_seconds", "page_limit", "sandbox", "credentials_file",
+    "retry_max_seconds", "page_limit", "sandbox", "credentials_file", "mode", "unknown_order_minutes",
 )
 #: Keys that would put a secret into the config file (compared lower-case, without ``_`` and ``-``).
 _SECRET_KEYS = frozenset({
@@ -113,6 +116,14 @@ class CcxtSettings:
     page_limit: int | None = None
     sandbox: bool = False
     credentials_file: Path | None = None
+    #: ``paper``, ``sandbox`` or ``live`` (docs/behaviour.md §12); ``sandbox`` implies the test network.
+    mode: str = "paper"
+    unknown_order_minutes: float = 10.0
+
+    @property
+    def test_network(self) -> bool:
+        """True when requests go to the exchange's sandbox: ``sandbox = true`` or ``mode = "sandbox"``."""
+        return self.sandbox or self.mode == "sandbox"
 
 
 def _env_prefix(name: str) -> str:
@@ -192,7 +203,11 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
         raise error("credentials_file", "a file path")
     base = number("retry_base_seconds", 0.5, 0.0)
     cap = number("retry_max_seconds", 8.0, 0.0)
-    assert base is not None and cap is not None
+    unknown_minutes = number("unknown_order_minutes", 10.0, 0.0, strict=True)
+    assert base is not None and cap is not None and unknown_minutes is not None
+    mode = table.get("mode", "paper")
+    if mode not in ("paper", "sandbox", "live"):
+        raise error("mode", '"paper" (no orders), "sandbox" (orders on the test network) or "live" (real orders)')
     return CcxtSettings(
         ccxt_id=ccxt_id.strip(),
         options=dict(options),
@@ -205,6 +220,8 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
         page_limit=integer("page_limit", None, 1),
         sandbox=sandbox,
         credentials_file=Path(credentials_file) if credentials_file else None,
+        mode=mode,
+        unknown_order_minutes=unknown_minutes,
     )
 
 
@@ -646,6 +663,30 @@ class CcxtSource:
             raise UsageError(f"{self.name} ({ccxt_id}): ccxt cannot fetch candles from this exchange")
         if "1m" not in (exchange.timeframes or {"1m": "1m"}):
             raise UsageError(f"{self.name} ({ccxt_id}) has no 1-minute candles")
+        if self.settings.mode != "paper" and self._credentials is None:
+            prefix = _env_prefix(self.name)
+            raise UsageError(f"{self.name}: mode = \"{self.settings.mode}\" places orders and needs API credentials: "
+                             f"set {prefix}API_KEY and {prefix}SECRET, or credentials_file = \"...\" in "
+                             f"[exchanges.{self.name}]")
+        if self.settings.mode != "paper" and not exchange.has.get("createOrder"):
+            raise UsageError(f"{self.name} ({ccxt_id}): ccxt cannot place orders on this exchange; "
+                             "use mode = \"paper\"")
+
+    @property
+    def mode(self) -> str:
+        """``paper``, ``sandbox`` or ``live``: whether, and where, this exchange's pairs place orders."""
+        return self.settings.mode
+
+    @property
+    def account(self) -> str:
+        """Which account orders go to, safe to print: the API key's last four characters."""
+        key = self._credentials.api_key if self._credentials is not None else ""
+        return f"API key ...{key[-4:]}" if key else "no API key"
+
+    async def client(self) -> Any:
+        """The shared ccxt instance with its markets loaded: the one the order path uses too, so
+        ccxt's rate limiter sees every request of the process."""
+        return await self._ready()
 
     def _new_exchange(self, register: bool = True) -> Any:
         """A ccxt instance configured from the settings; not bound to a loop until its first request."""
@@ -662,7 +703,11 @@ class CcxtSource:
         try:
             exchange = getattr(ccxt, s.ccxt_id)(config)
             _default_to_spot(exchange, s.options)
-            if s.sandbox:
+            if s.test_network:
+                if not exchange.urls.get("test"):
+                    # ccxt raises TypeError (not NotSupported) for these: say it plainly instead.
+                    raise UsageError(f"{self.name} ({s.ccxt_id}) has no sandbox (test network) in ccxt; "
+                                     "use mode = \"paper\" to try strategies without orders")
                 exchange.set_sandbox_mode(True)
         except ccxt.BaseError as exc:
             raise UsageError(f"{self.name}: ccxt refused the configuration: {self._clean(str(exc))}") from None

@@ -1,0 +1,189 @@
+"""The exchange side of orders: one small interface (``Broker``) and its ccxt implementation.
+
+A broker only talks to the exchange and says what it heard, normalised into ``Answer``; it
+never decides and never retries an order request (a retried request is a second order on an
+exchange whose client ids are not idempotency keys). What counts as a definitive rejection
+and what leaves the outcome unknown is decided here, once, from ccxt's exception classes
+(see the README, "Orders", and docs/behaviour.md §12):
+
+- rejected (never placed): insufficient funds, a filter or invalid order, bad request or
+  symbol, credentials refused, an operation the exchange refuses;
+- unknown (may have been placed): every network error, timeout, 5xx, rate limit, a malformed
+  answer, "execution status unknown", and anything not known to be a rejection. A
+  "duplicate order" refusal means an open order with this client id exists: unknown too,
+  so that it is asked for rather than taken for a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from livetrader.core.orders import Answer, MarketRules
+from livetrader.logs import get_logger
+from livetrader.redaction import redact
+
+log = get_logger(__name__)
+
+#: How long a fetched free balance is used before it is fetched again (a fill refreshes it too).
+BALANCE_MAX_AGE_SECONDS = 300.0
+
+
+class Broker(Protocol):
+    """What the order path needs from an exchange."""
+
+    async def rules(self, symbol: str) -> MarketRules:
+        """The market's amount step and minimums."""
+
+    async def free(self, asset: str, fresh: bool = False) -> float | None:
+        """The free balance of ``asset`` (cached; ``fresh`` fetches it), None when it cannot be had."""
+
+    async def place(self, symbol: str, side: str, amount: float, client_id: str) -> Answer:
+        """Send one market order under ``client_id``; never raises for what the exchange says."""
+
+    async def query(self, symbol: str, client_id: str) -> Answer:
+        """Ask for the order ``client_id``: its state, or ``not_found``, or ``unknown`` (no answer)."""
+
+    async def trades_since(self, symbol: str, since_ms: int) -> list[dict[str, Any]] | None:
+        """The account's trades on ``symbol`` since ``since_ms`` (ccxt's unified shape), None when
+        they cannot be had."""
+
+
+def _is_rejection(exc: BaseException, ccxt: Any) -> bool:
+    """True when ``exc`` says for certain that the order was not placed."""
+    if isinstance(exc, ccxt.DuplicateOrderId) or "duplicate order" in str(exc).lower():
+        return False  # an open order holds this client id: it exists
+    definitive = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.AuthenticationError,
+                  ccxt.OperationRejected, ccxt.NotSupported, ccxt.ArgumentsRequired)
+    return isinstance(exc, definitive)
+
+
+def answer_of(order: dict[str, Any], base: str, quote: str) -> Answer:
+    """An ``Answer`` from a ccxt unified order."""
+    status = order.get("status")
+    filled = float(order.get("filled") or 0.0)
+    amount = float(order.get("amount") or 0.0)
+    if status == "closed":
+        state = "filled" if amount <= 0 or filled >= amount * (1 - 1e-9) else "expired"
+    elif status == "open":
+        state = "open"
+    elif status == "canceled":
+        state = "cancelled"
+    elif status in ("expired", "rejected"):
+        state = "expired" if filled > 0 or status == "expired" else "rejected"
+    else:
+        state = "unknown"
+    cost = order.get("cost")
+    average = order.get("average")
+    if average is None and filled and cost:
+        average = float(cost) / filled
+    if not cost and filled and average:
+        cost = filled * float(average)
+    fee_base = fee_quote = fee_other = 0.0
+    fees = order.get("fees") or ([order["fee"]] if order.get("fee") else [])
+    for fee in fees:
+        if not fee or fee.get("cost") is None:
+            continue
+        value = float(fee["cost"])
+        if fee.get("currency") == base:
+            fee_base += value
+        elif fee.get("currency") == quote:
+            fee_quote += value
+        else:
+            fee_other += value
+    trades = tuple(str(t.get("id")) for t in order.get("trades") or () if t.get("id") is not None)
+    return Answer(state, filled, None if average is None else float(average), float(cost or 0.0), fee_base,
+                  fee_quote, fee_other, None if order.get("id") is None else str(order["id"]), None, trades)
+
+
+class CcxtBroker:
+    """Orders through the ccxt instance of a ``CcxtSource`` (one per exchange, shared with the
+    candles, so one rate limiter sees every request). ``clean`` scrubs secrets from messages."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self._balances: dict[str, tuple[float, float]] = {}  # asset -> (free, monotonic time fetched)
+
+    async def _client(self) -> Any:
+        return await self.source.client()
+
+    async def rules(self, symbol: str) -> MarketRules:
+        """The market's amount step and minimums, from the loaded markets."""
+        exchange = await self._client()
+        market = exchange.market(symbol)
+        limits = market.get("limits") or {}
+        step = (market.get("precision") or {}).get("amount")
+        import ccxt.async_support as ccxt
+
+        if step is not None and exchange.precisionMode == ccxt.DECIMAL_PLACES:
+            step = 10.0 ** -float(step)
+        return MarketRules(
+            base=market["base"], quote=market["quote"],
+            amount_step=None if step is None else float(step),
+            min_amount=_number((limits.get("amount") or {}).get("min")),
+            min_cost=_number((limits.get("cost") or {}).get("min")),
+        )
+
+    async def free(self, asset: str, fresh: bool = False) -> float | None:
+        """The free balance of ``asset``, fetched at most every ``BALANCE_MAX_AGE_SECONDS`` unless ``fresh``."""
+        cached = self._balances.get(asset)
+        if cached is not None and not fresh and time.monotonic() - cached[1] < BALANCE_MAX_AGE_SECONDS:
+            return cached[0]
+        exchange = await self._client()
+        try:
+            balance = await exchange.fetch_balance()
+        except Exception as exc:  # noqa: BLE001 - a balance that cannot be had is not checked, and said
+            log.warning("balance not fetched", exchange=self.source.name, error=redact(f"{type(exc).__name__}: {exc}"))
+            return cached[0] if cached is not None else None
+        now = time.monotonic()
+        for name, values in (balance.get("free") or {}).items():
+            if values is not None:
+                self._balances[name] = (float(values), now)
+        found = self._balances.get(asset)
+        return found[0] if found is not None else 0.0
+
+    async def place(self, symbol: str, side: str, amount: float, client_id: str) -> Answer:
+        """Send one market order; an ``Answer`` whatever happens (``rejected`` only when certain)."""
+        import ccxt.async_support as ccxt
+
+        exchange = await self._client()
+        market = exchange.market(symbol)
+        try:
+            text = exchange.amount_to_precision(symbol, amount)
+            order = await exchange.create_order(symbol, "market", side, float(text), None,
+                                                {"clientOrderId": client_id})
+        except Exception as exc:  # noqa: BLE001 - every outcome becomes an Answer: rejected only when certain
+            reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+            if isinstance(exc, ccxt.BaseError) and _is_rejection(exc, ccxt):
+                return Answer("rejected", reason=reason)
+            return Answer("unknown", reason=reason)
+        self._balances.clear()  # a fill moved them
+        return answer_of(order, market["base"], market["quote"])
+
+    async def query(self, symbol: str, client_id: str) -> Answer:
+        """Ask for the order by its client id."""
+        import ccxt.async_support as ccxt
+
+        exchange = await self._client()
+        market = exchange.market(symbol)
+        try:
+            order = await exchange.fetch_order(None, symbol, {"clientOrderId": client_id})
+        except ccxt.OrderNotFound as exc:
+            return Answer("not_found", reason=redact(f"{type(exc).__name__}: {exc}")[:300])
+        except Exception as exc:  # noqa: BLE001 - no answer: asked again later
+            return Answer("unknown", reason=redact(f"{type(exc).__name__}: {exc}")[:300])
+        return answer_of(order, market["base"], market["quote"])
+
+    async def trades_since(self, symbol: str, since_ms: int) -> list[dict[str, Any]] | None:
+        """The account's trades on ``symbol`` since ``since_ms``, None when they cannot be had."""
+        exchange = await self._client()
+        try:
+            return list(await exchange.fetch_my_trades(symbol, since_ms))
+        except Exception as exc:  # noqa: BLE001 - None: the caller keeps the order unknown
+            log.warning("trade history not fetched", exchange=self.source.name, symbol=symbol,
+                        error=redact(f"{type(exc).__name__}: {exc}"))
+            return None
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)

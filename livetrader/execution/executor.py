@@ -1,0 +1,338 @@
+"""One pair's orders: how its decided ``opened`` and ``closed`` become orders on the exchange
+(docs/behaviour.md §12).
+
+The state machine still decides; the executor carries the decision out and says what came of
+it as a tick result the pair applies like any other:
+
+- ``opened`` only once the entry has a fill (price_open = the fills' average), ``closed`` only
+  once the exit has filled the position (price_close = the fills' average, PnL from the fills
+  and the fees paid, a remainder below the market minimum recorded as ``dust``);
+- ``entering``/``exiting`` while an order's outcome is not known yet: the pair is not asked
+  for a signal, and each tick asks the exchange for the order by its client id;
+- ``cancelled`` (reason ``rejected: ...``) when an entry was definitively refused or never
+  placed; an exit refused is sent again, as a new attempt, on the next tick.
+
+Write-ahead: every order's ``order_intent`` is journaled (durable) before its request leaves,
+every answer is journaled as ``order_update`` before it changes anything, and nothing is ever
+sent again while an earlier attempt's outcome is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from livetrader.core.machine import cancel
+from livetrader.core.orders import (
+    Leg,
+    Order,
+    Position,
+    SizingRefused,
+    client_order_id,
+    entry_amount,
+    exit_amount,
+    orders_of,
+    pending_order,
+    realised,
+)
+from livetrader.core.price import MINUTE_MS
+from livetrader.core.signal import SignalRow, TickResult, record_of, row_of
+from livetrader.execution.broker import Broker
+from livetrader.logs import get_logger
+
+log = get_logger(__name__)
+
+Write = Callable[[dict[str, Any]], Awaitable[None]]
+ReportError = Callable[[int, str, str], None]
+
+
+class Executor:
+    """The orders of one pair (``key``) in ``sandbox`` or ``live`` ``mode`` through ``broker``.
+
+    ``write`` journals a record durably (the pair's store); ``report_error`` is the pair's.
+    ``cost`` is what one position costs in quote units; ``unknown_order_minutes`` how long an
+    order must stay "not found" (with no trade of the account explaining it) to be taken as
+    never placed.
+    """
+
+    def __init__(self, key: tuple[str, str, str], broker: Broker, *, mode: str, cost: float,
+                 unknown_order_minutes: float, write: Write, report_error: ReportError) -> None:
+        self.key = key
+        self.broker = broker
+        self.mode = mode
+        self.cost = cost
+        self.unknown_ms = int(unknown_order_minutes * MINUTE_MS)
+        self.write = write
+        self.report_error = report_error
+        #: The order being carried out (unresolved, or final but not yet followed by its transition).
+        self.order: Order | None = None
+        #: The signal that order is for: an entry's candidate row, an exit's open position.
+        self.row: SignalRow | None = None
+        #: What the open position holds (from its entry's fills); None when none is open.
+        self.position: Position | None = None
+        #: An exit decided and not yet placed (a refusal: the next tick sends a new attempt).
+        self.exit_due: tuple[str, float] | None = None
+        #: The exit fills of the position so far (a partial exit leaves the rest to sell).
+        self.sold: list[Order] = []
+        self.attempts: dict[tuple[str, Leg], int] = {}
+        #: Order ids (the exchange's) this pair's journal knows: a trade of the account with
+        #: another id may be an order of ours whose answer was lost.
+        self.known_ids: set[str] = set()
+
+    @property
+    def busy(self) -> bool:
+        """True while an order (or an exit to resend) decides the pair's ticks."""
+        return self.order is not None or self.exit_due is not None
+
+    @property
+    def state(self) -> str | None:
+        """``entering``/``exiting`` while busy, else None."""
+        if not self.busy:
+            return None
+        return "exiting" if self.exit_due is not None or (self.order and self.order.leg == "exit") else "entering"
+
+    # --- restore ----------------------------------------------------------------------------
+
+    def restore(self, records: list[dict[str, Any]], row: SignalRow | None) -> None:
+        """Take the pair's orders from its journal: the order to carry on with, the open
+        position's amount, the exit fills so far, the attempts made."""
+        for order in orders_of(records):
+            if order.order_id:
+                self.known_ids.add(order.order_id)
+            leg_key = (order.signal_id, order.leg)
+            self.attempts[leg_key] = max(self.attempts.get(leg_key, 0), order.attempt)
+        self.order = pending_order(records)
+        self.position = None
+        self.sold = []
+        opened = next((r for r in reversed(records) if r.get("event") == "opened"), None)
+        pending = self.order.client_id if self.order is not None else None
+        if row is not None and row.pending_at is not None and opened is not None and opened.get("amount") is not None:
+            self.position = Position(float(opened["amount"]), float(opened["price_open"]),
+                                     float(opened.get("spent", 0.0)))
+            # The exit fills so far; the pending order's own are counted when it is carried on with.
+            self.sold = [o for o in orders_of(records) if o.signal_id == row.id and o.leg == "exit" and o.final
+                         and o.filled > 0 and o.client_id != pending]
+        self.row = row
+        if self.order is not None:
+            if self.order.leg == "entry":
+                intent = next(r for r in reversed(records)
+                              if r.get("event") == "order_intent" and r.get("client_id") == pending)
+                self.row = row_of(intent)
+            else:
+                self.exit_due = (self.order.close_reason or "closed",
+                                 self.order.decided_price if self.order.decided_price is not None else 0.0)
+
+    # --- carrying a decision out ----------------------------------------------------------------
+
+    async def carry_out(self, decided: TickResult, scheduled: bool) -> TickResult:
+        """What the decided ``opened`` or ``closed`` comes to on the exchange (see the module docstring).
+
+        ``scheduled``: the entry activates a journaled scheduled signal (a refusal cancels it)
+        rather than a new one (a refusal leaves the pair idle).
+        """
+        assert decided.signal is not None
+        if decided.action == "opened":
+            return await self._enter(decided, scheduled)
+        assert decided.close_reason is not None and decided.price_close is not None
+        self.exit_due = (decided.close_reason, decided.price_close)
+        self.row = decided.signal
+        return await self._exit(decided.at, decided.price)
+
+    async def advance(self, now: int, price: float) -> TickResult:
+        """One tick of a busy pair: ask for the unresolved order (or resend a refused exit)."""
+        order = self.order
+        if order is None:
+            return await self._exit(now, price)
+        if not order.final:
+            answer = await self.broker.query(self.key[0], order.client_id)
+            if answer.status == "unknown":
+                return self._waiting(now, price, f"order {order.client_id} not answered yet: {answer.reason}")
+            learnt = order.learn(answer, now)
+            if answer.status == "not_found":
+                assert learnt.not_found_since is not None
+                if now - learnt.not_found_since < self.unknown_ms:
+                    if learnt.not_found_since != order.not_found_since:
+                        await self._journal_update(learnt, now, price)
+                    self.order = learnt
+                    return self._waiting(now, price, f"order {order.client_id} not found (yet)")
+                explained = await self._explained_by_trades(learnt)
+                if explained is not None:
+                    self.order = learnt
+                    self.report_error(now, explained, "order")
+                    return self._waiting(now, price, explained)
+                learnt = replace(learnt, status="not_placed",
+                                 reason=f"not found for {self.unknown_ms // MINUTE_MS} minutes and no trade of "
+                                        "the account explains it")
+            await self._journal_update(learnt, now, price)
+            order = learnt
+        return self._after(order, now, price)
+
+    def applied(self, result: TickResult) -> None:
+        """The pair journaled ``result``: the order it completed is done with."""
+        if result.action in ("opened", "cancelled") and self.order is not None and self.order.leg == "entry":
+            if result.action == "opened":
+                self.position = Position.of_entry(self.order)
+                self.sold = []
+            self.order = self.row = None
+        elif result.action == "closed":
+            self.order = self.row = self.position = None
+            self.exit_due = None
+            self.sold = []
+
+    def extra(self, result: TickResult) -> dict[str, Any]:
+        """Fields a transition's journal record carries beyond the signal's: the mode, and what
+        the fills came to (the amount held and its cost; the amount sold, the dust, the PnL in quote)."""
+        out: dict[str, Any] = {"mode": self.mode}
+        order = self.order
+        if result.action == "opened" and order is not None:
+            position = Position.of_entry(order)
+            out.update(amount=position.amount, spent=position.spent, decided_price=order.decided_price,
+                       entry_client_id=order.client_id)
+        elif result.action == "closed" and self.position is not None:
+            sold = sum(o.filled for o in self.sold)
+            out.update(amount=self.position.amount, amount_sold=sold, dust=max(0.0, self.position.amount - sold),
+                       spent=self.position.spent)
+            if self.exit_due is not None:
+                out["decided_price"] = self.exit_due[1]
+        return out
+
+    # --- legs ---------------------------------------------------------------------------------
+
+    async def _enter(self, decided: TickResult, scheduled: bool) -> TickResult:
+        row, now, price = decided.signal, decided.at, decided.price
+        assert row is not None
+        try:
+            rules = await self.broker.rules(self.key[0])
+            free = await self.broker.free(rules.quote)
+            amount = entry_amount(self.cost, price, rules, free)
+        except SizingRefused as exc:
+            message = f"entry refused before any order: {exc}"
+            self.report_error(now, message, "order")
+            if scheduled:
+                return cancel(row, now, price, f"rejected: {exc}")
+            return TickResult("idle", *self.key, now, price, reason=f"rejected: {exc}")
+        attempt = self.attempts.get((row.id, "entry"), 0) + 1
+        order = Order(client_order_id(self.key, row.id, "entry", attempt), "entry", "buy", amount, attempt, row.id,
+                      now, decided_price=price)
+        self.row = row
+        return await self._send(order, now, price)
+
+    async def _exit(self, now: int, price: float) -> TickResult:
+        assert self.exit_due is not None and self.row is not None
+        row = self.row
+        if self.position is None:
+            message = (f"cannot close {row.id}: the journal does not say what its entry filled; the position is "
+                       "left open on the exchange (close it by hand, then `livetrader recover`)")
+            self.report_error(now, message, "order")
+            return self._waiting(now, price, message)
+        try:
+            rules = await self.broker.rules(self.key[0])
+        except Exception as exc:  # noqa: BLE001 - no market rules now: the exit is tried again next tick
+            self.report_error(now, f"exit not sent: market rules unavailable: {exc}", "order")
+            return self._waiting(now, price, "exit not sent yet")
+        remaining = self.position.amount - sum(o.filled for o in self.sold)
+        amount, _dust = exit_amount(remaining, rules)
+        if amount <= 0:
+            return self._closed(now, price)  # nothing (more) that can be sold: the rest is dust
+        attempt = self.attempts.get((row.id, "exit"), 0) + 1
+        order = Order(client_order_id(self.key, row.id, "exit", attempt), "exit", "sell", amount, attempt, row.id, now,
+                      decided_price=self.exit_due[1], close_reason=self.exit_due[0])
+        return await self._send(order, now, price)
+
+    async def _send(self, order: Order, now: int, price: float) -> TickResult:
+        """Journal the intent, send the order, journal the answer, and say what it came to."""
+        assert self.row is not None
+        self.attempts[(order.signal_id, order.leg)] = order.attempt
+        await self.write(self._record("order_intent", now, price, order.intent_record()))
+        # From here on the order may exist: it is this pair's until the exchange says otherwise.
+        self.order = order
+        log.info("order sent", client_id=order.client_id, leg=order.leg, side=order.side, amount=order.amount,
+                 symbol=self.key[0], strategy=self.key[1], mode=self.mode)
+        answer = await self.broker.place(self.key[0], order.side, order.amount, order.client_id)
+        learnt = order.learn(answer, now) if answer.status != "not_found" else order
+        await self._journal_update(learnt, now, price)
+        return self._after(learnt, now, price)
+
+    def _after(self, order: Order, now: int, price: float) -> TickResult:
+        """The tick result an order's (journaled) state leads to."""
+        self.order = order
+        row = self.row
+        assert row is not None
+        if not order.final:
+            return self._waiting(now, price, order.reason)
+        if order.leg == "entry":
+            if order.filled > 0 and order.average is not None:
+                opened = replace(row, price_open=order.average, pending_at=row.pending_at or now)
+                self.row = opened
+                return TickResult("opened", *self.key, now, price, opened)
+            why = order.reason or f"entry order {order.status}, nothing filled"
+            self.report_error(now, f"entry {order.client_id} {order.status}: {why}", "order")
+            return cancel(row, now, price, f"rejected: {why}")
+        # An exit (a stop leg comes with the protection work).
+        if order.filled > 0:
+            self.sold.append(order)
+        self.order = None
+        if order.status in ("rejected", "not_placed") or order.filled <= 0:
+            self.report_error(now, f"exit {order.client_id} {order.status}: {order.reason or 'nothing filled'}; "
+                                   "the position stays open and the exit is sent again (a new attempt) next tick",
+                              "order")
+            return self._waiting(now, price, f"exit {order.status}")
+        remaining = self.position.amount - sum(o.filled for o in self.sold) if self.position else 0.0
+        if remaining > 1e-12 and order.filled < order.amount * (1 - 1e-9):
+            return self._waiting(now, price, f"exit filled {order.filled:g} of {order.amount:g}; the rest next tick")
+        return self._closed(now, price)
+
+    def _closed(self, now: int, price: float) -> TickResult:
+        """The ``closed`` result of the position at its exit fills' average."""
+        row, position = self.row, self.position
+        assert row is not None and position is not None and self.exit_due is not None
+        reason, decided = self.exit_due
+        sold = sum(o.filled for o in self.sold)
+        if sold > 0:
+            merged = Order("", "exit", "sell", sold, 1, row.id, now, status="filled", filled=sold,
+                           average=sum(o.cost for o in self.sold) / sold, cost=sum(o.cost for o in self.sold),
+                           fee_base=sum(o.fee_base for o in self.sold), fee_quote=sum(o.fee_quote for o in self.sold))
+            average = merged.average
+            pnl_quote, pnl_percent = realised(position, merged)
+        else:
+            average, pnl_quote, pnl_percent = decided, -position.spent, -100.0
+        return TickResult("closed", *self.key, now, price, row, close_reason=reason,  # type: ignore[arg-type]
+                          price_close=average, pnl_percentage=pnl_percent, pnl_cost=pnl_quote)
+
+    def _waiting(self, now: int, price: float, reason: str | None) -> TickResult:
+        action = "exiting" if self.state == "exiting" else "entering"
+        return TickResult(action, *self.key, now, price, self.row, reason=reason)  # type: ignore[arg-type]
+
+    async def _explained_by_trades(self, order: Order) -> str | None:
+        """Why an order not found for long cannot yet be taken as never placed, or None.
+
+        A trade of the account on this market, on the order's side, since its intent, by an
+        order this journal does not know, may be that order (the exchange's query may lag):
+        the pair then keeps waiting, loudly, rather than guess.
+        """
+        trades = await self.broker.trades_since(self.key[0], order.intent_at - MINUTE_MS)
+        if trades is None:
+            return f"order {order.client_id} not found, and the account's trades cannot be read to confirm it " \
+                   "was never placed; asking again next tick"
+        for trade in trades:
+            if trade.get("side") == order.side and str(trade.get("order")) not in self.known_ids:
+                return (f"order {order.client_id} is not found, but the account has a {order.side} trade on "
+                        f"{self.key[0]} by an order this pair does not know ({trade.get('order')}); it may be "
+                        "this order. The pair waits: check the account and run `livetrader recover`")
+        return None
+
+    async def _journal_update(self, order: Order, now: int, price: float) -> None:
+        await self.write(self._record("order_update", now, price, order.update_record()))
+        if order.order_id:
+            self.known_ids.add(order.order_id)
+        self.order = order
+
+    def _record(self, event: str, now: int, price: float, fields: dict[str, Any]) -> dict[str, Any]:
+        """A journal record of an order: the signal's fields (what a restore rebuilds it from),
+        the mode, then the order's."""
+        assert self.row is not None
+        record = record_of(TickResult(event, *self.key, now, price, self.row))  # type: ignore[arg-type]
+        record["mode"] = self.mode
+        record.update(fields)
+        return record
