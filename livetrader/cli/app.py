@@ -326,6 +326,18 @@ def report(
 
 
 @app.command(cls=ReadableCommand)
+def orders(
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the orders as one JSON document.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every order of every pair, from the journals: client id, leg, state, filled, average, fees."""
+    from livetrader.cli.orders import run as run_orders
+
+    raise typer.Exit(guarded(lambda: run_orders(_data_dir(data_dir, config), as_json=as_json)))
+
+
+@app.command(cls=ReadableCommand)
 def status(
     data_dir: DataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,

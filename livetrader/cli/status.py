@@ -94,6 +94,12 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
         errors = str(p.get("errors_last_hour", 0))
         if p.get("last_error"):
             errors += f" (last: {p['last_error'][:60]})"
-        table.add_row(f"{p['symbol']} / {p['strategy']} / {p['exchange']}", p["state"], format_price(p.get("price")),
+        state = p["state"]
+        if p.get("mode", "paper") != "paper":
+            state += f" ({p['mode']})"
+        if p.get("order"):
+            order = p["order"]
+            state += f": {order['leg']} {order['client_id']} {order['status']}"
+        table.add_row(f"{p['symbol']} / {p['strategy']} / {p['exchange']}", state, format_price(p.get("price")),
                       position, format_time(p.get("last_tick_at")), lag, errors)
     console.print(table)

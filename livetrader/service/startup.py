@@ -204,10 +204,26 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
             raise next(iter(broken.values()))
         raise damaged[0] if damaged else UsageError("no pair to run")
     engine.restore_absent_pairs()
+    _announce_orders(engine)
     for orphan in engine.not_running:
         log.warning("a pair not run by this process holds a signal; it is not monitored until you run it",
                     **orphan)
     return engine
+
+
+def _announce_orders(engine: Engine) -> None:
+    """The banner of a run that places orders: exchange, mode, account, pairs, cost per position."""
+    for exchange in sorted({p.exchange for p in engine.pairs}):
+        mode = engine.mode(exchange)
+        if mode == "paper":
+            continue
+        pairs = [p for p in engine.pairs if p.exchange == exchange]
+        costs = sorted({p.executor.cost for p in pairs if p.executor is not None})
+        source = engine.source(exchange)
+        account = getattr(getattr(source, "source", source), "account", "")
+        what = "REAL ORDERS, REAL MONEY" if mode == "live" else "real orders on the exchange's test network"
+        log.warning(f"{mode} mode: {what}", exchange=exchange, mode=mode, account=account, pairs=len(pairs),
+                    cost_per_position=", ".join(f"{c:g}" for c in costs))
 
 
 #: Seconds of start time asked of systemd (``EXTEND_TIMEOUT_USEC``) before each strategy

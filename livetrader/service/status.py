@@ -28,6 +28,16 @@ _WRITING = threading.Lock()
 HOUR_MS = 60 * MINUTE_MS
 
 
+def _order_of(pair: Any) -> dict[str, Any] | None:
+    """The order a pair is waiting on (entering/exiting), for the status file; None when none."""
+    executor = pair.executor
+    order = executor.order if executor is not None else None
+    if order is None:
+        return None
+    return {"client_id": order.client_id, "leg": order.leg, "status": order.status, "filled": order.filled,
+            "amount": order.amount, "attempt": order.attempt}
+
+
 def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]:
     """What the status file holds."""
     now = engine.clock.now_ms()
@@ -46,6 +56,8 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             # rare), because this file is read by anyone who may read the data directory.
             "errors_last_hour": len(errors), "last_error": redact(errors[-1][1]) if errors else None,
             "accepting": p.accepting, "degraded": redact(p.degraded) if p.degraded else None,
+            "mode": p.executor.mode if p.executor is not None else "paper",
+            "order": _order_of(p),
         })
     sweep = engine.metronome.last
     last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}

@@ -1,0 +1,109 @@
+"""core/orders.py: client ids, sizing, and what a journal's order records add up to (docs/behaviour.md §12)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from livetrader.core.orders import (
+    Answer,
+    MarketRules,
+    Order,
+    Position,
+    SizingRefused,
+    attempts_of,
+    client_order_id,
+    entry_amount,
+    exit_amount,
+    orders_of,
+    pending_order,
+    realised,
+    truncate,
+)
+
+KEY = ("BTC/USDT", "my-strategy", "binance")
+RULES = MarketRules("BTC", "USDT", amount_step=0.00001, min_amount=0.00001, min_cost=5.0)
+
+
+@given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=80), st.sampled_from(["entry", "exit", "stop"]),
+       st.integers(1, 9999))
+def test_client_ids_fit_every_exchange_and_never_change(strategy, signal_id, leg, attempt):
+    key = ("BTC/USDT", strategy, "binance")
+    cid = client_order_id(key, signal_id, leg, attempt)
+    assert re.fullmatch(r"lt[A-Za-z0-9_-]{1,30}", cid) and len(cid) <= 32
+    assert cid == client_order_id(key, signal_id, leg, attempt)  # derived, the same after any restart
+
+
+def test_client_ids_differ_by_pair_signal_leg_and_attempt():
+    ids = {client_order_id(k, s, leg, a)
+           for k in (KEY, ("ETH/USDT", "my-strategy", "binance"), ("BTC/USDT", "other", "binance"))
+           for s in ("sig-1", "sig-2") for leg in ("entry", "exit", "stop") for a in (1, 2)}
+    assert len(ids) == 3 * 2 * 3 * 2
+
+
+def test_amounts_are_truncated_to_the_step_without_float_drift():
+    assert truncate(0.0023999999, 0.00001) == 0.00239
+    assert truncate(0.3, 0.1) == 0.3  # 0.3 / 0.1 is 2.9999999999999996 in floats
+    assert entry_amount(100.0, 43_000.0, RULES, free_quote=1_000.0) == 0.00232
+
+
+def test_sizing_refuses_before_any_order_naming_the_limit():
+    with pytest.raises(SizingRefused, match="free balance"):
+        entry_amount(100.0, 43_000.0, RULES, free_quote=50.0)
+    with pytest.raises(SizingRefused, match="minimum notional|below the market minimum 5"):
+        entry_amount(4.0, 43_000.0, RULES, free_quote=None)
+    with pytest.raises(SizingRefused, match="buys nothing"):
+        entry_amount(0.1, 43_000.0, RULES, free_quote=None)
+
+
+def test_a_remainder_below_the_minimum_is_dust():
+    assert exit_amount(0.0023976, RULES) == (0.00239, pytest.approx(0.0000076))
+    rules = MarketRules("BTC", "USDT", amount_step=0.001, min_amount=0.01)
+    assert exit_amount(0.005, rules) == (0.0, 0.005)  # too little to sell at all: all dust
+
+
+def _intent(cid, leg, signal_id="s1", at=60_000, attempt=1, event="order_intent", **more):
+    rec = {"event": event, "client_id": cid, "leg": leg, "side": "buy" if leg == "entry" else "sell",
+           "amount": 0.5, "attempt": attempt, "signal_id": signal_id, "at": at}
+    rec.update(more)
+    return rec
+
+
+def test_the_pending_order_is_the_last_leg_the_journal_did_not_complete():
+    entry = _intent("e1", "entry")
+    filled = {"event": "order_update", "client_id": "e1", "leg": "entry", "status": "filled", "filled": 0.5,
+              "average": 100.0, "cost": 50.0, "fee_base": 0.0005, "fee_quote": 0.0, "at": 60_000}
+    opened = {"event": "opened", "signal_id": "s1", "at": 60_000}
+    assert pending_order([entry]).status == "unknown"  # intent durable, no answer: unknown, never failed
+    assert pending_order([entry, filled]).status == "filled"  # a fill whose opened a crash kept out
+    assert pending_order([entry, filled, opened]) is None
+    exit1 = _intent("x1", "exit", at=120_000)
+    rejected = {"event": "order_update", "client_id": "x1", "leg": "exit", "status": "rejected", "at": 120_000}
+    assert pending_order([entry, filled, opened, exit1, rejected]).status == "rejected"
+    assert attempts_of([entry, filled, opened, exit1, rejected], "s1", "exit") == 1
+    closed = {"event": "closed", "signal_id": "s1", "at": 180_000}
+    assert pending_order([entry, filled, opened, exit1, rejected, _intent("x2", "exit", attempt=2), closed]) is None
+    assert [o.client_id for o in orders_of([entry, filled, opened, exit1])] == ["e1", "x1"]
+
+
+def test_an_order_learns_not_found_as_a_run_and_anything_else_ends_it():
+    order = Order("c", "entry", "buy", 1.0, 1, "s", 0)
+    seen = order.learn(Answer("not_found"), 1_000).learn(Answer("not_found"), 5_000)
+    assert seen.status == "unknown" and seen.not_found_since == 1_000
+    found = seen.learn(Answer("filled", filled=1.0, average=10.0, cost=10.0), 9_000)
+    assert found.status == "filled" and found.not_found_since is None and found.final
+
+
+def test_pnl_comes_from_fills_and_the_fees_paid():
+    entry = Order("e", "entry", "buy", 1.0, 1, "s", 0, status="filled", filled=1.0, average=100.0, cost=100.0,
+                  fee_base=0.001)
+    position = Position.of_entry(entry)
+    assert position.amount == pytest.approx(0.999) and position.spent == 100.0
+    exit_order = Order("x", "exit", "sell", 0.999, 1, "s", 0, status="filled", filled=0.999, average=110.0,
+                       cost=109.89, fee_quote=0.10989)
+    pnl, percent = realised(position, exit_order)
+    assert pnl == pytest.approx(109.89 - 0.10989 - 100.0)
+    assert percent == pytest.approx(pnl)  # spent 100
