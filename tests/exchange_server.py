@@ -1,6 +1,6 @@
 """A small Binance-compatible REST server on 127.0.0.1, for tests of the ccxt path without the internet.
 
-It speaks the few public endpoints ccxt's ``binance`` uses for markets, candles and tickers::
+It speaks the public endpoints ccxt's ``binance`` uses for markets, candles and tickers::
 
     GET /api/v3/ping              {}
     GET /api/v3/time              {"serverTime": ms}
@@ -8,20 +8,52 @@ It speaks the few public endpoints ccxt's ``binance`` uses for markets, candles 
     GET /api/v3/klines            1-minute candles from ``SimSource`` (deterministic per symbol and minute)
     GET /api/v3/ticker/24hr       one symbol (``?symbol=``) or all
 
+and the signed spot-trading ones (``X-MBX-APIKEY`` header, ``timestamp`` and ``signature`` params
+required: -2014 / -1102 / -1022 otherwise; the signature itself is not checked; parameters are read
+from the query string and from a urlencoded body alike)::
+
+    POST   /api/v3/order          MARKET (quantity or quoteOrderQty), LIMIT, LIMIT_MAKER, STOP_LOSS(_LIMIT),
+                                  TAKE_PROFIT(_LIMIT); newOrderRespType ACK / RESULT / FULL (fills)
+    GET    /api/v3/order          by orderId or origClientOrderId (the latest order with that id)
+    DELETE /api/v3/order          cancel an open order (-2011 otherwise)
+    GET    /api/v3/openOrders     with or without symbol
+    GET    /api/v3/allOrders      symbol; orderId, startTime, endTime, limit
+    GET    /api/v3/myTrades       symbol; orderId, startTime/endTime (24 h at most), fromId, limit
+    GET    /api/v3/account        balances free/locked, commission rates
+    GET    /sapi/v1/capital/config/getall   the currencies (ccxt asks for them with an API key, outside sandbox mode)
+
+Orders go to ``server.account`` (``exchange_account.Account``): balances, orders and trades, and a
+matching engine over the same candles: a market order fills at the close of the last closed
+minute times (1 +/- slippage), resting orders fill when a candle closed since they were placed
+crosses them (checked on every request); fees in the asset received; Binance's filters, balance
+checks and client-id rule (a duplicate only among *open* orders).
+
 Candles are those of ``livetrader.exchanges.sim.SimSource`` with the server's seed, so a test can
 compute the expected candles itself. Only minutes that have closed by the server's clock are
 served (``include_forming=True`` also serves the candle still forming, as the real Binance does).
 The clock is injectable (a callable returning ms), so a test can run the server on a simulated
 clock or skew it against the machine; the ``Date`` header follows it too.
 
-Faults are injected through ``server.faults`` (thread-safe): HTTP errors (429, 418, 503, or any
-status and body), hanging requests, malformed JSON, and damaged candle batches (missing candles,
-high below low, a zero price, a 1000x spike), for the next N matching requests or until a time
-of the server's clock. ``server.requests`` logs every request (path and query) for assertions.
+Faults are injected through ``server.faults`` (thread-safe), for the next N matching requests
+(path substring, optional method) or until a time of the server's clock, each counting its hits:
+
+- any request: HTTP errors (``status``: 429/418 with ``Retry-After``, 503 as HTML, or any status and
+  body), ``down`` (every request until a time), ``hang`` (held, then 504), ``malformed`` JSON;
+- klines: damaged candle batches (missing candles, high below low, a zero price, a 1000x spike);
+- orders (``POST /api/v3/order`` unless told otherwise): ``order_status`` (a 5xx before placing:
+  not placed; ``placed=True``: placed), ``order_hang`` (placed, the answer held N seconds),
+  ``accept_then_drop`` (placed, the connection closed without an answer), ``api_error`` (any Binance
+  error, placed or not), ``insufficient`` (-2010), ``filter_failure`` (-1013), ``unknown_status``
+  (-1006 / -1007 "execution status unknown", placed or not), ``partial_fill`` (a market order fills
+  a fraction and EXPIRES; a limit order stays PARTIALLY_FILLED), ``order_not_found`` (a just-placed
+  order answers -2013 for N seconds of server clock or N queries).
+
+``server.requests`` logs every request (method, path, query, body params, API key) for assertions;
+``server.order_requests(client_id)`` picks the order placements that carried a client id.
 
 Usage::
 
-    with ExchangeServer(clock=lambda: now_ms) as server:
+    with ExchangeServer(clock=lambda: now_ms, balances={"USDT": 10_000}) as server:
         config = {"urls": {"api_base": server.url}, ...}
 """
 
@@ -38,15 +70,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from exchange_account import Account, ApiError
+
 from livetrader.core.price import MINUTE_MS, Candle
 from livetrader.market.sim import DEFAULT_SYMBOLS, SimSource
 
 Clock = Callable[[], int]
 
-#: Kinds of fault that replace the whole answer.
-REQUEST_FAULTS = frozenset({"status", "hang", "malformed"})
+#: Kinds of fault that replace the whole answer (``placed=True``: after the request was carried out).
+REQUEST_FAULTS = frozenset({"status", "hang", "malformed", "accept_then_drop", "api_error"})
+#: Kinds of fault that change how the next order is placed (``POST /api/v3/order`` only), not the answer.
+PLACEMENT_FAULTS = frozenset({"partial", "order_not_found"})
 #: Kinds of fault that damage a klines batch (other endpoints are not affected by them).
 CANDLE_FAULTS = frozenset({"drop", "high_below_low", "zero_price", "spike"})
+
+#: Endpoints that need the API key header and a signature, as on Binance.
+SIGNED_PATHS = ("/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders", "/api/v3/myTrades", "/api/v3/account",
+                "/sapi/")
+ORDER_PATH = "/api/v3/order"
 
 _KLINES_DEFAULT_LIMIT = 500
 _KLINES_MAX_LIMIT = 1000
@@ -62,8 +103,12 @@ class Fault:
     """One injected fault: what to do, to which requests, how many times, until when.
 
     ``times`` None means every matching request until ``until_ms`` (server clock) passes;
-    ``path`` is a substring of the request path (None: every request). ``minutes`` are the
-    opening times of the candles a candle fault damages (None: the middle candle of the batch).
+    ``path`` is a substring of the request path (None: every request), ``method`` the HTTP method
+    (None: any). ``minutes`` are the opening times of the candles a candle fault damages (None: the
+    middle candle of the batch). ``placed`` True: the request is carried out (the order placed or
+    cancelled) before the fault replaces its answer. ``retry_after`` is the ``Retry-After`` header
+    of a 429/418; ``code``/``msg`` the Binance error of an ``api_error``; ``fraction`` the share a
+    ``partial`` fill fills; ``seconds``/``queries`` how long an ``order_not_found`` lasts.
     """
 
     kind: str
@@ -74,14 +119,25 @@ class Fault:
     body: str | None = None
     seconds: float = 0.0
     minutes: tuple[int, ...] | None = None
+    method: str | None = None
+    placed: bool = False
+    retry_after: int | None = None
+    code: int = 0
+    msg: str = ""
+    fraction: float = 0.5
+    queries: int = 0
     hits: int = 0
 
-    def matches(self, path: str, now_ms: int) -> bool:
+    def matches(self, path: str, now_ms: int, method: str = "GET") -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
         if self.until_ms is not None and now_ms >= self.until_ms:
             return False
         if self.path is not None and self.path not in path:
+            return False
+        if self.method is not None and self.method != method:
+            return False
+        if self.kind in PLACEMENT_FAULTS and not (method == "POST" and path == ORDER_PATH):
             return False
         return not (self.kind in CANDLE_FAULTS and "klines" not in path)
 
@@ -101,7 +157,7 @@ class Faults:
 
     def add(self, kind: str, times: int | None = 1, **options: Any) -> Fault:
         """Queue a fault of ``kind`` (see ``REQUEST_FAULTS`` and ``CANDLE_FAULTS``)."""
-        if kind not in REQUEST_FAULTS | CANDLE_FAULTS:
+        if kind not in REQUEST_FAULTS | CANDLE_FAULTS | PLACEMENT_FAULTS:
             raise ValueError(f"unknown fault kind {kind!r}")
         if times is None and options.get("until_ms") is None:
             raise ValueError("a fault needs a count (times) or an end (until_ms)")
@@ -115,7 +171,11 @@ class Faults:
     # Shorthands for the common faults.
 
     def status(self, code: int, times: int | None = 1, body: str | None = None, **options: Any) -> Fault:
-        """Answer ``code`` (429, 418, 503, ...) with ``body`` (default: a Binance-style error)."""
+        """Answer ``code`` (429, 418, 503, ...) with ``body`` (default: a Binance-style error).
+
+        A 429 or 418 carries ``Retry-After`` (``retry_after`` seconds, default 1). With
+        ``placed=True`` the request is carried out first (a 5xx after the order was placed).
+        """
         return self.add("status", times, status=code, body=body, **options)
 
     def down(self, until_ms: int, code: int = 503, **options: Any) -> Fault:
@@ -125,6 +185,61 @@ class Faults:
     def hang(self, seconds: float, times: int | None = 1, **options: Any) -> Fault:
         """Hold the request ``seconds`` before answering (a client timeout when longer than its own)."""
         return self.add("hang", times, seconds=seconds, **options)
+
+    # Order faults: by default they hit the next ``POST /api/v3/order`` (an order placement).
+
+    def order_status(self, code: int = 503, placed: bool = False, times: int | None = 1, **options: Any) -> Fault:
+        """Answer the next order placement with HTTP ``code``: before placing it or (``placed``) after."""
+        return self.status(code, times, **_order_defaults(options), placed=placed)
+
+    def order_hang(self, seconds: float, placed: bool = True, times: int | None = 1, **options: Any) -> Fault:
+        """Hold the next placement's answer ``seconds``; ``placed`` (default): the order is placed, then the
+        real answer follows the hold; not placed: a 504 follows it."""
+        return self.hang(seconds, times, **_order_defaults(options), placed=placed)
+
+    def accept_then_drop(self, times: int | None = 1, **options: Any) -> Fault:
+        """Carry out the next placement, then close the connection without an answer (the order exists)."""
+        return self.add("accept_then_drop", times, **_order_defaults(options), placed=True)
+
+    def api_error(self, code: int, msg: str, status: int = 400, placed: bool = False, times: int | None = 1,
+                  **options: Any) -> Fault:
+        """Answer the next placement with the Binance error ``{code, msg}`` (HTTP ``status``)."""
+        return self.add("api_error", times, code=code, msg=msg, status=status, **_order_defaults(options),
+                        placed=placed)
+
+    def insufficient(self, times: int | None = 1, **options: Any) -> Fault:
+        """-2010 "Account has insufficient balance for requested action." (not placed)."""
+        return self.api_error(-2010, "Account has insufficient balance for requested action.", 400, False, times,
+                              **options)
+
+    def filter_failure(self, name: str = "NOTIONAL", times: int | None = 1, **options: Any) -> Fault:
+        """-1013 "Filter failure: NAME" (LOT_SIZE, NOTIONAL, PRICE_FILTER; not placed)."""
+        return self.api_error(-1013, f"Filter failure: {name}", 400, False, times, **options)
+
+    def unknown_status(self, placed: bool, code: int = -1006, times: int | None = 1, **options: Any) -> Fault:
+        """Binance's "execution status unknown": -1006 (HTTP 500) or -1007 timeout (HTTP 408), with the
+        order placed or not."""
+        if code == -1007:
+            msg, status = ("Timeout waiting for response from backend server. Send status unknown; "
+                           "execution status unknown."), 408
+        else:
+            msg, status = "An unexpected response was received from the message bus. Execution status unknown.", 500
+        return self.api_error(code, msg, status, placed, times, **options)
+
+    def partial_fill(self, fraction: float = 0.5, times: int | None = 1, **options: Any) -> Fault:
+        """The next placed order's first fill takes only ``fraction`` of it: a market order then ends
+        EXPIRED with executedQty < origQty (Binance's answer to a book too thin); a limit order stays
+        PARTIALLY_FILLED until a later candle fills the rest."""
+        return self.add("partial", times, fraction=fraction, **_order_defaults(options))
+
+    def order_not_found(self, seconds: float = 0.0, queries: int = 0, times: int | None = 1,
+                        **options: Any) -> Fault:
+        """The next placed order is unknown to queries (-2013; -2011 to a cancel; left out of openOrders
+        and allOrders) for ``seconds`` of the server clock and for ``queries`` queries; myTrades shows
+        its fills."""
+        if seconds <= 0 and queries <= 0:
+            raise ValueError("order_not_found needs seconds or queries")
+        return self.add("order_not_found", times, seconds=seconds, queries=queries, **_order_defaults(options))
 
     def malformed(self, times: int | None = 1, **options: Any) -> Fault:
         """Answer 200 with a truncated, unparseable JSON body."""
@@ -149,13 +264,13 @@ class Faults:
         with self._lock:
             return list(self._faults)
 
-    def take(self, path: str, now_ms: int) -> tuple[Fault | None, list[Fault]]:
-        """The request fault and the candle faults that apply to one request, counted as used."""
+    def take(self, path: str, now_ms: int, method: str = "GET") -> tuple[Fault | None, list[Fault]]:
+        """The request fault and the candle and placement faults that apply to one request, counted as used."""
         with self._lock:
             request: Fault | None = None
             candles: list[Fault] = []
             for fault in self._faults:
-                if not fault.matches(path, now_ms):
+                if not fault.matches(path, now_ms, method):
                     continue
                 if fault.kind in REQUEST_FAULTS:
                     if request is None:
@@ -169,15 +284,29 @@ class Faults:
             return request, candles
 
 
+def _order_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """An order fault hits ``POST /api/v3/order`` unless told otherwise."""
+    options.setdefault("path", ORDER_PATH)
+    options.setdefault("method", "POST")
+    return options
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One logged request."""
+    """One logged request: ``query`` from the URL, ``body`` from a urlencoded POST body."""
 
     method: str
     path: str
     query: dict[str, str]
     at_ms: int  # on the server's clock
     received: float  # time.monotonic() on arrival, to measure the spacing of requests
+    body: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None  # the X-MBX-APIKEY header
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Query and body parameters together (Binance reads both)."""
+        return {**self.query, **self.body}
 
 
 @dataclass(slots=True)
@@ -187,6 +316,7 @@ class _State:
     faults: Faults
     include_forming: bool
     stopping: threading.Event
+    account: Account
     log: list[Request] = field(default_factory=list)
     log_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -211,7 +341,8 @@ def _symbol_info(symbol: str, base_price: float) -> dict[str, Any]:
         "quoteAssetPrecision": 8,
         "baseCommissionPrecision": 8,
         "quoteCommissionPrecision": 8,
-        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
+                       "TAKE_PROFIT_LIMIT"],
         "icebergAllowed": True,
         "ocoAllowed": True,
         "quoteOrderQtyMarketAllowed": True,
@@ -245,13 +376,7 @@ def _kline(c: Candle) -> list[Any]:
             _num(c.volume * c.close / 2), "0"]
 
 
-class _ApiError(Exception):
-    """A Binance-style error answer."""
-
-    def __init__(self, status: int, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.status = status
-        self.body = json.dumps({"code": code, "msg": msg})
+_ApiError = ApiError  # the name the candle code uses
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -269,25 +394,61 @@ class _Handler(BaseHTTPRequestHandler):
         return formatdate(self.server.state.clock() / 1000, usegmt=True)
 
     def do_GET(self) -> None:  # the stdlib's name
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # the stdlib's name
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:  # the stdlib's name
+        self._handle("DELETE")
+
+    def do_PUT(self) -> None:  # the stdlib's name
+        self._handle("PUT")
+
+    def _handle(self, method: str) -> None:
         state = self.server.state
         parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query))
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        body = dict(parse_qsl(raw, keep_blank_values=True)) if raw else {}
         now = state.clock()
         with state.log_lock:
-            state.log.append(Request("GET", parts.path, query, now, time.monotonic()))
-        fault, candle_faults = state.faults.take(parts.path, now)
-        if fault is not None:
+            state.log.append(Request(method, parts.path, query, now, time.monotonic(), body,
+                                     self.headers.get("X-MBX-APIKEY")))
+        fault, faults = state.faults.take(parts.path, now, method)
+        candle_faults = [f for f in faults if f.kind in CANDLE_FAULTS]
+        placement = [f for f in faults if f.kind in PLACEMENT_FAULTS]
+        if fault is not None and not fault.placed:
             self._fault(fault)
             return
         try:
-            payload = self._route(parts.path, query, now, candle_faults)
-        except _ApiError as exc:
-            self._send(exc.status, exc.body)
-            return
-        self._send(200, json.dumps(payload, separators=(",", ":")))
+            # Resting orders first: a candle that closed since the last request may have filled one.
+            state.account.match(now)
+            payload = self._route(method, parts.path, {**query, **body}, now, candle_faults, placement)
+            status, answer = 200, json.dumps(payload, separators=(",", ":"))
+        except ApiError as exc:
+            status, answer = exc.status, exc.body
+        if fault is None:
+            self._send(status, answer)
+        elif fault.kind == "accept_then_drop":
+            self.close_connection = True  # done, and the client never hears of it
+        elif fault.kind == "hang":
+            if state.stopping.wait(fault.seconds):
+                self.close_connection = True
+                return
+            self._send(status, answer)
+        else:
+            self._fault(fault)
 
-    def _route(self, path: str, query: dict[str, str], now: int, candle_faults: list[Fault]) -> Any:
+    def _route(self, method: str, path: str, query: dict[str, str], now: int, candle_faults: list[Fault],
+               placement: list[Fault]) -> Any:
         state = self.server.state
+        if path.startswith(SIGNED_PATHS):
+            self._check_signed(query)
+            return self._route_signed(method, path, query, now, placement)
+        if method != "GET":
+            raise ApiError(405, -1000, f"{method} {path} is not served")
         if path == "/api/v3/ping":
             return {}
         if path == "/api/v3/time":
@@ -309,6 +470,43 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._ticker(self._symbol(query), now)
             return [self._ticker(s, now) for s in state.sim.symbols]
         raise _ApiError(404, -1000, f"unknown endpoint {path}")
+
+    def _check_signed(self, params: dict[str, str]) -> None:
+        """A signed endpoint needs the key header, a timestamp and a signature (any signature will do)."""
+        if not self.headers.get("X-MBX-APIKEY"):
+            raise ApiError(401, -2014, "API-key format invalid.")
+        if not params.get("timestamp"):
+            raise ApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
+        if not params.get("signature"):
+            raise ApiError(400, -1022, "Signature for this request is not valid.")
+
+    def _route_signed(self, method: str, path: str, params: dict[str, str], now: int,
+                      placement: list[Fault]) -> Any:
+        account = self.server.state.account
+        route = (method, path)
+        if route == ("POST", ORDER_PATH):
+            fraction = next((f.fraction for f in placement if f.kind == "partial"), None)
+            hide = next((f for f in placement if f.kind == "order_not_found"), None)
+            return account.place(
+                params, now, fill_fraction=fraction,
+                hidden_until_ms=now + int(hide.seconds * 1000) if hide is not None and hide.seconds > 0 else None,
+                hidden_queries=hide.queries if hide is not None else 0,
+            )
+        if route == ("GET", ORDER_PATH):
+            return account.query(params, now)
+        if route == ("DELETE", ORDER_PATH):
+            return account.cancel(params, now)
+        if route == ("GET", "/api/v3/openOrders"):
+            return account.open_orders_json(params, now)
+        if route == ("GET", "/api/v3/allOrders"):
+            return account.all_orders_json(params, now)
+        if route == ("GET", "/api/v3/myTrades"):
+            return account.my_trades_json(params)
+        if route == ("GET", "/api/v3/account"):
+            return account.account_json(now)
+        if route == ("GET", "/sapi/v1/capital/config/getall"):
+            return [_coin(asset) for asset in account.account_json(now)["balances"]]
+        raise ApiError(404, -1000, f"unknown endpoint {method} {path}")
 
     def _symbol(self, query: dict[str, str]) -> str:
         symbol = query.get("symbol", "")
@@ -385,11 +583,16 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.body is not None:
                 self._send(fault.status, fault.body)
             elif fault.status in (418, 429):
-                self._send(fault.status, json.dumps({"code": -1003, "msg": "Too many requests (injected fault)."}))
+                self._send(fault.status, json.dumps({"code": -1003, "msg": "Too many requests (injected fault)."}),
+                           retry_after=fault.retry_after if fault.retry_after is not None else 1)
             else:
                 # What a load balancer in front of an exchange answers: HTML, not the API's JSON.
                 self._send(fault.status, f"<html><body><h1>{fault.status} injected fault</h1></body></html>",
                            "text/html")
+        elif fault.kind == "api_error":
+            self._send(fault.status, json.dumps({"code": fault.code, "msg": fault.msg}))
+        elif fault.kind == "accept_then_drop":
+            self.close_connection = True
         elif fault.kind == "malformed":
             self._send(200, '[[1700000000000,"42000.0","42100.0"')
         elif fault.kind == "hang":
@@ -399,17 +602,32 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(504, "<html><body><h1>504 Gateway Time-out</h1></body></html>", "text/html")
 
-    def _send(self, status: int, body: str, content_type: str = "application/json;charset=UTF-8") -> None:
+    def _send(self, status: int, body: str, content_type: str = "application/json;charset=UTF-8",
+              retry_after: int | None = None) -> None:
         data = body.encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if retry_after is not None:
+                self.send_header("Retry-After", str(retry_after))
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout fired during a hang): nothing to tell it.
             self.close_connection = True
+
+
+def _coin(balance: dict[str, Any]) -> dict[str, Any]:
+    """One ``/sapi/v1/capital/config/getall`` entry (what ccxt's currency parser reads)."""
+    asset = balance["asset"]
+    return {"coin": asset, "name": asset, "free": balance["free"], "locked": balance["locked"], "freeze": "0",
+            "withdrawing": "0", "ipoing": "0", "ipoable": "0", "storage": "0", "isLegalMoney": False,
+            "trading": True, "depositAllEnable": True, "withdrawAllEnable": True,
+            "networkList": [{"network": asset, "coin": asset, "name": asset, "isDefault": True,
+                             "depositEnable": True, "withdrawEnable": True, "withdrawFee": "0",
+                             "withdrawMin": "0", "withdrawMax": "9999999999", "withdrawIntegerMultiple": "0.00000001",
+                             "minConfirm": 1, "unLockConfirm": 0, "busy": False}]}
 
 
 def _damage(candles: list[Candle], fault: Fault) -> list[Candle]:
@@ -450,16 +668,21 @@ class ExchangeServer:
 
     ``clock`` returns the server's time in ms (default: the machine's); ``seed`` and ``symbols``
     are those of the ``SimSource`` that makes the candles (default: ``DEFAULT_SYMBOLS``);
-    ``port`` 0 picks a free one.
+    ``port`` 0 picks a free one. ``balances`` are the account's free amounts at start
+    (``{"USDT": 10_000}``); ``fee_rate`` and ``slippage`` those of the matching engine
+    (``server.account``, see ``exchange_account.Account``).
     Use as a context manager; ``url`` is ``http://127.0.0.1:PORT``.
     """
 
     def __init__(self, clock: Clock = wall_clock, seed: int = 42, symbols: dict[str, float] | None = None,
-                 include_forming: bool = False, port: int = 0) -> None:
+                 include_forming: bool = False, port: int = 0, balances: dict[str, float] | None = None,
+                 fee_rate: float = 0.001, slippage: float = 0.0005) -> None:
         self.requested_port = port  # 0: any free port; a fixed one brings a "down" exchange back
         self.sim = SimSource(seed=seed, symbols=symbols if symbols is not None else dict(DEFAULT_SYMBOLS))
         self.faults = Faults()
-        self._state = _State(clock, self.sim, self.faults, include_forming, threading.Event())
+        # The account reads the clock through the state, so ``server.clock = ...`` moves it too.
+        self.account = Account(self.sim, lambda: self._state.clock(), balances, fee_rate, slippage)
+        self._state = _State(clock, self.sim, self.faults, include_forming, threading.Event(), self.account)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -532,6 +755,13 @@ class ExchangeServer:
     def count(self, path: str) -> int:
         """How many requests had ``path`` in their path."""
         return sum(1 for r in self.requests if path in r.path)
+
+    def order_requests(self, client_id: str | None = None, method: str = "POST") -> list[Request]:
+        """The ``/api/v3/order`` requests of ``method`` (default: placements), those carrying
+        ``client_id`` (as ``newClientOrderId`` or ``origClientOrderId``) when given."""
+        return [r for r in self.requests if r.path == ORDER_PATH and r.method == method
+                and (client_id is None or client_id in (r.params.get("newClientOrderId"),
+                                                        r.params.get("origClientOrderId")))]
 
     def clear_log(self) -> None:
         """Forget the logged requests."""
