@@ -40,8 +40,8 @@ def client_order_id(key: tuple[str, str, str], signal_id: str, leg: Leg, attempt
     attempt, and at most 32 characters of ``[A-Za-z0-9_-]`` starting ``lt`` (what Binance,
     OKX and bybit all accept): ``lt`` + leg letter + attempt + ``-`` + 20 characters of a hash.
     """
-    if attempt < 1 or attempt > 9999:
-        raise ValueError(f"attempt {attempt} out of range 1..9999")
+    if attempt < 1 or attempt > 99999:
+        raise ValueError(f"attempt {attempt} out of range 1..99999")
     material = "\x1f".join((*key, signal_id)).encode()
     digest = hashlib.blake2b(material, digest_size=15).digest()
     tail = base64.b32encode(digest).decode().lower()[:20]
@@ -61,6 +61,13 @@ class MarketRules:
 
 class SizingRefused(ValueError):
     """An order that must not be sent: below a minimum, above the free balance, or zero."""
+
+
+def retry_delay_minutes(refusals: int) -> int:
+    """Minutes to wait before sending a refused exit again: the next tick for the first ten
+    refusals, then doubling up to an hour (a refusal that persists needs a person, and an
+    exchange must not be hammered; every refusal is reported)."""
+    return 1 if refusals <= 10 else min(60, 2 ** min(refusals - 10, 6))
 
 
 def truncate(amount: float, step: float | None) -> float:

@@ -172,6 +172,15 @@ class CcxtBroker:
             return Answer("not_found", reason=redact(f"{type(exc).__name__}: {exc}")[:300])
         except Exception as exc:  # noqa: BLE001 - no answer: asked again later
             return Answer("unknown", reason=redact(f"{type(exc).__name__}: {exc}")[:300])
+        if order.get("filled") and not (order.get("fees") or order.get("fee")) and order.get("id") is not None:
+            # An order query does not carry the fees (Binance's does not): its trades do. Without
+            # them a base-asset fee would be counted as held, and the exit would sell coins not there.
+            try:
+                trades = await exchange.fetch_order_trades(order["id"], symbol)
+            except Exception as exc:  # noqa: BLE001 - no fees known yet: the order is asked for again
+                return Answer("unknown", reason=redact(f"fees of order {order['id']} not read: "
+                                                       f"{type(exc).__name__}: {exc}")[:300])
+            order = {**order, "fees": [t["fee"] for t in trades if t.get("fee")], "trades": trades}
         return answer_of(order, market["base"], market["quote"])
 
     async def trades_since(self, symbol: str, since_ms: int) -> list[dict[str, Any]] | None:

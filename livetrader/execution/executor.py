@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+from livetrader.core.format import format_time
 from livetrader.core.machine import cancel
 from livetrader.core.orders import (
     Leg,
@@ -35,6 +36,7 @@ from livetrader.core.orders import (
     orders_of,
     pending_order,
     realised,
+    retry_delay_minutes,
 )
 from livetrader.core.price import MINUTE_MS
 from livetrader.core.signal import SignalRow, TickResult, record_of, row_of
@@ -75,6 +77,9 @@ class Executor:
         self.exit_due: tuple[str, float] | None = None
         #: The exit fills of the position so far (a partial exit leaves the rest to sell).
         self.sold: list[Order] = []
+        #: The last refused exit attempt (why, and when the next may be sent).
+        self.refused: Order | None = None
+        self.next_exit_at = 0
         self.attempts: dict[tuple[str, Leg], int] = {}
         #: Order ids (the exchange's) this pair's journal knows: a trade of the account with
         #: another id may be an order of ours whose answer was lost.
@@ -143,6 +148,9 @@ class Executor:
         """One tick of a busy pair: ask for the unresolved order (or resend a refused exit)."""
         order = self.order
         if order is None:
+            if now < self.next_exit_at:
+                return self._waiting(now, price, f"exit refused ({self.refused.reason if self.refused else ''}); "
+                                                 f"sent again at {format_time(self.next_exit_at)}")
             return await self._exit(now, price)
         if not order.final:
             answer = await self.broker.query(self.key[0], order.client_id)
@@ -176,8 +184,9 @@ class Executor:
                 self.sold = []
             self.order = self.row = None
         elif result.action == "closed":
-            self.order = self.row = self.position = None
+            self.order = self.row = self.position = self.refused = None
             self.exit_due = None
+            self.next_exit_at = 0
             self.sold = []
 
     def extra(self, result: TickResult) -> dict[str, Any]:
@@ -235,6 +244,17 @@ class Executor:
         amount, _dust = exit_amount(remaining, rules)
         if amount <= 0:
             return self._closed(now, price)  # nothing (more) that can be sold: the rest is dust
+        if self.refused is not None and "InsufficientFunds" in (self.refused.reason or ""):
+            # The account holds less than the journal says this position bought: sell what is there,
+            # loudly, rather than be refused forever (the shortfall stays in the journal as dust).
+            free = await self.broker.free(rules.base, fresh=True)
+            if free is not None and free < amount:
+                held, _ = exit_amount(free, rules)
+                self.report_error(now, f"the account holds {free:g} {rules.base}, less than the {amount:g} this "
+                                       f"position bought; selling {held:g}", "order")
+                if held <= 0:
+                    return self._waiting(now, price, f"nothing of {rules.base} left to sell")
+                amount = held
         attempt = self.attempts.get((row.id, "exit"), 0) + 1
         order = Order(client_order_id(self.key, row.id, "exit", attempt), "exit", "sell", amount, attempt, row.id, now,
                       decided_price=self.exit_due[1], close_reason=self.exit_due[0])
@@ -274,8 +294,10 @@ class Executor:
             self.sold.append(order)
         self.order = None
         if order.status in ("rejected", "not_placed") or order.filled <= 0:
+            self.refused = order
+            self.next_exit_at = now + retry_delay_minutes(order.attempt) * MINUTE_MS
             self.report_error(now, f"exit {order.client_id} {order.status}: {order.reason or 'nothing filled'}; "
-                                   "the position stays open and the exit is sent again (a new attempt) next tick",
+                                   "the position stays open and the exit is sent again, as a new attempt",
                               "order")
             return self._waiting(now, price, f"exit {order.status}")
         remaining = self.position.amount - sum(o.filled for o in self.sold) if self.position else 0.0

@@ -1,0 +1,222 @@
+"""Real orders in sandbox mode: the real daemon, ccxt, and a Binance-speaking exchange on 127.0.0.1
+with a matching engine (tests/exchange_server.py). docs/behaviour.md §12."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import orjson
+import pytest
+from daemon import events, run, start, stop, wait_for, workdir
+from exchange_server import ExchangeServer
+
+from livetrader.core.orders import orders_of
+from livetrader.live.clock import saved_clock
+
+pytestmark = pytest.mark.e2e
+
+API_KEY = "lt-sandbox-KEY-91c2d7"
+SECRET = "lt-sandbox-SECRET-4be08f"
+KEYS = {"LIVETRADER_BINANCE_API_KEY": API_KEY, "LIVETRADER_BINANCE_SECRET": SECRET}
+
+
+def config(cwd, server, mode="sandbox", **extra):
+    lines = ["[exchanges.binance]", 'ccxt_id = "binance"', f'urls = {{ api_base = "{server.url}" }}',
+             f'mode = "{mode}"',
+             'options = { defaultType = "spot", fetchMarkets = { types = ["spot"] }, fetchCurrencies = false, '
+             'fetchMargins = false, adjustForTimeDifference = false }',
+             "retry_base_seconds = 0.01", "retry_max_seconds = 0.05", "timeout_ms = 2000", "max_retries = 1"]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    (cwd / "exchange.toml").write_text("\n".join(lines) + "\n")
+    return "exchange.toml"
+
+
+def follow_daemon_clock(cwd):
+    def now():
+        clock = saved_clock(cwd / "dump-demo")
+        return clock.now_ms() if clock else int(time.time() * 1000)
+    return now
+
+
+@pytest.fixture
+def server(tmp_path):
+    with ExchangeServer(clock=follow_daemon_clock(tmp_path), balances={"USDT": 10_000}) as srv:
+        yield srv
+
+
+def journals(cwd):
+    out = {}
+    for path in sorted((cwd / "dump-demo" / "journal").glob("*.jsonl")):
+        out[path.name] = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return out
+
+
+def check_agreement(cwd, server, symbol="BTCUSDT", base="BTC"):
+    """The journal and the exchange agree: every order the exchange holds is journaled under its
+    client id; at most one entry filled per signal; every filled entry is an open position or
+    closed by a filled exit; the base held equals the journal's open amounts plus dust."""
+    records = [r for recs in journals(cwd).values() for r in recs]
+    journaled = {o.client_id: o for o in orders_of(records)}
+    exchange_orders = [o for o in server.account.orders if o.symbol == symbol]
+    for order in exchange_orders:
+        assert order.client_id in journaled, f"order {order.client_id} on the exchange is not in the journal"
+    filled_entries: dict[str, int] = {}
+    for order in exchange_orders:
+        mine = journaled[order.client_id]
+        if mine.leg == "entry" and order.executed > 0:
+            filled_entries[mine.signal_id] = filled_entries.get(mine.signal_id, 0) + 1
+    assert all(n == 1 for n in filled_entries.values()), f"a signal bought twice: {filled_entries}"
+    opened = {r["signal_id"]: r for r in records if r["event"] == "opened"}
+    closed = {r["signal_id"]: r for r in records if r["event"] == "closed"}
+    assert set(filled_entries) <= set(opened) | {o.signal_id for o in journaled.values() if o.status != "filled"}
+    held = sum(Decimal(str(r["amount"])) for sid, r in opened.items() if sid not in closed)
+    dust = sum(Decimal(str(r.get("dust", 0))) for r in closed.values())
+    total = server.account.total(base)
+    assert abs(total - held - dust) < Decimal("1e-8"), (total, held, dust)
+    return records
+
+
+def test_sandbox_places_real_orders_with_deterministic_ids_and_the_journal_agrees(tmp_path, server):
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server)
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600", **KEYS)
+    assert wait_for(lambda: any(r["event"] == "closed" for recs in journals(cwd).values() for r in recs)
+                    if (cwd / "dump-demo" / "journal").exists() else False, 60)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    records = check_agreement(cwd, server)
+    kinds = [r["event"] for r in records]
+    assert "order_intent" in kinds and "order_update" in kinds
+    # Write-ahead: each intent precedes its answer, and an opened follows a filled entry.
+    first_intent = kinds.index("order_intent")
+    assert kinds[first_intent + 1] == "order_update" and kinds[first_intent + 2] == "opened"
+    opened = next(r for r in records if r["event"] == "opened")
+    entry = server.account.orders_with_client_id(records[first_intent]["client_id"])[0]
+    assert opened["mode"] == "sandbox" and opened["price_open"] == pytest.approx(float(entry.cum_quote / entry.executed))
+    assert opened["amount"] == pytest.approx(float(entry.executed) * (1 - 0.001))  # the base fee is not ours to sell
+    closed = next(r for r in records if r["event"] == "closed")
+    assert closed["pnl_cost"] is not None and closed["amount_sold"] > 0
+    # Every placement carried a client id the journal knows (ccxt never made up one).
+    posts = server.order_requests()
+    assert posts and all(p.params.get("newClientOrderId", "").startswith("lt") for p in posts)
+    assert "sandbox mode" in out + err
+    assert API_KEY not in out + err and SECRET not in out + err
+    listed = run(cwd, "orders", "--data-dir", "dump-demo", "--json")
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert {o["client_id"] for o in doc["orders"]} == {o.client_id for o in server.account.orders}
+    assert all(o["mode"] == "sandbox" for o in doc["orders"])
+
+
+def test_paper_mode_places_no_order(tmp_path, server):
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server, mode="paper")
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600", **KEYS)
+    assert wait_for(lambda: any(r["event"] == "closed" for recs in journals(cwd).values() for r in recs)
+                    if (cwd / "dump-demo" / "journal").exists() else False, 60)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    assert not [r for r in server.requests if "/order" in r.path or "myTrades" in r.path or "account" in r.path]
+    assert all("mode" not in r and r["event"] not in ("order_intent", "order_update")
+               for recs in journals(cwd).values() for r in recs)
+    assert any(e["event"] == "closed" for e in events(out))
+
+
+def placements(server):
+    """client id -> how many order placements carried it."""
+    counts: dict[str, int] = {}
+    for request in server.order_requests():
+        cid = request.params.get("newClientOrderId")
+        counts[cid] = counts.get(cid, 0) + 1
+    return counts
+
+
+def closed_count(cwd):
+    if not (cwd / "dump-demo" / "journal").exists():
+        return 0
+    return sum(1 for recs in journals(cwd).values() for r in recs if r["event"] == "closed")
+
+
+def run_until_closed(cwd, server, n=2, setup=None, **extra):
+    cfg = config(cwd, server, unknown_order_minutes=3, **extra)
+    if setup:
+        setup(server)
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600", **KEYS)
+    reached = wait_for(lambda: closed_count(cwd) >= n, 60)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    assert reached, out[-3000:] + err[-3000:]
+    return out, err
+
+
+# (fault, the first entry's fate): "opened" when the order was placed (the lost answer is found by
+# asking for the order by its client id), "rejected" when it was not.
+ENTRY_FAULTS = {
+    "accept_then_drop": (lambda s: s.faults.accept_then_drop(), "opened"),
+    "5xx_after_placing": (lambda s: s.faults.order_status(503, placed=True), "opened"),
+    "5xx_before_placing": (lambda s: s.faults.order_status(503, placed=False), "never placed"),
+    "hang_after_placing": (lambda s: s.faults.order_hang(3.0, placed=True), "opened"),
+    "status_unknown_placed": (lambda s: s.faults.unknown_status(placed=True), "opened"),
+    "status_unknown_not_placed": (lambda s: s.faults.unknown_status(placed=False, code=-1007), "never placed"),
+    "rate_limited_429": (lambda s: s.faults.order_status(429, placed=False), "never placed"),
+    "insufficient_balance": (lambda s: s.faults.insufficient(), "rejected"),
+    "filter_failure": (lambda s: s.faults.filter_failure("LOT_SIZE"), "rejected"),
+    "not_found_for_a_while": (lambda s: (s.faults.order_not_found(queries=3), s.faults.accept_then_drop()),
+                              "opened"),
+    "partial_fill": (lambda s: s.faults.partial_fill(0.5), "opened"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(ENTRY_FAULTS))
+def test_every_entry_fault_ends_with_the_journal_and_the_exchange_agreeing(tmp_path, server, fault):
+    setup, fate = ENTRY_FAULTS[fault]
+    cwd = workdir(tmp_path)
+    out, err = run_until_closed(cwd, server, setup=setup)
+    records = check_agreement(cwd, server)
+    counts = placements(server)
+    assert counts and all(n == 1 for n in counts.values()), f"an order was resent: {counts}"
+    first = next(r for r in records if r["event"] == "order_intent")
+    story = [r for r in records if r.get("signal_id") == first["signal_id"]]
+    events_of_first = [r["event"] for r in story]
+    if fate == "opened":
+        assert "opened" in events_of_first, events_of_first
+        opened = next(r for r in story if r["event"] == "opened")
+        placed = server.account.orders_with_client_id(first["client_id"])
+        assert len(placed) == 1 and opened["amount"] == pytest.approx(float(placed[0].executed) * 0.999)
+        if fault == "partial_fill":
+            assert placed[0].executed < placed[0].qty and placed[0].status == "EXPIRED"
+    else:
+        cancelled = next(r for r in story if r["event"] == "cancelled")
+        assert cancelled["reason"].startswith("rejected:"), cancelled
+        assert "opened" not in events_of_first
+        assert not server.account.orders_with_client_id(first["client_id"])  # never placed
+        if fate == "never placed":
+            updates = [r for r in story if r["event"] == "order_update"]
+            assert updates[0]["status"] == "unknown" and updates[-1]["status"] == "not_placed"
+        errors = [e for e in events(out) if e["event"] == "tick failed" and e.get("kind") == "order"]
+        assert errors, "a refused entry is said loudly"
+
+
+def test_a_refused_exit_is_sent_again_as_a_new_attempt_and_closes_once(tmp_path, server):
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server, unknown_order_minutes=3)
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600", **KEYS)
+    assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists()
+                    and any(r["event"] == "opened" for recs in journals(cwd).values() for r in recs), 60)
+    server.faults.insufficient()  # the next placement is the first exit
+    reached = wait_for(lambda: closed_count(cwd) >= 1, 60)
+    code, out, err = stop(proc)
+    assert code == 0 and reached, err
+    records = check_agreement(cwd, server)
+    closed = next(r for r in records if r["event"] == "closed")
+    exits = [r for r in records if r["event"] == "order_intent" and r["leg"] == "exit"
+             and r["signal_id"] == closed["signal_id"]]
+    assert [r["attempt"] for r in exits] == [1, 2]
+    assert len({r["client_id"] for r in exits}) == 2
+    assert sum(1 for r in records if r["event"] == "closed" and r["signal_id"] == closed["signal_id"]) == 1
