@@ -95,7 +95,8 @@ def test_sandbox_places_real_orders_with_deterministic_ids_and_the_journal_agree
     assert kinds[first_intent + 1] == "order_update" and kinds[first_intent + 2] == "opened"
     opened = next(r for r in records if r["event"] == "opened")
     entry = server.account.orders_with_client_id(records[first_intent]["client_id"])[0]
-    assert opened["mode"] == "sandbox" and opened["price_open"] == pytest.approx(float(entry.cum_quote / entry.executed))
+    assert opened["mode"] == "sandbox"
+    assert opened["price_open"] == pytest.approx(float(entry.cum_quote / entry.executed))
     assert opened["amount"] == pytest.approx(float(entry.executed) * (1 - 0.001))  # the base fee is not ours to sell
     closed = next(r for r in records if r["event"] == "closed")
     assert closed["pnl_cost"] is not None and closed["amount_sold"] > 0
