@@ -221,3 +221,62 @@ def test_a_refused_exit_is_sent_again_as_a_new_attempt_and_closes_once(tmp_path,
     assert [r["attempt"] for r in exits] == [1, 2]
     assert len({r["client_id"] for r in exits}) == 2
     assert sum(1 for r in records if r["event"] == "closed" and r["signal_id"] == closed["signal_id"]) == 1
+
+
+def _start(cwd, cfg, **env):
+    return start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600", **KEYS, **env)
+
+
+@pytest.mark.parametrize("point", ["entry_intent_durable", "entry_answered", "entry_answer_durable",
+                                   "exit_intent_durable", "exit_answered", "exit_answer_durable"])
+def test_a_kill_at_each_step_of_an_order_is_resolved_on_restart_without_a_resend(tmp_path, server, point):
+    """SIGKILL exactly between two steps of the order path; the restart asks the exchange for the
+    order by its client id (before any strategy is asked), and never sends it again."""
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server, unknown_order_minutes=3)
+    proc = _start(cwd, cfg, LIVETRADER_CRASH_AT=point)
+    assert proc.wait(60) == -9
+    before = journals(cwd)
+    last = [r for recs in before.values() for r in recs][-1]
+    assert last["event"] in ("order_intent", "order_update")  # the kill came inside the order path
+    proc = _start(cwd, cfg)
+    reached = wait_for(lambda: closed_count(cwd) >= 2, 60)
+    code, out, err = stop(proc)
+    assert code == 0 and reached, err[-2000:]
+    records = check_agreement(cwd, server)
+    counts = placements(server)
+    assert all(n == 1 for n in counts.values()), f"an order was sent twice: {counts}"
+    killed = [r for r in records if r.get("client_id") == last["client_id"]]
+    assert killed[-1]["event"] == "order_update" and killed[-1]["status"] in ("filled", "not_placed")
+    story = [r["event"] for r in records if r.get("signal_id") == last["signal_id"]]
+    if point == "entry_intent_durable":  # killed before the request left: never placed, said so
+        assert killed[-1]["status"] == "not_placed" and story[-1] == "cancelled", story
+        assert not server.account.orders_with_client_id(last["client_id"])
+    elif point.startswith("entry"):
+        assert story.count("opened") == 1 and "cancelled" not in story, story  # placed before the kill
+    else:
+        assert story.count("closed") == 1, story
+
+
+def test_random_kills_never_buy_twice_nor_lose_an_order(tmp_path, server):
+    import random
+    import signal as signals
+
+    rng = random.Random(7)
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server, unknown_order_minutes=3)
+    kills = 0
+    for _ in range(12):
+        proc = _start(cwd, cfg)
+        time.sleep(rng.uniform(1.0, 2.5))
+        proc.send_signal(signals.SIGKILL)
+        proc.wait(30)
+        kills += 1
+    proc = _start(cwd, cfg)
+    assert wait_for(lambda: closed_count(cwd) >= 3, 60)
+    code, _out, err = stop(proc)
+    assert code == 0, err
+    check_agreement(cwd, server)
+    counts = placements(server)
+    assert kills == 12 and counts and all(n == 1 for n in counts.values()), counts

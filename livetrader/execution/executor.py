@@ -19,6 +19,8 @@ sent again while an earlier attempt's outcome is unknown.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -44,6 +46,17 @@ from livetrader.execution.broker import Broker
 from livetrader.logs import get_logger
 
 log = get_logger(__name__)
+
+#: A test seam, read once: ``LIVETRADER_CRASH_AT=<point>`` SIGKILLs the process at that point of
+#: the order path, so the crash tests can stop it exactly between two steps (``CRASH_POINTS``).
+CRASH_AT = os.environ.get("LIVETRADER_CRASH_AT", "")
+CRASH_POINTS = ("entry_intent_durable", "entry_answered", "entry_answer_durable", "exit_intent_durable",
+                "exit_answered", "exit_answer_durable")
+
+
+def _crash_point(leg: str, step: str) -> None:
+    if CRASH_AT and CRASH_AT == f"{leg}_{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 Write = Callable[[dict[str, Any]], Awaitable[None]]
 ReportError = Callable[[int, str, str], None]
@@ -267,11 +280,14 @@ class Executor:
         await self.write(self._record("order_intent", now, price, order.intent_record()))
         # From here on the order may exist: it is this pair's until the exchange says otherwise.
         self.order = order
+        _crash_point(order.leg, "intent_durable")
         log.info("order sent", client_id=order.client_id, leg=order.leg, side=order.side, amount=order.amount,
                  symbol=self.key[0], strategy=self.key[1], mode=self.mode)
         answer = await self.broker.place(self.key[0], order.side, order.amount, order.client_id)
+        _crash_point(order.leg, "answered")
         learnt = order.learn(answer, now) if answer.status != "not_found" else order
         await self._journal_update(learnt, now, price)
+        _crash_point(order.leg, "answer_durable")
         return self._after(learnt, now, price)
 
     def _after(self, order: Order, now: int, price: float) -> TickResult:
