@@ -240,6 +240,8 @@ def test_a_kill_at_each_step_of_an_order_is_resolved_on_restart_without_a_resend
     before = journals(cwd)
     last = [r for recs in before.values() for r in recs][-1]
     assert last["event"] in ("order_intent", "order_update")  # the kill came inside the order path
+    looked = run(cwd, "recover", "--dry-run", "--data-dir", "dump-demo")
+    assert f"open order: {last['leg']} {last['client_id']}" in looked.stdout, looked.stdout + looked.stderr
     proc = _start(cwd, cfg)
     reached = wait_for(lambda: closed_count(cwd) >= 2, 60)
     code, out, err = stop(proc)
@@ -280,3 +282,30 @@ def test_random_kills_never_buy_twice_nor_lose_an_order(tmp_path, server):
     check_agreement(cwd, server)
     counts = placements(server)
     assert kills == 12 and counts and all(n == 1 for n in counts.values()), counts
+
+
+SHORT_STRATEGY = '''
+from livetrader import Signal, Strategy
+
+
+class AlwaysShort(Strategy):
+    name = "always-short"
+
+    async def get_signal(self, ctx):
+        return Signal("short", take_profit=ctx.price * 0.994, stop_loss=ctx.price * 1.006, minutes=30)
+'''
+
+
+def test_a_short_on_a_spot_market_is_refused_as_an_invalid_signal_and_places_nothing(tmp_path, server):
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "always_short.py").write_text(SHORT_STRATEGY)
+    cfg = config(cwd, server)
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-short", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600", **KEYS)
+    assert wait_for(lambda: "".join(proc._chunks["out"]).count("margin or derivatives") >= 2, 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    refused = [e for e in events(out) if e["event"] == "tick failed" and e.get("kind") == "signal"]
+    assert refused and "margin or derivatives market" in refused[0]["error"]
+    assert not server.order_requests()
+    assert not [r for recs in journals(cwd).values() for r in recs]

@@ -54,6 +54,8 @@ def print_findings(f: Findings) -> None:  # noqa: C901 - a flat list of findings
             held = f"{pair.state} {pair.signal_id} since {format_minute(pair.since)}"
             held += f"; its first tick re-checks up to {pair.catch_up_minutes} minute(s) of candles"
         out.write(f"  {name}: {held} ({pair.journal_records} journal records)\n")
+        if pair.open_order:
+            out.write(f"    open order: {pair.open_order}\n")
         for note in pair.repairs:
             out.write(f"    repair: {note}\n")
         for problem in pair.damage:

@@ -425,6 +425,12 @@ class Pair:
             return idle(*self.key, now, price, reason=exc.reason)
         if result is None:
             return idle(*self.key, now, price)
+        if self.executor is not None and result.signal is not None and result.signal.position == "short":
+            # Spot only places orders (docs/behaviour.md §12): a short would need to borrow.
+            message = (f"invalid signal: a short needs a margin or derivatives market; {self.exchange} trades spot "
+                       f"in {self.executor.mode} mode, so shorts are refused")
+            self.report_error(now, message, "signal")
+            return idle(*self.key, now, price, reason="invalid signal: short on a spot market")
         if result.action == "idle" and result.reason and result.reason.startswith("risk:"):
             self.last_bucket = handed_back  # a risk rejection may be asked again next tick
             self._risk_event(now, result.reason, getattr(signal, "id", None))

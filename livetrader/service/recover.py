@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from livetrader.core.orders import pending_order
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import StoreWriteError
 from livetrader.live.clock import saved_clock
@@ -38,6 +39,8 @@ class PairFinding:
     since: int | None = None
     catch_up_minutes: int = 0
     journal_records: int = 0
+    #: The order its journal leaves unresolved (sandbox/live modes) and what the daemon will ask.
+    open_order: str | None = None
     repairs: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
 
@@ -172,6 +175,20 @@ def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now:
         finding.since = row.pending_at if row.pending_at is not None else row.scheduled_at
         limit = row.minutes if row.pending_at is not None else 120
         finding.catch_up_minutes = max(0, min((now - finding.since) // MINUTE_MS, limit))
+    order = pending_order(restored.records)
+    if order is not None:
+        if order.final:
+            finding.open_order = (f"{order.leg} {order.client_id} (attempt {order.attempt}) {order.status}, its "
+                                  f"{'opened' if order.leg == 'entry' else 'closed'} not journaled yet: the daemon "
+                                  "completes it at start, asking the exchange nothing")
+        else:
+            finding.open_order = (f"{order.leg} {order.client_id} (attempt {order.attempt}, {order.side} "
+                                  f"{order.amount:g}) {order.status}: the daemon asks the exchange for it by this "
+                                  "client id before anything else, and never sends it again")
+        if finding.state == "idle":
+            finding.state = "entering" if order.leg == "entry" else "exiting"
+            finding.signal_id = order.signal_id
+            finding.since = order.intent_at
     if restored.interrupted and not dry_run:
         complete_snapshot(data_dir, restored)
     return finding
