@@ -16,6 +16,7 @@ and what leaves the outcome unknown is decided here, once, from ccxt's exception
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -25,8 +26,11 @@ from livetrader.redaction import redact
 
 log = get_logger(__name__)
 
-#: How long a fetched free balance is used before it is fetched again (a fill refreshes it too).
+#: How long a fetched free balance is used before it is fetched again ...
 BALANCE_MAX_AGE_SECONDS = 300.0
+#: ... and, once a fill moved it (the cached figure adjusted by the fill meanwhile), the least
+#: time between two fetches: a hundred pairs filling in one minute cause one fetch, not a hundred.
+BALANCE_REFRESH_SECONDS = 10.0
 
 
 class Broker(Protocol):
@@ -102,7 +106,10 @@ class CcxtBroker:
 
     def __init__(self, source: Any) -> None:
         self.source = source
-        self._balances: dict[str, tuple[float, float]] = {}  # asset -> (free, monotonic time fetched)
+        self._balances: dict[str, float] = {}  # asset -> free, as last fetched (adjusted by fills since)
+        self._fetched_at: float | None = None  # monotonic time of the last fetch
+        self._moved = False  # a fill adjusted the cached figures since that fetch
+        self._balance_lock: asyncio.Lock | None = None
 
     async def _client(self) -> Any:
         return await self.source.client()
@@ -126,21 +133,33 @@ class CcxtBroker:
 
     async def free(self, asset: str, fresh: bool = False) -> float | None:
         """The free balance of ``asset``, fetched at most every ``BALANCE_MAX_AGE_SECONDS`` unless ``fresh``."""
-        cached = self._balances.get(asset)
-        if cached is not None and not fresh and time.monotonic() - cached[1] < BALANCE_MAX_AGE_SECONDS:
-            return cached[0]
-        exchange = await self._client()
-        try:
-            balance = await exchange.fetch_balance()
-        except Exception as exc:  # noqa: BLE001 - a balance that cannot be had is not checked, and said
-            log.warning("balance not fetched", exchange=self.source.name, error=redact(f"{type(exc).__name__}: {exc}"))
-            return cached[0] if cached is not None else None
-        now = time.monotonic()
-        for name, values in (balance.get("free") or {}).items():
-            if values is not None:
-                self._balances[name] = (float(values), now)
-        found = self._balances.get(asset)
-        return found[0] if found is not None else 0.0
+        if self._balance_lock is None:
+            self._balance_lock = asyncio.Lock()
+        async with self._balance_lock:  # pairs asking at once share one fetch
+            if not fresh and self._fetched_at is not None:
+                age = time.monotonic() - self._fetched_at
+                if age < (BALANCE_REFRESH_SECONDS if self._moved else BALANCE_MAX_AGE_SECONDS):
+                    return self._balances.get(asset, 0.0)
+            exchange = await self._client()
+            try:
+                balance = await exchange.fetch_balance()
+            except Exception as exc:  # noqa: BLE001 - a balance that cannot be had is not checked, and said
+                log.warning("balance not fetched", exchange=self.source.name,
+                            error=redact(f"{type(exc).__name__}: {exc}"))
+                return self._balances.get(asset) if self._fetched_at is not None else None
+            self._balances = {name: float(value) for name, value in (balance.get("free") or {}).items()
+                              if value is not None}
+            self._fetched_at, self._moved = time.monotonic(), False
+            return self._balances.get(asset, 0.0)
+
+    def _moved_by(self, side: str, answer: Answer, base: str, quote: str) -> None:
+        """Adjust the cached balances by a fill, until the next fetch says exactly."""
+        if not answer.filled:
+            return
+        sign = 1.0 if side == "buy" else -1.0
+        self._balances[base] = self._balances.get(base, 0.0) + sign * answer.filled - answer.fee_base
+        self._balances[quote] = self._balances.get(quote, 0.0) - sign * answer.cost - answer.fee_quote
+        self._moved = True
 
     async def place(self, symbol: str, side: str, amount: float, client_id: str) -> Answer:
         """Send one market order; an ``Answer`` whatever happens (``rejected`` only when certain)."""
@@ -157,8 +176,9 @@ class CcxtBroker:
             if isinstance(exc, ccxt.BaseError) and _is_rejection(exc, ccxt):
                 return Answer("rejected", reason=reason)
             return Answer("unknown", reason=reason)
-        self._balances.clear()  # a fill moved them
-        return answer_of(order, market["base"], market["quote"])
+        answer = answer_of(order, market["base"], market["quote"])
+        self._moved_by(side, answer, market["base"], market["quote"])
+        return answer
 
     async def query(self, symbol: str, client_id: str) -> Answer:
         """Ask for the order by its client id."""

@@ -281,9 +281,12 @@ class Executor:
         # From here on the order may exist: it is this pair's until the exchange says otherwise.
         self.order = order
         _crash_point(order.leg, "intent_durable")
-        log.info("order sent", client_id=order.client_id, leg=order.leg, side=order.side, amount=order.amount,
-                 symbol=self.key[0], strategy=self.key[1], mode=self.mode)
+        # Logged once answered, not before: the journal holds the intent already, and a log line
+        # (formatted and written to a pipe) between the decision and the request would delay it.
         answer = await self.broker.place(self.key[0], order.side, order.amount, order.client_id)
+        log.info("order sent", client_id=order.client_id, leg=order.leg, side=order.side, amount=order.amount,
+                 answer=answer.status, filled=answer.filled, symbol=self.key[0], strategy=self.key[1],
+                 mode=self.mode, reason=answer.reason)
         _crash_point(order.leg, "answered")
         learnt = order.learn(answer, now) if answer.status != "not_found" else order
         await self._journal_update(learnt, now, price)
