@@ -87,9 +87,7 @@ def order_path(count: int) -> dict[str, float]:
                 ours.append(broker.left_at[-1] - t0)
                 executor.applied(result)
                 # The floor writes exactly the intent line the journal got.
-                with open(store.journal.path, "rb") as journal:
-                    journal.seek(size)
-                    line = journal.readline()
+                line = store.journal.path.read_bytes()[size:].split(b"\n", 1)[0] + b"\n"
                 assert orjson.loads(line)["event"] == "order_intent"
                 t1 = time.perf_counter()
                 os.write(fd, line)
@@ -156,9 +154,13 @@ def hundred_pairs(pairs: int) -> dict[str, float]:
 
 
 def run(count: int = 300, pairs: int = 100) -> Result:
+    from bench.harness import daemon_logging
+
     out = Result("orders", "The order path: decision to request, intent durable; 100 pairs opening at once")
-    path = order_path(count)
-    crowd = hundred_pairs(pairs)
+    with tempfile.TemporaryDirectory(prefix="livetrader-bench-log-") as logs, \
+            daemon_logging(Path(logs) / "daemon.log"):  # as the daemon logs (JSON lines), not on our stdout
+        path = order_path(count)
+        crowd = hundred_pairs(pairs)
     out.details.update(path=path, crowd=crowd)
     out.add("decision -> request leaving, intent durable (median)", path["ours_median_seconds"] * 1000, "ms")
     out.add("floor: append + fdatasync of the intent (median)", path["floor_median_seconds"] * 1000, "ms")

@@ -380,7 +380,7 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr  # --quick exits 1 when a figure is not sane
     benchmarks = json.loads(done.stdout)["benchmarks"]
-    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli"]
+    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli", "orders"]
     for name, result in benchmarks.items():
         for row in result["rows"]:
             assert math.isfinite(row["value"]), (name, row["metric"])
@@ -392,3 +392,6 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
     assert details["trade"]["close_reasons"] == dict(sorted(Counter(t.close_reason for t in ours.trades).items()))
     assert details["trade"]["total_pnl_percentage"] == sum(t.pnl_percentage or 0.0 for t in ours.trades)
     assert details["idle"]["trades"] == 0 and details["idle"]["strategy_calls"] == days * 1440 // 5
+    # Every pair of the crowd opened: one order each, through the local exchange.
+    crowd = benchmarks["orders"]["details"]["crowd"]
+    assert crowd["opened"] == crowd["pairs"] == crowd["orders"]
