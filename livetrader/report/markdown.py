@@ -16,6 +16,7 @@ from os import PathLike
 from typing import Any, Final
 
 from livetrader.core.format import format_duration, format_price, format_time
+from livetrader.core.orders import ORDER_EVENTS, orders_of
 from livetrader.core.signal import TickResult, record_of
 from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
 from livetrader.logs import get_logger
@@ -359,6 +360,7 @@ def build_report(
         lines.append("No events yet.")
     lines.append("")
 
+    lines += _orders_section(records)
     lines += _equity_section(closed_trades(records) if trades is None else trades)
 
     lines += ["## Statistics", ""]
@@ -371,6 +373,28 @@ def build_report(
     lines.append("")
     # Notes, reasons and titles come from strategies: a report is an output like any other.
     return redact("\n".join(lines))
+
+
+def _orders_section(records: Sequence[dict]) -> list[str]:
+    """Sandbox/live pairs: every order with its fills and fees, and the trades' PnL in quote currency."""
+    chronological = sorted((r for r in records if isinstance(r, dict)), key=lambda r: _ms(r.get("at")) or 0)
+    orders = orders_of([r for r in chronological if r.get("event") in ORDER_EVENTS])
+    if not orders:
+        return []
+    lines = ["## Orders", "", "| Sent | Leg | Client id | Side | Amount | Status | Filled | Average | Fees |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for o in orders:
+        fees = " + ".join(part for part in (f"{o.fee_base:g} base" if o.fee_base else "",
+                                            f"{o.fee_quote:g} quote" if o.fee_quote else "") if part) or "-"
+        lines.append(f"| {format_time(o.intent_at)} | {o.leg} #{o.attempt} | {_cell(o.client_id)} | {o.side} | "
+                     f"{o.amount:g} | {_cell(o.status)} | {o.filled:g} | {format_price(o.average)} | {fees} |")
+    closed = [r for r in chronological if r.get("event") == "closed" and r.get("spent") is not None]
+    pnl = sum(_num(r.get("pnl_cost")) or 0.0 for r in closed)
+    spent = sum(_num(r.get("spent")) or 0.0 for r in closed)
+    quote_fees = sum(o.fee_quote for o in orders)
+    lines += ["", f"{len(closed)} closed trade(s) from fills: PnL {pnl:+.6g} in quote currency on {spent:.6g} "
+              f"spent, fees included ({quote_fees:.6g} paid in quote, base-asset fees taken off the amounts).", ""]
+    return lines
 
 
 def report_filename(symbol: str, strategy: str, exchange: str, now_ms: int) -> str:
