@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from livetrader import redaction
-from livetrader.config import demo_hint
+from livetrader.config import require_data_dir
 from livetrader.errors import UsageError
 from livetrader.report.markdown import build_report, closed_trades, report_filename, stats_for, write_equity_png
 from livetrader.store.journal import JOURNAL_DIR, read_journal
@@ -64,9 +64,7 @@ def markdown_of(pair: JournalPair, now_ms: int) -> str:
 
 def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | None, as_json: bool) -> int:
     """Print (or write to ``out``) the report of every matching pair; returns the exit code."""
-    if not data_dir.is_dir():
-        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR"
-                         + demo_hint(data_dir))
+    require_data_dir(data_dir, "report")
     pairs = journal_pairs(data_dir)
     if not pairs:
         sys.stdout.write(f"No journal yet in {data_dir}: nothing has traded there. No closed trades yet.\n")
