@@ -135,8 +135,12 @@ def test_a_config_file_the_user_cannot_read(place: Path) -> None:
     config.mkdir()
     (config / "livetrader.toml").write_text("[livetrader]\n")
     (config / "livetrader.toml").chmod(0o000 if not AS_ROOT else 0o600)
-    data = open_to_the_user(place / "data")
-    result = livetrader(home, "status", "--data-dir", str(data))
+    result = livetrader(home, "strategies")
     no_traceback(result)
     assert result.returncode == 2, result.stderr
     assert "config/livetrader.toml: cannot be read: permission denied" in result.stderr
+    # status with --data-dir looks at the directory whatever the config (as for a broken one).
+    data = open_to_the_user(place / "data")
+    result = livetrader(home, "status", "--data-dir", str(data))
+    no_traceback(result)
+    assert result.returncode == 3, result.stderr
