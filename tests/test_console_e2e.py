@@ -16,7 +16,7 @@ import termios
 import time
 
 import pytest
-from daemon import DATA, command, environment, workdir
+from daemon import DATA, command, environment, run, workdir
 
 pytestmark = pytest.mark.e2e
 
@@ -87,3 +87,10 @@ def test_a_simulated_run_on_a_terminal_reads_as_times_and_rounded_numbers(tmp_pa
     assert re.search(r"_2017\d{4}T\d{6}Z\.md$", report.name), report.name
     text = report.read_text()
     assert "Clock: simulated (3000x)" in text and re.search(r"Generated 2017-", text)
+    # `livetrader report`, built at any later time, is named on the wall clock and says which is which.
+    built = run(cwd, "report", "--data-dir", "dump-demo", "--out", "built")
+    assert built.returncode == 0, built.stderr
+    (rebuilt,) = (cwd / "built").glob("*.md")
+    assert not re.search(r"_2017\d{4}T", rebuilt.name)
+    assert "simulated clock (3000x); this report's file name and \"Generated\" are on the wall clock" in \
+        rebuilt.read_text()
