@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from livetrader.errors import ConfigError
+from livetrader.errors import ConfigError, LivetraderError, UsageError
 
 #: Where ``load_config(None)`` looks, relative to the working directory.
 DEFAULT_CONFIG_PATH = Path("config/livetrader.toml")
@@ -280,9 +280,31 @@ def data_dir_chosen(config: Config) -> bool:
     return any(os.environ.get(name, "").strip() for name in (DATA_DIR_ENV, "STATE_DIRECTORY"))
 
 
+def require_data_dir(data_dir: Path, command: str) -> None:
+    """Raise unless ``data_dir`` is a folder this user may look into: UsageError (2) when it does
+    not exist, LivetraderError (1) when permission is denied on it or on its path (a service's
+    directory read by another user, or ``./dump`` from a working directory this user cannot enter).
+    ``command`` (``report``, ``recover``) goes into the hint."""
+    try:
+        present = Path(data_dir).is_dir()
+        if present:
+            os.listdir(data_dir)
+    except PermissionError:
+        raise LivetraderError(
+            f"cannot read the data directory {data_dir} (permission denied); run as the user that owns it, e.g. "
+            f"sudo -u livetrader livetrader {command} --data-dir {Path(data_dir).absolute()}") from None
+    if not present:
+        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR"
+                         + demo_hint(data_dir))
+
+
 def demo_hint(data_dir: Path) -> str:
     """A pointer to the demo's directory, for a command that found nothing in the default one."""
-    if Path(data_dir) == DEFAULT_DATA_DIR and DEMO_DATA_DIR.is_dir():
+    try:
+        demo_here = DEMO_DATA_DIR.is_dir()
+    except PermissionError:  # a working directory this user cannot look into has no demo for it
+        demo_here = False
+    if Path(data_dir) == DEFAULT_DATA_DIR and demo_here:
         return f" (a --speed or --candles run without --data-dir keeps its data in {DEMO_DATA_DIR}: pass " \
                "--data-dir dump-demo)"
     return ""
@@ -292,17 +314,25 @@ def load_config(path: Path | None = None) -> Config:
     """Load the configuration.
 
     With ``path`` None, read ``config/livetrader.toml`` under the working directory when it
-    exists, else use the built-in defaults. An explicit ``path`` must exist.
-    Raises ConfigError for a missing explicit file, malformed TOML (with its line) or any
-    invalid section, key or value.
+    exists, else use the built-in defaults; a working directory this user may not look into
+    (``sudo -u livetrader livetrader status`` run in root's home) holds no config file for it.
+    An explicit ``path`` must exist.
+    Raises ConfigError for a missing explicit file, a file that cannot be read, malformed TOML
+    (with its line) or any invalid section, key or value.
     """
     if path is None:
-        if not DEFAULT_CONFIG_PATH.is_file():
+        if not _default_config_here():
             return _with_env(Config())
         path = DEFAULT_CONFIG_PATH
     path = Path(path)
-    if not path.is_file():
-        what = "is not a file" if path.exists() else "does not exist"
+    try:
+        is_file = path.is_file()
+        exists = is_file or path.exists()
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read: permission denied on a folder of its path; run as "
+                          "a user who can read it, or pass another --config") from None
+    if not is_file:
+        what = "is not a file" if exists else "does not exist"
         raise ConfigError(f"config file {path} {what}; pass an existing file or leave --config out")
     try:
         with path.open("rb") as handle:
@@ -311,6 +341,22 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot be read: permission denied; run as a user who can read it (the "
+                          "service's user needs read access to its config), or pass another --config") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     return parse_config(data, path)
+
+
+def _default_config_here() -> bool:
+    """True when ``config/livetrader.toml`` exists under the working directory.
+
+    A working directory (or ``config/``) this user cannot search raises PermissionError on
+    the mere check: nothing there is readable, so it holds no config for this process. A
+    file that exists but cannot be read is reported when it is opened.
+    """
+    try:
+        return DEFAULT_CONFIG_PATH.is_file()
+    except PermissionError:
+        return False

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from livetrader.logs import get_logger
 from livetrader.service.console import (
+    ClockView,
     LiveView,
     PairView,
     add_redaction,
@@ -235,6 +236,8 @@ PAIRS = [
         error_count=2,
         last_error="NetworkError: " + "x" * 100,
         closed_trades=3,
+        won_trades=2,
+        lost_trades=1,
         realised_pnl=1.5,
     ),
     PairView(
@@ -248,6 +251,7 @@ PAIRS = [
         last_tick_at=NOW_MS,
         lag_ms=100,
         closed_trades=1,
+        lost_trades=1,
         realised_pnl=-0.5,
     ),
     PairView(symbol="ETH/USDT", strategy="breakout", exchange="binance", state="idle"),
@@ -273,7 +277,7 @@ def test_live_view_renders_one_row_per_pair() -> None:
     assert "-0.25%" in text
     assert "2023-11-14T22:13:20Z lag 12.0s" in text and "lag 0" not in text
     assert "2 NetworkError: xxx" in text and "x" * 60 not in text
-    assert "3 pairs · 1 open · 4 closed trades · realised PnL +1.00%" in text
+    assert "3 pairs · 1 open · 4 closed trades (2 won, 2 lost) · mean +0.25% per trade" in text
     assert not re.search(r"N/A|\bNone\b|\bnan\b|\binf\b", text)
 
 
@@ -295,3 +299,99 @@ def test_live_view_as_a_context_manager() -> None:
         view.refresh()
     view.refresh()  # after exit: a no-op, not an error
     assert "BTC/USDT" in console.file.getvalue()
+
+
+# --- Readable numbers and times in console lines (only there) ----------------------------------
+
+TICK = {"at": 1_796_209_800_000, "symbol": "BTC/USDT", "price": 43123.456789123, "price_open": 43000.123456789,
+        "take_profit": 43258.9999999, "stop_loss": 0.000012345678, "pnl_percentage": -0.123456789,
+        "progress_tp": 33.333333333, "behind_seconds": 1.23456789012}
+
+
+def test_console_lines_show_iso_times_and_rounded_prices_and_percentages() -> None:
+    tty = FakeTTY()
+    configure_logging(stream=tty)
+    get_logger().info("closed", **TICK, timeline={"origin_sim": 1_796_209_800_000, "speed": 3000.0})
+    line = re.sub(r"\x1b\[[0-9;]*m", "", tty.getvalue())  # colours off, the text is what a person reads
+    assert "at=2026-12-02T11:10:00Z" in line and "origin_sim': '2026-12-02T11:10:00Z'" in line
+    assert "price=43,123.46" in line and "price_open=43,000.12" in line and "take_profit=43,259.00" in line
+    assert "stop_loss=0.0000123457" in line
+    assert "pnl_percentage=-0.12%" in line and "progress_tp=33.33%" in line and "behind_seconds=1.23457" in line
+    assert not re.search(r"\b\d{13}\b", line), "a raw epoch in ms"
+    # Seven decimals or more only on a price below a cent, whose six digits start after zeros.
+    assert not re.search(r"(?<![\d.])(?!0\.0)[\d,]+\.\d{7,}", line), "an unrounded float"
+    # The line's own stamp (the wall clock) reads to the second.
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line)
+
+
+def test_json_lines_keep_the_exact_numbers() -> None:
+    out = io.StringIO()
+    configure_logging(json_lines=True, stream=out)
+    get_logger().info("closed", **TICK)
+    (line,) = json_lines(out)
+    assert {k: line[k] for k in TICK} == TICK
+
+
+def test_humanizing_leaves_counts_flags_and_texts_alone() -> None:
+    tty = FakeTTY()
+    configure_logging(stream=tty)
+    get_logger().info("ready", pairs=3, open=True, at="not a time", started_at="2024-01-01T00:00:00Z", attempt=2)
+    line = re.sub(r"\x1b\[[0-9;]*m", "", tty.getvalue())
+    assert "pairs=3" in line and "open=True" in line and "at='not a time'" in line and "attempt=2" in line
+    assert "started_at=2024-01-01T00:00:00Z" in line
+
+
+# --- The live view on 80 columns, its clock, its footer -----------------------------------------
+
+
+def render_at(width: int, pairs: list[PairView], clock: ClockView | None = None) -> str:
+    console = Console(file=io.StringIO(), width=width)
+    console.print(LiveView(lambda: pairs, clock_provider=(lambda: clock) if clock else None).render())
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_live_view_fits_the_terminal_with_its_key_columns_whole(width: int) -> None:
+    long_named = PairView("DOGE/USDT:USDT", "mean-reversion-v2", "binance", "scheduled", price=0.0812345,
+                          position="short", price_open=0.0825, take_profit=0.08, stop_loss=0.084,
+                          last_tick_at=NOW_MS, lag_ms=65_000, error_count=12, last_error="x" * 300)
+    text = render_at(width, [*PAIRS, long_named], ClockView(NOW_MS, simulated=True, speed=3000))
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    header = next(line for line in lines if "Symbol" in line)
+    for column in ("Symbol", "Strategy", "State", "PnL", "Errors"):
+        assert column in header
+    for pair, pnl in [(PAIRS[0], "-0.25%"), (PAIRS[1], "-"), (PAIRS[2], "-"), (long_named, "-")]:
+        (row,) = [line for line in lines if line.startswith(pair.symbol + " ")]
+        assert f" {pair.strategy} " in row and f" {pair.state} " in row and f" {pnl} " in row, row
+
+
+def test_live_view_at_80_columns_keeps_the_price_and_a_last_tick() -> None:
+    text = render_at(80, PAIRS, ClockView(NOW_MS + 5_000, simulated=True, speed=3000))
+    (btc,) = [line for line in text.splitlines() if line.startswith("BTC/USDT")]
+    assert "50,000.00" in btc and "long" in btc and "22:13:20 lag 12.0s" in btc
+
+
+def test_live_view_says_its_clock_is_simulated_with_full_dates() -> None:
+    text = render_at(200, PAIRS, ClockView(NOW_MS + 5_000, simulated=True, speed=3000))
+    assert "simulated clock 3000x · simulated now 2023-11-14T22:13:25Z (UTC)" in text
+    assert "Last tick (sim)" in text and "2023-11-14T22:13:20Z" in text
+    real = render_at(200, PAIRS, ClockView(NOW_MS + 5_000))
+    assert "real clock · now 2023-11-14T22:13:25Z (UTC)" in real and "Last tick (UTC)" in real
+    assert "simulated" not in real
+
+
+def test_live_view_short_last_tick_keeps_the_date_of_another_day() -> None:
+    stale = PairView("ETH/USDT", "s", "sim", "idle", price=2000.0, last_tick_at=NOW_MS - 86_400_000)
+    text = render_at(80, [stale], ClockView(NOW_MS, simulated=True, speed=3000))
+    assert "2023-11-13T22:13:20Z" in text
+
+
+def test_live_view_footer_shows_the_mean_per_trade_not_a_sum_of_percentages() -> None:
+    pairs = [PairView("A", "s", "sim", "idle", closed_trades=1, won_trades=1, realised_pnl=10.0),
+             PairView("B", "s", "sim", "idle", closed_trades=3, won_trades=1, lost_trades=2, realised_pnl=-2.0)]
+    text = render_at(120, pairs)
+    assert "4 closed trades (2 won, 2 lost) · mean +2.00% per trade" in text
+    assert "+8.00%" not in text and "realised" not in text
+    none_closed = render_at(120, [PairView("A", "s", "sim", "idle")])
+    assert "0 closed trades" in none_closed and "mean" not in none_closed

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from livetrader.core.format import format_duration, format_minute, format_price, format_time
+from livetrader.core.format import format_duration, format_minute, format_percent, format_price, format_time
 from livetrader.report.markdown import build_report, stats_for
 from livetrader.service.console import LiveView, PairView
 
@@ -96,6 +96,30 @@ def test_format_time_and_minute(ms: object, second: str, minute: str) -> None:
 )
 def test_format_duration(ms: object, text: str) -> None:
     assert format_duration(ms) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "signed", "text"),
+    [
+        (0.6, False, "0.60%"),
+        (-1.2, False, "-1.20%"),
+        (0.604, True, "+0.60%"),
+        (-0.123456789, True, "-0.12%"),
+        (12.345678, False, "12.35%"),
+        # Too small to show is neither a gain nor a loss.
+        (-0.001, True, "0.00%"),
+        (0.0, True, "0.00%"),
+        (None, True, "-"),
+        (float("nan"), False, "-"),
+        (True, False, "-"),
+    ],
+)
+def test_format_percent(value: object, signed: bool, text: str) -> None:
+    assert format_percent(value, signed=signed) == text
+
+
+def test_format_percent_decimals() -> None:
+    assert format_percent(33.333333, decimals=3) == "33.333%"
 
 
 def test_the_live_view_and_a_report_print_the_same_price_and_time() -> None:

@@ -152,6 +152,7 @@ def test_a_market_entry_opens_at_the_price_and_closes_at_take_profit_at_the_minu
     assert closed["price"] == pytest.approx(101.2)
     assert pair.row is None and pair.state == "idle"
     assert pair.closed_trades == 1 and pair.realised_pnl == closed["pnl_percentage"] > 0
+    assert pair.won_trades == 1 and pair.lost_trades == 0
     # The snapshot follows each transition: the last one holds no signal and remembers the one closed.
     assert len(store.snapshots) == 2
     assert store.snapshots[-1]["signal"] is None and store.snapshots[-1]["last_opened_id"] == opened["signal_id"]

@@ -270,6 +270,12 @@ DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="The data directory. " + _DATA_DIR_DEFAULT
                               + " (a demo's is ./dump-demo: pass --data-dir dump-demo).")
 ]
+# `status` reads the directory itself: one it may not read is "status unknown" (exit 4, with who
+# can read it), not the usage error (2) of typer's check.
+StatusDataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", readable=False, help="The data directory. " + _DATA_DIR_DEFAULT
+                              + " (a demo's is ./dump-demo: pass --data-dir dump-demo).")
+]
 
 
 def _data_dir(data_dir: Path | None, config: Path | None) -> Path:
@@ -339,11 +345,12 @@ def orders(
 
 @app.command(cls=ReadableCommand)
 def status(
-    data_dir: DataDirOpt = None,
+    data_dir: StatusDataDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """What the daemon of a data directory is doing: exit 0 when it runs, 3 when it does not."""
+    """What the daemon of a data directory is doing: exit 0 when it runs, 3 when it does not, 4 when
+    this user cannot read the directory (run it as the daemon's user)."""
     from livetrader.cli.status import run as run_status
 
     raise typer.Exit(guarded(lambda: run_status(_data_dir(data_dir, config), as_json=as_json)))

@@ -9,16 +9,13 @@ from typing import TextIO
 import orjson
 
 from livetrader import redaction
-from livetrader.config import demo_hint
-from livetrader.errors import UsageError
+from livetrader.config import require_data_dir
 from livetrader.service.recover import Findings, inspect
 
 
 def run(data_dir: Path, *, dry_run: bool, as_json: bool) -> int:
     """Inspect (and repair unless ``dry_run``) ``data_dir``; return the documented exit code."""
-    if not data_dir.is_dir():
-        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR"
-                         + demo_hint(data_dir))
+    require_data_dir(data_dir, "recover")
     findings = inspect(data_dir, dry_run=dry_run)
     if as_json:
         # Damage notes can quote what a damaged file holds: an output like any other.

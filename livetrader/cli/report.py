@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from livetrader import redaction
-from livetrader.config import demo_hint
+from livetrader.config import require_data_dir
 from livetrader.errors import UsageError
 from livetrader.report.markdown import build_report, closed_trades, report_filename, stats_for, write_equity_png
 from livetrader.store.journal import JOURNAL_DIR, read_journal
@@ -55,18 +55,35 @@ def journal_note(pair: JournalPair) -> str:
     return note
 
 
-def markdown_of(pair: JournalPair, now_ms: int) -> str:
-    """The markdown report of one journal."""
+def markdown_of(pair: JournalPair, now_ms: int, clock_note: str | None = None) -> str:
+    """The markdown report of one journal; ``clock_note`` says when its times are simulated."""
     title = f"Report: {pair.strategy} on {pair.symbol} ({pair.exchange})"
-    return build_report(title, pair.records, stats=stats_for(pair.records), note=journal_note(pair), now_ms=now_ms,
+    note = journal_note(pair) if clock_note is None else f"{clock_note} {journal_note(pair)}"
+    return build_report(title, pair.records, stats=stats_for(pair.records), note=note, now_ms=now_ms,
                         trades=closed_trades(pair.records), max_rows=MAX_ROWS)
+
+
+def report_clock(data_dir: Path) -> tuple[int, str | None]:
+    """When the report is made (the wall clock), and, for a directory a ``--speed``/``--candles``
+    run left its simulated timeline in, the note saying its events' times are on that clock.
+
+    Unlike the daemon's report at a stop (README, Decisions), this one is built at any later
+    time, when the simulated clock has run on by (wall time passed) × speed: its "now" would
+    date nothing, so the name and "Generated" stay on the wall clock and the note says which is which.
+    """
+    from livetrader.live.clock import saved_clock
+
+    wall = int(time.time() * 1000)
+    clock = saved_clock(data_dir)
+    if clock is None:
+        return wall, None
+    return wall, (f"Clock: the events' times are on this data directory's simulated clock ({clock.speed:g}x); this "
+                  "report's file name and \"Generated\" are on the wall clock.")
 
 
 def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | None, as_json: bool) -> int:
     """Print (or write to ``out``) the report of every matching pair; returns the exit code."""
-    if not data_dir.is_dir():
-        raise UsageError(f"data directory {data_dir} does not exist; pass --data-dir or set LIVETRADER_DATA_DIR"
-                         + demo_hint(data_dir))
+    require_data_dir(data_dir, "report")
     pairs = journal_pairs(data_dir)
     if not pairs:
         sys.stdout.write(f"No journal yet in {data_dir}: nothing has traded there. No closed trades yet.\n")
@@ -78,7 +95,7 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
         raise UsageError(
             f"no journal for {symbol or '*'} / {strategy or '*'} in {data_dir}; pairs with a journal: {known}"
         )
-    now = int(time.time() * 1000)
+    now, clock_note = report_clock(data_dir)
     if as_json:
         doc = {"pairs": [{"symbol": p.symbol, "strategy": p.strategy, "exchange": p.exchange,
                           "stats": stats_for(p.records).to_dict(),
@@ -88,14 +105,14 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
         sys.stdout.buffer.write(orjson.dumps(redaction.redact_value(doc), option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     if out is None:
-        sys.stdout.write("\n\n".join(markdown_of(p, now) for p in wanted))
+        sys.stdout.write("\n\n".join(markdown_of(p, now, clock_note) for p in wanted))
         return 0
     from livetrader.store.atomic import write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     for p in wanted:
         path = out / report_filename(p.symbol, p.strategy, p.exchange, now)
-        write_atomic(path, markdown_of(p, now).encode())
+        write_atomic(path, markdown_of(p, now, clock_note).encode())
         write_equity_png(path.with_suffix(".png"), p.records)  # only with livetrader[charts]
         sys.stdout.write(f"{path}\n")
     return 0

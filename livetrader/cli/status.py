@@ -12,25 +12,50 @@ import orjson
 from livetrader import redaction
 from livetrader.config import demo_hint
 from livetrader.core.format import format_duration, format_price, format_time
+from livetrader.errors import LivetraderError, StoreReadError
 from livetrader.service.status import read_status
 
-#: Exit codes: running, or not (like ``systemctl status``).
-RUNNING, NOT_RUNNING = 0, 3
+#: Exit codes: running, or not (like ``systemctl status``), or unknown: the data directory
+#: cannot be read by this user (LSB's "status unknown").
+RUNNING, NOT_RUNNING, UNKNOWN = 0, 3, 4
 NO_CLEAN_STOP = "no clean stop was recorded (killed, power cut, os._exit or a crash)"
 
 
+class StatusUnknown(LivetraderError):
+    """This user may not read the data directory: whether a daemon runs there is unknown."""
+
+    exit_code = UNKNOWN
+
+
+def _read(data_dir: Path) -> tuple[dict[str, Any] | None, Any]:
+    """The status document, and when there is none the lock's record of a daemon that died
+    starting; a directory this user may not read raises :class:`StatusUnknown`."""
+    from livetrader.store.lock import is_locked, read_lock_holder
+
+    try:
+        doc = read_status(data_dir)
+        # No status file yet, but a lock record never cleared: a daemon died during its start.
+        holder = None if doc is not None or is_locked(data_dir) else read_lock_holder(data_dir)
+    except (PermissionError, StoreReadError) as exc:
+        denied = isinstance(exc, PermissionError) or isinstance(exc.__cause__, PermissionError)
+        if not denied:
+            raise
+        raise StatusUnknown(
+            f"cannot read the data directory {data_dir} (permission denied), so whether a daemon runs there is "
+            f"unknown; run as the user that owns it, e.g. sudo -u livetrader livetrader status --data-dir "
+            f"{Path(data_dir).absolute()}") from None
+    return doc, holder
+
+
 def run(data_dir: Path, *, as_json: bool) -> int:
-    """Print the status; 0 when a daemon runs, 3 when none does."""
-    doc = read_status(data_dir)
+    """Print the status; 0 when a daemon runs, 3 when none does; :class:`StatusUnknown` (4) when
+    this user cannot read the data directory."""
+    doc, holder = _read(data_dir)
     if doc is not None:
         # The daemon redacted what it wrote; this process knows its own secrets too (from the
         # config and the environment, registered by the CLI): what it prints is scrubbed again.
         doc = redaction.redact_value(doc)
     if doc is None:
-        from livetrader.store.lock import is_locked, read_lock_holder
-
-        # No status file yet, but a lock record never cleared: a daemon died during its start.
-        holder = None if is_locked(data_dir) else read_lock_holder(data_dir)
         if as_json:
             verdict = {"verdict": "never-ran", "alive": False, "data_dir": str(data_dir)}
             if holder is not None:

@@ -10,6 +10,8 @@ One rule each, used by the live view, reports, ``livetrader status``, backtest s
 * **Times**: ISO-8601 UTC from integer ms; :func:`format_time` to the second
   (``2024-01-01T12:00:05Z``), :func:`format_minute` to the minute (``2024-01-01T12:00Z``) where
   every time is a minute boundary (backtest ranges, signal times). Unknown: ``-``.
+* **Percentages**: :func:`format_percent`, two decimals and a ``%`` (``0.60%``, ``-1.20%``);
+  ``signed=True`` for a PnL, which reads ``+0.60%``. Missing or non-finite: ``-``.
 * **Spans**: :func:`format_duration`, seconds with one decimal below a minute (``0.3s``,
   ``12.0s``), whole minutes from there (``45m``, ``2h 05m``, ``1d 02h 05m``). Unknown or
   negative: ``-``.
@@ -64,6 +66,25 @@ def format_price(value: Any) -> str:
         whole, _, fraction = text.partition(".")
         text = f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
     return text
+
+
+PERCENT_DECIMALS: Final = 2
+"""Decimals a percentage shows: a hundredth of a percent is below any fee."""
+
+
+def format_percent(value: Any, *, signed: bool = False, decimals: int = PERCENT_DECIMALS) -> str:
+    """A percentage to ``decimals`` decimals with a ``%``; ``signed`` puts ``+`` before a gain.
+
+    >>> format_percent(0.6), format_percent(-1.2), format_percent(0.604, signed=True), format_percent(None)
+    ('0.60%', '-1.20%', '+0.60%', '-')
+    """
+    number = _finite(value)
+    if number is None:
+        return MISSING
+    places = max(0, decimals)
+    if round(number, places) == 0:
+        return f"{0:.{places}f}%"  # too small to show is neither a gain nor a loss: no sign
+    return f"{number:{'+' if signed else ''}.{places}f}%"
 
 
 def _utc(ms: Any, pattern: str) -> str:

@@ -17,6 +17,8 @@ class Clock:
     """The wall clock: UTC milliseconds, and real sleeping."""
 
     speed: float = 1.0
+    #: False for the wall clock: its times are those of the log lines' stamps.
+    simulated = False
 
     def now_ms(self) -> int:
         """Current time in integer ms UTC."""
@@ -39,6 +41,7 @@ class Clock:
 class SimClock(Clock):
     """A clock running ``speed`` times faster than the wall clock from ``origin_sim`` on."""
 
+    simulated = True
     origin_wall: int
     origin_sim: int
     speed: float = 1.0
@@ -57,6 +60,7 @@ class ManualClock(Clock):
     loop by itself; whoever drives it fires each minute boundary (``Metronome.fire``)."""
 
     speed = 1.0
+    simulated = True
 
     def __init__(self, now_ms: int) -> None:
         self.now = now_ms

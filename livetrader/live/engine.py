@@ -401,21 +401,37 @@ class Engine:
     # --- reports (written by ``report.live``) --------------------------------------------
 
     def report_text(self, pair: Pair, now_ms: int | None = None) -> str:
-        """The markdown report of ``pair``'s in-memory event window (statistics: its whole journal)."""
+        """The markdown report of ``pair``'s in-memory event window (statistics: its whole journal),
+        stamped on the engine's clock like its events."""
         from livetrader.report.live import live_report_text
 
+        now, clock_note = self._report_clock()
         journaled = pair.store.records() if pair.store is not None else None
-        return live_report_text(pair.key, pair.window.events(), journaled, pair.settings.max_events, now_ms)
+        return live_report_text(pair.key, pair.window.events(), journaled, pair.settings.max_events,
+                                now if now_ms is None else now_ms, clock_note)
 
     def write_report(self, pair: Pair, path: Path | None = None) -> Path:
-        """Write ``pair``'s report atomically (default: under ``<data-dir>/reports/live``)."""
+        """Write ``pair``'s report atomically (default: under ``<data-dir>/reports/live``).
+
+        Its file name and "Generated" stamp are on the engine's clock, the clock of the events
+        inside: under ``--speed`` or ``--candles`` a simulated time, which the report says.
+        """
         from livetrader.report.live import live_report_path, write_live_report
 
-        now = int(time.time() * 1000)
+        now, clock_note = self._report_clock()
         journaled = pair.store.records() if pair.store is not None else None
         path = path if path is not None else live_report_path(self.data_dir, pair.key, now)
         return write_live_report(path, pair.key,
-                                 pair.window.events(), journaled, pair.settings.max_events, now)
+                                 pair.window.events(), journaled, pair.settings.max_events, now, clock_note)
+
+    def _report_clock(self) -> tuple[int, str | None]:
+        """A report's time on the engine's clock, and the note saying that clock is simulated."""
+        from livetrader.report.live import simulated_clock_note
+
+        now = self.clock.now_ms()
+        if not self.clock.simulated:
+            return now, None
+        return now, simulated_clock_note(self.clock.speed, int(time.time() * 1000))
 
     def write_reports(self) -> list[Path]:
         """One report per pair; returns the files written."""

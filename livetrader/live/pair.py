@@ -107,7 +107,8 @@ class Pair:
                  "store", "interval_ms", "window", "row", "last_bucket", "last_opened_id", "accepting", "degraded",
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
-                 "realised_pnl", "listeners", "last_minute", "signal_ids", "clock_back_logged", "executor")
+                 "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
+                 "clock_back_logged", "executor")
 
     def __init__(
         self,
@@ -163,6 +164,9 @@ class Pair:
         # The last minute at which the held signal was checked (None: since it was created).
         self.checked_until: int | None = None
         self.closed_trades = 0
+        # Closed with a PnL above / below zero (the live view's wins and losses).
+        self.won_trades = 0
+        self.lost_trades = 0
         self.realised_pnl = 0.0
         self.listeners: list[Any] = []
         # The last minute ticked (at start: the minute of the last journaled record). The pair
@@ -488,7 +492,10 @@ class Pair:
             if self.risk:
                 self.risk.remove(result.signal_id or "")
             self.closed_trades += 1
-            self.realised_pnl += result.pnl_percentage or 0.0
+            pnl = result.pnl_percentage or 0.0
+            self.won_trades += pnl > 0
+            self.lost_trades += pnl < 0
+            self.realised_pnl += pnl
         if transition and self.store is not None:
             self.store.snapshot(self.snapshot())
         self._publish(result, record)

@@ -139,7 +139,10 @@ class Restorer:
         pair.signal_ids = {str(r["signal_id"]) for r in restored.records}
         closed = [r for r in restored.records if r["event"] == "closed"]
         pair.closed_trades = len(closed)
-        pair.realised_pnl = sum(r.get("pnl_percentage") or 0.0 for r in closed)
+        pnls = [r.get("pnl_percentage") or 0.0 for r in closed]
+        pair.won_trades = sum(pnl > 0 for pnl in pnls)
+        pair.lost_trades = sum(pnl < 0 for pnl in pnls)
+        pair.realised_pnl = sum(pnls)
         store = FilePairStore(self.data_dir, pair.key, len(restored.records), risk_name, restored.paths,
                               self.writer)
         pair.store = store

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from livetrader.core.format import format_time
 from livetrader.report.markdown import build_report, closed_trades, report_filename, stats_for, write_equity_png
 from livetrader.store.atomic import write_atomic
 
@@ -24,13 +25,17 @@ def live_report_text(
     journaled: list[dict[str, Any]] | None,
     max_events: int,
     now_ms: int | None = None,
+    clock_note: str | None = None,
 ) -> str:
     """The markdown report of one pair: the ``events`` of its window (newest first, at most
     ``max_events``), and statistics over ``journaled``, every record of its journal (None: the
-    pair has no store, the statistics cover the window)."""
+    pair has no store, the statistics cover the window). ``clock_note`` says which clock its
+    times are on (:func:`simulated_clock_note`), when that is not the wall clock."""
     symbol, strategy, exchange = key
     title = f"Live report: {strategy} on {symbol} ({exchange})"
     note = f"Events: the last {max_events} kept in memory (idle and active ones included)."
+    if clock_note:
+        note = f"{clock_note} {note}"
     if journaled is None:
         return build_report(title, events, stats=stats_for(events), now_ms=now_ms, note=note)
     # The statistics cover the whole history, as `livetrader report` does.
@@ -39,8 +44,17 @@ def live_report_text(
                         trades=closed_trades(journaled))
 
 
+def simulated_clock_note(speed: float, wall_ms: int) -> str:
+    """What a report written on a simulated clock says of its times: its name, its "Generated"
+    stamp and its events are all on that clock (README, Decisions); ``wall_ms`` is when it was
+    really written."""
+    return (f"Clock: simulated ({speed:g}x); every time in this report, its file name and \"Generated\" included, "
+            f"is simulated. Written {format_time(wall_ms)} by the wall clock.")
+
+
 def live_report_path(data_dir: Path, key: tuple[str, str, str], now_ms: int) -> Path:
-    """The default file of a pair's report: ``<data-dir>/reports/live/<pair>_<time>.md``."""
+    """The default file of a pair's report: ``<data-dir>/reports/live/<pair>_<time>.md``, ``now_ms``
+    on the run's clock (the clock of the events inside)."""
     return data_dir / LIVE_REPORTS_DIR / report_filename(*key, now_ms)
 
 
@@ -51,10 +65,11 @@ def write_live_report(
     journaled: list[dict[str, Any]] | None,
     max_events: int,
     now_ms: int,
+    clock_note: str | None = None,
 ) -> Path:
     """Write the report (:func:`live_report_text`) to ``path`` atomically, and its equity chart
     beside it (``.png``, only with ``livetrader[charts]``); return ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, live_report_text(key, events, journaled, max_events, now_ms).encode())
+    write_atomic(path, live_report_text(key, events, journaled, max_events, now_ms, clock_note).encode())
     write_equity_png(path.with_suffix(".png"), journaled if journaled is not None else events)
     return path

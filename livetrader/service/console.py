@@ -4,8 +4,9 @@ Two outputs, chosen by where stdout goes:
 
 - not a terminal (systemd, a pipe, a file): one JSON object per line, ``timestamp`` (ISO-8601
   UTC), ``level``, ``event``, then the key-values. journald stores each line as one entry.
-- a terminal: structlog's readable console renderer, and for ``livetrader run`` a rich table
-  (:class:`LiveView`) that log lines scroll above.
+- a terminal: structlog's readable console renderer, its times ISO and its numbers rounded
+  (:func:`humanize_fields`), and for ``livetrader run`` a rich table (:class:`LiveView`),
+  fitted to the terminal's width, that log lines scroll above.
 
 Importing this module imports neither structlog nor rich: importing structlog imports rich
 (``structlog.dev`` probes for it), about 0.2 s, and the CLI must answer ``--help`` at once.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 import orjson
 
 from livetrader import redaction
-from livetrader.core.format import format_duration, format_price, format_time
+from livetrader.core.format import MISSING, format_duration, format_percent, format_price, format_time
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -38,11 +39,13 @@ if TYPE_CHECKING:
     from structlog.typing import EventDict, WrappedLogger
 
 __all__ = [
+    "ClockView",
     "LiveView",
     "PairView",
     "add_redaction",
     "clear_redaction",
     "configure_logging",
+    "humanize_fields",
     "redact",
     "redact_secrets",
 ]
@@ -102,6 +105,60 @@ def _render_json(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     # Text, not bytes: the line goes through sys.stdout's text layer, keeping order with print()
     # and following rich's redirection of sys.stdout while the live view is up.
     return data.decode()
+
+
+#: Keys whose integer value is a time in ms UTC (besides every ``*_at`` key): ``at`` of a tick,
+#: ``since`` of a stall, ``now`` of a clock, a simulated timeline's two origins.
+TIME_KEYS = frozenset({"at", "since", "now", "origin_wall", "origin_sim"})
+#: Keys holding a price (besides every ``price_*`` / ``*_price`` key) or an amount of quote currency.
+PRICE_KEYS = frozenset({"price", "price_open", "price_close", "take_profit", "stop_loss", "pnl_cost"})
+#: Keys holding a percentage (besides every ``*_percentage`` / ``*_pct`` key); those of a PnL get a sign.
+PERCENT_KEYS = frozenset({"pnl_percentage", "progress_tp", "progress_sl", "realised_pnl"})
+_SIGNED_PERCENT_KEYS = frozenset({"pnl_percentage", "realised_pnl"})
+#: Significant digits of any other float in a console line.
+_OTHER_FLOAT_DIGITS = 6
+#: Integers this large under a time key are ms since the epoch (year 2001 on); smaller ones are
+#: left alone (a count, seconds).
+_MS_EPOCH_FLOOR = 10**12
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _humanize(key: str, value: Any) -> Any:
+    """One console field as a person reads it (format.py's rules); anything else unchanged."""
+    if isinstance(value, dict):
+        return {k: _humanize(str(k), v) for k, v in value.items()}
+    if not _is_number(value):
+        return value
+    if key in TIME_KEYS or key.endswith("_at"):
+        if isinstance(value, int) and abs(value) >= _MS_EPOCH_FLOOR:
+            return format_time(value)
+        return value
+    if key in PRICE_KEYS or key.startswith("price_") or key.endswith("_price"):
+        return format_price(value)
+    if key in PERCENT_KEYS or key.endswith(("_percentage", "_pct")):
+        return format_percent(value, signed=key in _SIGNED_PERCENT_KEYS)
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{_OTHER_FLOAT_DIGITS}g}")
+    return value
+
+
+def humanize_fields(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor of the *console* output only: times in ms become ISO-8601 UTC, prices
+    follow format.py's rule, percentages get two decimals, other floats six significant digits.
+
+    By key name (``TIME_KEYS``, ``PRICE_KEYS``, ``PERCENT_KEYS`` and their suffixes), so no log
+    call formats its own values: the JSON lines (journald, scripts) and the journals keep the
+    exact numbers. The line's own ``timestamp`` (the wall clock) is cut to the second.
+    """
+    for key, value in list(event_dict.items()):
+        if key == "timestamp" and isinstance(value, str) and "." in value:
+            event_dict[key] = value.split(".", 1)[0] + "Z"  # "...T12:00:05.123456Z": the second is enough here
+        elif key != "event":
+            event_dict[key] = _humanize(key, value)
+    return event_dict
 
 
 class _StdlibBridge(logging.Handler):
@@ -217,10 +274,14 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", st
         json_lines = not _isatty(target)
 
     renderer: Callable[[WrappedLogger, str, EventDict], str]
+    # Only a person reads the console: its numbers are rounded and its times ISO; the JSON
+    # lines keep exact values for machines (journald, scripts, the tests).
+    readable: list[Callable[[WrappedLogger, str, EventDict], EventDict]] = []
     if json_lines:
         renderer = _render_json
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=_isatty(target))
+        readable.append(humanize_fields)
 
     structlog.configure(
         processors=[
@@ -232,6 +293,7 @@ def configure_logging(*, json_lines: bool | None = None, level: str = "INFO", st
             # caught, and no pretty traceback with local variables can print an API key.
             structlog.processors.format_exc_info,
             redact_secrets,
+            *readable,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(min_level),
@@ -261,7 +323,8 @@ class PairView:
     """What the live view shows of one (symbol, strategy) pair at one moment.
 
     ``state`` is one of idle, scheduled, open, parked, stopped, done. ``position`` is the side
-    ("long"/"short") of the scheduled or open signal, None without one. Times are UTC ms.
+    ("long"/"short") of the scheduled or open signal, None without one. Times are UTC ms, on
+    the run's clock (simulated under ``--speed`` or ``--candles``, see :class:`ClockView`).
     """
 
     symbol: str
@@ -280,8 +343,24 @@ class PairView:
     error_count: int = 0
     last_error: str | None = None
     closed_trades: int = 0
-    #: Sum of the PnL percentages of the pair's closed trades.
+    #: Closed trades with a PnL above zero / below zero.
+    won_trades: int = 0
+    lost_trades: int = 0
+    #: Sum of the PnL percentages of the pair's closed trades (the footer shows their mean).
     realised_pnl: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClockView:
+    """The clock the pairs' times are on, for the view's header.
+
+    ``simulated``: a ``--speed`` or ``--candles`` run, whose times are not the wall clock's
+    (the stamps of the log lines above the table are). ``speed``: simulated minutes per real one.
+    """
+
+    now_ms: int
+    simulated: bool = False
+    speed: float = 1.0
 
 
 _STATE_STYLES = {
@@ -296,11 +375,14 @@ _ERROR_WIDTH = 60
 _LAG_SHOWN_MS = 5_000
 
 
-def _position_text(pair: PairView) -> str:
+def _position_text(pair: PairView, detail: int = 2) -> str:
+    """The held signal: side only (``detail`` 0), with its entry price (1), with TP and SL (2)."""
     if pair.position is None:
         return "-"
-    parts = [f"scheduled {pair.position}" if pair.state == "scheduled" else pair.position]
-    for label, value in (("@", pair.price_open), ("TP", pair.take_profit), ("SL", pair.stop_loss)):
+    # Shortened, the State column alone says "scheduled".
+    parts = [f"scheduled {pair.position}" if pair.state == "scheduled" and detail == 2 else pair.position]
+    labelled = (("@", pair.price_open), ("TP", pair.take_profit), ("SL", pair.stop_loss))
+    for label, value in labelled[: (0, 1, 3)[detail]]:
         if value is not None:
             parts.append(f"{label} {format_price(value)}")
     return " ".join(parts)
@@ -310,6 +392,36 @@ def _one_line(text: str, width: int) -> str:
     # Error messages can be multi-line (tracebacks, HTTP bodies); a table cell takes one line.
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Which columns the table shows, and how much of each: the widest that fits the terminal."""
+
+    exchange: bool = True
+    price: bool = True
+    #: Position column: None (absent), else the ``_position_text`` detail.
+    position: int | None = 2
+    #: Last tick column: None (absent), "full" (date and time), "short" (time of day when on the
+    #: header's date; the header shows the date).
+    tick: str | None = "full"
+    error_text: bool = True
+
+
+# From everything down to the key columns (symbol, strategy, state, PnL, error count), each
+# step giving up what a trader misses least: the exchange (usually one), error texts (the
+# log has them), TP/SL, the date of the last tick (in the header), then tick, price, position.
+_LAYOUTS = (
+    _Layout(),
+    _Layout(exchange=False),
+    _Layout(exchange=False, error_text=False),
+    _Layout(exchange=False, error_text=False, position=1),
+    _Layout(exchange=False, error_text=False, position=1, tick="short"),
+    _Layout(exchange=False, error_text=False, position=0, tick="short"),
+    _Layout(exchange=False, error_text=False, position=0, tick=None),
+    _Layout(exchange=False, error_text=False, position=0, tick=None, price=False),
+    _Layout(exchange=False, error_text=False, position=None, tick=None, price=False),
+)
 
 
 class LiveView:
@@ -324,7 +436,11 @@ class LiveView:
 
     ``pairs_provider`` is called from rich's refresh thread: it must return a snapshot (e.g. a
     list of frozen :class:`PairView`), not a collection the engine mutates while it is read.
-    ``console`` defaults to a new ``rich.console.Console()`` on stdout.
+    ``clock_provider`` gives the run's clock for the header (which says whether it is simulated);
+    None leaves the header out. ``console`` defaults to a new ``rich.console.Console()`` on stdout.
+
+    The table fits the console's width: on a narrow terminal it drops or shortens columns
+    (``_LAYOUTS``) rather than wrapping each row over several lines.
     """
 
     def __init__(
@@ -333,10 +449,12 @@ class LiveView:
         refresh_per_second: float = 2,
         *,
         console: Console | None = None,
+        clock_provider: Callable[[], ClockView] | None = None,
     ) -> None:
         if refresh_per_second <= 0:
             raise ValueError(f"refresh_per_second must be > 0, got {refresh_per_second}")
         self._pairs_provider = pairs_provider
+        self._clock_provider = clock_provider
         self._refresh_per_second = refresh_per_second
         self._console = console
         self._live: Live | None = None
@@ -376,80 +494,144 @@ class LiveView:
             self._live.refresh()
 
     def render(self) -> RenderableType:
-        """The table of pairs as of now, as a rich renderable (also what the tests print)."""
+        """The table of pairs as of now, as a rich renderable (also what the tests print); it
+        lays itself out for the width of the console it is printed on."""
         from rich.text import Text
 
         try:
             pairs = list(self._pairs_provider())
+            clock = self._clock_provider() if self._clock_provider is not None else None
         except Exception as exc:  # noqa: BLE001 - it would freeze the view (below)
             # An exception here would kill rich's refresh thread and freeze the display silently.
             return Text(_one_line(redact(f"live view: cannot read the pairs: {exc!r}"), 200), style="red")
-        return self._table(pairs)
+        return _FittedTable(pairs, clock)
 
-    def _table(self, pairs: list[PairView]) -> Table:
-        from rich import box
-        from rich.table import Table
-        from rich.text import Text
 
-        realised = sum(p.realised_pnl for p in pairs)
-        caption = Text.assemble(
-            f"{len(pairs)} pairs · {sum(p.state == 'open' for p in pairs)} open · "
-            f"{sum(p.closed_trades for p in pairs)} closed trades · realised PnL ",
-            _signed_percent(realised),
-        )
-        table = Table(box=box.SIMPLE_HEAD, caption=caption, caption_justify="left")
-        # Short cells never wrap: a price split over two lines reads as two numbers.
-        table.add_column("Symbol", no_wrap=True, style="bold")
-        table.add_column("Strategy", no_wrap=True)
+_MEASURE_WIDTH = 10_000
+
+
+class _FittedTable:
+    """The table of pairs in the widest layout that fits the width it is rendered at."""
+
+    def __init__(self, pairs: list[PairView], clock: ClockView | None) -> None:
+        self.pairs = pairs
+        self.clock = clock
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        table = None
+        # Measured unconstrained: a table measured at the console's width reports that width.
+        unconstrained = options.update_width(_MEASURE_WIDTH)
+        for layout in _LAYOUTS:
+            table = _table(self.pairs, self.clock, layout)
+            if console.measure(table, options=unconstrained).maximum <= options.max_width:
+                break
+        # Header and footer are lines of their own, wrapped at the terminal's width rather than
+        # at a narrow table's.
+        header = _header(self.clock)
+        if header is not None:
+            yield header
+        yield table
+        yield _footer(self.pairs)
+
+
+def _header(clock: ClockView | None) -> Any:
+    from rich.text import Text
+
+    if clock is None:
+        return None
+    if clock.simulated:
+        # The log lines scrolling above are stamped with the wall clock: this says the table is not.
+        return Text.assemble(("simulated clock", "bold yellow"), f" {clock.speed:g}x · simulated now "
+                             f"{format_time(clock.now_ms)} (UTC)")
+    return Text(f"real clock · now {format_time(clock.now_ms)} (UTC)")
+
+
+def _footer(pairs: list[PairView]) -> Any:
+    """Counts, and the closed trades' mean PnL: percentages of different positions do not add up
+    to a "realised PnL" (README, Decisions)."""
+    from rich.text import Text
+
+    closed = sum(p.closed_trades for p in pairs)
+    won = sum(p.won_trades for p in pairs)
+    lost = sum(p.lost_trades for p in pairs)
+    parts: list[Any] = [f"{len(pairs)} pairs · {sum(p.state == 'open' for p in pairs)} open · {closed} closed trades"]
+    if closed:
+        parts += [f" ({won} won, {lost} lost) · mean ", _signed_percent(sum(p.realised_pnl for p in pairs) / closed),
+                  " per trade"]
+    return Text.assemble(*parts)
+
+
+def _table(pairs: list[PairView], clock: ClockView | None, layout: _Layout) -> Table:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    # One space between columns (the box's blank divider) and none at the edges: 80 columns count.
+    table = Table(box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+    # Short cells never wrap: a price split over two lines reads as two numbers. The key
+    # columns are cut with an ellipsis rather than wrapped when even the narrowest layout is too wide.
+    table.add_column("Symbol", no_wrap=True, style="bold", overflow="ellipsis")
+    table.add_column("Strategy", no_wrap=True, overflow="ellipsis")
+    if layout.exchange:
         table.add_column("Exchange", no_wrap=True)
-        table.add_column("State", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    if layout.price:
         table.add_column("Price", justify="right", no_wrap=True)
-        table.add_column("Position")
-        table.add_column("PnL", justify="right", no_wrap=True)
-        table.add_column("Last tick (UTC)", no_wrap=True)
-        table.add_column("Errors")
-        for pair in pairs:
-            table.add_row(
-                pair.symbol,
-                pair.strategy,
-                pair.exchange,
-                Text(pair.state, style=_STATE_STYLES.get(pair.state, "")),
-                format_price(pair.price),
-                _position_text(pair),
-                _signed_percent(pair.pnl_percentage),
-                _tick_text(pair),
-                _errors_text(pair),
-            )
-        return table
+    if layout.position is not None:
+        table.add_column("Position" if layout.position else "Side")
+    table.add_column("PnL", justify="right", no_wrap=True)
+    if layout.tick is not None:
+        table.add_column("Last tick (sim)" if clock is not None and clock.simulated else "Last tick (UTC)",
+                         no_wrap=True)
+    table.add_column("Errors")
+    for pair in pairs:
+        cells: list[Any] = [pair.symbol, pair.strategy]
+        if layout.exchange:
+            cells.append(pair.exchange)
+        cells.append(Text(pair.state, style=_STATE_STYLES.get(pair.state, "")))
+        if layout.price:
+            cells.append(format_price(pair.price))
+        if layout.position is not None:
+            cells.append(_position_text(pair, layout.position))
+        cells.append(_signed_percent(pair.pnl_percentage))
+        if layout.tick is not None:
+            cells.append(_tick_text(pair, clock if layout.tick == "short" else None))
+        cells.append(_errors_text(pair, layout.error_text))
+        table.add_row(*cells)
+    return table
 
 
 def _signed_percent(value: float | None) -> Any:
     from rich.text import Text
 
-    if value is None or not math.isfinite(value):
-        return Text("-")
-    style = "green" if value > 0 else "red" if value < 0 else ""
-    return Text(f"{value:+.2f}%", style=style)
+    text = format_percent(value, signed=True)
+    style = "" if value is None or text in (MISSING, "0.00%") else "green" if value > 0 else "red"
+    return Text(text, style=style)
 
 
-def _tick_text(pair: PairView) -> Any:
+def _tick_text(pair: PairView, short_on: ClockView | None = None) -> Any:
+    """The last tick, with its lag when it is late; the time of day alone when ``short_on`` is
+    given and the tick is on the date of its ``now`` (which the header shows)."""
     from rich.text import Text
 
     if pair.last_tick_at is None:
         return Text("-")
-    text = Text(format_time(pair.last_tick_at))
+    stamp = format_time(pair.last_tick_at)
+    if short_on is not None and stamp[:10] == format_time(short_on.now_ms)[:10]:
+        stamp = stamp[11:19]
+    text = Text(stamp)
     if pair.lag_ms is not None and pair.lag_ms > _LAG_SHOWN_MS:
         text.append(f" lag {format_duration(pair.lag_ms)}", style="yellow")
     return text
 
 
-def _errors_text(pair: PairView) -> Any:
+def _errors_text(pair: PairView, with_message: bool = True) -> Any:
     from rich.text import Text
 
     if pair.error_count <= 0:
         return Text("-")
     text = str(pair.error_count)
-    if pair.last_error:
+    if pair.last_error and with_message:
         # Exchange errors can quote request URLs and headers; the screen gets the same redaction.
         text += " " + _one_line(redact(pair.last_error), _ERROR_WIDTH)
     return Text(text, style="red")

@@ -124,8 +124,11 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
         on_signal(early[0])
     watcher = _stall_watcher(engine)
     watcher.start()
+    # Every time in a log line's fields (at=) and in the live view is on the engine's clock; the
+    # line's own stamp is the wall clock's. A simulated run says so once, with its time now.
     log.info("started", pairs=[f"{p.symbol}/{p.strategy_name}/{p.exchange}" for p in engine.pairs],
-             data_dir=str(data_dir), speed=engine.clock.speed)
+             data_dir=str(data_dir), speed=engine.clock.speed,
+             clock="simulated" if engine.clock.simulated else "real", now=engine.clock.now_ms())
     started = time.monotonic()
 
     def progress() -> dict[str, PairProgress]:
@@ -232,7 +235,7 @@ def _live_view(engine: Engine, request: RunRequest):
     wanted = request.live_view if request.live_view is not None else sys.stdout.isatty()
     if not wanted:
         return None
-    from livetrader.service.console import LiveView, PairView
+    from livetrader.service.console import ClockView, LiveView, PairView
 
     def views() -> list[PairView]:
         out = []
@@ -245,8 +248,10 @@ def _live_view(engine: Engine, request: RunRequest):
                 take_profit=row.take_profit if row else None, stop_loss=row.stop_loss if row else None,
                 pnl_percentage=last.pnl_percentage if last is not None and last.action == "active" else None,
                 last_tick_at=p.last_tick_at, lag_ms=p.lag_ms, error_count=p.error_count, last_error=p.last_error,
-                closed_trades=p.closed_trades, realised_pnl=p.realised_pnl,
+                closed_trades=p.closed_trades, won_trades=p.won_trades, lost_trades=p.lost_trades,
+                realised_pnl=p.realised_pnl,
             ))
         return out
 
-    return LiveView(views)
+    clock = engine.clock
+    return LiveView(views, clock_provider=lambda: ClockView(clock.now_ms(), clock.simulated, clock.speed))

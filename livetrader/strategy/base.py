@@ -381,18 +381,27 @@ def load_strategies(
 
     Problems (import failures, invalid declarations, duplicate names) are recorded in the
     returned registry, never raised; call ``raise_problems()`` to fail on any of them.
-    Raises StrategyLoadError only when the folder itself is missing.
+    Raises StrategyLoadError only when the folder itself is missing or cannot be read.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        what = "is not a folder" if directory.exists() else "does not exist"
+    try:
+        present = directory.is_dir()
+        exists = present or directory.exists()
+        files = sorted(p for p in directory.glob("*.py") if not p.name.startswith("_")) if present else []
+    except PermissionError:
+        # e.g. ./strategies from a working directory this user may not enter (sudo -u in root's home).
+        raise StrategyLoadError(
+            f"strategies folder {directory} cannot be read (permission denied); run as a user who can read it, "
+            "or point --strategies-dir (or strategies_dir in the config) at a folder this user can read"
+        ) from None
+    if not present:
+        what = "is not a folder" if exists else "does not exist"
         raise StrategyLoadError(
             f"strategies folder {directory} {what}; create it, or point --strategies-dir "
             "(or strategies_dir in the [livetrader] section of the config) at the folder "
             "holding your strategy files"
         )
     registry = StrategyRegistry(directory=directory)
-    files = sorted(p for p in directory.glob("*.py") if not p.name.startswith("_"))
     if names is not None:
         files = _files_declaring(files, set(names)) or files
     with _on_sys_path(directory):
