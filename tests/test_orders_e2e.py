@@ -110,6 +110,13 @@ def test_sandbox_places_real_orders_with_deterministic_ids_and_the_journal_agree
     doc = json.loads(listed.stdout)
     assert {o["client_id"] for o in doc["orders"]} == {o.client_id for o in server.account.orders}
     assert all(o["mode"] == "sandbox" for o in doc["orders"])
+    # The reports list the orders with their fills and fees, and the PnL in quote currency.
+    live_report = next((cwd / "dump-demo" / "reports" / "live").glob("*.md")).read_text()
+    built = run(cwd, "report", "--data-dir", "dump-demo", "--out", "out")
+    assert built.returncode == 0, built.stderr
+    for text in (live_report, next((cwd / "out").glob("*.md")).read_text()):
+        assert "## Orders" in text and records[first_intent]["client_id"] in text
+        assert "in quote currency" in text
 
 
 def test_paper_mode_places_no_order(tmp_path, server):

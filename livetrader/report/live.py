@@ -41,7 +41,7 @@ def live_report_text(
     # The statistics cover the whole history, as `livetrader report` does.
     note += f" Statistics: all {sum(1 for r in journaled if r['event'] == 'closed')} closed trades in the journal."
     return build_report(title, events, stats=stats_for(journaled), now_ms=now_ms, note=note,
-                        trades=closed_trades(journaled))
+                        trades=closed_trades(journaled), orders=journaled)
 
 
 def simulated_clock_note(speed: float, wall_ms: int) -> str:

@@ -331,14 +331,16 @@ def build_report(
     now_ms: int | None = None,
     trades: Sequence[ClosedTrade] | None = None,
     max_rows: int | None = None,
+    orders: Sequence[dict] | None = None,
 ) -> str:
-    """The markdown report of one pair: title, events table, equity line, statistics.
+    """The markdown report of one pair: title, events table, orders (sandbox/live), equity line, statistics.
 
     ``records`` are ``record_of`` dicts in any order; rows are printed newest first (by ``at``;
     ties keep the given order). ``stats`` is passed in because it may cover more than the rows
     (e.g. every closed trade in the journal — say so in ``note``). ``now_ms`` stamps the report
     (default: the clock). ``trades`` are the closed trades of the equity line (default: those
-    among ``records``); ``max_rows`` keeps only the newest rows of a long journal.
+    among ``records``); ``max_rows`` keeps only the newest rows of a long journal; ``orders``
+    the records whose orders are listed (default: ``records``; a live window holds none).
     """
     if now_ms is None:
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
@@ -360,7 +362,7 @@ def build_report(
         lines.append("No events yet.")
     lines.append("")
 
-    lines += _orders_section(records)
+    lines += _orders_section(records if orders is None else orders)
     lines += _equity_section(closed_trades(records) if trades is None else trades)
 
     lines += ["## Statistics", ""]
