@@ -20,7 +20,8 @@ from the query string and from a urlencoded body alike)::
     GET    /api/v3/allOrders      symbol; orderId, startTime, endTime, limit
     GET    /api/v3/myTrades       symbol; orderId, startTime/endTime (24 h at most), fromId, limit
     GET    /api/v3/account        balances free/locked, commission rates
-    GET    /sapi/v1/capital/config/getall   the currencies (ccxt asks for them with an API key, outside sandbox mode)
+    GET    /sapi/v1/capital/config/getall   the currencies  } ccxt asks for these with an API key,
+    GET    /sapi/v1/margin/allPairs, /sapi/v1/margin/isolated/allPairs  [] } outside sandbox mode
 
 Orders go to ``server.account`` (``exchange_account.Account``): balances, orders and trades, and a
 matching engine over the same candles: a market order fills at the close of the last closed
@@ -506,6 +507,8 @@ class _Handler(BaseHTTPRequestHandler):
             return account.account_json(now)
         if route == ("GET", "/sapi/v1/capital/config/getall"):
             return [_coin(asset) for asset in account.account_json(now)["balances"]]
+        if route in (("GET", "/sapi/v1/margin/allPairs"), ("GET", "/sapi/v1/margin/isolated/allPairs")):
+            return []  # ccxt asks with an API key outside sandbox mode (options.fetchMargins); no margin here
         raise ApiError(404, -1000, f"unknown endpoint {method} {path}")
 
     def _symbol(self, query: dict[str, str]) -> str:
