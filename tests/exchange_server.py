@@ -266,7 +266,10 @@ class Faults:
             return list(self._faults)
 
     def take(self, path: str, now_ms: int, method: str = "GET") -> tuple[Fault | None, list[Fault]]:
-        """The request fault and the candle and placement faults that apply to one request, counted as used."""
+        """The request fault and the candle and placement faults that apply to one request, counted as used.
+
+        A request fault that answers instead of the request (``placed`` False) leaves the others unused.
+        """
         with self._lock:
             request: Fault | None = None
             candles: list[Fault] = []
@@ -276,10 +279,15 @@ class Faults:
                 if fault.kind in REQUEST_FAULTS:
                     if request is None:
                         request = fault
-                        fault.hits += 1
                 else:
                     candles.append(fault)
-                    fault.hits += 1
+            if request is not None:
+                request.hits += 1
+                if not request.placed:
+                    # The request is answered without being carried out: the other faults wait for the next.
+                    candles = []
+            for fault in candles:
+                fault.hits += 1
             # Drop the used-up ones so pending() shows what is left.
             self._faults = [f for f in self._faults if f.times is None or f.hits < f.times]
             return request, candles

@@ -475,3 +475,13 @@ def test_my_trades_and_all_orders_filter_as_binance_does(server, clock):
     assert len(limited) == 1 and limited[0]["order"] == str(server.account.orders[-1].order_id)
     assert len(windowed) == 2
     assert [o["clientOrderId"] for o in orders] == ["t-0", "t-1", "t-2"]
+
+
+def test_a_placement_fault_waits_for_an_order_that_is_placed(server):
+    server.faults.order_status(503)  # answered without placing: the partial fill is not used up by it
+    partial = server.faults.partial_fill(0.5)
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        trade(server, placing("first"))
+    assert partial.hits == 0
+    order = trade(server, placing("second", amount=0.01))
+    assert partial.hits == 1 and order["status"] == "expired" and order["filled"] == 0.005
