@@ -20,7 +20,8 @@ from the query string and from a urlencoded body alike)::
     GET    /api/v3/allOrders      symbol; orderId, startTime, endTime, limit
     GET    /api/v3/myTrades       symbol; orderId, startTime/endTime (24 h at most), fromId, limit
     GET    /api/v3/account        balances free/locked, commission rates
-    GET    /sapi/v1/capital/config/getall   the currencies (ccxt asks for them with an API key, outside sandbox mode)
+    GET    /sapi/v1/capital/config/getall   the currencies  } ccxt asks for these with an API key,
+    GET    /sapi/v1/margin/allPairs, /sapi/v1/margin/isolated/allPairs  [] } outside sandbox mode
 
 Orders go to ``server.account`` (``exchange_account.Account``): balances, orders and trades, and a
 matching engine over the same candles: a market order fills at the close of the last closed
@@ -265,7 +266,10 @@ class Faults:
             return list(self._faults)
 
     def take(self, path: str, now_ms: int, method: str = "GET") -> tuple[Fault | None, list[Fault]]:
-        """The request fault and the candle and placement faults that apply to one request, counted as used."""
+        """The request fault and the candle and placement faults that apply to one request, counted as used.
+
+        A request fault that answers instead of the request (``placed`` False) leaves the others unused.
+        """
         with self._lock:
             request: Fault | None = None
             candles: list[Fault] = []
@@ -275,10 +279,15 @@ class Faults:
                 if fault.kind in REQUEST_FAULTS:
                     if request is None:
                         request = fault
-                        fault.hits += 1
                 else:
                     candles.append(fault)
-                    fault.hits += 1
+            if request is not None:
+                request.hits += 1
+                if not request.placed:
+                    # The request is answered without being carried out: the other faults wait for the next.
+                    candles = []
+            for fault in candles:
+                fault.hits += 1
             # Drop the used-up ones so pending() shows what is left.
             self._faults = [f for f in self._faults if f.times is None or f.hits < f.times]
             return request, candles
@@ -506,6 +515,8 @@ class _Handler(BaseHTTPRequestHandler):
             return account.account_json(now)
         if route == ("GET", "/sapi/v1/capital/config/getall"):
             return [_coin(asset) for asset in account.account_json(now)["balances"]]
+        if route in (("GET", "/sapi/v1/margin/allPairs"), ("GET", "/sapi/v1/margin/isolated/allPairs")):
+            return []  # ccxt asks with an API key outside sandbox mode (options.fetchMargins); no margin here
         raise ApiError(404, -1000, f"unknown endpoint {method} {path}")
 
     def _symbol(self, query: dict[str, str]) -> str:
