@@ -316,3 +316,57 @@ def test_a_short_on_a_spot_market_is_refused_as_an_invalid_signal_and_places_not
     assert refused and "margin or derivatives market" in refused[0]["error"]
     assert not server.order_requests()
     assert not [r for recs in journals(cwd).values() for r in recs]
+
+
+def test_sandbox_is_refused_where_ccxt_knows_no_test_network_and_orders_need_keys(tmp_path):
+    cwd = workdir(tmp_path)
+    (cwd / "kraken.toml").write_text('[exchanges.kraken]\nccxt_id = "kraken"\nmode = "sandbox"\n')
+    refused = run(cwd, "run", "BTCUSD", "--strategy", "always-long", "--exchange", "kraken", "--config",
+                  "kraken.toml", LIVETRADER_KRAKEN_API_KEY="k-1234", LIVETRADER_KRAKEN_SECRET="s-5678")
+    assert refused.returncode == 2 and "has no sandbox" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    (cwd / "live.toml").write_text('[exchanges.binance]\nccxt_id = "binance"\nmode = "live"\n')
+    keyless = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config",
+                  "live.toml")
+    assert keyless.returncode == 2 and "needs API credentials" in keyless.stderr, keyless.stderr
+    (cwd / "sim.toml").write_text('[exchanges.sim]\nmode = "live"\n')
+    simulated = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--config", "sim.toml", "--speed", "600")
+    assert simulated.returncode == 2 and 'mode must be "paper"' in simulated.stderr, simulated.stderr
+    assert not (cwd / "dump-demo" / "journal").exists()  # nothing written
+
+
+def test_an_entry_above_the_free_balance_is_refused_before_any_order(tmp_path):
+    with ExchangeServer(clock=follow_daemon_clock(tmp_path), balances={"USDT": 50}) as poor:
+        cwd = workdir(tmp_path)
+        cfg = config(cwd, poor)
+        proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+                     "--speed", "600", **KEYS)
+        assert wait_for(lambda: "".join(proc._chunks["out"]).count("above the free balance") >= 2, 30)
+        code, out, err = stop(proc)
+        assert code == 0, err
+        assert not poor.order_requests()
+        refusal = next(e for e in events(out) if e["event"] == "tick failed" and e.get("kind") == "order")
+        assert "cost 100 USDT is above the free balance 50 USDT" in refusal["error"]
+
+
+def test_status_shows_the_mode_and_a_pair_never_continues_a_position_in_another_mode(tmp_path, server):
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server)
+    proc = _start(cwd, cfg)
+    assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists()
+                    and any(r["event"] == "opened" for recs in journals(cwd).values() for r in recs), 60)
+    status = run(cwd, "status", "--data-dir", "dump-demo", "--json")
+    pair = json.loads(status.stdout)["pairs"][0]
+    assert pair["mode"] == "sandbox"
+    code, _out, err = stop(proc)
+    assert code == 0, err
+    records = [r for recs in journals(cwd).values() for r in recs]
+    holding = records[-1]["event"] in ("opened", "order_intent", "order_update") or not any(
+        r["event"] == "closed" and r["signal_id"] == records[-1]["signal_id"] for r in records)
+    assert holding
+    paper = config(cwd, server, mode="paper")
+    refused = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", paper,
+                  "--speed", "600", **KEYS)
+    assert refused.returncode != 0
+    assert "made in sandbox mode, and this run is in paper mode" in refused.stdout + refused.stderr
+    assert [r for recs in journals(cwd).values() for r in recs] == records  # nothing written

@@ -53,6 +53,13 @@ class Broker(Protocol):
         they cannot be had."""
 
 
+#: Exchanges whose ccxt driver ignores the unified ``clientOrderId`` param: the key it reads instead.
+CLIENT_ID_PARAM = {"coinbase": "client_order_id", "coinbaseadvanced": "client_order_id"}
+#: Extra params an order query needs per exchange (bybit's ``fetch_order`` only sees its last
+#: 500 orders unless told the caller accepts that).
+QUERY_PARAMS: dict[str, dict[str, Any]] = {"bybit": {"acknowledged": True}}
+
+
 def _is_rejection(exc: BaseException, ccxt: Any) -> bool:
     """True when ``exc`` says for certain that the order was not placed."""
     if isinstance(exc, ccxt.DuplicateOrderId) or "duplicate order" in str(exc).lower():
@@ -169,8 +176,8 @@ class CcxtBroker:
         market = exchange.market(symbol)
         try:
             text = exchange.amount_to_precision(symbol, amount)
-            order = await exchange.create_order(symbol, "market", side, float(text), None,
-                                                {"clientOrderId": client_id})
+            key = CLIENT_ID_PARAM.get(exchange.id, "clientOrderId")
+            order = await exchange.create_order(symbol, "market", side, float(text), None, {key: client_id})
         except Exception as exc:  # noqa: BLE001 - every outcome becomes an Answer: rejected only when certain
             reason = redact(f"{type(exc).__name__}: {exc}")[:300]
             if isinstance(exc, ccxt.BaseError) and _is_rejection(exc, ccxt):
@@ -187,7 +194,8 @@ class CcxtBroker:
         exchange = await self._client()
         market = exchange.market(symbol)
         try:
-            order = await exchange.fetch_order(None, symbol, {"clientOrderId": client_id})
+            key = CLIENT_ID_PARAM.get(exchange.id, "clientOrderId")
+            order = await exchange.fetch_order(None, symbol, {key: client_id, **QUERY_PARAMS.get(exchange.id, {})})
         except ccxt.OrderNotFound as exc:
             return Answer("not_found", reason=redact(f"{type(exc).__name__}: {exc}")[:300])
         except Exception as exc:  # noqa: BLE001 - no answer: asked again later

@@ -20,6 +20,7 @@ from livetrader.errors import StoreError, StoreWriteError
 from livetrader.logs import get_logger
 from livetrader.store.layout import Key
 from livetrader.store.names import pair_stem
+from livetrader.store.state import StateDamaged
 from livetrader.strategy.risk import OpenPosition, RiskProfile
 from livetrader.strategy.tracing import describe
 
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
     from livetrader.store.writer import BackgroundWriter
 
 log = get_logger(__name__)
+
+
+class ModeChanged(StateDamaged):
+    """A pair holding a position, a scheduled signal or an order made in another mode than this
+    run's (docs/behaviour.md §12): it does not start, the others do."""
+
 
 #: "restored" lines logged at start; beyond, one line says more follow (10,000 lines help nobody).
 RESTORED_LOG_LINES = 100
@@ -162,11 +169,10 @@ class Restorer:
         """Give the pair's executor its orders back, after checking the pair's journal was written
         in the mode it now runs in (an open position is never carried on in another mode).
 
-        Raises ``StateDamaged`` (this pair does not start, the others do) on a mode change while
+        Raises ``ModeChanged`` (this pair does not start, the others do) on a mode change while
         the pair holds a signal or an order.
         """
         from livetrader.core.orders import pending_order
-        from livetrader.store.state import StateDamaged
 
         mode = pair.executor.mode if pair.executor is not None else "paper"
         recorded = next((str(r["mode"]) for r in reversed(records) if "mode" in r), "paper")
@@ -174,7 +180,7 @@ class Restorer:
         if holds and recorded != mode:
             what = "an open position" if pair.row is not None and pair.row.pending_at is not None else \
                 "an order" if pair.row is None else "a scheduled signal"
-            raise StateDamaged(
+            raise ModeChanged(
                 f"{pair.symbol}/{pair.strategy_name} on {pair.exchange} holds {what} made in {recorded} mode, and "
                 f"this run is in {mode} mode: it is not carried on in another mode. Run it in {recorded} mode until "
                 f"it closes, or close it yourself and move the pair's journal and snapshot aside")

@@ -554,7 +554,7 @@ def _footer(pairs: list[PairView]) -> Any:
     closed = sum(p.closed_trades for p in pairs)
     won = sum(p.won_trades for p in pairs)
     lost = sum(p.lost_trades for p in pairs)
-    parts: list[Any] = [f"{len(pairs)} pairs · {sum(p.state == 'open' for p in pairs)} open · {closed} closed trades"]
+    parts: list[Any] = [f"{len(pairs)} pairs · {sum(p.state.split('·')[0] == 'open' for p in pairs)} open · {closed} closed trades"]
     if closed:
         parts += [f" ({won} won, {lost} lost) · mean ", _signed_percent(sum(p.realised_pnl for p in pairs) / closed),
                   " per trade"]
@@ -588,7 +588,7 @@ def _table(pairs: list[PairView], clock: ClockView | None, layout: _Layout) -> T
         cells: list[Any] = [pair.symbol, pair.strategy]
         if layout.exchange:
             cells.append(pair.exchange)
-        cells.append(Text(pair.state, style=_STATE_STYLES.get(pair.state, "")))
+        cells.append(Text(pair.state, style=_STATE_STYLES.get(pair.state.split("·")[0], "")))
         if layout.price:
             cells.append(format_price(pair.price))
         if layout.position is not None:

@@ -243,7 +243,9 @@ def _live_view(engine: Engine, request: RunRequest):
             row = p.row
             last = p.last_result
             out.append(PairView(
-                symbol=p.symbol, strategy=p.strategy_name, exchange=p.exchange, state=p.state, price=p.price,
+                symbol=p.symbol, strategy=p.strategy_name, exchange=p.exchange,
+                # A pair placing real orders says so in its state (``open·live``, ``entering·sandbox``).
+                state=p.state if p.executor is None else f"{p.state}·{p.executor.mode}", price=p.price,
                 position=row.position if row else None, price_open=row.price_open if row else None,
                 take_profit=row.take_profit if row else None, stop_loss=row.stop_loss if row else None,
                 pnl_percentage=last.pnl_percentage if last is not None and last.action == "active" else None,

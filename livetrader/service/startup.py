@@ -16,6 +16,7 @@ from livetrader.errors import LivetraderError, StrategyLoadError, UsageError
 from livetrader.live.clock import Clock, SimClock, check_timeline, saved_clock
 from livetrader.live.collector import collector_paused
 from livetrader.live.engine import Engine
+from livetrader.live.restore import ModeChanged
 from livetrader.logs import get_logger
 from livetrader.market.sources import BUILT_IN
 from livetrader.store.state import StateDamaged
@@ -154,7 +155,8 @@ def _add_pairs(engine: Engine, request: RunRequest, exchange: str, broken: dict[
                     engine.add_pair(symbol, name, exchange)
             except StateDamaged as exc:
                 # The other pairs start; this one waits for a person (see `livetrader recover`).
-                log.error("pair not started: damaged state", symbol=symbol, strategy=name, error=str(exc))
+                what = "mode changed" if isinstance(exc, ModeChanged) else "damaged state"
+                log.error(f"pair not started: {what}", symbol=symbol, strategy=name, error=str(exc))
                 damaged.append(exc)
 
 
