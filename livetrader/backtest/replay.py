@@ -4,10 +4,10 @@ Backtest time is live time: at frame ``t`` the price is the VWAP of the candles 
 ``[t-5m, t)``; a decision taken from the candle opening at ``c`` is stamped ``c + 1m``.
 
 Every frame that can change anything is decided by ``core.machine.decide`` and ``answer``,
-the functions live ticks call; the strategy is asked through ``ask_signal`` and its
-callbacks called through ``run_callback``, as live. The results are exactly those of a plain
-per-minute replay (tests compare them trade by trade); the speed comes from skipping the
-frames that cannot change them:
+the functions live ticks call; the strategy is asked through ``signal_asker`` (live's
+``ask_signal``, prepared once) and its callbacks called through ``run_callback``, as live.
+The results are exactly those of a plain per-minute replay (tests compare them trade by
+trade); the speed comes from skipping the frames that cannot change them:
 
 - a pair with no signal jumps straight to the next throttle bucket: no frame inside one
   bucket can ask the strategy, so nothing can happen there;
@@ -36,7 +36,7 @@ from livetrader.core.validate import SignalError
 from livetrader.errors import LivetraderError, NoCandlesError
 from livetrader.events import BUS, EventBus
 from livetrader.redaction import redact
-from livetrader.strategy.base import HOOKS, adopt, ask_signal, run_callback
+from livetrader.strategy.base import HOOKS, adopt, run_callback, signal_asker
 from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
@@ -242,6 +242,8 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
     is idle, as live carries on.
     """
     strategy = adopt(strategy)
+    # The ask of live (``ask_signal``), prepared once: untraced, as no stall watcher runs here.
+    ask = signal_asker(strategy, strategy_timeout_seconds, traced=False)
     name = strategy.name
     interval_ms = SIGNAL_INTERVALS[strategy.interval]
     start += -start % MINUTE_MS
@@ -316,8 +318,7 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
             price = vwap(all_candles[i - VWAP_CANDLES:i])
             result.strategy_calls += 1
             try:
-                signal = await ask_signal(strategy, Context(symbol, name, exchange, t, price, load),
-                                          strategy_timeout_seconds)
+                signal = await ask(Context(symbol, name, exchange, t, price, load))
             except TimeoutError as exc:
                 failed("strategy", t, f"strategy {name!r} timed out at {format_minute(t)}: no answer after "
                        f"{strategy_timeout_seconds} s", exc)

@@ -554,7 +554,8 @@ def _footer(pairs: list[PairView]) -> Any:
     closed = sum(p.closed_trades for p in pairs)
     won = sum(p.won_trades for p in pairs)
     lost = sum(p.lost_trades for p in pairs)
-    parts: list[Any] = [f"{len(pairs)} pairs · {sum(p.state.split('·')[0] == 'open' for p in pairs)} open · {closed} closed trades"]
+    open_now = sum(p.state.split("·")[0] == "open" for p in pairs)  # "open·live": a pair placing orders
+    parts: list[Any] = [f"{len(pairs)} pairs · {open_now} open · {closed} closed trades"]
     if closed:
         parts += [f" ({won} won, {lost} lost) · mean ", _signed_percent(sum(p.realised_pnl for p in pairs) / closed),
                   " per trade"]

@@ -36,7 +36,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -130,6 +130,30 @@ def call_strategy(call: tuple[str, str, str], fn: Any, arg: Any) -> Any:
         return fn(arg)
     finally:
         running = before
+
+
+def signal_asker(strategy: Strategy, timeout: float | None = None, *,
+                 traced: bool = True) -> Callable[[Context], Awaitable[Signal | None]]:
+    """How to ask ``strategy`` for its signal, decided once for many asks: ``await asker(ctx)``.
+
+    It is ``ask_signal`` with ``timeout``, except where nothing of it is needed: untraced (a
+    backtest, where no stall watcher names the running strategy) and without a timeout, an
+    async ``get_signal`` is itself the asker, so a backtest's ask costs no extra coroutine.
+    """
+    if not traced and timeout is None:
+        get = strategy.get_signal
+        if strategy.signal_is_async:
+            return get
+
+        async def ask_plain(ctx: Context) -> Signal | None:
+            return get(ctx)  # type: ignore[return-value]
+
+        return ask_plain
+
+    async def ask(ctx: Context) -> Signal | None:
+        return await ask_signal(strategy, ctx, timeout)
+
+    return ask
 
 
 async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = None) -> Signal | None:
