@@ -7,7 +7,7 @@ Layout (every key optional; the built-in defaults equal the shipped file)::
                             schedule_timeout_minutes, max_events, watchdog_grace_seconds,
                             stall_seconds
     [exchanges.<name>]      free-form table per candle source ([exchanges.sim] seed = 42)
-    [risk.<profile>]        max_positions, max_positions_per_symbol
+    [risk.<profile>]        max_positions, max_positions_per_symbol, cost
 
 A typo must not silently fall back to a default in a system that trades money, so an
 unknown section or key, a wrong type or an out-of-range value is a ConfigError naming the
@@ -63,6 +63,9 @@ class RiskProfileConfig:
     name: str
     max_positions: int | None = None
     max_positions_per_symbol: int | None = None
+    #: Quote units a position of this profile's strategies costs in sandbox/live mode (None: the
+    #: strategy's own ``cost``, else ``[engine] cost``).
+    cost: float | None = None
 
 
 def _default_exchanges() -> Mapping[str, Mapping[str, Any]]:
@@ -185,6 +188,7 @@ _ENGINE_KEYS: dict[str, Check] = {
 _RISK_KEYS: dict[str, Check] = {
     "max_positions": _positive_int,
     "max_positions_per_symbol": _positive_int,
+    "cost": _number(0, inclusive=False),
 }
 _SECTIONS = ("livetrader", "engine", "exchanges", "risk")
 

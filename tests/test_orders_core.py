@@ -107,3 +107,42 @@ def test_pnl_comes_from_fills_and_the_fees_paid():
     pnl, percent = realised(position, exit_order)
     assert pnl == pytest.approx(109.89 - 0.10989 - 100.0)
     assert percent == pytest.approx(pnl)  # spent 100
+
+
+def test_a_position_costs_the_strategys_cost_else_its_risk_profiles_else_the_engines(monkeypatch, tmp_path):
+    from livetrader.config import parse_config
+    from livetrader.live.engine import Engine
+    from livetrader.live.pair import Pair
+    from livetrader.strategy.base import Strategy, StrategyRegistry
+
+    monkeypatch.setenv("LIVETRADER_BINANCE_API_KEY", "k-0001")
+    monkeypatch.setenv("LIVETRADER_BINANCE_SECRET", "s-0001")
+    config = parse_config({
+        "engine": {"cost": 100},
+        "risk": {"careful": {"max_positions": 2, "cost": 25}},
+        "exchanges": {"binance": {"ccxt_id": "binance", "mode": "sandbox",
+                                  "urls": {"api_base": "http://127.0.0.1:9"}}},
+    })
+
+    class Plain(Strategy):
+        name = "plain"
+
+    class Careful(Strategy):
+        name = "careful"
+        risk = "careful"
+
+    class Sized(Strategy):
+        name = "sized"
+        risk = "careful"
+        cost = 40.0
+
+    engine = Engine(config, StrategyRegistry(tmp_path), data_dir=tmp_path)
+    costs = {}
+    for cls in (Plain, Careful, Sized):
+        pair = Pair("BTC/USDT", cls(), "binance", engine.source("binance"))
+        executor = engine._executor(pair, cls)
+        assert executor is not None and executor.mode == "sandbox"
+        costs[cls.name] = executor.cost
+    assert costs == {"plain": 100.0, "careful": 25.0, "sized": 40.0}
+    paper = Engine(parse_config({}), StrategyRegistry(tmp_path), data_dir=tmp_path)
+    assert paper._executor(Pair("BTCUSDT", Plain(), "sim", paper.source("sim")), Plain) is None

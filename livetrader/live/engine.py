@@ -192,7 +192,9 @@ class Engine:
 
         settings = getattr(getattr(source, "source", source), "settings", None)
         minutes = getattr(settings, "unknown_order_minutes", 10.0)
-        return Executor(pair.key, broker, mode=mode, cost=cls.cost or self.config.engine.cost,
+        profile = self.config.risk.get(cls.risk) if cls.risk else None
+        cost = cls.cost or (profile.cost if profile is not None else None) or self.config.engine.cost
+        return Executor(pair.key, broker, mode=mode, cost=cost,
                         unknown_order_minutes=minutes, write=write, report_error=pair.report_error)
 
     def restore_absent_pairs(self) -> None:
