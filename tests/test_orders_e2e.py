@@ -396,3 +396,35 @@ def test_status_shows_the_mode_and_a_pair_never_continues_a_position_in_another_
     assert refused.returncode != 0
     assert "made in sandbox mode, and this run is in paper mode" in refused.stdout + refused.stderr
     assert [r for recs in journals(cwd).values() for r in recs] == records  # nothing written
+
+
+def test_a_stop_while_a_scheduled_signals_entry_is_unresolved_keeps_the_signal_for_the_next_start(tmp_path, server):
+    """A stop cancels a waiting scheduled signal, but not one whose entry order is out: that
+    order may have filled. The next start asks the exchange and opens the position."""
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server, unknown_order_minutes=1000)
+    server.faults.accept_then_drop()  # the entry is placed, its answer lost ...
+    server.faults.order_not_found(queries=10_000)  # ... and the exchange cannot find it for now
+    args = ("run", "BTCUSDT", "--strategy", "near-dip", "--exchange", "binance", "--config", cfg, "--speed", "600")
+    proc = start(cwd, *args, **KEYS)
+    assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists()
+                    and any(r["event"] == "order_intent" for recs in journals(cwd).values() for r in recs), 60)
+    time.sleep(0.5)  # a few ticks asking for it
+    code, _out, err = stop(proc)
+    assert code == 0, err
+    records = [r for recs in journals(cwd).values() for r in recs]
+    intent = next(r for r in records if r["event"] == "order_intent")
+    story = [r["event"] for r in records if r["signal_id"] == intent["signal_id"]]
+    assert story[0] == "scheduled" and "cancelled" not in story and "opened" not in story, story
+    assert server.account.orders_with_client_id(intent["client_id"])  # it exists on the exchange
+    server.faults.clear()
+    for order in server.account.orders:
+        order.hidden_queries, order.hidden_until_ms = 0, None  # the exchange finds it again
+    proc = start(cwd, *args, **KEYS)
+    assert wait_running(cwd / "dump-demo", proc)
+    assert wait_for(lambda: any(r["event"] == "opened" and r["signal_id"] == intent["signal_id"]
+                                for recs in journals(cwd).values() for r in recs), 30)
+    code, _out, err = stop(proc)
+    assert code == 0, err
+    check_agreement(cwd, server)
+    assert all(n == 1 for n in placements(server).values())

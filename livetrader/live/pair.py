@@ -534,6 +534,8 @@ class Pair:
         """Cancel a waiting scheduled signal (reason ``user``), as ``stop`` does."""
         if self.row is None or self.row.pending_at is not None:
             return None
+        if self.executor is not None and self.executor.busy:
+            return None  # its entry order may have filled: the next start asks the exchange first
         if self.last_minute is not None and now < self.last_minute:
             now = self.last_minute  # a clock behind the journal stamps nothing before its last record
         result = cancel(self.row, now, self.price or self.row.price_open, "user")
