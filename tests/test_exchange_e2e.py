@@ -12,9 +12,8 @@ import time
 import pytest
 from daemon import ROOT, events, run, start, stop, wait_for, workdir
 from exchange_server import ExchangeServer
+from exchange_setup import exchange_config, follow_daemon_clock
 from invariants import check_data_dir
-
-from livetrader.live.clock import saved_clock
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
@@ -23,22 +22,7 @@ SECRET = "lt-test-SECRET-8d41b6c0aa"
 
 
 def config(cwd, server, **extra):
-    lines = ["[exchanges.binance]", 'ccxt_id = "binance"', f'urls = {{ api_base = "{server.url}" }}',
-             'options = { defaultType = "spot", fetchMarkets = { types = ["spot"] }, fetchCurrencies = false, '
-             'fetchMargins = false, adjustForTimeDifference = false }',
-             "retry_base_seconds = 0.01", "retry_max_seconds = 0.05"]
-    settings = {"timeout_ms": 2000, "max_retries": 1, **extra}
-    lines += [f"{k} = {v}" for k, v in settings.items()]
-    (cwd / "exchange.toml").write_text("\n".join(lines) + "\n")
-    return "exchange.toml"
-
-
-def follow_daemon_clock(cwd):
-    """The server runs on the daemon's simulated timeline, read from its data directory."""
-    def now():
-        clock = saved_clock(cwd / "dump-demo")
-        return clock.now_ms() if clock else int(time.time() * 1000)
-    return now
+    return exchange_config(cwd, server, **extra)
 
 
 @pytest.fixture

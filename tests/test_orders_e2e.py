@@ -11,9 +11,9 @@ import orjson
 import pytest
 from daemon import events, run, start, stop, wait_for, wait_running, workdir
 from exchange_server import ExchangeServer
+from exchange_setup import exchange_config, follow_daemon_clock
 
 from livetrader.core.orders import orders_of
-from livetrader.live.clock import saved_clock
 
 pytestmark = pytest.mark.e2e
 
@@ -23,21 +23,7 @@ KEYS = {"LIVETRADER_BINANCE_API_KEY": API_KEY, "LIVETRADER_BINANCE_SECRET": SECR
 
 
 def config(cwd, server, mode="sandbox", **extra):
-    lines = ["[exchanges.binance]", 'ccxt_id = "binance"', f'urls = {{ api_base = "{server.url}" }}',
-             f'mode = "{mode}"',
-             'options = { defaultType = "spot", fetchMarkets = { types = ["spot"] }, fetchCurrencies = false, '
-             'fetchMargins = false, adjustForTimeDifference = false }',
-             "retry_base_seconds = 0.01", "retry_max_seconds = 0.05", "timeout_ms = 2000", "max_retries = 1"]
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    (cwd / "exchange.toml").write_text("\n".join(lines) + "\n")
-    return "exchange.toml"
-
-
-def follow_daemon_clock(cwd):
-    def now():
-        clock = saved_clock(cwd / "dump-demo")
-        return clock.now_ms() if clock else int(time.time() * 1000)
-    return now
+    return exchange_config(cwd, server, mode=mode, **extra)
 
 
 @pytest.fixture
@@ -428,3 +414,40 @@ def test_a_stop_while_a_scheduled_signals_entry_is_unresolved_keeps_the_signal_f
     assert code == 0, err
     check_agreement(cwd, server)
     assert all(n == 1 for n in placements(server).values())
+
+
+RISKY_STRATEGY = '''
+from livetrader import Signal, Strategy
+
+
+class RiskyLong(Strategy):
+    name = "risky-long"
+    risk = "conservative"  # at most 3 open positions at once (config/livetrader.toml)
+
+    async def get_signal(self, ctx):
+        return Signal("long", take_profit=ctx.price * 1.006, stop_loss=ctx.price * 0.994, minutes=30)
+'''
+
+
+def test_an_entry_counts_against_the_risk_limit_while_its_order_is_out(tmp_path, server):
+    """Five pairs asked in the same minute, at most three positions: entries whose orders are
+    still out count, so no fourth pair opens while the first three wait for their fills."""
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "risky_long.py").write_text(RISKY_STRATEGY)
+    cfg = config(cwd, server)
+    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"]
+    server.faults.order_hang(0.5, placed=True, times=5)  # the first answers take a while
+    proc = start(cwd, "run", *symbols, "--strategy", "risky-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", "600", **KEYS)
+    assert wait_running(cwd / "dump-demo", proc) and wait_for(lambda: closed_count(cwd) >= 4, 60)
+    code, _out, err = stop(proc)
+    assert code == 0, err
+    records = sorted((r for recs in journals(cwd).values() for r in recs if r["event"] in ("opened", "closed")),
+                     key=lambda r: (r["at"], r["event"] == "opened"))  # a close and an open in one minute: close first
+    open_now, most = 0, 0
+    for r in records:
+        open_now += 1 if r["event"] == "opened" else -1
+        most = max(most, open_now)
+    assert most <= 3, f"{most} positions open at once with max_positions 3"
+    for symbol in symbols:
+        check_agreement(cwd, server, symbol, symbol.removesuffix("USDT"))

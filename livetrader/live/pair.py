@@ -108,7 +108,7 @@ class Pair:
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
                  "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
-                 "clock_back_logged", "executor")
+                 "clock_back_logged", "executor", "key")
 
     def __init__(
         self,
@@ -127,6 +127,9 @@ class Pair:
         self.strategy = strategy
         self.strategy_name: str = strategy.name
         self.exchange = exchange
+        #: (symbol, strategy, exchange): who the pair is, fixed for its life (built once: every
+        #: tick of every pair passes it on).
+        self.key: tuple[str, str, str] = (symbol, strategy.name, exchange)
         # Pairs of one engine share their exchange's feed; a pair built alone gets its own.
         self.source = source if isinstance(source, CandleFeed) else CandleFeed(source)
         self.settings = settings
@@ -180,11 +183,6 @@ class Pair:
         # Places the orders of a sandbox/live exchange (``livetrader.execution``); None in paper mode.
         self.executor: Executor | None = None
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """(symbol, strategy, exchange)."""
-        return (self.symbol, self.strategy_name, self.exchange)
-
     def __repr__(self) -> str:
         return f"Pair({self.symbol}, {self.strategy_name}, {self.exchange})"
 
@@ -219,7 +217,7 @@ class Pair:
                 decision = decide(self.key, None, minute, market, self._may_ask(minute))
                 result = await self._ask(minute, market.price) if decision is ASK else decision
                 if executor is not None and result.action == "opened":
-                    result = await executor.carry_out(result, scheduled=False)
+                    result = await self._carry_out(executor, result, scheduled=False)
                 await self.apply(result)
                 self.checked_until = minute
             else:
@@ -280,8 +278,11 @@ class Pair:
             market = self.source.market_now(self.symbol, minute)
             if market is None:
                 return False
-            result = decide(self.key, row, minute, market, row is None and self._may_ask(minute), self.settings.rules,
-                            self._gate)
+            # (No bound ``_gate`` made for a pair without a risk profile, nor ``_may_ask`` for one
+            # holding a signal: this runs for every pair every minute.)
+            result = decide(self.key, row, minute, market,
+                            row is None and may_ask(self.accepting, minute, self.interval_ms, self.last_bucket),
+                            self.settings.rules, self._gate if self.risk is not None else None)
             if result is ASK or result.action in TRANSITIONS:
                 return False  # the strategy is asked, or a transition is journaled: ``tick``
         except Exception:  # noqa: BLE001 - a bad candle, a broken risk check: ``tick`` reports it
@@ -368,7 +369,7 @@ class Pair:
             if result.reason and result.action == "waiting":
                 self._risk_event(t, result.reason, row.id)
             if self.executor is not None and result.action in ("opened", "closed"):
-                result = await self.executor.carry_out(result, scheduled=result.action == "opened")
+                result = await self._carry_out(self.executor, result, scheduled=result.action == "opened")
                 if result.action not in TRANSITIONS:  # an order's outcome is awaited: the next ticks
                     await self.apply(result)
                     self.checked_until = t
@@ -440,6 +441,30 @@ class Pair:
             self._risk_event(now, result.reason, getattr(signal, "id", None))
         return result
 
+    async def _carry_out(self, executor: Executor, decided: TickResult, scheduled: bool) -> TickResult:
+        """What a decided ``opened``/``closed`` comes to on the exchange (``Executor.carry_out``).
+
+        An entry is counted by the risk profile while its order is out, as an open position,
+        so that no other pair takes its place meanwhile; it is taken back when the entry ends
+        without a position.
+        """
+        row = decided.signal
+        reserved = decided.action == "opened" and self.risk is not None and row is not None
+        if reserved:
+            assert self.risk is not None and row is not None
+            self.risk.add(row)
+        try:
+            outcome = await executor.carry_out(decided, scheduled)
+        except BaseException:
+            if reserved:
+                assert self.risk is not None and row is not None
+                self.risk.remove(row.id)
+            raise
+        if reserved and outcome.action not in ("opened", "entering"):
+            assert self.risk is not None and row is not None
+            self.risk.remove(row.id)
+        return outcome
+
     def _gate(self, row: SignalRow, price: float, now: int) -> str | None:
         return self.risk.check(row, price, now) if self.risk else None
 
@@ -488,6 +513,8 @@ class Pair:
         if action == "opened":
             assert result.signal is not None
             self.last_opened_id = result.signal.id
+        elif action == "cancelled" and self.risk is not None and self.executor is not None:
+            self.risk.remove(result.signal_id or "")  # an entry that ended without a position
         elif action == "closed":
             if self.risk:
                 self.risk.remove(result.signal_id or "")

@@ -1,0 +1,30 @@
+"""How the end-to-end tests point the daemon at the local exchange (``exchange_server.py``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from livetrader.live.clock import saved_clock
+
+
+def exchange_config(cwd: Path, server: Any, **settings: Any) -> str:
+    """Write ``exchange.toml`` in ``cwd``: an ``[exchanges.binance]`` section on ``server``, spot
+    only, quick retries, plus ``settings`` (strings are quoted); return its name for ``--config``."""
+    lines = ["[exchanges.binance]", 'ccxt_id = "binance"', f'urls = {{ api_base = "{server.url}" }}',
+             'options = { defaultType = "spot", fetchMarkets = { types = ["spot"] }, fetchCurrencies = false, '
+             'fetchMargins = false, adjustForTimeDifference = false }',
+             "retry_base_seconds = 0.01", "retry_max_seconds = 0.05"]
+    settings = {"timeout_ms": 2000, "max_retries": 1, **settings}
+    lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()]
+    (cwd / "exchange.toml").write_text("\n".join(lines) + "\n")
+    return "exchange.toml"
+
+
+def follow_daemon_clock(cwd: Path) -> Any:
+    """A server clock on the daemon's simulated timeline, read from its data directory."""
+    def now() -> int:
+        clock = saved_clock(cwd / "dump-demo")
+        return clock.now_ms() if clock else int(time.time() * 1000)
+    return now
