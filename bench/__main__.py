@@ -30,8 +30,8 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "safety": ("cost of crash safety per transition", {"count": 500}, {"count": 40}),
     "restart": ("restart to all pairs restored", {"pairs": 10_000}, {"pairs": 1_000}),
     "cli": ("CLI start", {"runs": 10}, {"runs": 3}),
-    "orders": ("order path cost; 100 pairs opening at once against the local exchange", {"count": 300, "pairs": 100},
-               {"count": 40, "pairs": 20}),
+    "orders": ("order path cost; 100 pairs opening at once; kill -9 torture with orders",
+               {"count": 300, "pairs": 100, "kills": 100}, {"count": 40, "pairs": 20, "kills": 3}),
 }
 
 

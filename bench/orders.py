@@ -153,7 +153,59 @@ def hundred_pairs(pairs: int) -> dict[str, float]:
             "orders_per_second": len(placed) / spread if spread else float(len(placed))}
 
 
-def run(count: int = 300, pairs: int = 100) -> Result:
+def kill_torture(kills: int, seed: int = 7) -> dict[str, float]:
+    """SIGKILL the real daemon ``kills`` times at random instants while it trades in sandbox mode
+    against the suite's exchange, with a random order fault before each run (a lost answer, a
+    hang, a 5xx, "status unknown", a refusal, a transient "not found"); then a clean run. Counts
+    the orders placed and the client ids sent more than once (must be 0)."""
+    import random
+    import shutil
+    import signal
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from exchange_server import ExchangeServer
+    from exchange_setup import exchange_config, follow_daemon_clock
+
+    rng = random.Random(seed)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVETRADER_")}
+    env.update(LIVETRADER_BINANCE_API_KEY="bench-key-0001", LIVETRADER_BINANCE_SECRET="bench-secret-0001")
+    with tempfile.TemporaryDirectory(prefix="livetrader-bench-kills-") as tmp:
+        cwd = Path(tmp)
+        (cwd / "strategies").mkdir()
+        shutil.copy(ROOT / "tests" / "fixtures" / "strategies" / "always_long.py", cwd / "strategies")
+        with ExchangeServer(clock=follow_daemon_clock(cwd), balances={"USDT": 1_000_000}) as server:
+            cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=3)
+            faults = [server.faults.accept_then_drop, lambda: server.faults.order_hang(1.0, placed=True),
+                      lambda: server.faults.order_status(503, placed=rng.random() < 0.5),
+                      lambda: server.faults.unknown_status(placed=rng.random() < 0.5), server.faults.insufficient,
+                      lambda: server.faults.order_not_found(queries=2)]
+            argv = [sys.executable, "-m", "livetrader.cli.app", "run", "BTCUSDT", "ETHUSDT", "--strategy",
+                    "always-long", "--exchange", "binance", "--config", cfg, "--speed", "600"]
+            for _ in range(kills):
+                server.faults.clear()
+                rng.choice(faults)()
+                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(rng.uniform(1.0, 2.5))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(30)
+            server.faults.clear()
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(4)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+            sent: dict[str, int] = {}
+            for request in server.order_requests():
+                cid = request.params.get("newClientOrderId", "")
+                sent[cid] = sent.get(cid, 0) + 1
+            journaled = {str(r.get("client_id")) for path in (cwd / "dump-demo" / "journal").glob("*.jsonl")
+                         for r in map(orjson.loads, path.read_bytes().splitlines()) if r.get("event") == "order_intent"}
+            unknown_to_journal = sum(1 for o in server.account.orders if o.client_id not in journaled)
+    return {"kills": kills, "orders": len(sent), "resent": sum(1 for n in sent.values() if n > 1),
+            "orders_not_in_journal": unknown_to_journal}
+
+
+def run(count: int = 300, pairs: int = 100, kills: int = 100) -> Result:
     from bench.harness import daemon_logging
 
     out = Result("orders", "The order path: decision to request, intent durable; 100 pairs opening at once")
@@ -161,7 +213,8 @@ def run(count: int = 300, pairs: int = 100) -> Result:
             daemon_logging(Path(logs) / "daemon.log"):  # as the daemon logs (JSON lines), not on our stdout
         path = order_path(count)
         crowd = hundred_pairs(pairs)
-    out.details.update(path=path, crowd=crowd)
+    torture = kill_torture(kills)
+    out.details.update(path=path, crowd=crowd, torture=torture)
     out.add("decision -> request leaving, intent durable (median)", path["ours_median_seconds"] * 1000, "ms")
     out.add("floor: append + fdatasync of the intent (median)", path["floor_median_seconds"] * 1000, "ms")
     out.add("ratio order path / floor (median)", path["ratio_median"], "x", TARGET_RATIO)
@@ -169,6 +222,11 @@ def run(count: int = 300, pairs: int = 100) -> Result:
             crowd["seconds_to_last_ack"], "s")
     out.add(f"{pairs} pairs: positions opened", crowd["opened"], "positions", pairs, better="min")
     out.add(f"{pairs} pairs: order requests per second (ccxt's rate limiter)", crowd["orders_per_second"], "req/s")
+    out.add("kill -9 at random instants with random order faults: kills", torture["kills"], "kills")
+    out.add("  orders placed meanwhile", torture["orders"], "orders", sane="nonnegative")
+    out.add("  client ids sent more than once", torture["resent"], "orders", 0, sane="nonnegative")
+    out.add("  exchange orders missing from the journal", torture["orders_not_in_journal"], "orders", 0,
+            sane="nonnegative")
     out.notes.append(f"{count} entries through the real executor and journal (no commit log: one flush per "
                      "intent, as the floor); the crowd runs in sandbox mode against tests/exchange_server.py "
                      "through ccxt with enableRateLimit (binance: 50 ms per request unit)")

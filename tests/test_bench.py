@@ -395,3 +395,5 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
     # Every pair of the crowd opened: one order each, through the local exchange.
     crowd = benchmarks["orders"]["details"]["crowd"]
     assert crowd["opened"] == crowd["pairs"] == crowd["orders"]
+    torture = benchmarks["orders"]["details"]["torture"]
+    assert torture["kills"] == 3 and torture["resent"] == 0 and torture["orders_not_in_journal"] == 0
