@@ -451,3 +451,30 @@ def test_an_entry_counts_against_the_risk_limit_while_its_order_is_out(tmp_path,
     assert most <= 3, f"{most} positions open at once with max_positions 3"
     for symbol in symbols:
         check_agreement(cwd, server, symbol, symbol.removesuffix("USDT"))
+
+
+def test_the_readme_orders_section_works_as_written(tmp_path, server):
+    """The README's sandbox section, run as written: its config table (pointed at the local
+    exchange, the only thing added), its commands (with test keys and a strategy of the suite)."""
+    import re
+
+    from daemon import ROOT
+
+    section = (ROOT / "README.md").read_text().split("## Orders: sandbox and live modes", 1)[1]
+    table = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
+    assert 'mode = "sandbox"' in table and commands[0].startswith("export LIVETRADER_BINANCE_API_KEY=")
+    cwd = workdir(tmp_path)
+    local = exchange_config(cwd, server)  # the local exchange's urls and options ...
+    extra = (cwd / local).read_text().split("\n", 2)[2]  # ... below the README's own lines
+    (cwd / "readme.toml").write_text(table + extra)
+    run_line = commands[1].split("#")[0].split()
+    assert run_line[:3] == ["livetrader", "run", "BTCUSDT"] and "--exchange" in run_line
+    args = [a if a != "my-first-strategy" else "always-long" for a in run_line[1:]]
+    proc = start(cwd, *args, "--config", "readme.toml", "--speed", "600", **KEYS)
+    assert wait_running(cwd / "dump-demo", proc) and wait_for(lambda: closed_count(cwd) >= 1, 60)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    listed = run(cwd, *commands[2].split("#")[0].split()[1:], "--data-dir", "dump-demo")
+    assert listed.returncode == 0 and "entry #1" in listed.stdout and "filled" in listed.stdout, listed.stdout
+    check_agreement(cwd, server)
