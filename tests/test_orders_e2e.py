@@ -478,3 +478,23 @@ def test_the_readme_orders_section_works_as_written(tmp_path, server):
     listed = run(cwd, *commands[2].split("#")[0].split()[1:], "--data-dir", "dump-demo")
     assert listed.returncode == 0 and "entry #1" in listed.stdout and "filled" in listed.stdout, listed.stdout
     check_agreement(cwd, server)
+
+
+def test_an_entry_still_out_at_a_restart_keeps_its_place_in_the_risk_profile(tmp_path, server):
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "risky_long.py").write_text(RISKY_STRATEGY)
+    cfg = config(cwd, server, unknown_order_minutes=1000)
+    args = ("run", "BTCUSDT", "--strategy", "risky-long", "--exchange", "binance", "--config", cfg, "--speed", "600")
+    proc = start(cwd, *args, LIVETRADER_CRASH_AT="entry_intent_durable", **KEYS)
+    assert proc.wait(60) == -9  # killed with the intent durable, the order never sent
+    intent = [r for recs in journals(cwd).values() for r in recs][-1]
+    assert intent["event"] == "order_intent"
+    proc = start(cwd, *args, **KEYS)
+    risk_file = cwd / "dump-demo" / "state" / "risk" / "conservative.json"
+    assert wait_running(cwd / "dump-demo", proc)
+    assert wait_for(lambda: risk_file.exists()
+                    and intent["signal_id"] in risk_file.read_text(), 20), "the entry in flight counts"
+    code, _out, err = stop(proc)
+    assert code == 0, err
+    status = [r for recs in journals(cwd).values() for r in recs if r.get("client_id") == intent["client_id"]]
+    assert status[-1]["event"] == "order_update" and status[-1]["status"] == "unknown"  # still asked for

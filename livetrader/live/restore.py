@@ -202,6 +202,12 @@ class Restorer:
         if pair.row is not None and pair.row.pending_at is not None:
             profile.positions[pair.row.id] = OpenPosition.of(pair.row)
             changed = True
+        executor = pair.executor
+        if executor is not None and executor.order is not None and executor.order.leg == "entry" \
+                and executor.row is not None:
+            # An entry still out counts as a position, as it did before the restart (Pair._carry_out).
+            profile.positions[executor.row.id] = OpenPosition.of(executor.row)
+            changed = True
         if first:
             stored = {p.get("signal_id") for p in load_risk(self.data_dir, profile.name)}
             self._risk_stored[profile.name] = stored
