@@ -20,6 +20,8 @@ pytestmark = pytest.mark.e2e
 API_KEY = "lt-sandbox-KEY-91c2d7"
 SECRET = "lt-sandbox-SECRET-4be08f"
 KEYS = {"LIVETRADER_BINANCE_API_KEY": API_KEY, "LIVETRADER_BINANCE_SECRET": SECRET}
+#: Simulated minutes per real one: a position closes (30 minutes at most) within 1.5 s.
+SPEED = "1200"
 
 
 def config(cwd, server, mode="sandbox", **extra):
@@ -75,7 +77,7 @@ def test_sandbox_places_real_orders_with_deterministic_ids_and_the_journal_agree
     cwd = workdir(tmp_path)
     cfg = config(cwd, server)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600", **KEYS)
+                 "--speed", SPEED, **KEYS)
     assert wait_for(lambda: any(r["event"] == "closed" for recs in journals(cwd).values() for r in recs)
                     if (cwd / "dump-demo" / "journal").exists() else False, 60)
     code, out, err = stop(proc)
@@ -116,7 +118,7 @@ def test_paper_mode_places_no_order(tmp_path, server):
     cwd = workdir(tmp_path)
     cfg = config(cwd, server, mode="paper")
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600", **KEYS)
+                 "--speed", SPEED, **KEYS)
     assert wait_for(lambda: any(r["event"] == "closed" for recs in journals(cwd).values() for r in recs)
                     if (cwd / "dump-demo" / "journal").exists() else False, 60)
     code, out, err = stop(proc)
@@ -147,7 +149,7 @@ def run_until_closed(cwd, server, n=2, setup=None, **extra):
     if setup:
         setup(server)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600", **KEYS)
+                 "--speed", SPEED, **KEYS)
     reached = wait_for(lambda: closed_count(cwd) >= n, 60)
     code, out, err = stop(proc)
     assert code == 0, err
@@ -207,7 +209,7 @@ def test_a_refused_exit_is_sent_again_as_a_new_attempt_and_closes_once(tmp_path,
     cwd = workdir(tmp_path)
     cfg = config(cwd, server, unknown_order_minutes=3)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600", **KEYS)
+                 "--speed", SPEED, **KEYS)
     assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists()
                     and any(r["event"] == "opened" for recs in journals(cwd).values() for r in recs), 60)
     server.faults.insufficient()  # the next placement is the first exit
@@ -225,7 +227,7 @@ def test_a_refused_exit_is_sent_again_as_a_new_attempt_and_closes_once(tmp_path,
 
 def _start(cwd, cfg, **env):
     return start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600", **KEYS, **env)
+                 "--speed", SPEED, **KEYS, **env)
 
 
 @pytest.mark.parametrize("point", ["entry_intent_durable", "entry_answered", "entry_answer_durable",
@@ -278,7 +280,7 @@ def test_random_kills_never_buy_twice_nor_lose_an_order(tmp_path, server):
     cwd = workdir(tmp_path)
     cfg = config(cwd, server, unknown_order_minutes=3)
     args = ("run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-            "--speed", "600")
+            "--speed", SPEED)
     for _ in range(kills_wanted):
         server.faults.clear()
         rng.choice(faults)()
@@ -320,7 +322,7 @@ def test_a_short_on_a_spot_market_is_refused_as_an_invalid_signal_and_places_not
     (cwd / "strategies" / "always_short.py").write_text(SHORT_STRATEGY)
     cfg = config(cwd, server)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-short", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600", **KEYS)
+                 "--speed", SPEED, **KEYS)
     assert wait_for(lambda: "".join(proc._chunks["out"]).count("margin or derivatives") >= 2, 30)
     code, out, err = stop(proc)
     assert code == 0, err
@@ -342,7 +344,7 @@ def test_sandbox_is_refused_where_ccxt_knows_no_test_network_and_orders_need_key
                   "live.toml")
     assert keyless.returncode == 2 and "needs API credentials" in keyless.stderr, keyless.stderr
     (cwd / "sim.toml").write_text('[exchanges.sim]\nmode = "live"\n')
-    simulated = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--config", "sim.toml", "--speed", "600")
+    simulated = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--config", "sim.toml", "--speed", SPEED)
     assert simulated.returncode == 2 and 'mode must be "paper"' in simulated.stderr, simulated.stderr
     assert not (cwd / "dump-demo" / "journal").exists()  # nothing written
 
@@ -352,7 +354,7 @@ def test_an_entry_above_the_free_balance_is_refused_before_any_order(tmp_path):
         cwd = workdir(tmp_path)
         cfg = config(cwd, poor)
         proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
-                     "--speed", "600", **KEYS)
+                     "--speed", SPEED, **KEYS)
         assert wait_for(lambda: "".join(proc._chunks["out"]).count("above the free balance") >= 2, 30)
         code, out, err = stop(proc)
         assert code == 0, err
@@ -378,7 +380,7 @@ def test_status_shows_the_mode_and_a_pair_never_continues_a_position_in_another_
     assert holding
     paper = config(cwd, server, mode="paper")
     refused = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", paper,
-                  "--speed", "600", **KEYS)
+                  "--speed", SPEED, **KEYS)
     assert refused.returncode != 0
     assert "made in sandbox mode, and this run is in paper mode" in refused.stdout + refused.stderr
     assert [r for recs in journals(cwd).values() for r in recs] == records  # nothing written
@@ -391,7 +393,7 @@ def test_a_stop_while_a_scheduled_signals_entry_is_unresolved_keeps_the_signal_f
     cfg = config(cwd, server, unknown_order_minutes=1000)
     server.faults.accept_then_drop()  # the entry is placed, its answer lost ...
     server.faults.order_not_found(queries=10_000)  # ... and the exchange cannot find it for now
-    args = ("run", "BTCUSDT", "--strategy", "near-dip", "--exchange", "binance", "--config", cfg, "--speed", "600")
+    args = ("run", "BTCUSDT", "--strategy", "near-dip", "--exchange", "binance", "--config", cfg, "--speed", SPEED)
     proc = start(cwd, *args, **KEYS)
     assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists()
                     and any(r["event"] == "order_intent" for recs in journals(cwd).values() for r in recs), 60)
@@ -438,7 +440,7 @@ def test_an_entry_counts_against_the_risk_limit_while_its_order_is_out(tmp_path,
     symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"]
     server.faults.order_hang(0.5, placed=True, times=5)  # the first answers take a while
     proc = start(cwd, "run", *symbols, "--strategy", "risky-long", "--exchange", "binance", "--config", cfg,
-                 "--speed", "600", **KEYS)
+                 "--speed", SPEED, **KEYS)
     assert wait_running(cwd / "dump-demo", proc) and wait_for(lambda: closed_count(cwd) >= 4, 60)
     code, _out, err = stop(proc)
     assert code == 0, err
@@ -471,7 +473,7 @@ def test_the_readme_orders_section_works_as_written(tmp_path, server):
     run_line = commands[1].split("#")[0].split()
     assert run_line[:3] == ["livetrader", "run", "BTCUSDT"] and "--exchange" in run_line
     args = [a if a != "my-first-strategy" else "always-long" for a in run_line[1:]]
-    proc = start(cwd, *args, "--config", "readme.toml", "--speed", "600", **KEYS)
+    proc = start(cwd, *args, "--config", "readme.toml", "--speed", SPEED, **KEYS)
     assert wait_running(cwd / "dump-demo", proc) and wait_for(lambda: closed_count(cwd) >= 1, 60)
     code, out, err = stop(proc)
     assert code == 0, err
@@ -484,7 +486,7 @@ def test_an_entry_still_out_at_a_restart_keeps_its_place_in_the_risk_profile(tmp
     cwd = workdir(tmp_path)
     (cwd / "strategies" / "risky_long.py").write_text(RISKY_STRATEGY)
     cfg = config(cwd, server, unknown_order_minutes=1000)
-    args = ("run", "BTCUSDT", "--strategy", "risky-long", "--exchange", "binance", "--config", cfg, "--speed", "600")
+    args = ("run", "BTCUSDT", "--strategy", "risky-long", "--exchange", "binance", "--config", cfg, "--speed", SPEED)
     proc = start(cwd, *args, LIVETRADER_CRASH_AT="entry_intent_durable", **KEYS)
     assert proc.wait(60) == -9  # killed with the intent durable, the order never sent
     intent = [r for recs in journals(cwd).values() for r in recs][-1]
