@@ -500,3 +500,24 @@ def test_an_entry_still_out_at_a_restart_keeps_its_place_in_the_risk_profile(tmp
     assert code == 0, err
     status = [r for recs in journals(cwd).values() for r in recs if r.get("client_id") == intent["client_id"]]
     assert status[-1]["event"] == "order_update" and status[-1]["status"] == "unknown"  # still asked for
+
+
+def test_an_order_never_found_is_not_taken_as_never_placed_while_an_unknown_trade_could_be_it(tmp_path, server):
+    """The exchange never finds the order by its client id, but the account's trade history has
+    a buy by an order the journal does not know: the pair keeps waiting and says so, rather than
+    cancel an entry that may have bought (and then buy again)."""
+    cwd = workdir(tmp_path)
+    cfg = config(cwd, server, unknown_order_minutes=1)
+    server.faults.accept_then_drop()  # placed and filled, its answer lost ...
+    server.faults.order_not_found(queries=100_000)  # ... and never found by its client id
+    proc = _start(cwd, cfg)
+    assert wait_for(lambda: "".join(proc._chunks["out"]).count("it may be this order") >= 2, 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    records = [r for recs in journals(cwd).values() for r in recs]
+    intent = next(r for r in records if r["event"] == "order_intent")
+    story = [r for r in records if r.get("signal_id") == intent["signal_id"]]
+    assert all(r.get("status") != "not_placed" for r in story) and story[-1]["event"] == "order_update"
+    assert not any(r["event"] in ("cancelled", "opened") for r in story), [r["event"] for r in story]
+    assert sum(1 for r in records if r["event"] == "order_intent") == 1  # no second entry meanwhile
+    assert len(server.account.orders) == 1 and server.account.orders[0].executed > 0

@@ -19,10 +19,12 @@ def order_rows(data_dir: Path) -> list[dict[str, Any]]:
     """One row per order: the pair, the signal, the leg, its client id and what the journal last knew."""
     rows = []
     for pair in journal_pairs(data_dir):
-        mode = next((str(r["mode"]) for r in pair.records if "mode" in r), "paper")
+        # Each order in the mode its own intent was made in (an idle pair may change modes).
+        modes = {r.get("client_id"): str(r.get("mode", "paper")) for r in pair.records if r["event"] == "order_intent"}
         for order in orders_of(pair.records):
             rows.append({
-                "symbol": pair.symbol, "strategy": pair.strategy, "exchange": pair.exchange, "mode": mode,
+                "symbol": pair.symbol, "strategy": pair.strategy, "exchange": pair.exchange,
+                "mode": modes.get(order.client_id, "paper"),
                 "signal_id": order.signal_id, "leg": order.leg, "client_id": order.client_id, "side": order.side,
                 "attempt": order.attempt, "amount": order.amount, "status": order.status, "filled": order.filled,
                 "average": order.average, "cost": order.cost, "fee_base": order.fee_base,
