@@ -9,6 +9,7 @@ in ./dump-demo, apart from a real run's ./dump.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,23 @@ def journaled(data: Path) -> bool:
     return journal.exists() and journal.stat().st_size > 0
 
 
-def run_until_journaled(cwd: Path, *args: str, data: Path) -> str:
-    """Start the daemon, wait for its first journaled transition, stop it gracefully; its stdout."""
+def ahead_of_the_wall_clock(data: Path, minutes: int) -> bool:
+    """The journal holds a record stamped at least ``minutes`` after the wall clock's now."""
+    if not journaled(data):
+        return False
+    lines = (data / "journal" / "BTCUSDT_quick-long_sim.jsonl").read_text().splitlines()
+    stamps = [json.loads(line)["at"] for line in lines if line.strip().endswith("}")]
+    return bool(stamps) and max(stamps) > time.time() * 1000 + minutes * 60_000
+
+
+def run_until_journaled(cwd: Path, *args: str, data: Path, ahead_minutes: int | None = None) -> str:
+    """Start the daemon, wait for its first journaled transition (or, with ``ahead_minutes``, for one
+    stamped that far ahead of the wall clock), stop it gracefully; its stdout."""
     proc = start(cwd, *args)
-    assert wait_for(lambda: journaled(data), 30), "nothing journaled"
+    if ahead_minutes is None:
+        assert wait_for(lambda: journaled(data), 30), "nothing journaled"
+    else:
+        assert wait_for(lambda: ahead_of_the_wall_clock(data, ahead_minutes), 30), "no record ahead of now"
     code, out, err = stop(proc)
     assert code == 0, err
     return out
@@ -81,7 +95,9 @@ def test_a_demo_without_data_dir_uses_its_own_directory_and_a_real_run_then_star
 def test_switch_clock_lets_a_real_run_continue_a_demo_directory_without_stamping_back(tmp_path):
     cwd = workdir(tmp_path)
     both = cwd / "one-directory"  # both runs on it
-    run_until_journaled(cwd, *DEMO, "--data-dir", str(both), data=both)
+    # A demo's first transition may be stamped at its very first tick (the wall clock's minute):
+    # wait for one its simulated clock wrote well ahead of now, or a real run is not behind it.
+    run_until_journaled(cwd, *DEMO, "--data-dir", str(both), data=both, ahead_minutes=10)
     records = (both / "journal" / "BTCUSDT_quick-long_sim.jsonl").read_bytes()
     proc = start(cwd, *REAL, "--data-dir", str(both), "--switch-clock")
     assert wait_for(lambda: (both / "status.json").exists()
