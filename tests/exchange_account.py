@@ -392,6 +392,17 @@ class Account:
                 "permissions": ["SPOT"], "uid": 354937868,
             }
 
+    def trigger(self, client_id: str, now: int | None = None) -> None:
+        """The market went through the open stop ``client_id`` (a test's hand on the market): it
+        fills now, at its stop (a stop-limit at its limit), as a taker."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            order = next(o for o in reversed(self._orders) if o.client_id == client_id and o.is_open)
+            order.working, order.working_time = True, now
+            self._fill(order, order.price if order.price else order.stop_price, now, maker=False)
+            if order.type in ("STOP_LOSS", "TAKE_PROFIT"):
+                self._close_market(order, now)
+
     # --- matching ------------------------------------------------------------------------------
 
     def match(self, now: int | None = None) -> None:

@@ -109,7 +109,8 @@ class Fault:
     middle candle of the batch). ``placed`` True: the request is carried out (the order placed or
     cancelled) before the fault replaces its answer. ``retry_after`` is the ``Retry-After`` header
     of a 429/418; ``code``/``msg`` the Binance error of an ``api_error``; ``fraction`` the share a
-    ``partial`` fill fills; ``seconds``/``queries`` how long an ``order_not_found`` lasts.
+    ``partial`` fill fills; ``seconds``/``queries`` how long an ``order_not_found`` lasts;
+    ``order_type`` (e.g. ``STOP_LOSS``) limits a fault to the requests carrying that ``type``.
     """
 
     kind: str
@@ -127,10 +128,13 @@ class Fault:
     msg: str = ""
     fraction: float = 0.5
     queries: int = 0
+    order_type: str | None = None
     hits: int = 0
 
-    def matches(self, path: str, now_ms: int, method: str = "GET") -> bool:
+    def matches(self, path: str, now_ms: int, method: str = "GET", params: dict[str, str] | None = None) -> bool:
         if self.times is not None and self.hits >= self.times:
+            return False
+        if self.order_type is not None and (params or {}).get("type") != self.order_type:
             return False
         if self.until_ms is not None and now_ms >= self.until_ms:
             return False
@@ -265,7 +269,8 @@ class Faults:
         with self._lock:
             return list(self._faults)
 
-    def take(self, path: str, now_ms: int, method: str = "GET") -> tuple[Fault | None, list[Fault]]:
+    def take(self, path: str, now_ms: int, method: str = "GET",
+             params: dict[str, str] | None = None) -> tuple[Fault | None, list[Fault]]:
         """The request fault and the candle and placement faults that apply to one request, counted as used.
 
         A request fault that answers instead of the request (``placed`` False) leaves the others unused.
@@ -274,7 +279,7 @@ class Faults:
             request: Fault | None = None
             candles: list[Fault] = []
             for fault in self._faults:
-                if not fault.matches(path, now_ms, method):
+                if not fault.matches(path, now_ms, method, params):
                     continue
                 if fault.kind in REQUEST_FAULTS:
                     if request is None:
@@ -425,7 +430,7 @@ class _Handler(BaseHTTPRequestHandler):
         with state.log_lock:
             state.log.append(Request(method, parts.path, query, now, time.monotonic(), body,
                                      self.headers.get("X-MBX-APIKEY")))
-        fault, faults = state.faults.take(parts.path, now, method)
+        fault, faults = state.faults.take(parts.path, now, method, {**query, **body})
         candle_faults = [f for f in faults if f.kind in CANDLE_FAULTS]
         placement = [f for f in faults if f.kind in PLACEMENT_FAULTS]
         if fault is not None and not fault.placed:

@@ -27,8 +27,12 @@ MODES: tuple[Mode, ...] = ("paper", "sandbox", "live")
 #: ``cancelled``/``expired``: ended by the exchange (or a cancel) with ``filled`` what it got.
 STATUSES = ("unknown", "open", "filled", "rejected", "not_placed", "cancelled", "expired")
 FINAL = frozenset({"filled", "rejected", "not_placed", "cancelled", "expired"})
-#: Journal events of orders (beside the signal's transitions).
-ORDER_EVENTS = frozenset({"order_intent", "order_update"})
+#: Journal events of orders (beside the signal's transitions). ``order_cancel`` is journaled
+#: before a protective stop is cancelled to make way for an exit: it says which exit was decided.
+ORDER_EVENTS = frozenset({"order_intent", "order_update", "order_cancel"})
+#: What an order is: a market order (entries, exits), or a protective stop that sells at market
+#: (``stop_market``) or at a limit a gap below (``stop_limit``) once the price falls to its stop.
+ORDER_TYPES = ("market", "stop_market", "stop_limit")
 
 _LEG_LETTER = {"entry": "e", "exit": "x", "stop": "s"}
 
@@ -159,6 +163,10 @@ class Order:
     #: of an exit, the decided price of an entry.
     decided_price: float | None = None
     close_reason: str | None = None
+    #: ``market``, ``stop_market`` or ``stop_limit`` (``ORDER_TYPES``); a stop's trigger and limit.
+    type: str = "market"
+    stop_price: float | None = None
+    limit_price: float | None = None
 
     @property
     def final(self) -> bool:
@@ -177,12 +185,12 @@ class Order:
 
     def intent_record(self) -> dict[str, Any]:
         """The order fields of its ``order_intent`` journal record."""
-        out: dict[str, Any] = {"client_id": self.client_id, "leg": self.leg, "side": self.side, "type": "market",
+        out: dict[str, Any] = {"client_id": self.client_id, "leg": self.leg, "side": self.side, "type": self.type,
                                "amount": self.amount, "attempt": self.attempt}
-        if self.decided_price is not None:
-            out["decided_price"] = self.decided_price
-        if self.close_reason is not None:
-            out["close_reason"] = self.close_reason
+        for name in ("decided_price", "close_reason", "stop_price", "limit_price"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
 
     def update_record(self) -> dict[str, Any]:
@@ -201,11 +209,14 @@ def order_of_intent(record: dict[str, Any]) -> Order:
     """The ``Order`` an ``order_intent`` journal record starts; KeyError/TypeError/ValueError when malformed."""
     leg = record["leg"]
     side = record["side"]
-    if leg not in _LEG_LETTER or side not in ("buy", "sell"):
-        raise ValueError(f"order_intent with leg {leg!r} and side {side!r}")
+    type_ = record.get("type", "market")
+    if leg not in _LEG_LETTER or side not in ("buy", "sell") or type_ not in ORDER_TYPES:
+        raise ValueError(f"order_intent with leg {leg!r}, side {side!r} and type {type_!r}")
     return Order(client_id=str(record["client_id"]), leg=leg, side=side, amount=float(record["amount"]),
                  attempt=int(record["attempt"]), signal_id=str(record["signal_id"]), intent_at=int(record["at"]),
-                 decided_price=_float_or_none(record.get("decided_price")), close_reason=record.get("close_reason"))
+                 decided_price=_float_or_none(record.get("decided_price")), close_reason=record.get("close_reason"),
+                 type=type_, stop_price=_float_or_none(record.get("stop_price")),
+                 limit_price=_float_or_none(record.get("limit_price")))
 
 
 def with_update(order: Order, record: dict[str, Any]) -> Order:
@@ -241,12 +252,15 @@ def pending_order(records: list[dict[str, Any]]) -> Order | None:
     That is the last order whose leg the journal has not completed: an entry (or exit) with no
     ``opened`` (or ``closed``/``cancelled``) of its signal after its intent. It may be final
     already (a fill whose ``opened`` a crash kept from the journal: the pair completes it) or
-    still unresolved (asked for at start).
+    still unresolved (asked for at start). A protective stop is never pending: it rests on the
+    exchange beside an open position (``protective_stop``).
     """
     pending: Order | None = None
     for rec in records:
         event = rec.get("event")
         if event == "order_intent":
+            if rec.get("leg") == "stop":
+                continue
             pending = order_of_intent(rec)
         elif event == "order_update" and pending is not None and rec.get("client_id") == pending.client_id:
             pending = with_update(pending, rec)
@@ -255,6 +269,33 @@ def pending_order(records: list[dict[str, Any]]) -> Order | None:
                     pending.leg == "exit" and event == "closed"):
                 pending = None
     return pending
+
+
+def protective_stop(records: list[dict[str, Any]], signal_id: str) -> Order | None:
+    """The last protective stop journaled for the position of ``signal_id``, as its records left it."""
+    stops = [o for o in orders_of(records) if o.leg == "stop" and o.signal_id == signal_id]
+    return stops[-1] if stops else None
+
+
+def exit_decided(records: list[dict[str, Any]], signal_id: str) -> tuple[str, float] | None:
+    """``(close_reason, decided_price)`` of an exit decided for ``signal_id`` whose protective stop
+    was being cancelled when the journal ends (an ``order_cancel`` with no exit order and no
+    ``closed`` after it), else None: a restart carries that exit on."""
+    decided: tuple[str, float] | None = None
+    for rec in records:
+        if rec.get("signal_id") != signal_id:
+            continue
+        event = rec.get("event")
+        if event == "order_cancel" and rec.get("close_reason"):
+            decided = (str(rec["close_reason"]), float(rec.get("decided_price") or 0.0))
+        elif event == "closed" or (event == "order_intent" and rec.get("leg") == "exit"):
+            decided = None
+    return decided
+
+
+def stop_limit_price(stop: float, gap_percent: float) -> float:
+    """The limit of a stop-limit sell ``gap_percent`` below its ``stop`` (what it sells down to)."""
+    return stop * (1.0 - gap_percent / 100.0)
 
 
 def attempts_of(records: list[dict[str, Any]], signal_id: str, leg: Leg) -> int:

@@ -52,6 +52,18 @@ class Broker(Protocol):
         """The account's trades on ``symbol`` since ``since_ms`` (ccxt's unified shape), None when
         they cannot be had."""
 
+    async def stop_type(self, symbol: str, wanted: str) -> str | None:
+        """``stop_market`` or ``stop_limit``: the protective stop the market takes (``wanted``:
+        ``auto``, ``market`` or ``limit``), None when it takes none."""
+
+    async def place_stop(self, symbol: str, type_: str, amount: float, stop_price: float,
+                         limit_price: float | None, client_id: str) -> Answer:
+        """Place a sell stop under ``client_id``; never raises for what the exchange says."""
+
+    async def cancel(self, symbol: str, client_id: str) -> Answer:
+        """Cancel the order ``client_id``, then say what it is: ``cancelled`` (with what it filled
+        before), ``filled`` (too late to cancel), ``not_found``, or ``unknown`` (no answer)."""
+
 
 #: Exchanges whose ccxt driver ignores the unified ``clientOrderId`` param: the key it reads instead.
 CLIENT_ID_PARAM = {"coinbase": "client_order_id", "coinbaseadvanced": "client_order_id"}
@@ -220,6 +232,79 @@ class CcxtBroker:
             log.warning("trade history not fetched", exchange=self.source.name, symbol=symbol,
                         error=redact(f"{type(exc).__name__}: {exc}"))
             return None
+
+
+    async def stop_type(self, symbol: str, wanted: str) -> str | None:
+        """The stop the market takes: from the market's own list of order types where the exchange
+        gives one (Binance's ``orderTypes``), else from what the ccxt driver says it can create."""
+        if wanted == "off":
+            return None
+        exchange = await self._client()
+        market = exchange.market(symbol)
+        types = (market.get("info") or {}).get("orderTypes")
+        if isinstance(types, list):
+            can_market, can_limit = "STOP_LOSS" in types, "STOP_LOSS_LIMIT" in types
+        else:
+            has = exchange.has
+            can_market = bool(has.get("createStopMarketOrder") or has.get("createStopLossOrder"))
+            can_limit = bool(has.get("createStopLimitOrder") or has.get("createStopLossOrder"))
+        if wanted in ("auto", "market") and can_market:
+            return "stop_market"
+        if wanted in ("auto", "limit") and can_limit:
+            return "stop_limit"
+        return None
+
+    async def place_stop(self, symbol: str, type_: str, amount: float, stop_price: float,
+                         limit_price: float | None, client_id: str) -> Answer:
+        """Send one sell stop (ccxt's ``stopLossPrice``); an ``Answer`` whatever happens. A stop the
+        market has crossed already is ``rejected`` with ccxt's ``OrderImmediatelyFillable`` in its reason."""
+        import ccxt.async_support as ccxt
+
+        exchange = await self._client()
+        market = exchange.market(symbol)
+        try:
+            amount_text = exchange.amount_to_precision(symbol, amount)
+            stop_text = exchange.price_to_precision(symbol, stop_price)
+            key = CLIENT_ID_PARAM.get(exchange.id, "clientOrderId")
+            params = {key: client_id, "stopLossPrice": float(stop_text)}
+            if type_ == "stop_limit":
+                assert limit_price is not None
+                limit = float(exchange.price_to_precision(symbol, limit_price))
+                order = await exchange.create_order(symbol, "limit", "sell", float(amount_text), limit, params)
+            else:
+                order = await exchange.create_order(symbol, "market", "sell", float(amount_text), None, params)
+        except Exception as exc:  # noqa: BLE001 - every outcome becomes an Answer: rejected only when certain
+            reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+            if isinstance(exc, ccxt.BaseError) and _is_rejection(exc, ccxt):
+                return Answer("rejected", reason=reason)
+            return Answer("unknown", reason=reason)
+        answer = answer_of(order, market["base"], market["quote"])
+        if answer.status == "unknown" and answer.order_id is not None:
+            answer = Answer("open", order_id=answer.order_id)  # a stop acknowledged without a status rests
+        self._moved_by("sell", answer, market["base"], market["quote"])
+        return answer
+
+    async def cancel(self, symbol: str, client_id: str) -> Answer:
+        """Cancel by client id, then ask for the order (its fills and fees are in the query's answer,
+        not the cancel's): a stop that filled before the cancel reached it says ``filled``."""
+        import ccxt.async_support as ccxt
+
+        exchange = await self._client()
+        try:
+            key = CLIENT_ID_PARAM.get(exchange.id, "clientOrderId")
+            await exchange.cancel_order(None, symbol, {key: client_id})
+        except ccxt.OrderNotFound:
+            pass  # not cancellable: filled already, cancelled already, or never placed; the query says which
+        except Exception as exc:  # noqa: BLE001 - no answer: the cancel is sent again later
+            return Answer("unknown", reason=redact(f"cancel: {type(exc).__name__}: {exc}")[:300])
+        answer = await self.query(symbol, client_id)
+        if answer.status == "cancelled" or answer.status == "filled":
+            self._balances_stale()
+        return answer
+
+    def _balances_stale(self) -> None:
+        """A cancel freed (or a stop's fill moved) funds the cached figures do not show: fetch soon."""
+        self._moved = True
 
 
 def _number(value: Any) -> float | None:

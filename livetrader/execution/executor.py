@@ -12,6 +12,14 @@ it as a tick result the pair applies like any other:
 - ``cancelled`` (reason ``rejected: ...``) when an entry was definitively refused or never
   placed; an exit refused is sent again, as a new attempt, on the next tick.
 
+Protection (``guard``): once an entry has filled, a protective stop (leg ``stop``) sells the
+position on the exchange at the signal's stop-loss, so it is protected while the daemon is down.
+The stop is asked for every ``stop_check_minutes``: found filled, it closes the position
+``stop_loss`` at its own fill; found cancelled (by hand) or never placed, it is placed again and
+reported; "would trigger immediately" closes at market at once. To close by its own decision the
+executor first cancels the stop (``order_cancel`` journaled before), then sells what is left: a
+stop that filled before the cancel reached it is the exit, and nothing is sold twice.
+
 Write-ahead: every order's ``order_intent`` is journaled (durable) before its request leaves,
 every answer is journaled as ``order_update`` before it changes anything, and nothing is ever
 sent again while an earlier attempt's outcome is unknown.
@@ -35,10 +43,13 @@ from livetrader.core.orders import (
     client_order_id,
     entry_amount,
     exit_amount,
+    exit_decided,
     orders_of,
     pending_order,
+    protective_stop,
     realised,
     retry_delay_minutes,
+    stop_limit_price,
 )
 from livetrader.core.price import MINUTE_MS
 from livetrader.core.signal import SignalRow, TickResult, record_of, row_of
@@ -51,7 +62,8 @@ log = get_logger(__name__)
 #: the order path, so the crash tests can stop it exactly between two steps (``CRASH_POINTS``).
 CRASH_AT = os.environ.get("LIVETRADER_CRASH_AT", "")
 CRASH_POINTS = ("entry_intent_durable", "entry_answered", "entry_answer_durable", "exit_intent_durable",
-                "exit_answered", "exit_answer_durable")
+                "exit_answered", "exit_answer_durable", "stop_intent_durable", "stop_answered",
+                "stop_answer_durable", "cancel_durable", "cancel_answered")
 
 
 def _crash_point(leg: str, step: str) -> None:
@@ -72,7 +84,9 @@ class Executor:
     """
 
     def __init__(self, key: tuple[str, str, str], broker: Broker, *, mode: str, cost: float,
-                 unknown_order_minutes: float, write: Write, report_error: ReportError) -> None:
+                 unknown_order_minutes: float, write: Write, report_error: ReportError,
+                 protective_stop: str = "auto", stop_limit_gap_percent: float = 0.5,
+                 stop_check_minutes: float = 1.0) -> None:
         self.key = key
         self.broker = broker
         self.mode = mode
@@ -97,6 +111,30 @@ class Executor:
         #: Order ids (the exchange's) this pair's journal knows: a trade of the account with
         #: another id may be an order of ours whose answer was lost.
         self.known_ids: set[str] = set()
+        #: ``auto``, ``market``, ``limit`` or ``off``: the protective stop asked for in the config.
+        self.wanted_stop = protective_stop
+        self.stop_gap_percent = stop_limit_gap_percent
+        self.stop_check_ms = max(1, int(stop_check_minutes * MINUTE_MS))
+        #: ``stop_market``/``stop_limit`` once the market was asked; ``none`` when it takes no stop.
+        self.stop_type: str | None = None
+        #: The open position's protective stop (the latest attempt), None when none was sent.
+        self.stop: Order | None = None
+        #: When the stop is next asked for (or, after a refusal, placed again).
+        self.next_guard_at = 0
+        #: The stop is being cancelled for the decided exit (its ``order_cancel`` is journaled).
+        self.withdrawing = False
+
+    @property
+    def protection(self) -> str:
+        """What protects an open position on the exchange: ``stop_market``, ``stop_limit``,
+        ``none`` (the exchange takes no stop orders, or the config says ``off``) or ``unknown``
+        (not asked yet)."""
+        return self.stop_type or "unknown"
+
+    def guard_due(self, minute: int) -> bool:
+        """True when an open position's protective stop is to be placed or asked for at ``minute``."""
+        return (self.position is not None and not self.busy and minute >= self.next_guard_at
+                and self.stop_type != "none")
 
     @property
     def busy(self) -> bool:
@@ -129,9 +167,16 @@ class Executor:
             self.position = Position(float(opened["amount"]), float(opened["price_open"]),
                                      float(opened.get("spent", 0.0)))
             # The exit fills so far; the pending order's own are counted when it is carried on with.
-            self.sold = [o for o in orders_of(records) if o.signal_id == row.id and o.leg == "exit" and o.final
-                         and o.filled > 0 and o.client_id != pending]
+            # (A stop's fills count too: a stop-limit that filled in part sold that part.)
+            self.sold = [o for o in orders_of(records) if o.signal_id == row.id and o.leg in ("exit", "stop")
+                         and o.final and o.filled > 0 and o.client_id != pending]
         self.row = row
+        self.stop, self.next_guard_at, self.withdrawing = None, 0, False
+        if self.position is not None and row is not None:
+            self.stop = protective_stop(records, row.id)
+            decided = exit_decided(records, row.id)
+            if decided is not None and self.order is None:
+                self.exit_due, self.withdrawing = decided, True  # the stop was being cancelled for this exit
         if self.order is not None:
             if self.order.leg == "entry":
                 intent = next(r for r in reversed(records)
@@ -195,10 +240,14 @@ class Executor:
             if result.action == "opened":
                 self.position = Position.of_entry(self.order)
                 self.sold = []
-            self.order = self.row = None
+                self.stop, self.next_guard_at, self.withdrawing = None, 0, False  # protected at once
+                self.order, self.row = None, result.signal  # the open position's row: its stop-loss
+            else:
+                self.order = self.row = None
         elif result.action == "closed":
-            self.order = self.row = self.position = self.refused = None
+            self.order = self.row = self.position = self.refused = self.stop = None
             self.exit_due = None
+            self.withdrawing = False
             self.next_exit_at = 0
             self.sold = []
 
@@ -248,6 +297,12 @@ class Executor:
                        "left open on the exchange (close it by hand, then `livetrader recover`)")
             self.report_error(now, message, "order")
             return self._waiting(now, price, message)
+        if self.stop is not None and self.stop.status == "filled":
+            return self._stopped(self.stop, now, price)  # the stop was the exit
+        if self.stop is not None and self.stop.status not in ("rejected", "not_placed", "cancelled", "expired"):
+            withdrawn = await self._withdraw_stop(now, price)
+            if withdrawn is not None:
+                return withdrawn  # not cancelled yet, or the stop filled: it was the exit
         try:
             rules = await self.broker.rules(self.key[0])
         except Exception as exc:  # noqa: BLE001 - no market rules now: the exit is tried again next tick
@@ -323,6 +378,164 @@ class Executor:
         if remaining > 1e-12 and order.filled < order.amount * (1 - 1e-9):
             return self._waiting(now, price, f"exit filled {order.filled:g} of {order.amount:g}; the rest next tick")
         return self._closed(now, price)
+
+    # --- protection ---------------------------------------------------------------------------
+
+    async def resolve_protection(self) -> str:
+        """Ask the market once which protective stop it takes (``protection``); logged when none."""
+        if self.stop_type is None:
+            try:
+                kind = await self.broker.stop_type(self.key[0], self.wanted_stop)
+            except Exception as exc:  # noqa: BLE001 - asked again at the next guard
+                log.warning("protective stop type not known yet", symbol=self.key[0], error=str(exc))
+                return self.protection
+            self.stop_type = kind or "none"
+            if kind is None:
+                why = ("protective_stop = \"off\" in the config" if self.wanted_stop == "off"
+                       else f"{self.key[2]} takes no stop orders on {self.key[0]} through ccxt")
+                log.warning("positions run without a protective stop on the exchange", symbol=self.key[0],
+                            strategy=self.key[1], exchange=self.key[2], why=why,
+                            consequence="while the daemon is down, nothing sells at the stop-loss")
+        return self.protection
+
+    async def guard(self, now: int, price: float) -> TickResult | None:
+        """Protect the open position: place its stop when it has none (or lost it), else ask the
+        exchange for it. A result when the position is closed (or being closed) by it, else None."""
+        assert self.position is not None and self.row is not None
+        if await self.resolve_protection() in ("none", "unknown"):
+            self.next_guard_at = now + self.stop_check_ms
+            return None
+        stop = self.stop
+        if stop is not None and not stop.final:
+            answer = await self.broker.query(self.key[0], stop.client_id)
+            if answer.status == "unknown":
+                self.next_guard_at = now + self.stop_check_ms
+                return None
+            learnt = stop.learn(answer, now)
+            if answer.status == "not_found":
+                assert learnt.not_found_since is not None
+                if now - learnt.not_found_since < self.unknown_ms:
+                    if learnt.not_found_since != stop.not_found_since:
+                        await self._journal_stop(learnt, now, price)
+                    self.stop, self.next_guard_at = learnt, now + self.stop_check_ms
+                    return None
+                learnt = replace(learnt, status="not_placed",
+                                 reason=f"not found for {self.unknown_ms // MINUTE_MS} minutes")
+                self.report_error(now, f"protective stop {stop.client_id} is not on the exchange; placing it again",
+                                  "order")
+            elif learnt.status in ("cancelled", "expired"):
+                self.report_error(now, f"protective stop {stop.client_id} was {learnt.status} on the exchange, not "
+                                       "by livetrader; placing it again", "order")
+            if learnt != stop:
+                await self._journal_stop(learnt, now, price)
+            stop = learnt
+        if stop is None:
+            return await self._place_stop(now, price)
+        if not stop.final:
+            self.next_guard_at = now + self.stop_check_ms
+            return None
+        if stop.status == "filled":
+            return self._stopped(stop, now, price)
+        if stop.filled > 0 and stop not in self.sold:
+            self.sold.append(stop)  # a stop-limit that filled in part before it ended: the rest stays held
+        return await self._place_stop(now, price)  # rejected, never placed, or ended on the exchange
+
+    async def _place_stop(self, now: int, price: float) -> TickResult | None:
+        """Journal and send a new protective stop for what the position holds."""
+        assert self.position is not None and self.row is not None and self.stop_type is not None
+        row = self.row
+        try:
+            rules = await self.broker.rules(self.key[0])
+        except Exception as exc:  # noqa: BLE001 - asked again at the next check
+            self.report_error(now, f"protective stop not placed yet: market rules unavailable: {exc}", "order")
+            self.next_guard_at = now + self.stop_check_ms
+            return None
+        remaining = self.position.amount - sum(o.filled for o in self.sold)
+        amount, _dust = exit_amount(remaining, rules)
+        if amount <= 0:
+            if self.sold:  # an earlier stop sold all that can be sold: the rest is dust
+                self.exit_due = ("stop_loss", row.stop_loss)
+                return self._closed(now, price)
+            self.next_guard_at = now + self.stop_check_ms
+            return None  # nothing a stop could sell
+        attempt = self.attempts.get((row.id, "stop"), 0) + 1
+        limit = stop_limit_price(row.stop_loss, self.stop_gap_percent) if self.stop_type == "stop_limit" else None
+        order = Order(client_order_id(self.key, row.id, "stop", attempt), "stop", "sell", amount, attempt, row.id, now,
+                      decided_price=row.stop_loss, close_reason="stop_loss", type=self.stop_type,
+                      stop_price=row.stop_loss, limit_price=limit)
+        self.attempts[(row.id, "stop")] = attempt
+        await self.write(self._record("order_intent", now, price, order.intent_record()))
+        self.stop = order
+        _crash_point("stop", "intent_durable")
+        answer = await self.broker.place_stop(self.key[0], order.type, amount, row.stop_loss, limit, order.client_id)
+        log.info("protective stop sent", client_id=order.client_id, amount=amount, stop_price=row.stop_loss,
+                 limit_price=limit, answer=answer.status, symbol=self.key[0], strategy=self.key[1], mode=self.mode,
+                 reason=answer.reason)
+        _crash_point("stop", "answered")
+        learnt = order.learn(answer, now) if answer.status != "not_found" else order
+        await self._journal_stop(learnt, now, price)
+        _crash_point("stop", "answer_durable")
+        if learnt.status == "rejected" and "ImmediatelyFillable" in (learnt.reason or ""):
+            # The market is below the stop already: what the stop was for is due now, at market.
+            self.report_error(now, f"protective stop at {row.stop_loss:g} would trigger immediately (the price is "
+                                   "past it): closing the position at market now", "order")
+            self.exit_due = ("stop_loss", price)
+            return await self._exit(now, price)
+        if learnt.status == "rejected":
+            self.report_error(now, f"protective stop {order.client_id} refused: {learnt.reason}; the position is "
+                                   "unprotected on the exchange; placing it again later", "order")
+            self.next_guard_at = now + retry_delay_minutes(attempt) * MINUTE_MS
+            return None
+        if learnt.filled > 0 and learnt.final:
+            return self._stopped(learnt, now, price)
+        self.next_guard_at = now + self.stop_check_ms
+        return None
+
+    async def _withdraw_stop(self, now: int, price: float) -> TickResult | None:
+        """Cancel the protective stop before the decided exit: None once it is out of the way
+        (what it filled before is counted as sold), the ``closed`` result when it had filled
+        (the stop was the exit), or a waiting result while the cancel's outcome is unknown."""
+        stop = self.stop
+        assert stop is not None and self.exit_due is not None
+        if not self.withdrawing:
+            reason, decided = self.exit_due
+            await self.write(self._record("order_cancel", now, price, {
+                "client_id": stop.client_id, "leg": "stop", "close_reason": reason, "decided_price": decided}))
+            self.withdrawing = True
+            _crash_point("cancel", "durable")
+        answer = await self.broker.cancel(self.key[0], stop.client_id)
+        _crash_point("cancel", "answered")
+        if answer.status in ("unknown", "open"):
+            self.report_error(now, f"protective stop {stop.client_id} not cancelled yet "
+                                   f"({answer.reason or answer.status}); the exit waits for it", "order")
+            return self._waiting(now, price, "cancelling the protective stop")
+        if answer.status == "not_found":
+            if stop.status == "unknown" and now - stop.intent_at < self.unknown_ms:
+                return self._waiting(now, price, f"protective stop {stop.client_id} not found (yet)")
+            learnt = replace(stop, status="not_placed", reason="neither cancellable nor found")
+        else:
+            learnt = stop.learn(answer, now)
+        await self._journal_stop(learnt, now, price)
+        if learnt.status == "filled":
+            return self._stopped(learnt, now, price)
+        if learnt.filled > 0:
+            self.sold.append(learnt)  # a stop-limit that filled in part: the exit sells the rest
+        return None
+
+    def _stopped(self, stop: Order, now: int, price: float) -> TickResult:
+        """The position closed ``stop_loss`` by its protective stop's fill."""
+        if stop not in self.sold:
+            self.sold.append(stop)
+        self.exit_due = ("stop_loss", stop.stop_price if stop.stop_price is not None else price)
+        log.warning("protective stop filled", client_id=stop.client_id, filled=stop.filled, average=stop.average,
+                    symbol=self.key[0], strategy=self.key[1], mode=self.mode)
+        return self._closed(now, price)
+
+    async def _journal_stop(self, stop: Order, now: int, price: float) -> None:
+        await self.write(self._record("order_update", now, price, stop.update_record()))
+        if stop.order_id:
+            self.known_ids.add(stop.order_id)
+        self.stop = stop
 
     def _closed(self, now: int, price: float) -> TickResult:
         """The ``closed`` result of the position at its exit fills' average."""

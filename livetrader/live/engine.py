@@ -195,7 +195,10 @@ class Engine:
         profile = self.config.risk.get(cls.risk) if cls.risk else None
         cost = cls.cost or (profile.cost if profile is not None else None) or self.config.engine.cost
         return Executor(pair.key, broker, mode=mode, cost=cost,
-                        unknown_order_minutes=minutes, write=write, report_error=pair.report_error)
+                        unknown_order_minutes=minutes, write=write, report_error=pair.report_error,
+                        protective_stop=getattr(settings, "protective_stop", "auto"),
+                        stop_limit_gap_percent=getattr(settings, "stop_limit_gap_percent", 0.5),
+                        stop_check_minutes=getattr(settings, "stop_check_minutes", 1.0))
 
     def restore_absent_pairs(self) -> None:
         """Once every pair is added: the pairs on disk that this process does not run
@@ -222,6 +225,7 @@ class Engine:
         up"). No strategy is asked before it.
         """
         chosen = list(pairs) if pairs is not None else list(self.pairs)
+        await self.resolve_protection(chosen)
         await asyncio.gather(*(self.first_tick(p) for p in chosen))
         if on_ready is not None:
             on_ready()
@@ -230,6 +234,16 @@ class Engine:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
+
+    async def resolve_protection(self, pairs: list[Pair]) -> None:
+        """Ask each sandbox/live market, once at start, which protective stop it takes: a market
+        that takes none is said at start (a warning), not when the first position opens."""
+        executors = [p.executor for p in pairs if p.executor is not None]
+        for executor in executors:
+            try:
+                await executor.resolve_protection()
+            except Exception as exc:  # noqa: BLE001 - asked again when a position needs it
+                log.warning("protective stop type not known yet", symbol=executor.key[0], error=describe(exc))
 
     def abort(self) -> None:
         """Cancel ticks still running after a graceful stop took too long.

@@ -221,7 +221,13 @@ class Pair:
                 await self.apply(result)
                 self.checked_until = minute
             else:
-                result = await self._check_minutes(minute)
+                # A protective stop filled while the daemon was down (or since the last check) is
+                # what happened to the position: known before any minute is checked on the VWAP.
+                guarded = await self._guard(executor, minute) if executor is not None else None
+                result = guarded if guarded is not None else await self._check_minutes(minute)
+            if executor is not None and result.action != "closed":
+                # A position that just opened is protected on the exchange in the same tick.
+                result = await self._guard(executor, minute) or result
         except StoreError as exc:
             # The durable state did not move on; keep checking the held signal (a close is
             # retried next tick) but take no new signal until storage works and we restart.
@@ -256,11 +262,12 @@ class Pair:
         is left to ``tick``, as is the tick of a pair asked to stop. Every pair comes here
         every minute (``Metronome.fire``): the body is kept flat.
         """
-        if self.stopping.is_set() or (self.executor is not None and self.executor.busy):
+        minute = now - now % MINUTE_MS
+        executor = self.executor
+        if self.stopping.is_set() or (executor is not None and (executor.busy or executor.guard_due(minute))):
             return False
         timed = self.bus.has_listeners("performance")
         started = time.perf_counter() if timed else 0.0
-        minute = now - now % MINUTE_MS
         last = self.last_minute
         if last is not None and minute <= last:
             return False  # ticked already, or the clock went back: ``tick`` and the loop see to it
@@ -344,6 +351,19 @@ class Pair:
                         behind_seconds=round((ticked - now) / 1000, 3), last_minute=_iso(last),
                         clock=_iso(now), waits_until=_iso(last + MINUTE_MS))
         return last + MINUTE_MS
+
+    async def _guard(self, executor: Executor, minute: int) -> TickResult | None:
+        """Place or ask for the open position's protective stop when due (``Executor.guard``);
+        the applied result when the stop closed the position (or is closing it), else None."""
+        if not executor.guard_due(minute):
+            return None
+        market = await self.market_at(minute)
+        self.price = market.price
+        result = await executor.guard(minute, market.price)
+        if result is not None:
+            await self.apply(result)
+            self.checked_until = minute
+        return result
 
     async def _check_minutes(self, minute: int) -> TickResult:
         """Check the held signal at every minute in ``(checked_until, minute]``; return the last result.

@@ -16,6 +16,10 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
     mode = "paper"                      # "paper" (no orders), "sandbox" (orders on the test network)
                                         # or "live" (real orders, real money): docs/behaviour.md §12
     unknown_order_minutes = 10          # how long an order must stay "not found" to be never placed
+    protective_stop = "auto"            # the stop on the exchange for open positions: "auto", "market",
+                                        # "limit" (stop-limit) or "off"
+    stop_limit_gap_percent = 0.5        # a stop-limit's limit, this far below its stop
+    stop_check_minutes = 1              # how often an open position's stop is asked for
     credentials_file = "/etc/livetrader/binance.toml"   # mode 600: apiKey, secret [, password]
 
 A markets load that keeps failing with HTTP 404 (the server lacks an endpoint ccxt asks for)
@@ -69,6 +73,7 @@ log = get_logger(__name__)
 SETTING_KEYS = (
     "ccxt_id", "options", "urls", "timeout_ms", "rate_limit_ms", "max_retries", "retry_base_seconds",
     "retry_max_seconds", "page_limit", "sandbox", "credentials_file", "mode", "unknown_order_minutes",
+    "protective_stop", "stop_limit_gap_percent", "stop_check_minutes",
 )
 #: Keys that would put a secret into the config file (compared lower-case, without ``_`` and ``-``).
 _SECRET_KEYS = frozenset({
@@ -119,6 +124,11 @@ class CcxtSettings:
     #: ``paper``, ``sandbox`` or ``live`` (docs/behaviour.md §12); ``sandbox`` implies the test network.
     mode: str = "paper"
     unknown_order_minutes: float = 10.0
+    #: The protective stop of open positions (docs/behaviour.md §12): ``auto`` (stop-market where
+    #: the market takes one, else stop-limit), ``market``, ``limit`` or ``off``.
+    protective_stop: str = "auto"
+    stop_limit_gap_percent: float = 0.5
+    stop_check_minutes: float = 1.0
 
     @property
     def test_network(self) -> bool:
@@ -205,6 +215,14 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
     cap = number("retry_max_seconds", 8.0, 0.0)
     unknown_minutes = number("unknown_order_minutes", 10.0, 0.0, strict=True)
     assert base is not None and cap is not None and unknown_minutes is not None
+    stop_kind = table.get("protective_stop", "auto")
+    if stop_kind not in ("auto", "market", "limit", "off"):
+        raise error("protective_stop", '"auto", "market" (stop-market), "limit" (stop-limit) or "off"')
+    gap = number("stop_limit_gap_percent", 0.5, 0.0, strict=True)
+    check = number("stop_check_minutes", 1.0, 0.0, strict=True)
+    assert gap is not None and check is not None
+    if gap >= 100:
+        raise error("stop_limit_gap_percent", "a percentage above 0 and below 100")
     mode = table.get("mode", "paper")
     if mode not in ("paper", "sandbox", "live"):
         raise error("mode", '"paper" (no orders), "sandbox" (orders on the test network) or "live" (real orders)')
@@ -222,6 +240,9 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
         credentials_file=Path(credentials_file) if credentials_file else None,
         mode=mode,
         unknown_order_minutes=unknown_minutes,
+        protective_stop=stop_kind,
+        stop_limit_gap_percent=gap,
+        stop_check_minutes=check,
     )
 
 

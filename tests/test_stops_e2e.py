@@ -1,0 +1,203 @@
+"""Protective stops on the exchange (docs/behaviour.md §12, "Protection on the exchange"): the real
+daemon in sandbox mode against the local Binance-speaking exchange (tests/exchange_server.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from daemon import events, start, stop, wait_for, wait_running, workdir
+from exchange_server import ExchangeServer
+from exchange_setup import exchange_config, follow_daemon_clock
+from test_orders_e2e import KEYS, SPEED, check_agreement, closed_count, journals, placements
+
+pytestmark = pytest.mark.e2e
+
+#: A long position whose take-profit is far and whose stop-loss is near: the stop decides.
+HOLD_STRATEGY = '''
+from livetrader import Signal, Strategy
+
+
+class Hold(Strategy):
+    name = "hold"
+
+    async def get_signal(self, ctx):
+        return Signal("long", take_profit=ctx.price * 1.5, stop_loss=ctx.price * {stop}, minutes={minutes})
+'''
+
+
+@pytest.fixture
+def server(tmp_path):
+    with ExchangeServer(clock=follow_daemon_clock(tmp_path), balances={"USDT": 10_000}) as srv:
+        yield srv
+
+
+def setup(tmp_path, server, stop_factor=0.95, minutes=600, **settings):
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "hold.py").write_text(HOLD_STRATEGY.format(stop=stop_factor, minutes=minutes))
+    cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=3, **settings)
+    return cwd, cfg
+
+
+def launch(cwd, cfg, strategy="hold", **env):
+    return start(cwd, "run", "BTCUSDT", "--strategy", strategy, "--exchange", "binance", "--config", cfg,
+                 "--speed", SPEED, **KEYS, **env)
+
+
+def records_of(cwd):
+    return [r for recs in journals(cwd).values() for r in recs] if (cwd / "dump-demo" / "journal").exists() else []
+
+
+def stops(records):
+    return [r for r in records if r["event"] == "order_intent" and r["leg"] == "stop"]
+
+
+def open_stop(server):
+    return next((o for o in server.account.orders if o.is_open and o.client_id.startswith("lts")), None)
+
+
+def test_an_entry_fill_is_protected_by_a_stop_on_the_exchange_and_an_exit_cancels_it_first(tmp_path, server):
+    cwd = workdir(tmp_path)
+    cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=3)
+    proc = launch(cwd, cfg, strategy="always-long")
+    reached = wait_for(lambda: closed_count(cwd) >= 2, 60)
+    code, out, err = stop(proc)
+    assert code == 0 and reached, err[-2000:]
+    records = check_agreement(cwd, server)
+    for opened in (r for r in records if r["event"] == "opened"):
+        story = [r for r in records if r.get("signal_id") == opened["signal_id"]]
+        stop_intent = next(r for r in story if r["event"] == "order_intent" and r["leg"] == "stop")
+        # Placed right after the fill, in the same tick, for what the position holds, at its stop-loss.
+        assert story.index(stop_intent) == story.index(opened) + 1
+        assert stop_intent["type"] == "stop_market" and stop_intent["amount"] == pytest.approx(opened["amount"], abs=1e-5)
+        assert stop_intent["stop_price"] == opened["stop_loss"]
+        placed = server.account.orders_with_client_id(stop_intent["client_id"])
+        assert len(placed) == 1 and placed[0].type == "STOP_LOSS"
+        assert placed[0].stop_price == Decimal(str(opened["stop_loss"])).quantize(placed[0].stop_price)
+        closed = next((r for r in story if r["event"] == "closed"), None)
+        if closed is None:
+            assert placed[0].is_open  # the open position is protected
+            continue
+        if closed["close_reason"] == "stop_loss" and placed[0].status == "FILLED":
+            continue  # the stop itself was the exit
+        # Closed by the engine's decision: the stop was cancelled (journaled first), then the exit sent.
+        kinds = [(r["event"], r.get("leg")) for r in story]
+        assert kinds.index(("order_cancel", "stop")) < kinds.index(("order_intent", "exit"))
+        assert placed[0].status == "CANCELED"
+    assert any(e["event"] == "protective stop sent" for e in events(out))
+
+
+def test_the_market_falls_through_the_stop_while_the_daemon_is_down(tmp_path, server):
+    """Killed right after the stop was placed; the market goes through it while the daemon is
+    down; the restart closes the position ``stop_loss`` at the stop's own fill, once, sending no exit."""
+    cwd, cfg = setup(tmp_path, server)
+    proc = launch(cwd, cfg, LIVETRADER_CRASH_AT="stop_answer_durable")
+    assert proc.wait(60) == -9
+    stop_order = open_stop(server)
+    assert stop_order is not None, "the stop rests on the exchange while the daemon is down"
+    server.account.trigger(stop_order.client_id)
+    assert stop_order.status == "FILLED"
+    proc = launch(cwd, cfg)
+    reached = wait_running(cwd / "dump-demo", proc) and wait_for(lambda: closed_count(cwd) >= 1, 30)
+    code, out, err = stop(proc)
+    assert code == 0 and reached, err[-2000:]
+    records = check_agreement(cwd, server)
+    first = next(r for r in records if r["event"] == "opened")
+    story = [r for r in records if r.get("signal_id") == first["signal_id"]]
+    closed = [r for r in story if r["event"] == "closed"]
+    assert len(closed) == 1 and closed[0]["close_reason"] == "stop_loss"
+    assert closed[0]["price_close"] == pytest.approx(float(stop_order.cum_quote / stop_order.executed))
+    assert not [r for r in story if r["event"] == "order_intent" and r["leg"] == "exit"], "nothing sold twice"
+    assert any(e["event"] == "protective stop filled" for e in events(out))
+    # The loss on the account is what the stop allowed: the coins went at the stop, and no more were sold.
+    sells = [o for o in server.account.orders if o.side == "SELL" and o.executed > 0]
+    assert sells == [stop_order]
+
+
+def test_a_stop_cancelled_by_hand_is_placed_again_and_reported(tmp_path, server):
+    cwd, cfg = setup(tmp_path, server)
+    proc = launch(cwd, cfg)
+    assert wait_for(lambda: open_stop(server) is not None, 30)
+    first = open_stop(server)
+    server.account.cancel({"symbol": "BTCUSDT", "origClientOrderId": first.client_id}, server.clock())
+    assert wait_for(lambda: open_stop(server) is not None and open_stop(server).client_id != first.client_id, 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    again = open_stop(server)
+    assert again.client_id.startswith("lts2-") and again.client_id[5:] == first.client_id[5:]
+    records = check_agreement(cwd, server)
+    assert [r["attempt"] for r in stops(records)] == [1, 2]
+    reported = [e for e in events(out) if e["event"] == "tick failed" and "not by livetrader" in e.get("error", "")]
+    assert reported and first.client_id in reported[0]["error"]
+
+
+def test_a_decided_exit_whose_stop_filled_first_closes_once_by_the_stop(tmp_path, server):
+    """The engine decided to close and journaled the stop's cancel; before the cancel reached the
+    exchange the market filled the stop (the daemon killed between the two to make the race
+    certain). The restart's cancel finds the stop filled: the stop was the exit, no sell is sent."""
+    cwd, cfg = setup(tmp_path, server, stop_factor=0.95, minutes=3)  # expires after 3 minutes: the engine closes
+    proc = launch(cwd, cfg, LIVETRADER_CRASH_AT="cancel_durable")
+    assert proc.wait(60) == -9
+    records = records_of(cwd)
+    assert records[-1]["event"] == "order_cancel"
+    stop_order = open_stop(server)
+    assert stop_order is not None and stop_order.client_id == records[-1]["client_id"]
+    server.account.trigger(stop_order.client_id)
+    proc = launch(cwd, cfg)
+    reached = wait_running(cwd / "dump-demo", proc) and wait_for(lambda: closed_count(cwd) >= 1, 30)
+    code, out, err = stop(proc)
+    assert code == 0 and reached, err[-2000:]
+    records = check_agreement(cwd, server)
+    sid = records_of(cwd)[0]["signal_id"]
+    story = [r for r in records if r.get("signal_id") == sid]
+    closed = [r for r in story if r["event"] == "closed"]
+    assert len(closed) == 1 and closed[0]["close_reason"] == "stop_loss"
+    assert closed[0]["price_close"] == pytest.approx(float(stop_order.cum_quote / stop_order.executed))
+    assert not [r for r in story if r["event"] == "order_intent" and r["leg"] == "exit"]
+    assert all(n == 1 for n in placements(server).values())
+
+
+def test_a_stop_that_would_trigger_immediately_closes_at_market_at_once(tmp_path, server):
+    """The price fell below the stop-loss between the fill and the stop's placement (the exchange
+    refuses it: "Stop price would trigger immediately"): the position is closed at market at once,
+    ``stop_loss``."""
+    cwd, cfg = setup(tmp_path, server)
+    server.faults.api_error(-2010, "Stop price would trigger immediately.", order_type="STOP_LOSS")
+    proc = launch(cwd, cfg)
+    reached = wait_for(lambda: closed_count(cwd) >= 1, 30)
+    code, out, err = stop(proc)
+    assert code == 0 and reached, err[-2000:]
+    records = check_agreement(cwd, server)
+    first = next(r for r in records if r["event"] == "opened")
+    story = [r for r in records if r.get("signal_id") == first["signal_id"]]
+    kinds = [(r["event"], r.get("leg"), r.get("status")) for r in story]
+    assert kinds[:6] == [("order_intent", "entry", None), ("order_update", "entry", "filled"), ("opened", None, None),
+                         ("order_intent", "stop", None), ("order_update", "stop", "rejected"),
+                         ("order_intent", "exit", None)], kinds
+    closed = next(r for r in story if r["event"] == "closed")
+    assert closed["close_reason"] == "stop_loss" and closed["at"] == first["at"]  # at once, in the same minute
+    assert any("would trigger immediately" in e.get("error", "") for e in events(out))
+
+
+def test_stop_limit_where_asked_and_none_at_all_with_a_warning(tmp_path, server):
+    cwd, cfg = setup(tmp_path, server, protective_stop="limit", stop_limit_gap_percent=1.0)
+    proc = launch(cwd, cfg)
+    assert wait_for(lambda: open_stop(server) is not None, 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    placed = open_stop(server)
+    assert placed.type == "STOP_LOSS_LIMIT"
+    assert float(placed.price) == pytest.approx(float(placed.stop_price) * 0.99, rel=1e-3)
+    cwd2 = tmp_path / "off"
+    cwd2.mkdir()
+    cwd2, cfg2 = setup(cwd2, server, protective_stop="off")
+    proc = launch(cwd2, cfg2)
+    assert wait_for(lambda: any(r["event"] == "opened" for r in records_of(cwd2)), 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    assert not stops(records_of(cwd2))
+    warned = [e for e in events(out) if e["event"] == "positions run without a protective stop on the exchange"]
+    assert warned and "off" in warned[0]["why"]
+    # Said at start: before the first position opened.
+    names = [e["event"] for e in events(out)]
+    assert names.index("positions run without a protective stop on the exchange") < names.index("opened")
