@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from decimal import Decimal
 
 import orjson
@@ -61,6 +62,8 @@ def check_agreement(cwd, server, symbol="BTCUSDT", base="BTC", settled=True):
         if mine.leg == "entry" and order.executed > 0:
             filled_entries[mine.signal_id] = filled_entries.get(mine.signal_id, 0) + 1
     assert all(n == 1 for n in filled_entries.values()), f"a signal bought twice: {filled_entries}"
+    closes = Counter(r["signal_id"] for r in records if r["event"] == "closed")
+    assert all(n == 1 for n in closes.values()), f"a position closed twice: {closes}"
     if not settled:
         return records
     opened = {r["signal_id"]: r for r in records if r["event"] == "opened"}
@@ -300,9 +303,26 @@ def test_random_kills_never_buy_twice_nor_lose_an_order(tmp_path, server):
     code, _out, err = stop(proc)
     assert code == 0, err
     for symbol, base in (("BTCUSDT", "BTC"), ("ETHUSDT", "ETH")):
-        check_agreement(cwd, server, symbol, base)
+        records = check_agreement(cwd, server, symbol, base)
+        assert_protected(records, server)
     counts = placements(server)
     assert counts and all(n == 1 for n in counts.values()), counts
+
+
+def assert_protected(records, server):
+    """Every position the journal holds open has its protective stop resting on the exchange, for
+    what the position holds (the daemon that last ran checked it), and no other stop rests."""
+    opened = {r["signal_id"]: r for r in records if r["event"] == "opened"}
+    closed = {r["signal_id"] for r in records if r["event"] == "closed"}
+    stops = {o.client_id: o for o in orders_of(records) if o.leg == "stop"}
+    resting = [o for o in server.account.orders if o.is_open and o.client_id in stops]
+    for sid, rec in opened.items():
+        if sid in closed:
+            continue
+        mine = [o for o in resting if stops[o.client_id].signal_id == sid]
+        assert len(mine) == 1, f"open position {sid} has {len(mine)} protective stops on the exchange"
+        assert float(mine[0].qty) == pytest.approx(rec["amount"], abs=1e-5)
+    assert all(stops[o.client_id].signal_id not in closed for o in resting), "a stop outlived its position"
 
 
 SHORT_STRATEGY = '''
@@ -363,15 +383,30 @@ def test_an_entry_above_the_free_balance_is_refused_before_any_order(tmp_path):
         assert "cost 100 USDT is above the free balance 50 USDT" in refusal["error"]
 
 
+HOLD_LONG = '''
+from livetrader import Signal, Strategy
+
+
+class HoldLong(Strategy):
+    name = "hold-long"
+
+    async def get_signal(self, ctx):
+        return Signal("long", take_profit=ctx.price * 1.5, stop_loss=ctx.price * 0.85, minutes=1440)
+'''
+
+
 def test_status_shows_the_mode_and_a_pair_never_continues_a_position_in_another_mode(tmp_path, server):
     cwd = workdir(tmp_path)
+    (cwd / "strategies" / "hold_long.py").write_text(HOLD_LONG)  # still open when the daemon stops
     cfg = config(cwd, server)
-    proc = _start(cwd, cfg)
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "hold-long", "--exchange", "binance", "--config", cfg,
+                 "--speed", SPEED, **KEYS)
     assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists()
                     and any(r["event"] == "opened" for recs in journals(cwd).values() for r in recs), 60)
     status = run(cwd, "status", "--data-dir", "dump-demo", "--json")
     pair = json.loads(status.stdout)["pairs"][0]
     assert pair["mode"] == "sandbox"
+    assert pair["protection"]["type"] == "stop_market"
     code, _out, err = stop(proc)
     assert code == 0, err
     records = [r for recs in journals(cwd).values() for r in recs]
@@ -379,7 +414,7 @@ def test_status_shows_the_mode_and_a_pair_never_continues_a_position_in_another_
         r["event"] == "closed" and r["signal_id"] == records[-1]["signal_id"] for r in records)
     assert holding
     paper = config(cwd, server, mode="paper")
-    refused = run(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", paper,
+    refused = run(cwd, "run", "BTCUSDT", "--strategy", "hold-long", "--exchange", "binance", "--config", paper,
                   "--speed", SPEED, **KEYS)
     assert refused.returncode != 0
     assert "made in sandbox mode, and this run is in paper mode" in refused.stdout + refused.stderr

@@ -3,10 +3,12 @@ daemon in sandbox mode against the local Binance-speaking exchange (tests/exchan
 
 from __future__ import annotations
 
+import json
+import time
 from decimal import Decimal
 
 import pytest
-from daemon import events, start, stop, wait_for, wait_running, workdir
+from daemon import events, run, start, stop, wait_for, wait_running, workdir
 from exchange_server import ExchangeServer
 from exchange_setup import exchange_config, follow_daemon_clock
 from test_orders_e2e import KEYS, SPEED, check_agreement, closed_count, journals, placements
@@ -69,7 +71,8 @@ def test_an_entry_fill_is_protected_by_a_stop_on_the_exchange_and_an_exit_cancel
         stop_intent = next(r for r in story if r["event"] == "order_intent" and r["leg"] == "stop")
         # Placed right after the fill, in the same tick, for what the position holds, at its stop-loss.
         assert story.index(stop_intent) == story.index(opened) + 1
-        assert stop_intent["type"] == "stop_market" and stop_intent["amount"] == pytest.approx(opened["amount"], abs=1e-5)
+        assert stop_intent["type"] == "stop_market"
+        assert stop_intent["amount"] == pytest.approx(opened["amount"], abs=1e-5)
         assert stop_intent["stop_price"] == opened["stop_loss"]
         placed = server.account.orders_with_client_id(stop_intent["client_id"])
         assert len(placed) == 1 and placed[0].type == "STOP_LOSS"
@@ -201,3 +204,107 @@ def test_stop_limit_where_asked_and_none_at_all_with_a_warning(tmp_path, server)
     # Said at start: before the first position opened.
     names = [e["event"] for e in events(out)]
     assert names.index("positions run without a protective stop on the exchange") < names.index("opened")
+
+
+@pytest.mark.parametrize("point", ["stop_intent_durable", "stop_answered", "cancel_answered"])
+def test_a_kill_at_each_step_of_a_stop_is_resolved_on_restart_without_a_resend(tmp_path, server, point):
+    """SIGKILL between two steps of placing (or cancelling) the protective stop: the restart asks
+    the exchange for it by its client id, never sends a client id twice, and ends with the
+    position protected (or closed once)."""
+    from test_orders_e2e import assert_protected
+
+    cwd, cfg = setup(tmp_path, server, minutes=3 if point.startswith("cancel") else 600)
+    proc = launch(cwd, cfg, LIVETRADER_CRASH_AT=point)
+    assert proc.wait(60) == -9
+    proc = launch(cwd, cfg)
+    if point.startswith("cancel"):
+        reached = wait_running(cwd / "dump-demo", proc) and wait_for(lambda: closed_count(cwd) >= 1, 30)
+    else:  # never placed (killed before sending): found missing after unknown_order_minutes, placed again
+        reached = wait_running(cwd / "dump-demo", proc) and wait_for(
+            lambda: open_stop(server) is not None and any(
+                r["event"] == "order_update" and r["leg"] == "stop" and r["status"] == "open"
+                for r in records_of(cwd)), 30)
+    code, out, err = stop(proc)
+    assert code == 0 and reached, err[-2000:]
+    records = check_agreement(cwd, server)
+    assert all(n == 1 for n in placements(server).values()), placements(server)
+    assert_protected(records, server)
+    if point == "stop_intent_durable":
+        updates = [r["status"] for r in records if r["event"] == "order_update" and r["leg"] == "stop"]
+        assert "not_placed" in updates and [r["attempt"] for r in stops(records)] == [1, 2]
+    elif point == "stop_answered":
+        assert [r["attempt"] for r in stops(records)][:1] == [1] and len(server.account.orders) >= 2
+
+
+TWO_HOLDS = '''
+from livetrader import Signal, Strategy
+
+
+class HoldA(Strategy):
+    name = "hold-a"
+
+    async def get_signal(self, ctx):
+        return Signal("long", take_profit=ctx.price * 1.5, stop_loss=ctx.price * 0.9, minutes=1440)
+
+
+class HoldB(HoldA):
+    name = "hold-b"
+'''
+
+
+def test_reconciliation_degrades_a_position_sold_outside_and_leaves_the_owners_coins_alone(tmp_path):
+    """Two strategies hold BTC on one account beside the owner's own 0.5 BTC: nothing is said of
+    the owner's coins, and each strategy's stop sells its own amount. Then the owner cancels the
+    newer position's stop and sells every free BTC by hand: the reconciliation finds that
+    position not held and degrades its pair (loudly, in status, across a restart); the older
+    position, still covered, keeps its stop and is managed as before."""
+    with ExchangeServer(clock=follow_daemon_clock(tmp_path), balances={"USDT": 10_000, "BTC": 0.5}) as server:
+        cwd = workdir(tmp_path)
+        (cwd / "strategies" / "holds.py").write_text(TWO_HOLDS)
+        cfg = exchange_config(cwd, server, mode="sandbox", reconcile_minutes=3)
+        args = ("run", "BTCUSDT", "--strategy", "hold-a", "--strategy", "hold-b", "--exchange", "binance",
+                "--config", cfg, "--speed", SPEED)
+        proc = start(cwd, *args, **KEYS)
+
+        def stops_by_strategy():
+            records = records_of(cwd)
+            return {r["strategy"]: r["client_id"] for r in stops(records)}
+
+        def resting(cid):
+            placed = server.account.orders_with_client_id(cid)
+            return bool(placed) and placed[-1].is_open
+
+        assert wait_for(lambda: len(stops_by_strategy()) == 2 and all(map(resting, stops_by_strategy().values())), 30)
+        time.sleep(0.5)  # a few reconciliations (every 3 simulated minutes: 0.15 s)
+        opened = {r["strategy"]: r for r in records_of(cwd) if r["event"] == "opened"}
+        for strategy, cid in stops_by_strategy().items():
+            assert float(server.account.orders_with_client_id(cid)[-1].qty) == pytest.approx(
+                opened[strategy]["amount"], abs=1e-5)
+        newer = max(opened.values(), key=lambda r: (r["at"], r["strategy"]))["strategy"]
+        older = "hold-a" if newer == "hold-b" else "hold-b"
+        server.account.cancel({"symbol": "BTCUSDT", "origClientOrderId": stops_by_strategy()[newer]}, server.clock())
+        free = server.account.free("BTC").quantize(Decimal("0.00001"), rounding="ROUND_DOWN")
+        server.account.place({"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": str(free),
+                              "newClientOrderId": "by-hand-1"}, server.clock())
+        assert wait_for(lambda: "position not held by the account" in "".join(proc._chunks["out"]), 30)
+        status = json.loads(run(cwd, "status", "--data-dir", "dump-demo", "--json").stdout)
+        code, out, err = stop(proc)
+        assert code == 0, err
+        early = [e for e in events(out) if e["event"] == "position not held by the account"]
+        assert {e["strategy"] for e in early} == {newer}
+        assert early[0]["held"] < early[0]["needed"]
+        by_strategy = {p["strategy"]: p for p in status["pairs"]}
+        assert by_strategy[newer]["state"] == "degraded" and "not held" in by_strategy[newer]["degraded"]
+        assert by_strategy[older]["state"] == "open" and by_strategy[older]["degraded"] is None
+        older_stop = server.account.orders_with_client_id(stops_by_strategy()[older])[-1]
+        assert older_stop.is_open
+        assert not [r for r in records_of(cwd) if r["event"] == "closed"]  # nothing closed, nothing sold by us
+        # Across a restart: reconciled before READY, degraded again.
+        proc = start(cwd, *args, **KEYS)
+        assert wait_running(cwd / "dump-demo", proc)
+        code, out, err = stop(proc)
+        assert code == 0, err
+        again = [e for e in events(out) if e["event"] == "position not held by the account"]
+        assert {e["strategy"] for e in again} == {newer}
+        names = [e["event"] for e in events(out)]
+        assert names.index("position not held by the account") < names.index("ready")

@@ -53,6 +53,8 @@ def print_findings(f: Findings) -> None:  # noqa: C901 - a flat list of findings
         out.write(f"  {name}: {held} ({pair.journal_records} journal records)\n")
         if pair.open_order:
             out.write(f"    open order: {pair.open_order}\n")
+        if pair.protective_stop:
+            out.write(f"    protective stop: {pair.protective_stop}\n")
         for note in pair.repairs:
             out.write(f"    repair: {note}\n")
         for problem in pair.damage:

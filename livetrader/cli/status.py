@@ -125,6 +125,12 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
         if p.get("order"):
             order = p["order"]
             state += f": {order['leg']} {order['client_id']} {order['status']}"
+        protection = p.get("protection") or {}
+        if protection.get("type") == "none":
+            state += ", no stop on the exchange"
+        elif protection.get("stop") and p.get("signal_id"):
+            stop = protection["stop"]
+            state += f", stop {stop['status']}"
         table.add_row(f"{p['symbol']} / {p['strategy']} / {p['exchange']}", state, format_price(p.get("price")),
                       position, format_time(p.get("last_tick_at")), lag, errors)
     console.print(table)

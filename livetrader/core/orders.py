@@ -332,5 +332,23 @@ def realised(position: Position, exit_order: Order) -> tuple[float, float]:
     return pnl, (pnl / position.spent * 100.0 if position.spent else 0.0)
 
 
+def uncovered(held: float, positions: list[tuple[str, float]], tolerance: float = 0.0) -> list[str]:
+    """The positions (signal ids) an account holding ``held`` of their base asset cannot cover.
+
+    ``positions`` are ``(signal_id, amount)`` of every pair holding that asset, oldest first:
+    each pair owns exactly its own fills, so the oldest are covered first and a shortfall falls on
+    the newest. An amount within ``tolerance`` (the market's amount step) of being covered is.
+    Coins held beyond every position are the account owner's and are not counted against anything.
+    """
+    left = held
+    short: list[str] = []
+    for signal_id, amount in positions:
+        if left + tolerance >= amount:
+            left -= amount
+        else:
+            short.append(signal_id)
+    return short
+
+
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)

@@ -52,6 +52,10 @@ class Broker(Protocol):
         """The account's trades on ``symbol`` since ``since_ms`` (ccxt's unified shape), None when
         they cannot be had."""
 
+    async def totals(self) -> dict[str, float] | None:
+        """What the account holds of each asset, free and locked (a resting stop locks its coins),
+        fetched now; None when it cannot be had."""
+
     async def stop_type(self, symbol: str, wanted: str) -> str | None:
         """``stop_market`` or ``stop_limit``: the protective stop the market takes (``wanted``:
         ``auto``, ``market`` or ``limit``), None when it takes none."""
@@ -233,6 +237,19 @@ class CcxtBroker:
                         error=redact(f"{type(exc).__name__}: {exc}"))
             return None
 
+
+    async def totals(self) -> dict[str, float] | None:
+        """Every asset's total (free + locked), fetched now; the free figures are refreshed by the way."""
+        exchange = await self._client()
+        try:
+            balance = await exchange.fetch_balance()
+        except Exception as exc:  # noqa: BLE001 - None: the reconciliation says it could not check
+            log.warning("balance not fetched", exchange=self.source.name, error=redact(f"{type(exc).__name__}: {exc}"))
+            return None
+        self._balances = {name: float(value) for name, value in (balance.get("free") or {}).items()
+                          if value is not None}
+        self._fetched_at, self._moved = time.monotonic(), False
+        return {name: float(value) for name, value in (balance.get("total") or {}).items() if value is not None}
 
     async def stop_type(self, symbol: str, wanted: str) -> str | None:
         """The stop the market takes: from the market's own list of order types where the exchange

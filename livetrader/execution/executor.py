@@ -131,6 +131,14 @@ class Executor:
         (not asked yet)."""
         return self.stop_type or "unknown"
 
+    @property
+    def held(self) -> float:
+        """What the open position still holds: its entry's fills (base fees taken off) less what
+        was sold (0 when none is open)."""
+        if self.position is None:
+            return 0.0
+        return max(0.0, self.position.amount - sum(o.filled for o in self.sold))
+
     def guard_due(self, minute: int) -> bool:
         """True when an open position's protective stop is to be placed or asked for at ``minute``."""
         return (self.position is not None and not self.busy and minute >= self.next_guard_at

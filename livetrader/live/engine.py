@@ -227,13 +227,42 @@ class Engine:
         chosen = list(pairs) if pairs is not None else list(self.pairs)
         await self.resolve_protection(chosen)
         await asyncio.gather(*(self.first_tick(p) for p in chosen))
+        await self.reconcile(chosen)  # orders asked for first (the first ticks did), then the balances
         if on_ready is not None:
             on_ready()
         self.tasks = [asyncio.create_task(self.run_pair(p), name=f"pair {p.key}") for p in chosen]
-        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        reconciling = asyncio.create_task(self._reconcile_every(chosen), name="reconcile")
+        try:
+            results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        finally:
+            reconciling.cancel()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
+
+    async def reconcile(self, pairs: list[Pair]) -> None:
+        """Reconcile the open positions of sandbox/live ``pairs`` with their accounts (``live.reconcile``)."""
+        placing = [p for p in pairs if p.executor is not None]
+        if not placing:
+            return
+        from livetrader.live.reconcile import reconcile
+
+        try:
+            await reconcile(placing, self.clock.now_ms())
+        except Exception as exc:  # noqa: BLE001 - a failed round is said and tried again at the next
+            log.warning("reconciliation failed", error=describe(exc))
+
+    async def _reconcile_every(self, pairs: list[Pair]) -> None:
+        """``reconcile`` every ``reconcile_minutes`` (of the exchange settings; the shortest wins)."""
+        placing = [p for p in pairs if p.executor is not None]
+        if not placing:
+            return
+        minutes = min(getattr(getattr(getattr(self.source(p.exchange), "source", None), "settings", None),
+                              "reconcile_minutes", 15.0) for p in placing)
+        while True:
+            now = self.clock.now_ms()
+            await self.clock.sleep_until(now + int(minutes * MINUTE_MS))
+            await self.reconcile(pairs)
 
     async def resolve_protection(self, pairs: list[Pair]) -> None:
         """Ask each sandbox/live market, once at start, which protective stop it takes: a market

@@ -108,7 +108,7 @@ class Pair:
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
                  "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
-                 "clock_back_logged", "executor", "key")
+                 "clock_back_logged", "executor", "key", "unreconciled")
 
     def __init__(
         self,
@@ -182,6 +182,9 @@ class Pair:
         self.clock_back_logged = False
         # Places the orders of a sandbox/live exchange (``livetrader.execution``); None in paper mode.
         self.executor: Executor | None = None
+        #: Why the account does not hold this pair's position (``live.reconcile``): while set, the
+        #: pair manages nothing and asks nothing. None when reconciled (or in paper mode).
+        self.unreconciled: str | None = None
 
     def __repr__(self) -> str:
         return f"Pair({self.symbol}, {self.strategy_name}, {self.exchange})"
@@ -198,6 +201,9 @@ class Pair:
         A minute at or before the last one ticked is not ticked (``held_back``): None.
         """
         if self.held_back(now) is not None:
+            return None
+        if self.unreconciled is not None:
+            self.progress_at = time.monotonic()  # alive, and said why it does nothing (status, errors)
             return None
         started = time.perf_counter()
         previous = self.last_tick_at
@@ -264,7 +270,8 @@ class Pair:
         """
         minute = now - now % MINUTE_MS
         executor = self.executor
-        if self.stopping.is_set() or (executor is not None and (executor.busy or executor.guard_due(minute))):
+        if self.stopping.is_set() or (executor is not None and (executor.busy or executor.guard_due(minute)
+                                                               or self.unreconciled is not None)):
             return False
         timed = self.bus.has_listeners("performance")
         started = time.perf_counter() if timed else 0.0

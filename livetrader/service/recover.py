@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livetrader.core.orders import pending_order
+from livetrader.core.orders import pending_order, protective_stop
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import StoreWriteError
 from livetrader.live.clock import saved_clock
@@ -41,6 +41,8 @@ class PairFinding:
     journal_records: int = 0
     #: The order its journal leaves unresolved (sandbox/live modes) and what the daemon will ask.
     open_order: str | None = None
+    #: The open position's protective stop on the exchange as the journal last saw it.
+    protective_stop: str | None = None
     repairs: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
 
@@ -189,6 +191,13 @@ def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now:
             finding.state = "entering" if order.leg == "entry" else "exiting"
             finding.signal_id = order.signal_id
             finding.since = order.intent_at
+    if row is not None and row.pending_at is not None:
+        stop = protective_stop(restored.records, row.id)
+        if stop is not None:
+            finding.protective_stop = (f"{stop.client_id} (attempt {stop.attempt}, sell {stop.amount:g} at "
+                                       f"{stop.stop_price:g}) {stop.status} when last asked: the daemon asks the "
+                                       "exchange for it at start; found filled, the position closes stop_loss at "
+                                       "its fill")
     if restored.interrupted and not dry_run:
         complete_snapshot(data_dir, restored)
     return finding

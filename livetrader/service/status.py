@@ -38,6 +38,20 @@ def _order_of(pair: Any) -> dict[str, Any] | None:
             "amount": order.amount, "attempt": order.attempt}
 
 
+def _protection_of(pair: Any) -> dict[str, Any] | None:
+    """What protects the pair's open position on the exchange, for the status file; None in paper
+    mode. ``type`` is ``stop_market``, ``stop_limit``, ``none`` (the market takes no stop, or the
+    config says off: said at start) or ``unknown``; ``stop`` the current protective stop, if any."""
+    executor = pair.executor
+    if executor is None:
+        return None
+    stop = executor.stop if executor.position is not None else None
+    return {"type": executor.protection,
+            "stop": None if stop is None else {"client_id": stop.client_id, "status": stop.status,
+                                               "stop_price": stop.stop_price, "amount": stop.amount,
+                                               "attempt": stop.attempt}}
+
+
 def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]:
     """What the status file holds."""
     now = engine.clock.now_ms()
@@ -46,7 +60,8 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
         row = p.row
         errors = [(at, msg) for at, msg in p.recent_errors if at > now - HOUR_MS]
         pairs.append({
-            "symbol": p.symbol, "strategy": p.strategy_name, "exchange": p.exchange, "state": p.state,
+            "symbol": p.symbol, "strategy": p.strategy_name, "exchange": p.exchange,
+            "state": "degraded" if p.unreconciled else p.state,
             "price": p.price, "signal_id": row.id if row else None, "position": row.position if row else None,
             "price_open": row.price_open if row else None, "take_profit": row.take_profit if row else None,
             "stop_loss": row.stop_loss if row else None, "pending_at": row.pending_at if row else None,
@@ -55,9 +70,11 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             # Redacted where they are made (Pair.report_error); again here, cheaply (errors are
             # rare), because this file is read by anyone who may read the data directory.
             "errors_last_hour": len(errors), "last_error": redact(errors[-1][1]) if errors else None,
-            "accepting": p.accepting, "degraded": redact(p.degraded) if p.degraded else None,
+            "accepting": p.accepting,
+            "degraded": redact(p.unreconciled or p.degraded or "") or None,
             "mode": p.executor.mode if p.executor is not None else "paper",
             "order": _order_of(p),
+            "protection": _protection_of(p),
         })
     sweep = engine.metronome.last
     last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}

@@ -20,6 +20,7 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
                                         # "limit" (stop-limit) or "off"
     stop_limit_gap_percent = 0.5        # a stop-limit's limit, this far below its stop
     stop_check_minutes = 1              # how often an open position's stop is asked for
+    reconcile_minutes = 15              # how often the account's balances are checked against positions
     credentials_file = "/etc/livetrader/binance.toml"   # mode 600: apiKey, secret [, password]
 
 A markets load that keeps failing with HTTP 404 (the server lacks an endpoint ccxt asks for)
@@ -73,7 +74,7 @@ log = get_logger(__name__)
 SETTING_KEYS = (
     "ccxt_id", "options", "urls", "timeout_ms", "rate_limit_ms", "max_retries", "retry_base_seconds",
     "retry_max_seconds", "page_limit", "sandbox", "credentials_file", "mode", "unknown_order_minutes",
-    "protective_stop", "stop_limit_gap_percent", "stop_check_minutes",
+    "protective_stop", "stop_limit_gap_percent", "stop_check_minutes", "reconcile_minutes",
 )
 #: Keys that would put a secret into the config file (compared lower-case, without ``_`` and ``-``).
 _SECRET_KEYS = frozenset({
@@ -129,6 +130,7 @@ class CcxtSettings:
     protective_stop: str = "auto"
     stop_limit_gap_percent: float = 0.5
     stop_check_minutes: float = 1.0
+    reconcile_minutes: float = 15.0
 
     @property
     def test_network(self) -> bool:
@@ -220,7 +222,8 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
         raise error("protective_stop", '"auto", "market" (stop-market), "limit" (stop-limit) or "off"')
     gap = number("stop_limit_gap_percent", 0.5, 0.0, strict=True)
     check = number("stop_check_minutes", 1.0, 0.0, strict=True)
-    assert gap is not None and check is not None
+    every = number("reconcile_minutes", 15.0, 0.0, strict=True)
+    assert gap is not None and check is not None and every is not None
     if gap >= 100:
         raise error("stop_limit_gap_percent", "a percentage above 0 and below 100")
     mode = table.get("mode", "paper")
@@ -243,6 +246,7 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
         protective_stop=stop_kind,
         stop_limit_gap_percent=gap,
         stop_check_minutes=check,
+        reconcile_minutes=every,
     )
 
 
