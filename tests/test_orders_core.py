@@ -18,10 +18,14 @@ from livetrader.core.orders import (
     client_order_id,
     entry_amount,
     exit_amount,
+    exit_decided,
     orders_of,
     pending_order,
+    protective_stop,
     realised,
+    stop_limit_price,
     truncate,
+    uncovered,
 )
 
 KEY = ("BTC/USDT", "my-strategy", "binance")
@@ -87,6 +91,46 @@ def test_the_pending_order_is_the_last_leg_the_journal_did_not_complete():
     closed = {"event": "closed", "signal_id": "s1", "at": 180_000}
     assert pending_order([entry, filled, opened, exit1, rejected, _intent("x2", "exit", attempt=2), closed]) is None
     assert [o.client_id for o in orders_of([entry, filled, opened, exit1])] == ["e1", "x1"]
+
+
+def test_a_protective_stop_is_never_the_pending_order_and_is_found_for_its_position():
+    entry = _intent("e1", "entry")
+    filled = {"event": "order_update", "client_id": "e1", "leg": "entry", "status": "filled", "filled": 0.5,
+              "average": 100.0, "cost": 50.0, "at": 60_000}
+    opened = {"event": "opened", "signal_id": "s1", "at": 60_000}
+    stop1 = _intent("s1a", "stop", type="stop_limit", stop_price=95.0, limit_price=94.5, amount=0.4995)
+    open_ = {"event": "order_update", "client_id": "s1a", "leg": "stop", "status": "open", "at": 60_000}
+    records = [entry, filled, opened, stop1, open_]
+    assert pending_order(records) is None  # the stop rests beside the position: the pair is not busy
+    stop = protective_stop(records, "s1")
+    assert (stop.type, stop.stop_price, stop.limit_price, stop.status) == ("stop_limit", 95.0, 94.5, "open")
+    assert protective_stop(records, "other") is None
+    assert stop.intent_record()["type"] == "stop_limit" and stop.intent_record()["limit_price"] == 94.5
+    with pytest.raises(ValueError):
+        orders_of([_intent("z", "stop", type="trailing")])
+    # An exit decided while the stop was being cancelled is carried on after a restart ...
+    cancel = {"event": "order_cancel", "client_id": "s1a", "leg": "stop", "signal_id": "s1",
+              "close_reason": "take_profit", "decided_price": 110.0, "at": 120_000}
+    assert exit_decided([*records, cancel], "s1") == ("take_profit", 110.0)
+    # ... until its exit order is journaled (the pending order takes over) or the position closed.
+    assert exit_decided([*records, cancel, _intent("x1", "exit", at=120_000)], "s1") is None
+    assert exit_decided([*records, cancel, {"event": "closed", "signal_id": "s1", "at": 120_000}], "s1") is None
+    assert stop_limit_price(100.0, 0.5) == pytest.approx(99.5)
+
+
+def test_reconciliation_covers_the_oldest_positions_first_and_ignores_the_owners_coins():
+    assert uncovered(1.0, [("a", 0.3), ("b", 0.2)]) == []  # 0.5 of the owner's own: not ours to judge
+    assert uncovered(0.35, [("a", 0.3), ("b", 0.2)]) == ["b"]  # the shortfall falls on the newest
+    assert uncovered(0.0, [("a", 0.3), ("b", 0.2)]) == ["a", "b"]
+    assert uncovered(0.49999, [("a", 0.3), ("b", 0.2)], tolerance=0.00001) == []  # within one amount step
+    assert uncovered(0.2, [("a", 0.3), ("b", 0.2)]) == ["a"]  # b's own coins are there; a's are not
+
+
+@given(st.floats(0, 10), st.lists(st.floats(0.001, 3), max_size=6))
+def test_reconciliation_never_counts_more_covered_than_held(held, amounts):
+    positions = [(str(i), a) for i, a in enumerate(amounts)]
+    short = set(uncovered(held, positions))
+    assert sum(a for sid, a in positions if sid not in short) <= held + 1e-9
 
 
 def test_an_order_learns_not_found_as_a_run_and_anything_else_ends_it():
