@@ -88,6 +88,10 @@ def test_an_entry_fill_is_protected_by_a_stop_on_the_exchange_and_an_exit_cancel
         assert kinds.index(("order_cancel", "stop")) < kinds.index(("order_intent", "exit"))
         assert placed[0].status == "CANCELED"
     assert any(e["event"] == "protective stop sent" for e in events(out))
+    # Resting stops are checked with one open-orders request per symbol (weight 6 on Binance),
+    # never the all-symbols one (weight 80).
+    listed = [r for r in server.requests if r.path == "/api/v3/openOrders"]
+    assert listed and all(r.params.get("symbol") == "BTCUSDT" for r in listed)
 
 
 def test_the_market_falls_through_the_stop_while_the_daemon_is_down(tmp_path, server):

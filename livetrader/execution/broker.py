@@ -56,6 +56,10 @@ class Broker(Protocol):
         """What the account holds of each asset, free and locked (a resting stop locks its coins),
         fetched now; None when it cannot be had."""
 
+    async def open_client_ids(self, symbol: str, minute: int) -> set[str] | None:
+        """The client ids of the account's open orders on ``symbol`` as of ``minute`` (one request
+        per symbol and minute, shared by every pair asking), None when they cannot be had."""
+
     async def stop_type(self, symbol: str, wanted: str) -> str | None:
         """``stop_market`` or ``stop_limit``: the protective stop the market takes (``wanted``:
         ``auto``, ``market`` or ``limit``), None when it takes none."""
@@ -133,6 +137,8 @@ class CcxtBroker:
         self._fetched_at: float | None = None  # monotonic time of the last fetch
         self._moved = False  # a fill adjusted the cached figures since that fetch
         self._balance_lock: asyncio.Lock | None = None
+        #: symbol -> (minute, the open orders' client ids then, or the request in flight)
+        self._open: dict[str, tuple[int, asyncio.Future[set[str] | None]]] = {}
 
     async def _client(self) -> Any:
         return await self.source.client()
@@ -250,6 +256,26 @@ class CcxtBroker:
                           if value is not None}
         self._fetched_at, self._moved = time.monotonic(), False
         return {name: float(value) for name, value in (balance.get("total") or {}).items() if value is not None}
+
+    async def open_client_ids(self, symbol: str, minute: int) -> set[str] | None:
+        """One ``fetch_open_orders(symbol)`` per symbol and minute (Binance weighs it 6 with a
+        symbol, 80 without: never the all-symbols one), shared by the pairs asking that minute."""
+        cached = self._open.get(symbol)
+        if cached is not None and cached[0] == minute:
+            return await asyncio.shield(cached[1])
+        future: asyncio.Future[set[str] | None] = asyncio.get_running_loop().create_future()
+        self._open[symbol] = (minute, future)
+        ids: set[str] | None = None
+        try:
+            exchange = await self._client()
+            orders = await exchange.fetch_open_orders(symbol)
+            ids = {str(o["clientOrderId"]) for o in orders if o.get("clientOrderId")}
+        except Exception as exc:  # noqa: BLE001 - None: each stop is asked for by its own client id
+            log.warning("open orders not fetched", exchange=self.source.name, symbol=symbol,
+                        error=redact(f"{type(exc).__name__}: {exc}"))
+        finally:
+            future.set_result(ids)  # (None when cancelled: the others ask by client id)
+        return ids
 
     async def stop_type(self, symbol: str, wanted: str) -> str | None:
         """The stop the market takes: from the market's own list of order types where the exchange

@@ -414,6 +414,13 @@ class Executor:
             self.next_guard_at = now + self.stop_check_ms
             return None
         stop = self.stop
+        if stop is not None and stop.status == "open":
+            # Resting as it was: one open-orders request per symbol and minute says so for every
+            # pair on the symbol; only a stop missing from it is asked for by its client id.
+            resting = await self.broker.open_client_ids(self.key[0], now)
+            if resting is not None and stop.client_id in resting:
+                self.next_guard_at = now + self.stop_check_ms
+                return None
         if stop is not None and not stop.final:
             answer = await self.broker.query(self.key[0], stop.client_id)
             if answer.status == "unknown":
