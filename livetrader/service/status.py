@@ -58,12 +58,13 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "accepting": p.accepting, "degraded": redact(p.degraded) if p.degraded else None,
             "mode": p.executor.mode if p.executor is not None else "paper",
             "order": _order_of(p),
+            "halted": p.halted.as_dict() if p.halted is not None else None,
         })
     sweep = engine.metronome.last
     last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}
     return {"pid": os.getpid(), "state": state, "started_at": engine.started_at, "now": now,
             "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs,
-            "last_sweep": last_sweep, "not_running": engine.not_running}
+            "last_sweep": last_sweep, "not_running": engine.not_running, "control": engine.halts.status()}
 
 
 def write_status(engine: Engine, *, state: str = "running") -> None:
