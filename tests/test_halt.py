@@ -207,3 +207,28 @@ def test_a_loss_limit_halts_only_its_profile_journaled_with_the_figures(tmp_path
     again.risk = RiskProfile("small")
     Halts(tmp_path, lambda: T0 + 40 * M, EventBus(), {"small": DailyLimit(0.5, 200.0)}).start([again])
     assert again.halted is not None and again.halted.by == "max_daily_loss_percent"
+
+
+# --- what the operator sees -------------------------------------------------------------------
+
+
+def test_the_live_view_shows_a_halt_under_its_header_and_status_says_who_and_why():
+    import io
+
+    from rich.console import Console
+
+    from livetrader.service.console import ClockView, LiveView, PairView
+    from livetrader.service.status import halt_lines
+
+    halt = Halt("profile:small", T0, "max_daily_loss_percent", "lost 1.2 %", False).as_dict()
+    lines = halt_lines([halt], [halt])
+    assert lines == ["HALTED (risk profile small) since 2026-01-01T00:00:00Z by max_daily_loss_percent: lost 1.2 %; "
+                     "no new entries, open positions still managed. `livetrader resume` lifts it."]
+    assert halt_lines([halt], [])[0].endswith("; not yet taken by the running daemon. `livetrader resume` lifts it.")
+    assert "no daemon runs" in halt_lines([halt], None)[0]
+    console = Console(file=io.StringIO(), width=220)
+    pair = PairView("BTCUSDT", "loser", "sim", "idle·halted")
+    view = LiveView(lambda: [pair], clock_provider=lambda: ClockView(T0), notices_provider=lambda: lines)
+    console.print(view.render())
+    text = console.file.getvalue()
+    assert text.index("real clock") < text.index("HALTED (risk profile small)") < text.index("idle·halted")

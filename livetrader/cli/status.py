@@ -13,7 +13,7 @@ from livetrader import redaction
 from livetrader.config import demo_hint
 from livetrader.core.format import format_duration, format_price, format_time
 from livetrader.errors import LivetraderError, StoreReadError
-from livetrader.service.status import read_status
+from livetrader.service.status import halt_lines, read_status
 
 #: Exit codes: running, or not (like ``systemctl status``), or unknown: the data directory
 #: cannot be read by this user (LSB's "status unknown").
@@ -91,23 +91,6 @@ def _halts(data_dir: Path) -> list[dict[str, Any]]:
     except StoreReadError:
         return []  # the journal's own problems are the daemon's and recover's to report
     return [h.as_dict() for _, h in sorted(halts_in_force(records).items())]
-
-
-def halt_lines(halts: list[dict[str, Any]], taken: list[dict[str, Any]] | None) -> list[str]:
-    """One line per halt in force: scope, since when, by whom and why, flatten or not; whether the
-    running daemon took it yet (``taken``: the halts its status shows; None: no daemon runs)."""
-    lines = []
-    for h in halts:
-        who = h.get("by", "operator") + (f": {h['reason']}" if h.get("reason") else "")
-        what = "closing open positions at market" if h.get("flatten") else "open positions still managed"
-        scope = "every pair" if h.get("scope") == "all" else f"risk profile {str(h.get('scope'))[8:]}"
-        line = f"HALTED ({scope}) since {format_time(h.get('since'))} by {who}; no new entries, {what}"
-        if taken is None:
-            line += "; no daemon runs: in force from its next start"
-        elif not any(t.get("scope") == h.get("scope") and t.get("flatten") == h.get("flatten") for t in taken):
-            line += "; not yet taken by the running daemon"
-        lines.append(line + ". `livetrader resume` lifts it.")
-    return lines
 
 
 def _stalled(doc: dict[str, Any]) -> str:

@@ -98,6 +98,23 @@ def one_line(engine: Engine) -> str:
     return text + (f", {parked} parked" if parked else "")
 
 
+def halt_lines(halts: list[dict[str, Any]], taken: list[dict[str, Any]] | None) -> list[str]:
+    """One line per halt in force: scope, since when, by whom and why, flatten or not; whether the
+    running daemon took it yet (``taken``: the halts its status shows; None: no daemon runs)."""
+    lines = []
+    for h in halts:
+        who = h.get("by", "operator") + (f": {h['reason']}" if h.get("reason") else "")
+        what = "closing open positions at market" if h.get("flatten") else "open positions still managed"
+        scope = "every pair" if h.get("scope") == "all" else f"risk profile {str(h.get('scope'))[8:]}"
+        line = f"HALTED ({scope}) since {format_time(h.get('since'))} by {who}; no new entries, {what}"
+        if taken is None:
+            line += "; no daemon runs: in force from its next start"
+        elif not any(t.get("scope") == h.get("scope") and t.get("flatten") == h.get("flatten") for t in taken):
+            line += "; not yet taken by the running daemon"
+        lines.append(line + ". `livetrader resume` lifts it.")
+    return lines
+
+
 def pid_alive(pid: int) -> bool:
     """True when a process with ``pid`` exists."""
     try:
