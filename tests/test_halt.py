@@ -232,3 +232,17 @@ def test_the_live_view_shows_a_halt_under_its_header_and_status_says_who_and_why
     console.print(view.render())
     text = console.file.getvalue()
     assert text.index("real clock") < text.index("HALTED (risk profile small)") < text.index("idle·halted")
+
+
+def test_recover_dry_run_lists_the_halts_in_force_and_the_skipped_lines_without_calling_them_damage(tmp_path):
+    from livetrader.service.recover import inspect
+
+    append_control(tmp_path, halted(T0, reason="fomc"))
+    with open(control_path(tmp_path), "ab") as handle:
+        handle.write(b'{"event": "res')
+    append_control(tmp_path, halted(T0 + 1, scope="profile:small", flatten=True))
+    findings = inspect(tmp_path, dry_run=True)
+    assert [h["scope"] for h in findings.halts] == ["all", "profile:small"]
+    assert findings.halts[0]["reason"] == "fomc" and findings.halts[1]["flatten"]
+    assert len(findings.control_problems) == 1 and findings.exit_code == 0
+    assert findings.to_dict()["halts"] == findings.halts
