@@ -100,6 +100,8 @@ def test_halt_stops_entries_keeps_managing_positions_cancels_scheduled_survives_
     code, out, err = stop(proc)
     assert code == 0, err
     assert all("Halted since" in p.read_text() for p in (cwd / "dump-demo" / "reports" / "live").glob("*.md"))
+    built = run(cwd, "report", "--data-dir", "dump-demo")
+    assert built.returncode == 0 and "HALTED (every pair)" in built.stdout, built.stderr
 
     # A restart is still halted, from its first tick.
     before = len(every(cwd))
