@@ -7,7 +7,8 @@ Layout (every key optional; the built-in defaults equal the shipped file)::
                             schedule_timeout_minutes, max_events, watchdog_grace_seconds,
                             stall_seconds
     [exchanges.<name>]      free-form table per candle source ([exchanges.sim] seed = 42)
-    [risk.<profile>]        max_positions, max_positions_per_symbol, cost
+    [risk.<profile>]        max_positions, max_positions_per_symbol, cost, max_daily_loss_percent,
+                            capital
 
 A typo must not silently fall back to a default in a system that trades money, so an
 unknown section or key, a wrong type or an out-of-range value is a ConfigError naming the
@@ -66,6 +67,11 @@ class RiskProfileConfig:
     #: Quote units a position of this profile's strategies costs in sandbox/live mode (None: the
     #: strategy's own ``cost``, else ``[engine] cost``).
     cost: float | None = None
+    #: Halt the profile's pairs when the day's loss (realised and unrealised, quote currency)
+    #: reaches this percent of ``capital`` (docs/behaviour.md §13); None: no daily limit.
+    max_daily_loss_percent: float | None = None
+    #: Quote currency the profile trades with: what ``max_daily_loss_percent`` is a percent of.
+    capital: float | None = None
 
 
 def _default_exchanges() -> Mapping[str, Mapping[str, Any]]:
@@ -189,6 +195,8 @@ _RISK_KEYS: dict[str, Check] = {
     "max_positions": _positive_int,
     "max_positions_per_symbol": _positive_int,
     "cost": _number(0, inclusive=False),
+    "max_daily_loss_percent": _number(0, inclusive=False),
+    "capital": _number(0, inclusive=False),
 }
 _SECTIONS = ("livetrader", "engine", "exchanges", "risk")
 
@@ -236,6 +244,10 @@ def _read_risk(table: Any, path: Path | None) -> Mapping[str, RiskProfileConfig]
     profiles = dict(_default_risk())
     for name, options in table.items():
         values = _read_table(options, f"risk.{name}", _RISK_KEYS, path)
+        if "max_daily_loss_percent" in values and "capital" not in values:
+            # A percent of nothing: the limit could never be judged, and trading would go on unguarded.
+            raise ConfigError(f"{_source(path)}: risk.{name}.capital is required with max_daily_loss_percent "
+                              f"(the quote currency the profile trades with; the limit is a percent of it)")
         profiles[name] = RiskProfileConfig(name=name, **values)
     return MappingProxyType(profiles)
 

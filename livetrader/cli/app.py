@@ -356,6 +356,42 @@ def status(
     raise typer.Exit(guarded(lambda: run_status(_data_dir(data_dir, config), as_json=as_json)))
 
 
+ProfileOpt = Annotated[
+    str | None, typer.Option("--profile", metavar="NAME", help="Only the pairs of this risk profile "
+                             "([risk.NAME] in the config); default: every pair.")
+]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", metavar="TEXT", help="Why, for the journal and status.")]
+
+
+@app.command(cls=ReadableCommand)
+def halt(
+    flatten: Annotated[bool, typer.Option("--flatten", help="Also close every open position at market.")] = False,
+    profile: ProfileOpt = None,
+    reason: ReasonOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop new entries on every pair (open positions are still managed) until `livetrader resume`;
+    journaled, so it outlives a restart. Tells the running daemon, or waits for the next start."""
+    from livetrader.cli.control import halt as run_halt
+
+    raise typer.Exit(guarded(lambda: run_halt(_data_dir(data_dir, config), flatten=flatten, profile=profile,
+                                               reason=reason)))
+
+
+@app.command(cls=ReadableCommand)
+def resume(
+    profile: ProfileOpt = None,
+    reason: ReasonOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Lift the halts (`livetrader halt`, a risk profile's max_daily_loss_percent): new entries again."""
+    from livetrader.cli.control import resume as run_resume
+
+    raise typer.Exit(guarded(lambda: run_resume(_data_dir(data_dir, config), profile=profile, reason=reason)))
+
+
 def redacted_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
     """Print an unexpected traceback (a bug) as Python would, with every registered secret redacted."""
     import traceback

@@ -38,6 +38,12 @@ def print_findings(f: Findings) -> None:  # noqa: C901 - a flat list of findings
         if not f.dry_run:
             out.write("  refusing to change anything while it runs; stop it first, or use --dry-run to look\n")
             return
+    from livetrader.service.status import halt_lines
+
+    for line in halt_lines(f.halts, None):
+        out.write(f"  {line}\n")
+    for problem in f.control_problems:
+        out.write(f"  operator journal: {problem} (a line a killed `livetrader halt` left unfinished, or damage)\n")
     for path in f.temp_files:
         verb = "would remove" if f.dry_run else "removed"
         out.write(f"  {verb} a temp file left by a crash: {path}\n")

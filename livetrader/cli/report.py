@@ -81,6 +81,19 @@ def report_clock(data_dir: Path) -> tuple[int, str | None]:
                   "report's file name and \"Generated\" are on the wall clock.")
 
 
+def _halt_note(data_dir: Path) -> str:
+    """The halts in force in ``data_dir`` (docs/behaviour.md §13), for the reports' note; empty when none."""
+    from livetrader.core.halt import halts_in_force
+    from livetrader.errors import StoreReadError
+    from livetrader.service.status import halt_lines
+    from livetrader.store.control import read_control
+
+    try:
+        records = read_control(data_dir).records
+    except StoreReadError:
+        return ""
+    halts = [h.as_dict() for _, h in sorted(halts_in_force(records).items())]
+    return " ".join(halt_lines(halts, halts))
 def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | None, as_json: bool) -> int:
     """Print (or write to ``out``) the report of every matching pair; returns the exit code."""
     require_data_dir(data_dir, "report")
@@ -96,6 +109,9 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
             f"no journal for {symbol or '*'} / {strategy or '*'} in {data_dir}; pairs with a journal: {known}"
         )
     now, clock_note = report_clock(data_dir)
+    halted = _halt_note(data_dir)
+    if halted:
+        clock_note = f"{clock_note} {halted}" if clock_note else halted
     if as_json:
         doc = {"pairs": [{"symbol": p.symbol, "strategy": p.strategy, "exchange": p.exchange,
                           "stats": stats_for(p.records).to_dict(),

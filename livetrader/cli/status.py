@@ -13,7 +13,7 @@ from livetrader import redaction
 from livetrader.config import demo_hint
 from livetrader.core.format import format_duration, format_price, format_time
 from livetrader.errors import LivetraderError, StoreReadError
-from livetrader.service.status import read_status
+from livetrader.service.status import halt_lines, read_status
 
 #: Exit codes: running, or not (like ``systemctl status``), or unknown: the data directory
 #: cannot be read by this user (LSB's "status unknown").
@@ -51,6 +51,7 @@ def run(data_dir: Path, *, as_json: bool) -> int:
     """Print the status; 0 when a daemon runs, 3 when none does; :class:`StatusUnknown` (4) when
     this user cannot read the data directory."""
     doc, holder = _read(data_dir)
+    halts = _halts(data_dir)
     if doc is not None:
         # The daemon redacted what it wrote; this process knows its own secrets too (from the
         # config and the environment, registered by the CLI): what it prints is scrubbed again.
@@ -60,6 +61,7 @@ def run(data_dir: Path, *, as_json: bool) -> int:
             verdict = {"verdict": "never-ran", "alive": False, "data_dir": str(data_dir)}
             if holder is not None:
                 verdict.update(verdict="dead", pid=holder.pid, started_at=holder.started_at)
+            verdict["halts"] = halts
             sys.stdout.buffer.write(orjson.dumps(verdict))
             sys.stdout.write("\n")
         elif holder is not None:
@@ -67,12 +69,28 @@ def run(data_dir: Path, *, as_json: bool) -> int:
                              f"{holder.started_iso}) ended abnormally before its first status: {NO_CLEAN_STOP}.\n")
         else:
             sys.stdout.write(f"No daemon has run in {data_dir} (no status file){demo_hint(data_dir)}.\n")
+        if not as_json:
+            for line in halt_lines(halts, None):
+                sys.stdout.write(line + "\n")
         return NOT_RUNNING
+    doc["halts"] = halts
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     else:
         print_status(doc, data_dir)
     return RUNNING if doc["alive"] else NOT_RUNNING
+
+
+def _halts(data_dir: Path) -> list[dict[str, Any]]:
+    """The halts in force by the operator journal (the truth, whether a daemon runs or not)."""
+    from livetrader.core.halt import halts_in_force
+    from livetrader.store.control import read_control
+
+    try:
+        records = read_control(data_dir).records
+    except StoreReadError:
+        return []  # the journal's own problems are the daemon's and recover's to report
+    return [h.as_dict() for _, h in sorted(halts_in_force(records).items())]
 
 
 def _stalled(doc: dict[str, Any]) -> str:
@@ -104,6 +122,9 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     # Piped output (scripts, journald) gets full lines rather than an 80-column wrap.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(f"livetrader in {data_dir}: {verdict}")
+    taken = (doc.get("control") or {}).get("halts") if doc.get("alive") else None
+    for line in halt_lines(doc.get("halts") or [], taken):
+        console.print(line, highlight=False)
     sweep = doc.get("last_sweep")
     if sweep and sweep.get("seconds") is not None:
         console.print(f"last minute's sweep: {sweep['pairs']} pairs ticked in {sweep['seconds']:.3f} s")

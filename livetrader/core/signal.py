@@ -11,7 +11,7 @@ Position = Literal["long", "short"]
 Action = Literal["idle", "scheduled", "waiting", "opened", "active", "closed", "cancelled",
                  "entering", "exiting"]
 CloseReason = Literal["take_profit", "stop_loss", "time_expired", "closed"]
-CancelReason = Literal["timeout", "price_reject", "user"]
+CancelReason = Literal["timeout", "price_reject", "user", "halted"]
 
 DEFAULT_MINUTES = 1440
 MAX_MINUTES = 1440

@@ -23,6 +23,7 @@ from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.execution.executor import Executor
 from livetrader.live.clock import Clock
 from livetrader.live.collector import SweepCollector
+from livetrader.live.halt import DailyLimit, Halts
 from livetrader.live.metronome import Express, Metronome
 from livetrader.live.pair import Pair, PairSettings
 from livetrader.live.restore import Restorer
@@ -99,6 +100,11 @@ class Engine:
         self.started_at = self.clock.now_ms()
         # The candle files whose end was logged: one line per file, however many pairs replay it.
         self.files_ended: set[str] = set()
+        # `livetrader halt` / `resume` and the daily loss limits (docs/behaviour.md §13).
+        self.halts = Halts(self.data_dir, lambda: self.clock.now_ms(), bus, {
+            name: DailyLimit(profile.max_daily_loss_percent, profile.capital)
+            for name, profile in config.risk.items()
+            if profile.max_daily_loss_percent is not None and profile.capital is not None})
 
     # --- building -------------------------------------------------------------------------
 
@@ -226,16 +232,21 @@ class Engine:
         """
         chosen = list(pairs) if pairs is not None else list(self.pairs)
         await self.resolve_protection(chosen)
-        await asyncio.gather(*(self.first_tick(p) for p in chosen))
-        await self.reconcile(chosen)  # orders asked for first (the first ticks did), then the balances
-        if on_ready is not None:
-            on_ready()
-        self.tasks = [asyncio.create_task(self.run_pair(p), name=f"pair {p.key}") for p in chosen]
-        reconciling = asyncio.create_task(self._reconcile_every(chosen), name="reconcile")
+        self.halts.start(chosen)  # before any strategy is asked: a halt journaled while stopped holds
+        watcher = asyncio.create_task(self.halts.watch(), name="operator journal")
+        reconciling: asyncio.Task[None] | None = None
         try:
+            await asyncio.gather(*(self.first_tick(p) for p in chosen))
+            await self.reconcile(chosen)  # orders asked for first (the first ticks did), then the balances
+            if on_ready is not None:
+                on_ready()
+            self.tasks = [asyncio.create_task(self.run_pair(p), name=f"pair {p.key}") for p in chosen]
+            reconciling = asyncio.create_task(self._reconcile_every(chosen), name="reconcile")
             results = await asyncio.gather(*self.tasks, return_exceptions=True)
         finally:
-            reconciling.cancel()
+            watcher.cancel()
+            if reconciling is not None:
+                reconciling.cancel()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
@@ -464,6 +475,9 @@ class Engine:
         from livetrader.report.live import live_report_path, write_live_report
 
         now, clock_note = self._report_clock()
+        halted = self.halts.report_note(pair)
+        if halted is not None:
+            clock_note = f"{clock_note} {halted}" if clock_note else halted
         journaled = pair.store.records() if pair.store is not None else None
         path = path if path is not None else live_report_path(self.data_dir, pair.key, now)
         return write_live_report(path, pair.key,

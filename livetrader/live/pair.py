@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from livetrader.core.halt import Halt
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
-from livetrader.core.machine import ASK, DEFAULT_RULES, Rules, answer, cancel, decide, idle, may_ask
+from livetrader.core.machine import ASK, DEFAULT_RULES, Rules, answer, cancel, close, decide, idle, may_ask
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, Market, market_of, price_window
 from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.core.validate import SignalError
@@ -108,7 +109,7 @@ class Pair:
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
                  "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
-                 "clock_back_logged", "executor", "key", "unreconciled")
+                 "clock_back_logged", "executor", "key", "unreconciled", "halted")
 
     def __init__(
         self,
@@ -185,6 +186,9 @@ class Pair:
         #: Why the account does not hold this pair's position (``live.reconcile``): while set, the
         #: pair manages nothing and asks nothing. None when reconciled (or in paper mode).
         self.unreconciled: str | None = None
+        # The operator's halt (or its risk profile's daily-loss halt) this pair obeys; None: trading
+        # (docs/behaviour.md §13). Set by the engine (``live.halt``); while set, no strategy is asked.
+        self.halted: Halt | None = None
 
     def __repr__(self) -> str:
         return f"Pair({self.symbol}, {self.strategy_name}, {self.exchange})"
@@ -220,12 +224,14 @@ class Pair:
             elif self.row is None:
                 market = await self.market_at(minute)
                 self.price = market.price
-                decision = decide(self.key, None, minute, market, self._may_ask(minute))
+                decision = decide(self.key, None, minute, market, self._may_ask(minute) and self.halted is None)
                 result = await self._ask(minute, market.price) if decision is ASK else decision
                 if executor is not None and result.action == "opened":
                     result = await self._carry_out(executor, result, scheduled=False)
                 await self.apply(result)
                 self.checked_until = minute
+            elif self._halt_acts(minute):
+                result = await self._obey_halt(minute)
             else:
                 # A protective stop filled while the daemon was down (or since the last check) is
                 # what happened to the position: known before any minute is checked on the VWAP.
@@ -273,6 +279,9 @@ class Pair:
         if self.stopping.is_set() or (executor is not None and (executor.busy or executor.guard_due(minute)
                                                                or self.unreconciled is not None)):
             return False
+        halted = self.halted
+        if halted is not None and self.row is not None and (halted.flatten or self.row.pending_at is None):
+            return False  # the halt cancels or closes what the pair holds: ``tick`` journals it
         timed = self.bus.has_listeners("performance")
         started = time.perf_counter() if timed else 0.0
         last = self.last_minute
@@ -295,7 +304,8 @@ class Pair:
             # (No bound ``_gate`` made for a pair without a risk profile, nor ``_may_ask`` for one
             # holding a signal: this runs for every pair every minute.)
             result = decide(self.key, row, minute, market,
-                            row is None and may_ask(self.accepting, minute, self.interval_ms, self.last_bucket),
+                            row is None and halted is None
+                            and may_ask(self.accepting, minute, self.interval_ms, self.last_bucket),
                             self.settings.rules, self._gate if self.risk is not None else None)
             if result is ASK or result.action in TRANSITIONS:
                 return False  # the strategy is asked, or a transition is journaled: ``tick``
@@ -415,6 +425,36 @@ class Pair:
             await self.apply(result)
         return result
 
+    # --- a halt (docs/behaviour.md §13) ----------------------------------------------------------
+
+    def _halt_acts(self, minute: int) -> bool:
+        """True when the halt in force does something to the held signal at ``minute``: cancels a
+        scheduled one, closes an open position under ``--flatten``. Minutes still to catch up (a
+        restart after downtime) are checked first, as usual: the halt acts at the next tick."""
+        halted, row = self.halted, self.row
+        if halted is None or row is None or not (halted.flatten or row.pending_at is None):
+            return False
+        since = self.checked_until if self.checked_until is not None else _minute_of(row.pending_at or row.scheduled_at)
+        return since + MINUTE_MS >= minute
+
+    async def _obey_halt(self, minute: int) -> TickResult:
+        """Cancel the scheduled signal (reason ``halted``) or close the open position at market
+        (reason ``closed``: by the user), through the path a decided close takes (the executor
+        sells in sandbox/live mode)."""
+        row = self.row
+        assert row is not None
+        market = await self.market_at(minute)
+        self.price = market.price
+        if row.pending_at is None:
+            result = cancel(row, minute, market.price, "halted")
+        else:
+            result = close(row, minute, market.price, market.price, "closed", self.settings.rules)
+            if self.executor is not None:
+                result = await self._carry_out(self.executor, result, scheduled=False)
+        await self.apply(result)
+        self.checked_until = minute
+        return result
+
     async def market_at(self, now: int) -> Market:
         """The ``Market`` at the minute of ``now``: the VWAP of the five closed minutes before it
         and the last one's low and high, from validated candles."""
@@ -450,6 +490,8 @@ class Pair:
         except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the strategy's, not ours
             self.report_error(now, f"strategy raised {describe(exc)}", "strategy")
             return idle(*self.key, now, price, reason="strategy error")
+        if self.halted is not None:
+            return idle(*self.key, now, price, reason="halted")  # halted while the strategy was thinking
         try:
             result = answer(signal, self.key, now, price, self.last_opened_id, self.signal_ids, self._gate)
         except SignalError as exc:

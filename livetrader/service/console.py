@@ -437,7 +437,8 @@ class LiveView:
     ``pairs_provider`` is called from rich's refresh thread: it must return a snapshot (e.g. a
     list of frozen :class:`PairView`), not a collection the engine mutates while it is read.
     ``clock_provider`` gives the run's clock for the header (which says whether it is simulated);
-    None leaves the header out. ``console`` defaults to a new ``rich.console.Console()`` on stdout.
+    None leaves the header out. ``notices_provider`` gives lines shown in red under the header (a
+    halt in force, docs/behaviour.md §13). ``console`` defaults to a new ``rich.console.Console()`` on stdout.
 
     The table fits the console's width: on a narrow terminal it drops or shortens columns
     (``_LAYOUTS``) rather than wrapping each row over several lines.
@@ -450,11 +451,13 @@ class LiveView:
         *,
         console: Console | None = None,
         clock_provider: Callable[[], ClockView] | None = None,
+        notices_provider: Callable[[], list[str]] | None = None,
     ) -> None:
         if refresh_per_second <= 0:
             raise ValueError(f"refresh_per_second must be > 0, got {refresh_per_second}")
         self._pairs_provider = pairs_provider
         self._clock_provider = clock_provider
+        self._notices_provider = notices_provider
         self._refresh_per_second = refresh_per_second
         self._console = console
         self._live: Live | None = None
@@ -501,10 +504,11 @@ class LiveView:
         try:
             pairs = list(self._pairs_provider())
             clock = self._clock_provider() if self._clock_provider is not None else None
+            notices = self._notices_provider() if self._notices_provider is not None else []
         except Exception as exc:  # noqa: BLE001 - it would freeze the view (below)
             # An exception here would kill rich's refresh thread and freeze the display silently.
             return Text(_one_line(redact(f"live view: cannot read the pairs: {exc!r}"), 200), style="red")
-        return _FittedTable(pairs, clock)
+        return _FittedTable(pairs, clock, notices)
 
 
 _MEASURE_WIDTH = 10_000
@@ -513,9 +517,10 @@ _MEASURE_WIDTH = 10_000
 class _FittedTable:
     """The table of pairs in the widest layout that fits the width it is rendered at."""
 
-    def __init__(self, pairs: list[PairView], clock: ClockView | None) -> None:
+    def __init__(self, pairs: list[PairView], clock: ClockView | None, notices: list[str] | None = None) -> None:
         self.pairs = pairs
         self.clock = clock
+        self.notices = notices or []
 
     def __rich_console__(self, console: Console, options: Any) -> Any:
         table = None
@@ -530,6 +535,11 @@ class _FittedTable:
         header = _header(self.clock)
         if header is not None:
             yield header
+        if self.notices:
+            from rich.text import Text
+
+            for notice in self.notices:
+                yield Text(_one_line(redact(notice), 400), style="bold red")
         yield table
         yield _footer(self.pairs)
 

@@ -245,7 +245,8 @@ def _live_view(engine: Engine, request: RunRequest):
             out.append(PairView(
                 symbol=p.symbol, strategy=p.strategy_name, exchange=p.exchange,
                 # A pair placing real orders says so in its state (``open·live``, ``entering·sandbox``).
-                state=p.state if p.executor is None else f"{p.state}·{p.executor.mode}", price=p.price,
+                state=(p.state if p.executor is None else f"{p.state}·{p.executor.mode}")
+                + ("·halted" if p.halted is not None else ""), price=p.price,
                 position=row.position if row else None, price_open=row.price_open if row else None,
                 take_profit=row.take_profit if row else None, stop_loss=row.stop_loss if row else None,
                 pnl_percentage=last.pnl_percentage if last is not None and last.action == "active" else None,
@@ -255,5 +256,12 @@ def _live_view(engine: Engine, request: RunRequest):
             ))
         return out
 
+    def notices() -> list[str]:
+        from livetrader.service.status import halt_lines
+
+        halts = [h.as_dict() for _, h in sorted(engine.halts.in_force.items())]
+        return halt_lines(halts, halts)
+
     clock = engine.clock
-    return LiveView(views, clock_provider=lambda: ClockView(clock.now_ms(), clock.simulated, clock.speed))
+    return LiveView(views, clock_provider=lambda: ClockView(clock.now_ms(), clock.simulated, clock.speed),
+                    notices_provider=notices)

@@ -61,6 +61,11 @@ class Findings:
     damage: list[str] = field(default_factory=list)
     #: Files this run moved into quarantine/ (their new paths), whatever found them damaged.
     quarantined: list[str] = field(default_factory=list)
+    #: The halts in force (``livetrader halt``, a daily loss limit): what a start obeys, not a repair.
+    halts: list[dict[str, Any]] = field(default_factory=list)
+    #: Lines of the operator journal that were skipped: most likely a line a killed ``halt`` left
+    #: unfinished (never acknowledged), so shown, not counted as damage.
+    control_problems: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -84,8 +89,25 @@ class Findings:
             "commit_log": self.commit_log,
             "damage": self.damage,
             "quarantined": self.quarantined,
+            "halts": self.halts,
+            "control_problems": self.control_problems,
             "pairs": [{name: getattr(p, name) for name in p.__slots__} for p in self.pairs],
         }
+
+
+def _halts(data_dir: Path, findings: Findings) -> list[dict[str, Any]]:
+    """The halts in force by the operator journal (its skipped lines go to ``control_problems``)."""
+    from livetrader.core.halt import halts_in_force
+    from livetrader.errors import StoreReadError
+    from livetrader.store.control import read_control
+
+    try:
+        read = read_control(data_dir)
+    except StoreReadError as exc:
+        findings.damage.append(f"the operator journal cannot be read: {exc}")
+        return []
+    findings.control_problems = read.problems
+    return [h.as_dict() for _, h in sorted(halts_in_force(read.records).items())]
 
 
 def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Findings:
@@ -101,6 +123,7 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
             return findings
         dry_run = True
     findings.temp_files = sorted(str(p) for p in data_dir.rglob("*.tmp") if "quarantine" not in p.parts)
+    findings.halts = _halts(data_dir, findings)
     lock = None
     quarantined_before = _quarantined(data_dir)
     if not dry_run:

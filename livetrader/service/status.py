@@ -75,12 +75,13 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "mode": p.executor.mode if p.executor is not None else "paper",
             "order": _order_of(p),
             "protection": _protection_of(p),
+            "halted": p.halted.as_dict() if p.halted is not None else None,
         })
     sweep = engine.metronome.last
     last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}
     return {"pid": os.getpid(), "state": state, "started_at": engine.started_at, "now": now,
             "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs,
-            "last_sweep": last_sweep, "not_running": engine.not_running}
+            "last_sweep": last_sweep, "not_running": engine.not_running, "control": engine.halts.status()}
 
 
 def write_status(engine: Engine, *, state: str = "running") -> None:
@@ -112,6 +113,23 @@ def one_line(engine: Engine) -> str:
     parked = sum(1 for p in engine.pairs if p.state == "parked")
     text = f"{s['pairs']} pairs, {s['open']} open positions, last tick {format_time(s['last_tick_at'] or None)}"
     return text + (f", {parked} parked" if parked else "")
+
+
+def halt_lines(halts: list[dict[str, Any]], taken: list[dict[str, Any]] | None) -> list[str]:
+    """One line per halt in force: scope, since when, by whom and why, flatten or not; whether the
+    running daemon took it yet (``taken``: the halts its status shows; None: no daemon runs)."""
+    lines = []
+    for h in halts:
+        who = h.get("by", "operator") + (f": {h['reason']}" if h.get("reason") else "")
+        what = "closing open positions at market" if h.get("flatten") else "open positions still managed"
+        scope = "every pair" if h.get("scope") == "all" else f"risk profile {str(h.get('scope'))[8:]}"
+        line = f"HALTED ({scope}) since {format_time(h.get('since'))} by {who}; no new entries, {what}"
+        if taken is None:
+            line += "; no daemon runs: in force from its next start"
+        elif not any(t.get("scope") == h.get("scope") and t.get("flatten") == h.get("flatten") for t in taken):
+            line += "; not yet taken by the running daemon"
+        lines.append(line + ". `livetrader resume` lifts it.")
+    return lines
 
 
 def pid_alive(pid: int) -> bool:
