@@ -312,3 +312,69 @@ def test_reconciliation_degrades_a_position_sold_outside_and_leaves_the_owners_c
         assert {e["strategy"] for e in again} == {newer}
         names = [e["event"] for e in events(out)]
         assert names.index("position not held by the account") < names.index("ready")
+
+
+def test_a_degraded_position_is_adopted_at_what_the_account_holds_and_another_forgotten(tmp_path):
+    """The owner cancels the newer position's stop and sells half its coins by hand: the pair is
+    degraded. `positions adopt` gives it the half the account holds (journaled, a new stop for
+    it, managed again); `positions forget` closes the older one without selling (its stop
+    cancelled). Both hold across a restart: nothing is degraded, nothing sold by livetrader."""
+    with ExchangeServer(clock=follow_daemon_clock(tmp_path), balances={"USDT": 10_000}) as server:
+        cwd = workdir(tmp_path)
+        (cwd / "strategies" / "holds.py").write_text(TWO_HOLDS)
+        cfg = exchange_config(cwd, server, mode="sandbox", reconcile_minutes=3)
+        args = ("run", "BTCUSDT", "--strategy", "hold-a", "--strategy", "hold-b", "--exchange", "binance",
+                "--config", cfg, "--speed", SPEED)
+        proc = start(cwd, *args, **KEYS)
+
+        def resting_stops():
+            ids = {r["client_id"]: r for r in stops(records_of(cwd))}
+            return {ids[o.client_id]["strategy"]: o for o in server.account.orders if o.is_open and o.client_id in ids}
+
+        assert wait_for(lambda: len(resting_stops()) == 2, 30)
+        opened = {r["strategy"]: r for r in records_of(cwd) if r["event"] == "opened"}
+        newer = max(opened.values(), key=lambda r: (r["at"], r["strategy"]))
+        older = opened["hold-a" if newer["strategy"] == "hold-b" else "hold-b"]
+        server.account.cancel({"symbol": "BTCUSDT", "origClientOrderId": resting_stops()[newer["strategy"]].client_id},
+                              server.clock())
+        half = (Decimal(str(newer["amount"])) / 2).quantize(Decimal("0.00001"), rounding="ROUND_DOWN")
+        server.account.place({"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": str(half),
+                              "newClientOrderId": "by-hand-2"}, server.clock())
+        assert wait_for(lambda: "position not held by the account" in "".join(proc._chunks["out"]), 30)
+        adopted = run(cwd, "positions", "adopt", newer["signal_id"], "--data-dir", "dump-demo")
+        assert adopted.returncode == 0 and "acknowledged" in adopted.stdout, adopted.stdout + adopted.stderr
+        assert wait_for(lambda: any(r["event"] == "position_adopted" for r in records_of(cwd))
+                        and newer["strategy"] in resting_stops(), 30)
+        forgotten = run(cwd, "positions", "forget", older["signal_id"], "--data-dir", "dump-demo", "--reason", "test")
+        assert forgotten.returncode == 0, forgotten.stderr
+        assert wait_for(lambda: any(r["event"] == "closed" for r in records_of(cwd)), 30)
+        time.sleep(0.5)  # reconciliations go on: the adopted position is covered
+        code, out, err = stop(proc)
+        assert code == 0, err
+        records = records_of(cwd)
+        record = next(r for r in records if r["event"] == "position_adopted")
+        # What the account holds beside the older position's coins (forgotten, still there: not sold)
+        # and those of any position opened since (the older pair trades again once it is settled).
+        since = [r for r in records if r["event"] == "opened" and r["signal_id"] not in
+                 (newer["signal_id"], older["signal_id"])]
+        held_now = float(server.account.total("BTC")) - older["amount"] - sum(r["amount"] for r in since)
+        assert record["amount"] == pytest.approx(held_now, abs=1e-5) and record["amount"] < newer["amount"]
+        assert float(resting_stops()[newer["strategy"]].qty) == pytest.approx(record["amount"], abs=1e-5)
+        closed = next(r for r in records if r["event"] == "closed")
+        assert closed["signal_id"] == older["signal_id"] and closed["forgotten"] is True
+        assert closed["close_reason"] == "closed"
+        older_stops = [server.account.orders_with_client_id(r["client_id"])[-1] for r in stops(records)
+                       if r["signal_id"] == older["signal_id"]]
+        assert older_stops and all(o.status == "CANCELED" for o in older_stops)  # cancelled; nothing sold by us
+        assert not [r for r in records if r["event"] == "order_intent" and r["leg"] == "exit"
+                    and r["signal_id"] in (older["signal_id"], newer["signal_id"])]
+        proc = start(cwd, *args, **KEYS)
+        assert wait_running(cwd / "dump-demo", proc)
+        time.sleep(0.5)
+        status = json.loads(run(cwd, "status", "--data-dir", "dump-demo", "--json").stdout)
+        code, out, err = stop(proc)
+        assert code == 0, err
+        assert "position not held by the account" not in out
+        state = {p["strategy"]: p["state"] for p in status["pairs"]}
+        assert state[newer["strategy"]] == "open"
+        assert sum(1 for r in records_of(cwd) if r["event"] == "position_adopted") == 1  # not redone at start

@@ -63,6 +63,11 @@ strategies_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(strategies_app, name="strategies")
+positions_app = typer.Typer(
+    cls=ReadableGroup, rich_markup_mode=None, no_args_is_help=True,
+    help="Settle a position the account no longer holds as the journal says (a `degraded` pair).",
+)
+app.add_typer(positions_app, name="positions")
 
 
 def _print_version(value: bool) -> None:
@@ -390,6 +395,38 @@ def resume(
     from livetrader.cli.control import resume as run_resume
 
     raise typer.Exit(guarded(lambda: run_resume(_data_dir(data_dir, config), profile=profile, reason=reason)))
+
+
+SignalIdArg = Annotated[str, typer.Argument(metavar="SIGNAL_ID", help="The open position's signal id (status, "
+                                            "`livetrader recover --dry-run`).")]
+
+
+@positions_app.command("forget", cls=ReadableCommand)
+def positions_forget(
+    signal_id: SignalIdArg,
+    reason: ReasonOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Close a position without selling: its coins left the account outside livetrader. Its stop is
+    cancelled; `closed` (reason closed, forgotten) is journaled, PnL estimated at the market price."""
+    from livetrader.cli.control import settle
+
+    raise typer.Exit(guarded(lambda: settle(_data_dir(data_dir, config), "forget", signal_id, reason=reason)))
+
+
+@positions_app.command("adopt", cls=ReadableCommand)
+def positions_adopt(
+    signal_id: SignalIdArg,
+    reason: ReasonOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Make what the account holds of the position's coins its amount (what other positions claim
+    left aside): journaled, a new protective stop for it, the pair managed again."""
+    from livetrader.cli.control import settle
+
+    raise typer.Exit(guarded(lambda: settle(_data_dir(data_dir, config), "adopt", signal_id, reason=reason)))
 
 
 def redacted_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:

@@ -62,6 +62,22 @@ def resume(data_dir: Path, *, profile: str | None, reason: str | None, ack_secon
     return 0
 
 
+def settle(data_dir: Path, action: str, signal_id: str, *, reason: str | None,
+           ack_seconds: float = ACK_SECONDS) -> int:
+    """Journal a ``forget`` or ``adopt`` of the open position ``signal_id`` (docs/behaviour.md §12)
+    and report whether a running daemon took it; exit code 0. The daemon carries it out at that
+    pair's next tick (or at its next start) and logs what it did."""
+    require_data_dir(data_dir, f"positions {action}")
+    record = {"event": action, "at": _now(data_dir), "signal_id": signal_id, "by": "operator",
+              "reason": reason or ""}
+    end = append_control(data_dir, record)
+    what = ("closed without selling (its coins are no longer the account's)" if action == "forget"
+            else "given the amount the account holds of it")
+    _say(f"position {signal_id} is to be {what}. Journaled in {control_path(data_dir)}.")
+    _acknowledged(data_dir, end, ack_seconds, f"the position is {'forgotten' if action == 'forget' else 'adopted'}")
+    return 0
+
+
 def _acknowledged(data_dir: Path, end: int, seconds: float, then: str) -> None:
     """Wait for the running daemon, if any, to read the operator journal up to ``end``; say what happened."""
     from livetrader.store.lock import is_locked, read_lock_holder

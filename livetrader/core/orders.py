@@ -29,7 +29,9 @@ STATUSES = ("unknown", "open", "filled", "rejected", "not_placed", "cancelled", 
 FINAL = frozenset({"filled", "rejected", "not_placed", "cancelled", "expired"})
 #: Journal events of orders (beside the signal's transitions). ``order_cancel`` is journaled
 #: before a protective stop is cancelled to make way for an exit: it says which exit was decided.
-ORDER_EVENTS = frozenset({"order_intent", "order_update", "order_cancel"})
+#: ``position_adopted``: a person settled a position the account holds less of (``livetrader
+#: positions adopt``): its ``position_amount`` is what the position holds from then on.
+ORDER_EVENTS = frozenset({"order_intent", "order_update", "order_cancel", "position_adopted"})
 #: What an order is: a market order (entries, exits), or a protective stop that sells at market
 #: (``stop_market``) or at a limit a gap below (``stop_limit``) once the price falls to its stop.
 ORDER_TYPES = ("market", "stop_market", "stop_limit")

@@ -123,6 +123,8 @@ class Executor:
         self.next_guard_at = 0
         #: The stop is being cancelled for the decided exit (its ``order_cancel`` is journaled).
         self.withdrawing = False
+        #: The position is being closed by ``forget``: its coins are not the account's any more.
+        self.forgotten = False
 
     @property
     def protection(self) -> str:
@@ -179,8 +181,11 @@ class Executor:
             self.sold = [o for o in orders_of(records) if o.signal_id == row.id and o.leg in ("exit", "stop")
                          and o.final and o.filled > 0 and o.client_id != pending]
         self.row = row
-        self.stop, self.next_guard_at, self.withdrawing = None, 0, False
+        self.stop, self.next_guard_at, self.withdrawing, self.forgotten = None, 0, False, False
         if self.position is not None and row is not None:
+            adopted = [r for r in records if r.get("event") == "position_adopted" and r.get("signal_id") == row.id]
+            if adopted:  # a person settled what the position holds (``livetrader positions adopt``)
+                self.position = replace(self.position, amount=float(adopted[-1]["position_amount"]))
             self.stop = protective_stop(records, row.id)
             decided = exit_decided(records, row.id)
             if decided is not None and self.order is None:
@@ -255,7 +260,7 @@ class Executor:
         elif result.action == "closed":
             self.order = self.row = self.position = self.refused = self.stop = None
             self.exit_due = None
-            self.withdrawing = False
+            self.withdrawing = self.forgotten = False
             self.next_exit_at = 0
             self.sold = []
 
@@ -268,6 +273,9 @@ class Executor:
             position = Position.of_entry(order)
             out.update(amount=position.amount, spent=position.spent, decided_price=order.decided_price,
                        entry_client_id=order.client_id)
+        elif result.action == "closed" and self.position is not None and self.forgotten:
+            out.update(amount=self.position.amount, amount_sold=sum(o.filled for o in self.sold), dust=0.0,
+                       spent=self.position.spent, forgotten=True)
         elif result.action == "closed" and self.position is not None:
             sold = sum(o.filled for o in self.sold)
             out.update(amount=self.position.amount, amount_sold=sold, dust=max(0.0, self.position.amount - sold),
@@ -536,6 +544,77 @@ class Executor:
         if learnt.filled > 0:
             self.sold.append(learnt)  # a stop-limit that filled in part: the exit sells the rest
         return None
+
+    # --- a person settles a position the account does not hold (``livetrader positions``) ------
+
+    async def forget(self, now: int, price: float) -> TickResult | None:
+        """Close the open position without selling: its coins left the account outside livetrader.
+        The resting stop is cancelled first (None, reported, while that cannot be done); the
+        ``closed`` record says ``forgotten`` and its PnL is an estimate at ``price``."""
+        assert self.position is not None and self.row is not None
+        if not await self._cancel_resting_stop(now, price):
+            return None
+        held = self.held
+        self.forgotten = True
+        self.exit_due = ("closed", price)
+        sold = [*self.sold, Order("", "exit", "sell", held, 1, self.row.id, now, status="filled", filled=held,
+                                  average=price, cost=held * price)] if held > 0 else list(self.sold)
+        filled = sum(o.filled for o in sold)
+        if filled <= 0:
+            return TickResult("closed", *self.key, now, price, self.row, close_reason="closed",
+                              price_close=price, pnl_percentage=-100.0, pnl_cost=-self.position.spent)
+        merged = Order("", "exit", "sell", filled, 1, self.row.id, now, status="filled", filled=filled,
+                       average=sum(o.cost for o in sold) / filled, cost=sum(o.cost for o in sold),
+                       fee_base=sum(o.fee_base for o in sold), fee_quote=sum(o.fee_quote for o in sold))
+        pnl_quote, pnl_percent = realised(self.position, merged)
+        return TickResult("closed", *self.key, now, price, self.row, close_reason="closed",
+                          price_close=merged.average, pnl_percentage=pnl_percent, pnl_cost=pnl_quote)
+
+    async def adopt(self, now: int, price: float, others_held: dict[str, float]) -> TickResult | bool:
+        """Make what the account holds the position's amount (at most what it held): the
+        account's total of the base asset less what ``others_held`` (base asset -> amount of the
+        other positions on this account) claim. A ``position_adopted`` record says so; the resting
+        stop is cancelled and a new one placed for the new amount. True once adopted, False while it
+        cannot be done yet (said); nothing held at all: ``forget``'s result."""
+        assert self.position is not None and self.row is not None
+        rules = await self.broker.rules(self.key[0])
+        totals = await self.broker.totals()
+        if totals is None:
+            self.report_error(now, "adopt: the account's balance cannot be read now; asked again next tick", "order")
+            return False
+        share = min(self.held, max(0.0, totals.get(rules.base, 0.0) - others_held.get(rules.base, 0.0)))
+        amount, _dust = exit_amount(share, rules)
+        if amount <= 0:
+            log.warning("adopt: the account holds none of this position; it is forgotten", signal_id=self.row.id,
+                        symbol=self.key[0], strategy=self.key[1], held=share)
+            return await self.forget(now, price) or False
+        if not await self._cancel_resting_stop(now, price):
+            return False
+        total = amount + sum(o.filled for o in self.sold)
+        await self.write(self._record("position_adopted", now, price, {
+            "amount": amount, "previous_amount": self.held, "position_amount": total}))
+        log.warning("position adopted: it holds what the account holds", signal_id=self.row.id, symbol=self.key[0],
+                    strategy=self.key[1], amount=amount, previous_amount=self.held)
+        self.position = replace(self.position, amount=total)
+        self.stop, self.next_guard_at = None, 0  # protected again at once, for the new amount
+        return True
+
+    async def _cancel_resting_stop(self, now: int, price: float) -> bool:
+        """Cancel the protective stop if one may rest; True once none does (journaled)."""
+        stop = self.stop
+        if stop is None or stop.final:
+            return True
+        answer = await self.broker.cancel(self.key[0], stop.client_id)
+        if answer.status in ("unknown", "open"):
+            self.report_error(now, f"protective stop {stop.client_id} not cancelled yet "
+                                   f"({answer.reason or answer.status})", "order")
+            return False
+        learnt = replace(stop, status="not_placed", reason="neither cancellable nor found") \
+            if answer.status == "not_found" else stop.learn(answer, now)
+        await self._journal_stop(learnt, now, price)
+        if learnt.filled > 0 and learnt not in self.sold:
+            self.sold.append(learnt)
+        return True
 
     def _stopped(self, stop: Order, now: int, price: float) -> TickResult:
         """The position closed ``stop_loss`` by its protective stop's fill."""

@@ -23,7 +23,7 @@ from livetrader.errors import StoreError
 from livetrader.events import ErrorEvent, EventBus
 from livetrader.live.pair import Pair
 from livetrader.logs import get_logger
-from livetrader.store.control import append_control, control_path, read_control
+from livetrader.store.control import POSITION_EVENTS, append_control, control_path, read_control
 
 log = get_logger(__name__)
 
@@ -100,9 +100,34 @@ class Halts:
         self.read_to = read.end
         if not read.records and not force:
             return False
+        first = not self.records and force
+        for record in read.records:
+            if record.get("event") in POSITION_EVENTS:
+                self._settle(record, at_start=first)
         self.records += read.records
         self._apply(halts_in_force(self.records))
         return True
+
+    def _settle(self, record: dict[str, Any], *, at_start: bool) -> None:
+        """Hand a ``forget``/``adopt`` to the pair holding that open position (it acts at its next
+        tick). At start, a record whose effect the pair's journal holds already is not redone."""
+        signal_id = record.get("signal_id")
+        pair = next((p for p in self.pairs if p.executor is not None and p.row is not None and p.row.id == signal_id
+                     and p.row.pending_at is not None), None)
+        if pair is None:
+            if not at_start:
+                log.warning("no open position with this signal id in sandbox/live mode: nothing to "
+                            f"{record.get('event')}", signal_id=signal_id)
+            return
+        if at_start and pair.store is not None and any(
+                r.get("event") == "position_adopted" and int(r.get("at", 0)) >= int(record["at"])
+                for r in pair.store.records()):
+            return  # adopted already, before the last stop
+        assert pair.executor is not None
+        others = [p for p in self.pairs if p.executor is not None and p.executor.broker is pair.executor.broker]
+        pair.settle = (record, others)
+        log.warning(f"position {record.get('event')} requested", signal_id=signal_id, symbol=pair.symbol,
+                    strategy=pair.strategy_name, reason=record.get("reason") or None)
 
     def _apply(self, halts: dict[str, Halt]) -> None:
         """Make ``halts`` the ones in force: each pair obeys its own; say what changed."""

@@ -109,7 +109,7 @@ class Pair:
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
                  "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
-                 "clock_back_logged", "executor", "key", "unreconciled", "halted")
+                 "clock_back_logged", "executor", "key", "unreconciled", "halted", "settle")
 
     def __init__(
         self,
@@ -186,6 +186,9 @@ class Pair:
         #: Why the account does not hold this pair's position (``live.reconcile``): while set, the
         #: pair manages nothing and asks nothing. None when reconciled (or in paper mode).
         self.unreconciled: str | None = None
+        #: A person's ``livetrader positions forget|adopt`` for this pair's open position, carried
+        #: out at the next tick: ``(the operator record, the other pairs on this pair's account)``.
+        self.settle: tuple[dict[str, Any], list[Pair]] | None = None
         # The operator's halt (or its risk profile's daily-loss halt) this pair obeys; None: trading
         # (docs/behaviour.md §13). Set by the engine (``live.halt``); while set, no strategy is asked.
         self.halted: Halt | None = None
@@ -206,6 +209,8 @@ class Pair:
         """
         if self.held_back(now) is not None:
             return None
+        if self.settle is not None and self.executor is not None and not self.executor.busy:
+            return await self._settle(self.executor, now)
         if self.unreconciled is not None:
             self.progress_at = time.monotonic()  # alive, and said why it does nothing (status, errors)
             return None
@@ -277,7 +282,8 @@ class Pair:
         minute = now - now % MINUTE_MS
         executor = self.executor
         if self.stopping.is_set() or (executor is not None and (executor.busy or executor.guard_due(minute)
-                                                               or self.unreconciled is not None)):
+                                                               or self.unreconciled is not None
+                                                               or self.settle is not None)):
             return False
         halted = self.halted
         if halted is not None and self.row is not None and (halted.flatten or self.row.pending_at is None):
@@ -368,6 +374,48 @@ class Pair:
                         behind_seconds=round((ticked - now) / 1000, 3), last_minute=_iso(last),
                         clock=_iso(now), waits_until=_iso(last + MINUTE_MS))
         return last + MINUTE_MS
+
+    async def _settle(self, executor: Executor, now: int) -> TickResult | None:
+        """Carry out a person's ``forget``/``adopt`` of the open position (``Executor.forget``/
+        ``adopt``); the pair is reconciled again by it. None while it cannot be done yet (said)."""
+        assert self.settle is not None
+        record, others = self.settle
+        minute = now - now % MINUTE_MS
+        self.progress_at = time.monotonic()
+        if self.row is None or self.row.pending_at is None or self.row.id != record.get("signal_id") \
+                or executor.position is None:
+            log.warning("no such open position here: nothing to settle", signal_id=record.get("signal_id"),
+                        action=record.get("event"), symbol=self.symbol, strategy=self.strategy_name)
+            self.settle = None
+            return None
+        try:
+            market = await self.market_at(minute)
+            self.price = market.price
+            if record["event"] == "forget":
+                result = await executor.forget(minute, market.price)
+            else:
+                held: dict[str, float] = {}
+                for other in others:
+                    if other is not self and other.executor is not None and other.executor.position is not None:
+                        base = (await executor.broker.rules(other.symbol)).base
+                        held[base] = held.get(base, 0.0) + other.executor.held
+                adopted = await executor.adopt(minute, market.price, held)
+                if adopted is True:
+                    self.settle, self.unreconciled = None, None
+                    return await self._guard(executor, minute)  # protected again, for the adopted amount
+                result = adopted or None
+            if result is None:
+                return None
+        except StoreError as exc:
+            self.report_error(minute, f"storage failed while settling {record.get('signal_id')}: {exc}", "storage")
+            return None
+        except Exception as exc:  # noqa: BLE001 - asked again next tick
+            self.report_error(minute, f"cannot settle {record.get('signal_id')} yet: {describe(exc)}", "order")
+            return None
+        await self.apply(result)
+        self.checked_until = minute
+        self.settle, self.unreconciled = None, None
+        return result
 
     async def _guard(self, executor: Executor, minute: int) -> TickResult | None:
         """Place or ask for the open position's protective stop when due (``Executor.guard``);

@@ -25,7 +25,10 @@ from livetrader.store import disk
 from livetrader.store.atomic import as_path, describe_os_error, fsync_dir
 
 CONTROL_FILE = "control.jsonl"
+#: ``halted``/``resumed`` (docs/behaviour.md §13); ``forget``/``adopt`` settle one position the
+#: account no longer holds as the journal says (``livetrader positions``, §12).
 CONTROL_EVENTS = frozenset({"halted", "resumed"})
+POSITION_EVENTS = frozenset({"forget", "adopt"})
 
 
 def control_path(data_dir: Path) -> Path:
@@ -37,11 +40,16 @@ def control_problem(record: object) -> str | None:
     """Why ``record`` is not a valid operator record, or None if it is."""
     if not isinstance(record, dict):
         return f"not a JSON object ({type(record).__name__})"
-    if record.get("event") not in CONTROL_EVENTS:
+    if record.get("event") not in CONTROL_EVENTS | POSITION_EVENTS:
         return f"unknown event {record.get('event')!r}"
     at = record.get("at")
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         return f"'at' must be a non-negative integer of ms, got {at!r}"
+    if record["event"] in POSITION_EVENTS:
+        signal_id = record.get("signal_id")
+        if isinstance(signal_id, str) and signal_id:
+            return None
+        return f"'signal_id' must be a signal id, got {signal_id!r}"
     scope = record.get("scope")
     if not isinstance(scope, str) or not (scope == "all" or (scope.startswith("profile:") and len(scope) > 8)):
         return f"'scope' must be 'all' or 'profile:NAME', got {scope!r}"
