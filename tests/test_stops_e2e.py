@@ -291,7 +291,13 @@ def test_reconciliation_degrades_a_position_sold_outside_and_leaves_the_owners_c
         server.account.place({"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": str(free),
                               "newClientOrderId": "by-hand-1"}, server.clock())
         assert wait_for(lambda: "position not held by the account" in "".join(proc._chunks["out"]), 30)
-        status = json.loads(run(cwd, "status", "--data-dir", "dump-demo", "--json").stdout)
+
+        def degraded_in_status():
+            doc = json.loads(run(cwd, "status", "--data-dir", "dump-demo", "--json").stdout)
+            return doc if any(p["state"] == "degraded" for p in doc["pairs"]) else None
+
+        assert wait_for(degraded_in_status, 30)  # the status file is rewritten every second or so
+        status = degraded_in_status()
         code, out, err = stop(proc)
         assert code == 0, err
         early = [e for e in events(out) if e["event"] == "position not held by the account"]
