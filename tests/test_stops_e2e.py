@@ -115,7 +115,11 @@ def test_the_market_falls_through_the_stop_while_the_daemon_is_down(tmp_path, se
     assert len(closed) == 1 and closed[0]["close_reason"] == "stop_loss"
     assert closed[0]["price_close"] == pytest.approx(float(stop_order.cum_quote / stop_order.executed))
     assert not [r for r in story if r["event"] == "order_intent" and r["leg"] == "exit"], "nothing sold twice"
-    assert any(e["event"] == "protective stop filled" for e in events(out))
+    # The restart says what happened while it was down: when the stop filled, what it sold, at what price.
+    said = next(e for e in events(out) if e["event"] == "protective stop filled")
+    assert said["sold"] == pytest.approx(float(stop_order.executed))
+    assert said["average"] == pytest.approx(closed[0]["price_close"]) and said["filled_at"]
+    assert said["pnl_cost"] == pytest.approx(closed[0]["pnl_cost"])
     # The loss on the account is what the stop allowed: the coins went at the stop, and no more were sold.
     sells = [o for o in server.account.orders if o.side == "SELL" and o.executed > 0]
     assert sells == [stop_order]

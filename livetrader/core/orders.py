@@ -137,6 +137,8 @@ class Answer:
     order_id: str | None = None
     reason: str | None = None
     trade_ids: tuple[str, ...] = ()
+    #: When the exchange last changed the order (ms), if it said: a stop's fill time.
+    updated_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,8 +123,10 @@ def answer_of(order: dict[str, Any], base: str, quote: str) -> Answer:
         else:
             fee_other += value
     trades = tuple(str(t.get("id")) for t in order.get("trades") or () if t.get("id") is not None)
+    updated = order.get("lastTradeTimestamp") or order.get("lastUpdateTimestamp")
     return Answer(state, filled, None if average is None else float(average), float(cost or 0.0), fee_base,
-                  fee_quote, fee_other, None if order.get("id") is None else str(order["id"]), None, trades)
+                  fee_quote, fee_other, None if order.get("id") is None else str(order["id"]), None, trades,
+                  None if updated is None else int(updated))
 
 
 class CcxtBroker:

@@ -422,46 +422,54 @@ class Executor:
             self.next_guard_at = now + self.stop_check_ms
             return None
         stop = self.stop
-        if stop is not None and stop.status == "open":
-            # Resting as it was: one open-orders request per symbol and minute says so for every
-            # pair on the symbol; only a stop missing from it is asked for by its client id.
-            resting = await self.broker.open_client_ids(self.key[0], now)
-            if resting is not None and stop.client_id in resting:
-                self.next_guard_at = now + self.stop_check_ms
-                return None
+        filled_at: int | None = None
         if stop is not None and not stop.final:
-            answer = await self.broker.query(self.key[0], stop.client_id)
-            if answer.status == "unknown":
+            asked = await self._ask_stop(stop, now, price)
+            if asked is None:
                 self.next_guard_at = now + self.stop_check_ms
-                return None
-            learnt = stop.learn(answer, now)
-            if answer.status == "not_found":
-                assert learnt.not_found_since is not None
-                if now - learnt.not_found_since < self.unknown_ms:
-                    if learnt.not_found_since != stop.not_found_since:
-                        await self._journal_stop(learnt, now, price)
-                    self.stop, self.next_guard_at = learnt, now + self.stop_check_ms
-                    return None
-                learnt = replace(learnt, status="not_placed",
-                                 reason=f"not found for {self.unknown_ms // MINUTE_MS} minutes")
-                self.report_error(now, f"protective stop {stop.client_id} is not on the exchange; placing it again",
-                                  "order")
-            elif learnt.status in ("cancelled", "expired"):
-                self.report_error(now, f"protective stop {stop.client_id} was {learnt.status} on the exchange, not "
-                                       "by livetrader; placing it again", "order")
-            if learnt != stop:
-                await self._journal_stop(learnt, now, price)
-            stop = learnt
+                return None  # resting as it was, or nothing known yet
+            stop, filled_at = asked
         if stop is None:
             return await self._place_stop(now, price)
         if not stop.final:
             self.next_guard_at = now + self.stop_check_ms
             return None
         if stop.status == "filled":
-            return self._stopped(stop, now, price)
+            return self._stopped(stop, now, price, filled_at)
         if stop.filled > 0 and stop not in self.sold:
             self.sold.append(stop)  # a stop-limit that filled in part before it ended: the rest stays held
         return await self._place_stop(now, price)  # rejected, never placed, or ended on the exchange
+
+    async def _ask_stop(self, stop: Order, now: int, price: float) -> tuple[Order, int | None] | None:
+        """Ask the exchange for the unresolved ``stop``: its state as journaled now (and when the
+        exchange last changed it), or None when there is nothing new to act on."""
+        if stop.status == "open":
+            # Resting as it was: one open-orders request per symbol and minute says so for every
+            # pair on the symbol; only a stop missing from it is asked for by its client id.
+            resting = await self.broker.open_client_ids(self.key[0], now)
+            if resting is not None and stop.client_id in resting:
+                return None
+        answer = await self.broker.query(self.key[0], stop.client_id)
+        if answer.status == "unknown":
+            return None
+        learnt = stop.learn(answer, now)
+        if answer.status == "not_found":
+            assert learnt.not_found_since is not None
+            if now - learnt.not_found_since < self.unknown_ms:
+                if learnt.not_found_since != stop.not_found_since:
+                    await self._journal_stop(learnt, now, price)
+                self.stop = learnt
+                return None
+            minutes = self.unknown_ms // MINUTE_MS
+            learnt = replace(learnt, status="not_placed", reason=f"not found for {minutes} minutes")
+            self.report_error(now, f"protective stop {stop.client_id} is not on the exchange; placing it again",
+                              "order")
+        elif learnt.status in ("cancelled", "expired"):
+            self.report_error(now, f"protective stop {stop.client_id} was {learnt.status} on the exchange, not by "
+                                   "livetrader; placing it again", "order")
+        if learnt != stop:
+            await self._journal_stop(learnt, now, price)
+        return learnt, answer.updated_at
 
     async def _place_stop(self, now: int, price: float) -> TickResult | None:
         """Journal and send a new protective stop for what the position holds."""
@@ -540,7 +548,7 @@ class Executor:
             learnt = stop.learn(answer, now)
         await self._journal_stop(learnt, now, price)
         if learnt.status == "filled":
-            return self._stopped(learnt, now, price)
+            return self._stopped(learnt, now, price, answer.updated_at)
         if learnt.filled > 0:
             self.sold.append(learnt)  # a stop-limit that filled in part: the exit sells the rest
         return None
@@ -616,14 +624,18 @@ class Executor:
             self.sold.append(learnt)
         return True
 
-    def _stopped(self, stop: Order, now: int, price: float) -> TickResult:
-        """The position closed ``stop_loss`` by its protective stop's fill."""
+    def _stopped(self, stop: Order, now: int, price: float, filled_at: int | None = None) -> TickResult:
+        """The position closed ``stop_loss`` by its protective stop's fill, said in one line: what
+        the exchange did (when, how much, at what price) even if the daemon was down meanwhile."""
         if stop not in self.sold:
             self.sold.append(stop)
         self.exit_due = ("stop_loss", stop.stop_price if stop.stop_price is not None else price)
-        log.warning("protective stop filled", client_id=stop.client_id, filled=stop.filled, average=stop.average,
-                    symbol=self.key[0], strategy=self.key[1], mode=self.mode)
-        return self._closed(now, price)
+        result = self._closed(now, price)
+        log.warning("protective stop filled", client_id=stop.client_id, sold=stop.filled, average=stop.average,
+                    stop_price=stop.stop_price, filled_at=format_time(filled_at) if filled_at else None,
+                    noticed_at=format_time(now), pnl_cost=result.pnl_cost, pnl_percentage=result.pnl_percentage,
+                    signal_id=stop.signal_id, symbol=self.key[0], strategy=self.key[1], mode=self.mode)
+        return result
 
     async def _journal_stop(self, stop: Order, now: int, price: float) -> None:
         await self.write(self._record("order_update", now, price, stop.update_record()))
