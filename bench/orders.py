@@ -148,8 +148,10 @@ def hundred_pairs(pairs: int) -> dict[str, float]:
         took, _ = asyncio.run(main())
         opened = sum(1 for p in engine.pairs if p.row is not None and p.row.pending_at is not None)
         placed = server.order_requests()
+        entries = [r for r in placed if r.params.get("type") == "MARKET"]
+        stops = [r for r in placed if r.params.get("type", "").startswith("STOP")]
         spread = (placed[-1].received - placed[0].received) if len(placed) > 1 else 0.0
-    return {"pairs": pairs, "opened": opened, "orders": len(placed), "seconds_to_last_ack": took,
+    return {"pairs": pairs, "opened": opened, "orders": len(entries), "stops": len(stops), "seconds_to_last_ack": took,
             "orders_per_second": len(placed) / spread if spread else float(len(placed))}
 
 
@@ -157,7 +159,8 @@ def kill_torture(kills: int, seed: int = 7) -> dict[str, float]:
     """SIGKILL the real daemon ``kills`` times at random instants while it trades in sandbox mode
     against the suite's exchange, with a random order fault before each run (a lost answer, a
     hang, a 5xx, "status unknown", a refusal, a transient "not found"); then a clean run. Counts
-    the orders placed and the client ids sent more than once (must be 0)."""
+    the orders placed, the client ids sent more than once, the positions closed twice and the open
+    positions left without a resting protective stop (all three must be 0)."""
     import random
     import shutil
     import signal
@@ -198,11 +201,20 @@ def kill_torture(kills: int, seed: int = 7) -> dict[str, float]:
             for request in server.order_requests():
                 cid = request.params.get("newClientOrderId", "")
                 sent[cid] = sent.get(cid, 0) + 1
-            journaled = {str(r.get("client_id")) for path in (cwd / "dump-demo" / "journal").glob("*.jsonl")
-                         for r in map(orjson.loads, path.read_bytes().splitlines()) if r.get("event") == "order_intent"}
-            unknown_to_journal = sum(1 for o in server.account.orders if o.client_id not in journaled)
+            records = [r for path in (cwd / "dump-demo" / "journal").glob("*.jsonl")
+                       for r in map(orjson.loads, path.read_bytes().splitlines())]
+            intents = {str(r["client_id"]): r for r in records if r.get("event") == "order_intent"}
+            unknown_to_journal = sum(1 for o in server.account.orders if o.client_id not in intents)
+            closes: dict[str, int] = {}
+            for r in records:
+                if r.get("event") == "closed":
+                    closes[r["signal_id"]] = closes.get(r["signal_id"], 0) + 1
+            still_open = {r["signal_id"] for r in records if r.get("event") == "opened"} - set(closes)
+            protected = {intents[o.client_id]["signal_id"] for o in server.account.orders
+                         if o.is_open and o.client_id in intents and intents[o.client_id]["leg"] == "stop"}
     return {"kills": kills, "orders": len(sent), "resent": sum(1 for n in sent.values() if n > 1),
-            "orders_not_in_journal": unknown_to_journal}
+            "orders_not_in_journal": unknown_to_journal, "closed_twice": sum(1 for n in closes.values() if n > 1),
+            "open_positions": len(still_open), "unprotected": len(still_open - protected)}
 
 
 def run(count: int = 300, pairs: int = 100, kills: int = 100) -> Result:
@@ -218,15 +230,19 @@ def run(count: int = 300, pairs: int = 100, kills: int = 100) -> Result:
     out.add("decision -> request leaving, intent durable (median)", path["ours_median_seconds"] * 1000, "ms")
     out.add("floor: append + fdatasync of the intent (median)", path["floor_median_seconds"] * 1000, "ms")
     out.add("ratio order path / floor (median)", path["ratio_median"], "x", TARGET_RATIO)
-    out.add(f"{pairs} pairs opening in one minute: boundary -> last order acknowledged",
+    out.add(f"{pairs} pairs opening in one minute: boundary -> every entry filled and its stop resting",
             crowd["seconds_to_last_ack"], "s")
     out.add(f"{pairs} pairs: positions opened", crowd["opened"], "positions", pairs, better="min")
+    out.add(f"{pairs} pairs: protective stops placed", crowd["stops"], "stops", pairs, better="min")
     out.add(f"{pairs} pairs: order requests per second (ccxt's rate limiter)", crowd["orders_per_second"], "req/s")
     out.add("kill -9 at random instants with random order faults: kills", torture["kills"], "kills")
     out.add("  orders placed meanwhile", torture["orders"], "orders", sane="nonnegative")
     out.add("  client ids sent more than once", torture["resent"], "orders", 0, sane="nonnegative")
     out.add("  exchange orders missing from the journal", torture["orders_not_in_journal"], "orders", 0,
             sane="nonnegative")
+    out.add("  positions closed twice", torture["closed_twice"], "positions", 0, sane="nonnegative")
+    out.add("  open positions at the end without a protective stop resting", torture["unprotected"], "positions",
+            0, sane="nonnegative")
     out.notes.append(f"{count} entries through the real executor and journal (no commit log: one flush per "
                      "intent, as the floor); the crowd runs in sandbox mode against tests/exchange_server.py "
                      "through ccxt with enableRateLimit (binance: 50 ms per request unit)")

@@ -374,7 +374,6 @@ def test_fast_path_prices_frames_whose_candles_look_inside_the_levels_but_are_no
 # --- the benchmarks themselves -----------------------------------------------------------------
 
 @pytest.mark.e2e
-@pytest.mark.e2e
 def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
@@ -394,6 +393,7 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
     assert details["idle"]["trades"] == 0 and details["idle"]["strategy_calls"] == days * 1440 // 5
     # Every pair of the crowd opened: one order each, through the local exchange.
     crowd = benchmarks["orders"]["details"]["crowd"]
-    assert crowd["opened"] == crowd["pairs"] == crowd["orders"]
+    assert crowd["opened"] == crowd["pairs"] == crowd["orders"] == crowd["stops"]
     torture = benchmarks["orders"]["details"]["torture"]
     assert torture["kills"] == 3 and torture["resent"] == 0 and torture["orders_not_in_journal"] == 0
+    assert torture["closed_twice"] == 0 and torture["unprotected"] == 0

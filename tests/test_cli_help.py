@@ -11,7 +11,7 @@ import livetrader
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 COMMANDS = [[], ["backtest"], ["run"], ["recover"], ["report"], ["status"], ["halt"], ["resume"], ["strategies"],
-            ["strategies", "check"]]
+            ["strategies", "check"], ["positions"], ["positions", "forget"], ["positions", "adopt"], ["orders"]]
 ONE_DESCRIPTION = re.compile(
     r"Default:\s+\$LIVETRADER_DATA_DIR,\s+else\s+data_dir\s+in\s+the\s+config,\s+else\s+systemd's\s+"
     r"\$STATE_DIRECTORY,\s+else\s+\./dump"

@@ -388,3 +388,15 @@ def test_a_degraded_position_is_adopted_at_what_the_account_holds_and_another_fo
         state = {p["strategy"]: p["state"] for p in status["pairs"]}
         assert state[newer["strategy"]] == "open"
         assert sum(1 for r in records_of(cwd) if r["event"] == "position_adopted") == 1  # not redone at start
+
+
+def test_settling_a_position_that_is_not_open_is_refused_and_journals_nothing(tmp_path):
+    cwd = workdir(tmp_path)
+    (cwd / "dump").mkdir()
+    for words in (("forget", "no-such-id"), ("adopt", ""), ("adopt", "x")):
+        result = run(cwd, "positions", *words, "--data-dir", "dump")
+        assert result.returncode == 2 and "no open position with signal id" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (cwd / "dump" / "control.jsonl").exists()
+    missing = run(cwd, "positions", "forget", "x", "--data-dir", "nowhere")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -15,6 +15,7 @@ from typing import Any
 from livetrader.config import require_data_dir
 from livetrader.core.format import format_time
 from livetrader.core.halt import ALL, halts_in_force, profile_scope
+from livetrader.errors import UsageError
 from livetrader.store.control import append_control, control_path, read_control
 
 #: Real seconds ``halt``/``resume`` wait for a running daemon to acknowledge.
@@ -68,6 +69,14 @@ def settle(data_dir: Path, action: str, signal_id: str, *, reason: str | None,
     and report whether a running daemon took it; exit code 0. The daemon carries it out at that
     pair's next tick (or at its next start) and logs what it did."""
     require_data_dir(data_dir, f"positions {action}")
+    held = open_positions(data_dir)
+    if signal_id not in held:
+        shown = sorted(held.items())[:10]
+        listed = ", ".join(f"{sid} ({where})" for sid, where in shown) or "none"
+        if len(held) > len(shown):
+            listed += f", and {len(held) - len(shown)} more (livetrader status)"
+        raise UsageError(f"no open position with signal id {signal_id!r} in {data_dir} (its journals hold these open "
+                         f"positions: {listed}); nothing journaled")
     record = {"event": action, "at": _now(data_dir), "signal_id": signal_id, "by": "operator",
               "reason": reason or ""}
     end = append_control(data_dir, record)
@@ -76,6 +85,20 @@ def settle(data_dir: Path, action: str, signal_id: str, *, reason: str | None,
     _say(f"position {signal_id} is to be {what}. Journaled in {control_path(data_dir)}.")
     _acknowledged(data_dir, end, ack_seconds, f"the position is {'forgotten' if action == 'forget' else 'adopted'}")
     return 0
+
+
+def open_positions(data_dir: Path) -> dict[str, str]:
+    """The open positions the pairs' journals of ``data_dir`` hold: signal id -> the pair."""
+    from livetrader.cli.report import journal_pairs
+
+    held: dict[str, str] = {}
+    for pair in journal_pairs(data_dir):
+        for record in pair.records:
+            if record.get("event") == "opened":
+                held[str(record["signal_id"])] = f"{pair.symbol} / {pair.strategy} / {pair.exchange}"
+            elif record.get("event") in ("closed", "cancelled"):
+                held.pop(str(record.get("signal_id")), None)
+    return held
 
 
 def _acknowledged(data_dir: Path, end: int, seconds: float, then: str) -> None:
