@@ -312,6 +312,9 @@ def test_reconciliation_degrades_a_position_sold_outside_and_leaves_the_owners_c
         assert by_strategy[older]["state"] == "open" and by_strategy[older]["degraded"] is None
         older_stop = server.account.orders_with_client_id(stops_by_strategy()[older])[-1]
         assert older_stop.is_open
+        looked = run(cwd, "recover", "--dry-run", "--data-dir", "dump-demo")
+        assert looked.stdout.count("ACCOUNT: degraded by the reconciliation") == 1, looked.stdout
+        assert "livetrader positions adopt|forget" in looked.stdout
         assert not [r for r in records_of(cwd) if r["event"] == "closed"]  # nothing closed, nothing sold by us
         # Across a restart: reconciled before READY, degraded again.
         proc = start(cwd, *args, **KEYS)

@@ -61,6 +61,8 @@ def print_findings(f: Findings) -> None:  # noqa: C901 - a flat list of findings
             out.write(f"    open order: {pair.open_order}\n")
         if pair.protective_stop:
             out.write(f"    protective stop: {pair.protective_stop}\n")
+        if pair.unreconciled:
+            out.write(f"    ACCOUNT: {pair.unreconciled}\n")
         for note in pair.repairs:
             out.write(f"    repair: {note}\n")
         for problem in pair.damage:

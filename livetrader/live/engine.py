@@ -259,7 +259,7 @@ class Engine:
         from livetrader.live.reconcile import reconcile
 
         try:
-            await reconcile(placing, self.clock.now_ms())
+            await reconcile(placing, self.clock.now_ms(), self.data_dir)
         except Exception as exc:  # noqa: BLE001 - a failed round is said and tried again at the next
             log.warning("reconciliation failed", error=describe(exc))
 

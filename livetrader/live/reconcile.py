@@ -18,25 +18,40 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
 from livetrader.core.orders import uncovered
+from livetrader.errors import StoreError
 from livetrader.live.pair import Pair
 from livetrader.logs import get_logger
+from livetrader.store.atomic import write_json_atomic
+from livetrader.store.layout import RECONCILIATION_FILE
 
 log = get_logger(__name__)
 
 
-async def reconcile(pairs: Iterable[Pair], now: int) -> int:
+async def reconcile(pairs: Iterable[Pair], now: int, data_dir: Path | None = None) -> int:
     """Reconcile the positions of ``pairs`` (sandbox/live pairs of one or more accounts) with
     their accounts; mark and report the pairs whose positions are not held. Returns how many
-    pairs are degraded by it after this round."""
+    pairs are degraded by it after this round. With ``data_dir``, the degraded pairs are also
+    written to its ``state/reconciliation.json`` (``livetrader recover`` shows them)."""
+    chosen = [p for p in pairs if p.executor is not None]
     by_broker: dict[int, list[Pair]] = defaultdict(list)
-    for pair in pairs:
-        if pair.executor is not None:
-            by_broker[id(pair.executor.broker)].append(pair)
+    for pair in chosen:
+        assert pair.executor is not None
+        by_broker[id(pair.executor.broker)].append(pair)
     degraded = 0
     for group in by_broker.values():
         degraded += await _reconcile_account(group, now)
+    if data_dir is not None:
+        doc = {"at": now, "degraded": [
+            {"symbol": p.symbol, "strategy": p.strategy_name, "exchange": p.exchange,
+             "signal_id": p.row.id if p.row is not None else None, "why": p.unreconciled}
+            for p in chosen if p.unreconciled]}
+        try:
+            write_json_atomic(Path(data_dir) / RECONCILIATION_FILE, doc)
+        except (OSError, StoreError) as exc:
+            log.warning("cannot write the reconciliation file", error=str(exc))
     return degraded
 
 

@@ -43,6 +43,8 @@ class PairFinding:
     open_order: str | None = None
     #: The open position's protective stop on the exchange as the journal last saw it.
     protective_stop: str | None = None
+    #: Why the last reconciliation with the account degraded the pair (sandbox/live), if it did.
+    unreconciled: str | None = None
     repairs: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)
 
@@ -148,6 +150,7 @@ def inspect(data_dir: Path, *, dry_run: bool, now_ms: int | None = None) -> Find
             # A dry run wrote nothing back: read each journal with the lines it would have put back.
             put_back = replayed.missing.get(key) if dry_run else None
             findings.pairs.append(_inspect_pair(data_dir, key, dry_run, now, put_back))
+        _attach_reconciliation(data_dir, findings.pairs)
         # After the pairs: a file named like a pair is that pair's to judge (and quarantine).
         stems = {pair_stem(key) for key in keys}
         for path, why in unnamed:
@@ -181,6 +184,31 @@ def _set_aside(data_dir: Path, path: Path, why: str, dry_run: bool) -> str:
     except StoreWriteError as exc:
         return f"{problem}; it could not be moved to quarantine: {exc}"
     return f"{problem}; moved to {moved} (nothing deleted)"
+
+
+def _attach_reconciliation(data_dir: Path, pairs: list[PairFinding]) -> None:
+    """Say, per pair, what the last reconciliation with the account found against it (if the
+    daemon ran one): the figures of a position the account did not hold."""
+    from livetrader.core.format import format_time
+    from livetrader.store.atomic import read_json
+    from livetrader.store.layout import RECONCILIATION_FILE
+
+    try:
+        doc = read_json(data_dir / RECONCILIATION_FILE)
+    except Exception:  # noqa: BLE001 - none yet (paper mode), or unreadable: nothing to say
+        return
+    if not isinstance(doc, dict):
+        return
+    by_key = {(p.symbol, p.strategy, p.exchange): p for p in pairs}
+    for entry in doc.get("degraded") or []:
+        if not isinstance(entry, dict):
+            continue
+        finding = by_key.get((str(entry.get("symbol")), str(entry.get("strategy")), str(entry.get("exchange"))))
+        if finding is not None and finding.signal_id == entry.get("signal_id"):
+            at = doc.get("at")
+            when = format_time(at) if isinstance(at, int) else "?"
+            finding.unreconciled = (f"degraded by the reconciliation of {when}: {entry.get('why')}; settle it "
+                                    f"with `livetrader positions adopt|forget {entry.get('signal_id')}`")
 
 
 def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now: int,

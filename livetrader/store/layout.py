@@ -5,6 +5,7 @@
     state/pairs/<pair stem>.json     a pair's snapshot (``store.state``)
     state/risk/<profile>.json        a risk profile's open positions
     state/clock.json                 the simulated timeline of a ``--speed`` run
+    state/reconciliation.json        the last reconciliation's degraded positions (sandbox/live)
 
 A pair's stem encodes (symbol, strategy, exchange) so that no two pairs share a file
 (``store.names``); files found under the earlier, lossy names are adopted (``adopt_legacy``).
@@ -27,6 +28,8 @@ from livetrader.store.names import legacy_pair_stem, pair_stem, stem_of
 PAIRS_DIR = Path("state") / "pairs"
 RISK_DIR = Path("state") / "risk"
 CLOCK_FILE = Path("state") / "clock.json"
+#: The last reconciliation's discrepancies (``live.reconcile``): read by ``livetrader recover``.
+RECONCILIATION_FILE = Path("state") / "reconciliation.json"
 
 Key = tuple[str, str, str]
 
