@@ -3,6 +3,7 @@
 What a strategy module needs::
 
     from livetrader import Strategy, Signal
+    from livetrader import Exit, Levels      # what ``manage`` may answer (steering an open position)
 
 This package import stays light (no ccxt, rich, typer or engine) because every strategy
 module and every CLI call pays for it; ``Live`` is imported only when first used.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from livetrader.core.manage import Exit, Held, Levels
 from livetrader.core.signal import Signal
 from livetrader.strategy.base import Strategy
 from livetrader.strategy.context import Context
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["Context", "Live", "Signal", "Strategy", "__version__"]
+__all__ = ["Context", "Exit", "Held", "Levels", "Live", "Signal", "Strategy", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

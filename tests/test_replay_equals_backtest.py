@@ -1,6 +1,7 @@
 """A live replay of a candle file and a backtest of the same file and range trade alike
 (docs/behaviour.md §2, §11; issue 17 item 5), for every shipped strategy: market entries
-(``my-strategy``, ``mean-reversion``, long and short) and limit entries (``dip-buyer``).
+(``my-strategy``, ``mean-reversion``, long and short), limit entries (``dip-buyer``), an exit
+signal from ``manage`` (``trend-rider``) and a trailing stop (``trailing-long``).
 
 The live side is the real ``livetrader run --candles FILE --speed 20000``; the backtest is the
 real ``livetrader backtest --candles FILE --json`` over the minutes the replay covered.
@@ -35,7 +36,7 @@ from livetrader.market.files import FileSource
 from livetrader.strategy.base import instantiate, load_strategies
 
 M = 60_000
-STRATEGIES = ("dip-buyer", "mean-reversion", "my-strategy")
+STRATEGIES = ("dip-buyer", "mean-reversion", "my-strategy", "trend-rider", "trailing-long")
 #: Three days of the file: enough trades of each kind, a replay of ~15 s at 20,000x.
 ROWS = 3 * 1440
 
@@ -93,4 +94,11 @@ def test_a_live_replay_of_the_candle_file_trades_exactly_as_its_backtest(tmp_pat
         checked[name] = (same_minute, len(live_trades))
         if name == "dip-buyer":  # limit entries: activated after they were scheduled
             assert any(r["event"] == "opened" and r["pending_at"] > r["scheduled_at"] for r in records)
+        if name == "trend-rider":  # the strategy's own exit signal closed positions (manage -> Exit)
+            assert any(t[5] == "signal" for t in live_trades), live_trades
+        if name == "trailing-long":  # the trailing stop moved stops up, journaled, before a stop-loss close
+            moved = [r for r in records if r["event"] == "adjusted"]
+            assert moved and all(r["stop_loss"] > r["price_open"] * 0.99 for r in moved)
+            opened = {r["signal_id"]: r for r in records if r["event"] == "opened"}
+            assert any(t[5] == "stop_loss" and t[6] > opened[t[0]]["stop_loss"] for t in live_trades)
     assert set(checked) == set(STRATEGIES), checked

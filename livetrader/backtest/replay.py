@@ -30,13 +30,14 @@ from typing import Any, Protocol
 from livetrader.core.format import format_minute
 from livetrader.core.interval import SIGNAL_INTERVALS
 from livetrader.core.machine import ASK, DEFAULT_RULES, Rules, answer, cancel, close, decide
+from livetrader.core.manage import Held, steer, trail
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, Market, market_of, vwap, vwaps
 from livetrader.core.signal import SignalRow, TickResult
 from livetrader.core.validate import SignalError
 from livetrader.errors import LivetraderError, NoCandlesError
 from livetrader.events import BUS, EventBus
 from livetrader.redaction import redact
-from livetrader.strategy.base import HOOKS, adopt, run_callback, signal_asker
+from livetrader.strategy.base import HOOKS, adopt, ask_manage, run_callback, signal_asker
 from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
@@ -61,6 +62,8 @@ class BacktestResult:
     candles: int = 0
     strategy_calls: int = 0
     risk_rejections: int = 0
+    #: Open positions' levels moved by ``manage`` or a trailing stop (``adjusted``).
+    adjustments: int = 0
     ended_open: int = 0
     ended_scheduled: int = 0
     #: Strategy errors counted instead of stopping (not ``strict``), by kind: ``strategy`` (it
@@ -284,13 +287,39 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
         if publish:
             bus.emit("signal", res)
             bus.emit("signal_backtest", res)
-        hook = HOOKS[res.action]
-        if hook in callbacks:
+        hook = HOOKS.get(res.action)
+        if hook is not None and hook in callbacks:
             try:
                 await run_callback(strategy, hook, res)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - a sys.exit() must not end the backtest as a success
                 failed("callback", res.at,
                        f"strategy {name!r}: callback {hook} raised at {format_minute(res.at)}: {describe(exc)}", exc)
+
+    steers = strategy.manage_kind is not None
+
+    async def steered(active: TickResult) -> TickResult:
+        """``manage``'s (or the trailing stop's) answer to an ``active`` minute, as live's ``Pair._steer``."""
+        row_ = active.signal
+        assert row_ is not None
+        reply: object = None
+        if steers:
+            try:
+                reply = await ask_manage(strategy, Context(symbol, name, exchange, active.at, active.price, load),
+                                         Held.of(active), strategy_timeout_seconds)
+            except TimeoutError as exc:
+                failed("strategy", active.at, f"strategy {name!r}: manage timed out at {format_minute(active.at)}",
+                       exc)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the strategy's error, whatever it is
+                failed("strategy", active.at,
+                       f"strategy {name!r}: manage raised at {format_minute(active.at)}: {describe(exc)}", exc)
+        if reply is None and row_.trailing_stop is not None:
+            reply = trail(row_, active.price)
+        try:
+            return steer(active, reply, rules)
+        except SignalError as exc:
+            failed("signal", active.at,
+                   redact(f"strategy {name!r}: manage answered at {format_minute(active.at)}: {exc}"), exc)
+            return active
 
     last_frame = series.index(end)  # held signals are decided up to and including the frame stamped ``end``
     row: SignalRow | None = None
@@ -351,6 +380,31 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
                     t = b + interval_ms
                 continue
             row = tick.signal
+        elif row.pending_at is not None and (steers or row.trailing_stop is not None):
+            # The strategy (or its trailing stop) steers the open position: every minute is decided
+            # and steered, as live does (``Pair._check_minutes``); no fast-forward.
+            f = series.index(t)
+            if f > last_frame:
+                break
+            decision = decide(key, row, series.stamp(f), series.market(f), False, rules, gate)
+            assert decision is not ASK
+            tick = decision
+            if tick.action == "active":
+                tick = await steered(tick)
+            if tick.action == "active":
+                t += MINUTE_MS
+                continue
+            if tick.action == "adjusted":
+                row = tick.signal
+                result.adjustments += 1
+                await emit(tick)
+                t = tick.at + MINUTE_MS
+                continue
+            assert tick.action == "closed", tick
+            row = None
+            result.trades.append(tick)
+            if risk:
+                risk.remove(tick.signal_id or "")
         else:
             # Fast-forward to the one frame that can change the held signal, and decide it there.
             frame = _next_change(series, row, series.index(t), last_frame, rules)

@@ -137,6 +137,7 @@ def accept(
         scheduled_at=now,
         pending_at=now if now_open else None,
         note=signal.note,
+        trailing_stop=None if signal.trailing_stop is None else float(signal.trailing_stop),
     )
     reason = risk(row, price, now) if risk else None
     if reason:

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 Position = Literal["long", "short"]
-Action = Literal["idle", "scheduled", "waiting", "opened", "active", "closed", "cancelled",
+Action = Literal["idle", "scheduled", "waiting", "opened", "active", "adjusted", "closed", "cancelled",
                  "entering", "exiting"]
-CloseReason = Literal["take_profit", "stop_loss", "time_expired", "closed"]
+#: ``signal``: the strategy's ``manage`` closed the position (``core.manage``).
+CloseReason = Literal["take_profit", "stop_loss", "time_expired", "closed", "signal"]
 CancelReason = Literal["timeout", "price_reject", "user", "halted"]
 
 DEFAULT_MINUTES = 1440
@@ -34,6 +35,9 @@ class Signal:
     minutes: int = DEFAULT_MINUTES
     note: str = ""
     id: str | None = None
+    #: A trailing stop: once open, the stop-loss follows the price at this fraction behind it
+    #: (0.01: 1 % below the price for a long), moving only in the position's favour (``core.manage``).
+    trailing_stop: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -55,6 +59,7 @@ class SignalRow:
     scheduled_at: int
     pending_at: int | None = None
     note: str = ""
+    trailing_stop: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -127,6 +132,8 @@ def record_of(result: TickResult) -> dict[str, Any]:
     if result.signal is not None:
         for name in _ROW_FIELDS:
             rec[name] = getattr(result.signal, name)
+        if result.signal.trailing_stop is not None:  # most signals have none: their records stay as they were
+            rec["trailing_stop"] = result.signal.trailing_stop
     for name in ("close_reason", "price_close", "pnl_percentage", "pnl_cost", "progress_tp", "progress_sl", "reason"):
         value = getattr(result, name)
         if value is not None:
@@ -151,4 +158,5 @@ def row_of(record: dict[str, Any]) -> SignalRow:
         scheduled_at=int(record["scheduled_at"]),
         pending_at=None if record.get("pending_at") is None else int(record["pending_at"]),
         note=str(record.get("note", "")),
+        trailing_stop=None if record.get("trailing_stop") is None else float(record["trailing_stop"]),
     )

@@ -91,6 +91,12 @@ def signal_problems(signal: object, price: float) -> list[str]:  # noqa: C901 - 
         id_problem = _text_problem("id", signal.id, None)
         if id_problem:
             problems.append(id_problem)
+    trailing: object = signal.trailing_stop
+    if trailing is not None and not (isinstance(trailing, (int, float)) and not isinstance(trailing, bool)
+                                     and MIN_STOP_LOSS_PERCENT / 100 - TOLERANCE <= trailing
+                                     <= MAX_STOP_LOSS_PERCENT / 100 + TOLERANCE):
+        problems.append(f"trailing_stop must be a fraction from {MIN_STOP_LOSS_PERCENT / 100:g} to "
+                        f"{MAX_STOP_LOSS_PERCENT / 100:g} (0.01: 1 % behind the price), got {trailing!r}")
     if bad or signal.position not in ("long", "short"):
         return problems
 

@@ -257,6 +257,10 @@ class Executor:
                 self.order, self.row = None, result.signal  # the open position's row: its stop-loss
             else:
                 self.order = self.row = None
+        elif result.action == "adjusted" and self.position is not None:
+            self.row = result.signal  # new levels: a moved stop-loss moves the protective stop (``guard``)
+            if self.stop is not None and result.signal is not None and self.stop.stop_price != result.signal.stop_loss:
+                self.next_guard_at = 0
         elif result.action == "closed":
             self.order = self.row = self.position = self.refused = self.stop = None
             self.exit_due = None
@@ -423,6 +427,15 @@ class Executor:
             return None
         stop = self.stop
         filled_at: int | None = None
+        if stop is not None and not stop.final and stop.status != "unknown" and stop.stop_price != self.row.stop_loss:
+            # The stop-loss moved (``adjusted``): the resting stop is replaced by one at the new level.
+            if not await self._cancel_resting_stop(now, price):
+                return None  # asked again next tick
+            stop = self.stop
+            assert stop is not None
+            if stop.status == "filled":
+                return self._stopped(stop, now, price)
+            return await self._place_stop(now, price)
         if stop is not None and not stop.final:
             asked = await self._ask_stop(stop, now, price)
             if asked is None:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from livetrader.core.halt import Halt
 from livetrader.core.interval import SIGNAL_INTERVALS, bucket
 from livetrader.core.machine import ASK, DEFAULT_RULES, Rules, answer, cancel, close, decide, idle, may_ask
+from livetrader.core.manage import Held, steer, trail
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES, Candle, Market, market_of, price_window
 from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.core.validate import SignalError
@@ -29,7 +30,7 @@ from livetrader.market.feed import CandleFeed
 from livetrader.market.source import CandleSource
 from livetrader.redaction import redact
 from livetrader.store.state import snapshot_dict
-from livetrader.strategy.base import HOOKS, Strategy, ask_signal, call_strategy, run_callback
+from livetrader.strategy.base import HOOKS, Strategy, ask_manage, ask_signal, call_strategy, run_callback
 from livetrader.strategy.context import Context
 from livetrader.strategy.risk import RiskProfile
 from livetrader.strategy.tracing import describe
@@ -37,7 +38,7 @@ from livetrader.strategy.tracing import describe
 log = get_logger(__name__)
 
 #: Tick actions that change durable state: journaled before the in-memory state changes.
-TRANSITIONS = frozenset({"scheduled", "opened", "closed", "cancelled"})
+TRANSITIONS = frozenset({"scheduled", "opened", "adjusted", "closed", "cancelled"})
 #: What strategy code may raise that is not the strategy's error: asyncio's cancellation (the
 #: strategy timeout and a stop that took too long rely on it) and a coroutine being closed.
 #: Everything else, ``SystemExit`` and ``KeyboardInterrupt`` included, is the strategy's error:
@@ -109,7 +110,7 @@ class Pair:
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
                  "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
-                 "clock_back_logged", "executor", "key", "unreconciled", "halted", "settle")
+                 "clock_back_logged", "executor", "key", "unreconciled", "halted", "settle", "steers")
 
     def __init__(
         self,
@@ -189,6 +190,8 @@ class Pair:
         #: A person's ``livetrader positions forget|adopt`` for this pair's open position, carried
         #: out at the next tick: ``(the operator record, the other pairs on this pair's account)``.
         self.settle: tuple[dict[str, Any], list[Pair]] | None = None
+        #: The strategy defines ``manage``: it is asked once a minute about an open position.
+        self.steers = getattr(strategy, "manage_kind", None) is not None
         # The operator's halt (or its risk profile's daily-loss halt) this pair obeys; None: trading
         # (docs/behaviour.md §13). Set by the engine (``live.halt``); while set, no strategy is asked.
         self.halted: Halt | None = None
@@ -294,6 +297,8 @@ class Pair:
         if last is not None and minute <= last:
             return False  # ticked already, or the clock went back: ``tick`` and the loop see to it
         row = self.row
+        if row is not None and row.pending_at is not None and (self.steers or row.trailing_stop is not None):
+            return False  # the strategy (or its trailing stop) steers the position: ``tick`` asks it
         # What the tick decides; nothing but the feed's held candles changes until it is known.
         try:
             if row is not None:
@@ -453,6 +458,8 @@ class Pair:
             result = decision
             if result.reason and result.action == "waiting":
                 self._risk_event(t, result.reason, row.id)
+            if result.action == "active" and (self.steers or row.trailing_stop is not None):
+                result = await self._steer(result)
             if self.executor is not None and result.action in ("opened", "closed"):
                 result = await self._carry_out(self.executor, result, scheduled=result.action == "opened")
                 if result.action not in TRANSITIONS:  # an order's outcome is awaited: the next ticks
@@ -502,6 +509,33 @@ class Pair:
         await self.apply(result)
         self.checked_until = minute
         return result
+
+    async def _steer(self, active: TickResult) -> TickResult:
+        """What the strategy's ``manage`` (and the signal's trailing stop) make of an ``active``
+        minute (``core.manage.steer``): the same, ``adjusted`` or ``closed`` (``signal``). A
+        ``manage`` that raises, times out or answers nonsense is the strategy's error: reported,
+        and the position carries on as it was."""
+        row = active.signal
+        assert row is not None
+        answer: object = None
+        if self.steers:
+            ctx = Context(self.symbol, self.strategy_name, self.exchange, active.at, active.price, self.candles)
+            try:
+                answer = await ask_manage(self.strategy, ctx, Held.of(active), self.settings.strategy_timeout_seconds)
+            except TimeoutError:
+                self.report_error(active.at, f"manage timed out after {self.settings.strategy_timeout_seconds:g} s",
+                                  "strategy")
+            except NOT_STRATEGY_ERRORS:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the strategy's
+                self.report_error(active.at, f"manage raised {describe(exc)}", "strategy")
+        if answer is None and row.trailing_stop is not None:
+            answer = trail(row, active.price)
+        try:
+            return steer(active, answer, self.settings.rules)
+        except SignalError as exc:
+            self.report_error(active.at, f"manage answered {exc}; the position carries on as it was", "signal")
+            return active
 
     async def market_at(self, now: int) -> Market:
         """The ``Market`` at the minute of ``now``: the VWAP of the five closed minutes before it

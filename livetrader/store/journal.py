@@ -28,7 +28,7 @@ from livetrader.store.names import stem_of
 JOURNAL_DIR = "journal"
 JOURNAL_SUFFIX = ".jsonl"
 #: A pair's transitions, and its orders' intents and answers (sandbox/live modes).
-EVENTS = frozenset({"scheduled", "opened", "closed", "cancelled"}) | ORDER_EVENTS
+EVENTS = frozenset({"scheduled", "opened", "adjusted", "closed", "cancelled"}) | ORDER_EVENTS
 _SNIPPET = 80  # bytes of a bad line quoted in a problem report
 
 

@@ -173,7 +173,7 @@ def replay(records: list[dict[str, Any]],
         event = rec["event"]
         if event in ORDER_EVENTS:
             continue  # an order's story changes the signal only through its opened/closed/cancelled
-        if event in ("scheduled", "opened"):
+        if event in ("scheduled", "opened", "adjusted"):  # adjusted: the open position's new levels
             row = rows[i] if rows is not None else row_of(rec)
             last_asked = max(last_asked or 0, row.scheduled_at)
             if event == "opened":

@@ -98,10 +98,16 @@ class Strategy:
     signal_is_async: ClassVar[bool] = True
     #: The callbacks this class defines, mapped to whether each is a coroutine function.
     callbacks: ClassVar[dict[str, bool]] = {}
+    #: ``async``/``sync`` when the class defines ``manage(self, ctx, position)`` (it steers its
+    #: open positions once a minute: ``livetrader.core.manage``), else None.
+    manage_kind: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.signal_is_async = inspect.iscoroutinefunction(getattr(cls, "get_signal", None))
+        manage = getattr(cls, "manage", None)
+        cls.manage_kind = None if not callable(manage) else (
+            "async" if inspect.iscoroutinefunction(manage) else "sync")
         cls.callbacks = {
             hook: inspect.iscoroutinefunction(fn) for hook in CALLBACKS if callable(fn := getattr(cls, hook, None))
         }
@@ -245,6 +251,10 @@ class _Adopted(Strategy):
         }
         for hook in self.callbacks:
             setattr(self, hook, getattr(obj, hook))
+        manage = getattr(obj, "manage", None)
+        if callable(manage):
+            self.manage = manage
+            self.manage_kind = "async" if inspect.iscoroutinefunction(manage) else "sync"  # type: ignore[misc]
 
 
 def adopt(strategy: Any) -> Strategy:
@@ -256,6 +266,31 @@ def adopt(strategy: Any) -> Strategy:
     through the same code as a loaded strategy's.
     """
     return strategy if isinstance(strategy, Strategy) else _Adopted(strategy)
+
+
+async def ask_manage(strategy: Strategy, ctx: Context, held: Any, timeout: float | None = None) -> Any:
+    """Call ``strategy.manage(ctx, held)`` (sync or async; ``running`` names it during each step)
+    and return its answer. With ``timeout``, an answer that takes longer raises ``TimeoutError``."""
+    call = (strategy.name, ctx.symbol, "manage")
+    manage = strategy.manage  # type: ignore[attr-defined]
+    outcome = call_strategy(call, lambda c: manage(c, held), ctx)
+    if strategy.manage_kind != "async":
+        return outcome
+    try:
+        waiting_on = call_strategy(call, outcome.send, None)
+    except StopIteration as answered:
+        return answered.value
+    except BaseException:
+        outcome.close()
+        raise
+    if timeout is None:
+        return await _Resumed(outcome, waiting_on, call)
+    import asyncio
+
+    async def rest() -> Any:
+        return await _Resumed(outcome, waiting_on, call)
+
+    return await asyncio.wait_for(rest(), timeout)
 
 
 async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> None:
