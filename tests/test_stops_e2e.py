@@ -403,3 +403,45 @@ def test_settling_a_position_that_is_not_open_is_refused_and_journals_nothing(tm
     assert not (cwd / "dump" / "control.jsonl").exists()
     missing = run(cwd, "positions", "forget", "x", "--data-dir", "nowhere")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+TRAILING = '''
+from livetrader import Signal, Strategy
+
+
+class Trail(Strategy):
+    name = "trail"
+
+    async def get_signal(self, ctx):
+        return Signal("long", take_profit=ctx.price * 1.05, stop_loss=ctx.price * 0.99, minutes=600,
+                      trailing_stop=0.005)
+'''
+
+
+def test_a_trailing_stop_moves_the_protective_stop_on_the_exchange(tmp_path, server):
+    """Each ``adjusted`` stop-loss replaces the resting stop: the old one cancelled (journaled),
+    a new attempt placed at the new level; at any time one stop rests, at the journal's level."""
+    from test_orders_e2e import assert_protected
+
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "trail.py").write_text(TRAILING)
+    cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=3)
+    proc = launch(cwd, cfg, strategy="trail")
+    assert wait_for(lambda: len({r["client_id"] for r in stops(records_of(cwd))}) >= 3, 60)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    records = check_agreement(cwd, server)
+    assert all(n == 1 for n in placements(server).values())
+    opened = next(r for r in records if r["event"] == "opened")
+    story = [r for r in records if r.get("signal_id") == opened["signal_id"]]
+    levels = [r["stop_loss"] for r in story if r["event"] in ("opened", "adjusted")]
+    assert len(levels) >= 3 and levels == sorted(levels)
+    intents = [r for r in story if r["event"] == "order_intent" and r["leg"] == "stop"]
+    for intent in intents[:-1]:  # replaced: cancelled by livetrader, not reported as done by hand
+        assert server.account.orders_with_client_id(intent["client_id"])[-1].status in ("CANCELED", "FILLED")
+    assert not any("not by livetrader" in e.get("error", "") for e in events(out))
+    if not any(r["event"] == "closed" for r in story):
+        assert_protected(records, server)
+        resting = server.account.orders_with_client_id(intents[-1]["client_id"])[-1]
+        last_level = [r for r in story if r["event"] in ("opened", "adjusted")][-1]["stop_loss"]
+        assert float(resting.stop_price) == pytest.approx(last_level, rel=1e-4)
