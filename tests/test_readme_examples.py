@@ -31,9 +31,25 @@ def strategy_block() -> str:
     return blocks[0]
 
 
+EXCERPT = re.compile(r"# (strategies/[\w.]+\.py) \(excerpt\)\n")
+
+
+def test_every_excerpt_of_a_shipped_strategy_is_in_it_word_for_word():
+    """A block headed ``# strategies/X.py (excerpt)`` shows parts of that shipped file (the tests
+    run it: the replay test, the live tests), each part between ``...`` lines verbatim."""
+    excerpts = [b for b in python_blocks() if EXCERPT.match(b)]
+    assert len(excerpts) >= 2  # manage and the trailing stop
+    for block in excerpts:
+        path = EXCERPT.match(block).group(1)
+        source = (ROOT / path).read_text()
+        parts = re.split(r"^\.\.\.\n", block[EXCERPT.match(block).end():], flags=re.M)
+        for part in parts:
+            assert part in source, f"README excerpt of {path} is not in it word for word:\n{part}"
+
+
 def test_every_python_block_of_the_readme_is_an_example_file_or_the_strategy():
     examples = {path.read_text(): path.name for path in EXAMPLES.glob("*.py")}
-    api_blocks = [b for b in python_blocks() if "(Strategy):" not in b]
+    api_blocks = [b for b in python_blocks() if "(Strategy):" not in b and not EXCERPT.match(b)]
     assert api_blocks, "the README shows the Python API"
     missing = [b.splitlines()[0] for b in api_blocks if b not in examples]
     assert not missing, f"README python blocks that are not an examples/*.py file word for word: {missing}"
