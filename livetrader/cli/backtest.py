@@ -200,6 +200,7 @@ def to_document(result: BacktestResult, stats: Stats, elapsed: float, filled: in
             "filled_minutes": filled,
             "strategy_calls": result.strategy_calls,
             "risk_rejections": result.risk_rejections,
+            "adjustments": result.adjustments,
             "closed_at_range_end": result.ended_open,
             "cancelled_at_range_end": result.ended_scheduled,
             # Strategy errors counted (without --strict), by kind, each with its first occurrence.
@@ -239,6 +240,8 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
         head.add_row("  of them at the range end", f"{result.ended_scheduled}")
     if result.risk_rejections:
         head.add_row("risk rejections", f"{result.risk_rejections:,}")
+    if result.adjustments:
+        head.add_row("levels moved (adjusted)", f"{result.adjustments:,}")
     for kind, count in sorted(result.errors.items()):
         first = result.first_errors.get(kind) or {}
         head.add_row(f"{kind} errors (ticks left idle)", f"{count:,}, first: {first.get('message', '?')}")
