@@ -18,7 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "livetrader"
 
 PUBLIC = {
-    "livetrader": ["Context", "Live", "Signal", "Strategy", "__version__"],
+    "livetrader": ["Context", "Exit", "Held", "Levels", "Live", "Signal", "Strategy", "__version__"],
     "livetrader.events": [
         "DoneEvent",
         "ErrorEvent",
