@@ -89,6 +89,14 @@ def _is_rejection(exc: BaseException, ccxt: Any) -> bool:
     return isinstance(exc, definitive)
 
 
+def _failed(exc: Exception, ccxt: Any) -> Answer:
+    """What a placement that raised ``exc`` says: ``rejected`` only when certain, else ``unknown``."""
+    reason = redact(f"{type(exc).__name__}: {exc}")[:300]
+    if isinstance(exc, ccxt.BaseError) and _is_rejection(exc, ccxt):
+        return Answer("rejected", reason=reason)
+    return Answer("unknown", reason=reason)
+
+
 def answer_of(order: dict[str, Any], base: str, quote: str) -> Answer:
     """An ``Answer`` from a ccxt unified order."""
     status = order.get("status")
@@ -203,10 +211,7 @@ class CcxtBroker:
             key = CLIENT_ID_PARAM.get(exchange.id, "clientOrderId")
             order = await exchange.create_order(symbol, "market", side, float(text), None, {key: client_id})
         except Exception as exc:  # noqa: BLE001 - every outcome becomes an Answer: rejected only when certain
-            reason = redact(f"{type(exc).__name__}: {exc}")[:300]
-            if isinstance(exc, ccxt.BaseError) and _is_rejection(exc, ccxt):
-                return Answer("rejected", reason=reason)
-            return Answer("unknown", reason=reason)
+            return _failed(exc, ccxt)
         answer = answer_of(order, market["base"], market["quote"])
         self._moved_by(side, answer, market["base"], market["quote"])
         return answer
@@ -319,10 +324,7 @@ class CcxtBroker:
             else:
                 order = await exchange.create_order(symbol, "market", "sell", float(amount_text), None, params)
         except Exception as exc:  # noqa: BLE001 - every outcome becomes an Answer: rejected only when certain
-            reason = redact(f"{type(exc).__name__}: {exc}")[:300]
-            if isinstance(exc, ccxt.BaseError) and _is_rejection(exc, ccxt):
-                return Answer("rejected", reason=reason)
-            return Answer("unknown", reason=reason)
+            return _failed(exc, ccxt)
         answer = answer_of(order, market["base"], market["quote"])
         if answer.status == "unknown" and answer.order_id is not None:
             answer = Answer("open", order_id=answer.order_id)  # a stop acknowledged without a status rests

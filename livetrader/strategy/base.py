@@ -185,7 +185,13 @@ async def ask_signal(strategy: Strategy, ctx: Context, timeout: float | None = N
         finally:
             running = before
     started = time.monotonic()
-    coro = call_strategy(call, strategy.get_signal, ctx)
+    return await _stepped(call_strategy(call, strategy.get_signal, ctx), call, timeout, started)
+
+
+async def _stepped(coro: Any, call: tuple[str, str, str], timeout: float | None, started: float) -> Any:
+    """Run a strategy coroutine's first step by hand (most answer there, needing no timer), then,
+    if it suspended, await the rest within what is left of ``timeout`` (None: no limit),
+    ``running`` naming ``call`` during each step."""
     try:
         waiting_on = call_strategy(call, coro.send, None)
     except StopIteration as answered:
@@ -273,24 +279,11 @@ async def ask_manage(strategy: Strategy, ctx: Context, held: Any, timeout: float
     and return its answer. With ``timeout``, an answer that takes longer raises ``TimeoutError``."""
     call = (strategy.name, ctx.symbol, "manage")
     manage = strategy.manage  # type: ignore[attr-defined]
+    started = time.monotonic()
     outcome = call_strategy(call, lambda c: manage(c, held), ctx)
     if strategy.manage_kind != "async":
         return outcome
-    try:
-        waiting_on = call_strategy(call, outcome.send, None)
-    except StopIteration as answered:
-        return answered.value
-    except BaseException:
-        outcome.close()
-        raise
-    if timeout is None:
-        return await _Resumed(outcome, waiting_on, call)
-    import asyncio
-
-    async def rest() -> Any:
-        return await _Resumed(outcome, waiting_on, call)
-
-    return await asyncio.wait_for(rest(), timeout)
+    return await _stepped(outcome, call, timeout, started)
 
 
 async def run_callback(strategy: Strategy, hook: str, result: TickResult) -> None:
