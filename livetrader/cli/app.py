@@ -395,9 +395,10 @@ def resume(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Trade again. Without SYMBOL: lift the halts (`livetrader halt`, a risk profile's
-    max_daily_loss_percent), journaled. With SYMBOL --strategy NAME: resume that pair, paused by
-    `livetrader pause`, on the running daemon."""
+    """Trade again: lift the halts, or resume one pair paused by `livetrader pause`.
+
+    Without SYMBOL: lift the halts (`livetrader halt`, a risk profile's max_daily_loss_percent),
+    journaled. With SYMBOL --strategy NAME: resume that paused pair on the running daemon."""
     if symbol is None and strategy is None:
         from livetrader.cli.control import resume as run_resume
 

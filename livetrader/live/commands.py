@@ -267,7 +267,8 @@ class Commands:
 
 
 def _name(pair: Pair) -> str:
-    return f"{pair.symbol}/{pair.strategy_name}"
+    """``BTCUSDT/my-strategy``; spaced when the symbol has a slash of its own (``BTC/USDT / my-strategy``)."""
+    return f"{pair.symbol}{' / ' if '/' in pair.symbol else '/'}{pair.strategy_name}"
 
 
 def _said(pair: Pair, result: TickResult, orders: list[str]) -> str:
