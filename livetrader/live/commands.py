@@ -170,8 +170,9 @@ class Commands:
             try:
                 answer = await self._carry_out(pair, request)
             except asyncio.CancelledError:
-                future.set_result(refused(f"{request.command} {request.describe()} was interrupted (the daemon is "
-                                          "stopping): see livetrader status"))
+                if not future.done():
+                    future.set_result(Answer(1, f"{request.command} {request.describe()} was interrupted (the daemon "
+                                                "is stopping): see livetrader status"))
                 raise
             except Exception as exc:  # noqa: BLE001 - an operator's request failing must never end the pair's loop
                 pair.report_error(self._now(), f"{request.command} failed: {describe(exc)}", "operator")
