@@ -4,7 +4,8 @@
 engine built (``service.startup``), then, while the loops run, the signal handlers (SIGINT
 and SIGTERM stop gracefully, a second SIGINT exits at once, SIGHUP is logged and ignored),
 systemd's notifications (start timeout extended while catching up, READY=1, STATUS=, the
-watchdog), the status file, the stall watcher and the live view on a terminal; at the end,
+watchdog), the status file, the stall watcher, the control socket (``livetrader close|cancel|
+pause|resume``) and the live view on a terminal; at the end,
 the graceful stop with its cap, one report per pair and the final status. The CLI only
 parses the command line into a :class:`RunRequest`, calls it and exits with its code.
 """
