@@ -11,7 +11,8 @@ import livetrader
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
 COMMANDS = [[], ["backtest"], ["run"], ["recover"], ["report"], ["status"], ["halt"], ["resume"], ["strategies"],
-            ["strategies", "check"], ["positions"], ["positions", "forget"], ["positions", "adopt"], ["orders"]]
+            ["strategies", "check"], ["positions"], ["positions", "forget"], ["positions", "adopt"], ["orders"],
+            ["close"], ["cancel"], ["pause"]]
 ONE_DESCRIPTION = re.compile(
     r"Default:\s+\$LIVETRADER_DATA_DIR,\s+else\s+data_dir\s+in\s+the\s+config,\s+else\s+systemd's\s+"
     r"\$STATE_DIRECTORY,\s+else\s+\./dump"
@@ -47,7 +48,7 @@ def test_version_prints_the_version(tmp_path):
 
 
 def test_the_data_directory_default_is_described_one_way_in_every_command(tmp_path):
-    for command in ("run", "recover", "report", "status", "halt", "resume"):
+    for command in ("run", "recover", "report", "status", "halt", "resume", "close", "cancel", "pause"):
         page = plain(run(tmp_path, command, "--help").stdout)
         assert ONE_DESCRIPTION.search(page), page
     assert "dump-demo for a --speed or --candles run" in re.sub(r"\s+", " ", plain(run(tmp_path, "run", "-h").stdout))

@@ -386,15 +386,85 @@ def halt(
 
 @app.command(cls=ReadableCommand)
 def resume(
+    symbol: Annotated[str | None, typer.Argument(metavar="SYMBOL", help="Resume this paused pair (with --strategy) "
+                                                 "instead of lifting halts.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", "-s", metavar="NAME",
+                                                 help="The paused pair's strategy.")] = None,
     profile: ProfileOpt = None,
     reason: ReasonOpt = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Lift the halts (`livetrader halt`, a risk profile's max_daily_loss_percent): new entries again."""
-    from livetrader.cli.control import resume as run_resume
+    """Trade again: lift the halts, or resume one pair paused by `livetrader pause`.
 
-    raise typer.Exit(guarded(lambda: run_resume(_data_dir(data_dir, config), profile=profile, reason=reason)))
+    Without SYMBOL: lift the halts (`livetrader halt`, a risk profile's max_daily_loss_percent),
+    journaled. With SYMBOL --strategy NAME: resume that paused pair on the running daemon."""
+    if symbol is None and strategy is None:
+        from livetrader.cli.control import resume as run_resume
+
+        raise typer.Exit(guarded(lambda: run_resume(_data_dir(data_dir, config), profile=profile, reason=reason)))
+    if symbol is None or strategy is None or profile is not None:
+        raise fail("resume a paused pair as `livetrader resume SYMBOL --strategy NAME` (no --profile); "
+                   "`livetrader resume` alone lifts the halts", 2)
+    raise typer.Exit(_operate(data_dir, config, "resume", symbol=symbol, strategy=strategy))
+
+
+# --- operator commands on the running daemon, through its control socket (``service.control_socket``) ---
+
+TargetArg = Annotated[str, typer.Argument(metavar="SIGNAL_ID", help="The signal id (livetrader status), or, with "
+                                          "--strategy, the pair's SYMBOL.")]
+PairSymbolArg = Annotated[str, typer.Argument(metavar="SYMBOL", help="The pair's symbol.")]
+PairStrategyOpt = Annotated[str | None, typer.Option("--strategy", "-s", metavar="NAME",
+                                                     help="The pair's strategy (then the argument is its SYMBOL).")]
+
+
+def _operate(data_dir: Path | None, config: Path | None, command: str, *, signal_id: str | None = None,
+             symbol: str | None = None, strategy: str | None = None) -> int:
+    from livetrader.service.control_socket import carry_out
+
+    request = {"command": command, "signal_id": signal_id, "symbol": symbol, "strategy": strategy}
+    return guarded(lambda: carry_out(_data_dir(data_dir, config), request))
+
+
+@app.command(cls=ReadableCommand)
+def close(
+    target: TargetArg,
+    strategy: PairStrategyOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Close an open position now, at the current minute's price, on the running daemon: `closed`
+    (reason closed) is journaled; in sandbox/live mode its stop is cancelled, then it is sold.
+    Exit 2 when there is no such open position, 3 when no daemon runs (nothing changed)."""
+    if strategy is None:
+        raise typer.Exit(_operate(data_dir, config, "close", signal_id=target))
+    raise typer.Exit(_operate(data_dir, config, "close", symbol=target, strategy=strategy))
+
+
+@app.command(cls=ReadableCommand)
+def cancel(
+    target: TargetArg,
+    strategy: PairStrategyOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel a scheduled signal (not yet open) on the running daemon: `cancelled` (reason user) is
+    journaled. Exit 2 when there is no such signal, 3 when no daemon runs (nothing changed)."""
+    if strategy is None:
+        raise typer.Exit(_operate(data_dir, config, "cancel", signal_id=target))
+    raise typer.Exit(_operate(data_dir, config, "cancel", symbol=target, strategy=strategy))
+
+
+@app.command(cls=ReadableCommand)
+def pause(
+    symbol: PairSymbolArg,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", metavar="NAME", help="The pair's strategy.")],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop asking one pair's strategy on the running daemon (its open position is still managed)
+    until `livetrader resume SYMBOL --strategy NAME`. Held in memory: a restart trades again."""
+    raise typer.Exit(_operate(data_dir, config, "pause", symbol=symbol, strategy=strategy))
 
 
 SignalIdArg = Annotated[str, typer.Argument(metavar="SIGNAL_ID", help="The open position's signal id (status, "

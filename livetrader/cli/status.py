@@ -143,6 +143,8 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
         state = p["state"]
         if p.get("mode", "paper") != "paper":
             state += f" ({p['mode']})"
+        if p.get("paused") and doc.get("alive"):  # a pause ends with its daemon
+            state += f", paused since {format_time(p['paused'])} (livetrader resume)"
         if p.get("order"):
             order = p["order"]
             state += f": {order['leg']} {order['client_id']} {order['status']}"

@@ -23,6 +23,7 @@ from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
 from livetrader.execution.executor import Executor
 from livetrader.live.clock import Clock
 from livetrader.live.collector import SweepCollector
+from livetrader.live.commands import Commands
 from livetrader.live.halt import DailyLimit, Halts
 from livetrader.live.metronome import Express, Metronome
 from livetrader.live.pair import Pair, PairSettings
@@ -105,6 +106,9 @@ class Engine:
             name: DailyLimit(profile.max_daily_loss_percent, profile.capital)
             for name, profile in config.risk.items()
             if profile.max_daily_loss_percent is not None and profile.capital is not None})
+        # --- operator commands: close, cancel, pause, resume (``live.commands``) ---
+        #: Requests from the control socket, each carried out by its pair's loop between two ticks.
+        self.commands = Commands(lambda: self.pairs, lambda: self.clock.now_ms())
 
     # --- building -------------------------------------------------------------------------
 
@@ -391,6 +395,8 @@ class Engine:
                 if swept is not None:
                     self.metronome.ticked(swept)
                     swept = None
+                if self.commands.waiting(pair):  # an operator's request, between two ticks (``live.commands``)
+                    await self.commands.serve(pair)
                 now = self.clock.now_ms()
                 due = now - now % MINUTE_MS + MINUTE_MS
                 if resume is not None:

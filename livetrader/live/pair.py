@@ -110,7 +110,8 @@ class Pair:
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
                  "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
-                 "clock_back_logged", "executor", "key", "unreconciled", "halted", "settle", "steers")
+                 "clock_back_logged", "executor", "key", "unreconciled", "halted", "settle", "steers",
+                 "paused")
 
     def __init__(
         self,
@@ -195,6 +196,10 @@ class Pair:
         # The operator's halt (or its risk profile's daily-loss halt) this pair obeys; None: trading
         # (docs/behaviour.md §13). Set by the engine (``live.halt``); while set, no strategy is asked.
         self.halted: Halt | None = None
+        # --- operator commands (``live.commands``) ---
+        #: When an operator's ``livetrader pause`` paused this pair (engine clock, ms); None: not
+        #: paused. While set, no strategy is asked; a held signal is still managed. Not journaled.
+        self.paused: int | None = None
 
     def __repr__(self) -> str:
         return f"Pair({self.symbol}, {self.strategy_name}, {self.exchange})"
@@ -315,7 +320,7 @@ class Pair:
             # (No bound ``_gate`` made for a pair without a risk profile, nor ``_may_ask`` for one
             # holding a signal: this runs for every pair every minute.)
             result = decide(self.key, row, minute, market,
-                            row is None and halted is None
+                            row is None and halted is None and self.paused is None
                             and may_ask(self.accepting, minute, self.interval_ms, self.last_bucket),
                             self.settings.rules, self._gate if self.risk is not None else None)
             if result is ASK or result.action in TRANSITIONS:
@@ -554,7 +559,7 @@ class Pair:
         return await self.source.fetch(self.symbol, start, end)
 
     def _may_ask(self, minute: int) -> bool:
-        return may_ask(self.accepting, minute, self.interval_ms, self.last_bucket)
+        return self.paused is None and may_ask(self.accepting, minute, self.interval_ms, self.last_bucket)
 
     async def _ask(self, now: int, price: float) -> TickResult:
         """Ask the strategy at ``now`` (``decide`` said ``ASK``) and make its answer the result."""

@@ -4,7 +4,8 @@
 engine built (``service.startup``), then, while the loops run, the signal handlers (SIGINT
 and SIGTERM stop gracefully, a second SIGINT exits at once, SIGHUP is logged and ignored),
 systemd's notifications (start timeout extended while catching up, READY=1, STATUS=, the
-watchdog), the status file, the stall watcher and the live view on a terminal; at the end,
+watchdog), the status file, the stall watcher, the control socket (``livetrader close|cancel|
+pause|resume``) and the live view on a terminal; at the end,
 the graceful stop with its cap, one report per pair and the final status. The CLI only
 parses the command line into a :class:`RunRequest`, calls it and exits with its code.
 """
@@ -28,6 +29,7 @@ from livetrader.logs import get_logger
 from livetrader.service.startup import RunRequest, build_engine, check_data_dir
 
 if TYPE_CHECKING:
+    from livetrader.service.control_socket import ControlServer
     from livetrader.service.stall import StallWatcher
     from livetrader.service.systemd import Notifier
 
@@ -162,6 +164,9 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
         log.info("ready", pairs=len(engine.pairs), open=engine.summary()["open"])
         helpers.append(asyncio.create_task(watchdog_loop(notifier, WatchdogGate(progress, started))))
 
+    # --- operator commands: the control socket (``service.control_socket``), while the lock is held ---
+    control = await _control_server(engine, data_dir)
+    # ---
     freeze_startup_objects()
     helpers = [extender, asyncio.create_task(report_status()), asyncio.create_task(watcher.heartbeat())]
     view = _live_view(engine, request)
@@ -176,6 +181,8 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
         for task in helpers:
             task.cancel()
         notifier.stopping("writing reports")
+        if control is not None:
+            await control.close()  # before the reports: a request still waiting is refused, not left hanging
         failures = _finish(engine)
         await engine.bus.drain(5.0)
         await engine.close()
@@ -184,6 +191,21 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
     if failures:
         raise ShutdownError("stopped, but " + "; ".join(failures))
     return 0
+
+
+async def _control_server(engine: Engine, data_dir: Path) -> ControlServer | None:
+    """Listen on ``<data-dir>/control.sock`` for ``livetrader close|cancel|pause|resume``; None (said)
+    when it cannot be made: the daemon trades all the same, only those commands are unavailable."""
+    from livetrader.service.control_socket import ControlServer
+
+    server = ControlServer(data_dir, engine.commands)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot make the control socket: livetrader close/cancel/pause/resume are unavailable",
+                  path=str(server.path), error=str(exc))
+        return None
+    return server
 
 
 def _stall_watcher(engine: Engine) -> StallWatcher:
@@ -246,7 +268,8 @@ def _live_view(engine: Engine, request: RunRequest):
                 symbol=p.symbol, strategy=p.strategy_name, exchange=p.exchange,
                 # A pair placing real orders says so in its state (``open·live``, ``entering·sandbox``).
                 state=(p.state if p.executor is None else f"{p.state}·{p.executor.mode}")
-                + ("·halted" if p.halted is not None else ""), price=p.price,
+                + ("·halted" if p.halted is not None else "") + ("·paused" if p.paused is not None else ""),
+                price=p.price,
                 position=row.position if row else None, price_open=row.price_open if row else None,
                 take_profit=row.take_profit if row else None, stop_loss=row.stop_loss if row else None,
                 pnl_percentage=last.pnl_percentage if last is not None and last.action == "active" else None,

@@ -76,6 +76,7 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "order": _order_of(p),
             "protection": _protection_of(p),
             "halted": p.halted.as_dict() if p.halted is not None else None,
+            "paused": p.paused,  # since when an operator's `livetrader pause` holds it (ms), or None
         })
     sweep = engine.metronome.last
     last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}
