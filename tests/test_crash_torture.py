@@ -6,7 +6,7 @@ import signal
 import time
 
 import pytest
-from daemon import start, stop, wait_for, workdir
+from daemon import start, stop, wait_for, wait_running, workdir
 from invariants import check_data_dir
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
@@ -27,7 +27,7 @@ def test_random_sigkills_lose_nothing_and_open_nothing_twice(tmp_path):
         proc.communicate(timeout=30)
     # A last, graceful run restores whatever the last kill left and stops cleanly.
     proc = start(cwd, *ARGS)
-    assert wait_for(lambda: journal.exists(), 20)
+    assert wait_for(lambda: journal.exists(), 20) and wait_running(cwd / "dump-demo", proc)
     time.sleep(1.0)
     code, out, err = stop(proc)
     assert code == 0, err

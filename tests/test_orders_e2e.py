@@ -208,14 +208,27 @@ def test_every_entry_fault_ends_with_the_journal_and_the_exchange_agreeing(tmp_p
         assert errors, "a refused entry is said loudly"
 
 
+EXPIRING_LONG = '''
+from livetrader import Signal, Strategy
+
+
+class ExpiringLong(Strategy):
+    name = "expiring-long"
+
+    async def get_signal(self, ctx):  # far levels: its exit is the engine's (expiry), never its stop's
+        return Signal("long", take_profit=ctx.price * 1.1, stop_loss=ctx.price * 0.9, minutes=3)
+'''
+
+
 def test_a_refused_exit_is_sent_again_as_a_new_attempt_and_closes_once(tmp_path, server):
     cwd = workdir(tmp_path)
+    (cwd / "strategies" / "expiring_long.py").write_text(EXPIRING_LONG)
     cfg = config(cwd, server, unknown_order_minutes=3)
-    proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
+    proc = start(cwd, "run", "BTCUSDT", "--strategy", "expiring-long", "--exchange", "binance", "--config", cfg,
                  "--speed", SPEED, **KEYS)
     assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists()
                     and any(r["event"] == "opened" for recs in journals(cwd).values() for r in recs), 60)
-    server.faults.insufficient()  # the next placement is the first exit
+    server.faults.insufficient(order_type="MARKET")  # the next market order is the first exit (not its stop)
     reached = wait_for(lambda: closed_count(cwd) >= 1, 60)
     code, out, err = stop(proc)
     assert code == 0 and reached, err

@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from daemon import FIXTURE_STRATEGIES, run, start, stop, wait_for, workdir
+from daemon import FIXTURE_STRATEGIES, run, start, stop, wait_for, wait_running, workdir
 
 from livetrader.config import Config, RiskProfileConfig
 from livetrader.core.price import MINUTE_MS
@@ -258,7 +258,8 @@ def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(tmp_path):
     first.send_signal(signal.SIGKILL)
     first.communicate()
     third = start(cwd, "run", "ETHUSDT", "--strategy", "always-long", "--speed", "600")
-    time.sleep(1.5)
+    assert wait_running(cwd / "dump-demo", third)
+    time.sleep(0.5)
     code, _, err = stop(third)
     assert code == 0, err
 

@@ -27,7 +27,8 @@ def journal_lines(cwd, name):
 def test_a_strategy_returning_garbage_reports_each_problem_and_trades_nothing(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "garbage", "--strategy", "always-long", *FAST)
-    time.sleep(3)
+    assert wait_running(cwd / "dump-demo", proc)  # on a busy machine the start alone can take seconds
+    time.sleep(2)
     code, out, err = stop(proc)
     assert code == 0, err
     errors = [e["error"] for e in events(out) if e["event"] == "tick failed" and e["strategy"] == "garbage"]
@@ -108,6 +109,7 @@ def test_a_full_disk_stops_new_signals_keeps_state_intact_and_recovers(tmp_path,
     data = small_disk / "data"
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", *FAST, "--data-dir", str(data))
     assert wait_for(lambda: (data / "journal").exists() and any((data / "journal").glob("*.jsonl")), 20)
+    assert wait_running(data, proc)
     time.sleep(1)
     filler = small_disk / "filler"
     with open(filler, "wb") as f:  # fill the disk to the last block
@@ -160,7 +162,8 @@ def test_a_read_only_filesystem_is_reported_and_nothing_is_damaged(tmp_path, sma
 def test_a_snapshot_truncated_to_zero_bytes_is_quarantined_and_rebuilt_from_the_journal(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", *FAST)
-    time.sleep(1.5)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(1.0)
     stop(proc)
     snapshot = cwd / "dump-demo" / "state" / "pairs" / "BTCUSDT_always-long_sim.json"
     snapshot.write_bytes(b"")
@@ -182,7 +185,8 @@ def test_a_snapshot_truncated_to_zero_bytes_is_quarantined_and_rebuilt_from_the_
 def test_garbage_appended_to_a_journal_is_quarantined_not_trusted(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
-    time.sleep(1.5)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(1.0)
     stop(proc)
     journal = cwd / "dump-demo" / "journal" / "BTCUSDT_always-long_sim.jsonl"
     journal.write_bytes(journal.read_bytes() + b"\xff\xfe not json at all\n")
@@ -201,7 +205,8 @@ def test_files_owned_by_someone_else_are_a_clear_error(tmp_path):
 
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
-    time.sleep(1)
+    assert wait_running(cwd / "dump-demo", proc)
+    time.sleep(0.5)
     stop(proc)
     journal = cwd / "dump-demo" / "journal" / "BTCUSDT_always-long_sim.jsonl"
     before = journal.read_bytes()
@@ -263,7 +268,9 @@ def test_two_daemons_started_at_the_same_moment_one_wins(tmp_path):
     cwd = workdir(tmp_path)
     a = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
     b = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
-    time.sleep(2.5)
+    # The loser exits once it finds the lock held; on a busy machine that takes a while.
+    assert wait_for(lambda: a.poll() is not None or b.poll() is not None, 30)
+    time.sleep(0.5)
     alive = [p for p in (a, b) if p.poll() is None]
     dead = [p for p in (a, b) if p.poll() is not None]
     assert len(alive) == 1 and len(dead) == 1
