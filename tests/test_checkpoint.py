@@ -230,3 +230,22 @@ def test_a_reload_gives_the_new_class_the_saved_state_at_the_next_ask_and_a_brok
     assert pair.strategy.restored is not None and pair.strategy.restored["version"] == "v1"
     assert pair.strategy.idle == 15  # every tick was idle, before and after the reload: none lost
     assert pair.code_version == seen[5][1]  # the broken file changed nothing
+
+
+def test_the_readme_strategy_keeps_its_daily_count_across_a_restart(tmp_path):
+    from test_readme_examples import strategy_block
+
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "my_first_strategy.py").write_text(strategy_block())
+    data_dir = tmp_path / "data"
+    engine, clock = engine_for(tmp_path, data_dir, T1 + 7 * 60 * M)
+    pair = engine.add_pair("BTCUSDT", "my-first-strategy", "sim")
+    run_minutes(engine, clock, 60)
+    state = pair.strategy.checkpoint()
+    assert state["day"] == "2024-01-01" and state["signals_today"] >= 1, state
+    assert read_checkpoint(data_dir, pair.key)[0] == state
+
+    again, _ = engine_for(tmp_path, data_dir, clock.now)
+    restored = again.add_pair("BTCUSDT", "my-first-strategy", "sim")
+    assert (restored.strategy.day, restored.strategy.signals_today) == (state["day"], state["signals_today"])
+    assert restored.error_count == 0
