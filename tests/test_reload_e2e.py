@@ -151,7 +151,7 @@ def test_the_strategy_state_survives_kill_9_at_random_instants_and_a_reload(tmp_
     for run in range(kills + 1):
         seen = len(lines(cwd))
         proc = start(cwd, *RUN, **env)
-        assert wait_for(lambda: sum(1 for e in lines(cwd)[seen:] if e[0] == "ask") >= 3, 20), "no asks"
+        assert wait_for(lambda seen=seen: sum(1 for e in lines(cwd)[seen:] if e[0] == "ask") >= 3, 20), "no asks"
         if run > 0:  # killed before: the state came back, neither a minute behind nor ahead
             after = lines(cwd)[seen:]
             restored = [count for what, _, count, _ in after if what == "restore"]
