@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon import events, start, stop, wait_for, wait_running
+from daemon import events, run, start, stop, wait_for, wait_running
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
@@ -132,6 +132,10 @@ def test_sighup_reloads_an_edited_strategy_and_a_broken_one_keeps_running_its_ol
     assert {note for what, note, _, _ in lines(cwd)[asks_before:]} == {"v2"}
     assert status(cwd)["pairs"][0]["code"] == running
     assert f"strategies/counted.py:{line}" in status(cwd)["pairs"][0]["last_error"]
+    shown = run(cwd, "status", "--data-dir", "dump")
+    assert shown.returncode == 0, shown.stderr
+    assert f"reload problem: strategies/counted.py:{line}: syntax error" in shown.stdout
+    assert running in shown.stdout  # the code each pair runs
 
     code, out, err = stop(proc)
     assert code == 0, err
@@ -148,21 +152,21 @@ def test_the_strategy_state_survives_kill_9_at_random_instants_and_a_reload(tmp_
     rng = random.Random()
     kills = 3
     floor = last = None
-    for run in range(kills + 1):
+    for attempt in range(kills + 1):
         seen = len(lines(cwd))
         proc = start(cwd, *RUN, **env)
         assert wait_for(lambda seen=seen: sum(1 for e in lines(cwd)[seen:] if e[0] == "ask") >= 3, 20), "no asks"
-        if run > 0:  # killed before: the state came back, neither a minute behind nor ahead
+        if attempt > 0:  # killed before: the state came back, neither a minute behind nor ahead
             after = lines(cwd)[seen:]
             restored = [count for what, _, count, _ in after if what == "restore"]
             assert len(restored) == 1, after[:3]
             assert floor <= restored[0] <= last, (floor, restored[0], last)
             assert next(count for what, _, count, _ in after if what == "ask") == restored[0] + 1
-        if run == kills:
+        if attempt == kills:
             code, _, err = stop(proc)
             assert code == 0, err
             break
-        if run == 1:  # a reload before this kill: the state goes across it, then survives the kill
+        if attempt == 1:  # a reload before this kill: the state goes across it, then survives the kill
             write(cwd, "v2")
             proc.send_signal(signal.SIGHUP)
             assert wait_for(lambda: any(e[1] == "v2" and e[0] == "ask" for e in lines(cwd)), 10)
