@@ -1,4 +1,4 @@
-"""The daemon's life around its loops (issue 15, items 3 and 10): SIGHUP, an abnormal end said
+"""The daemon's life around its loops (issue 15, items 3 and 10): SIGHUP (a reload), an abnormal end said
 at the next start, the data directory locked and systemd told before strategies are imported,
 and only the requested strategies' modules imported."""
 
@@ -30,7 +30,7 @@ def ticks(cwd):
     return sum(p["ticks"] for p in doc["pairs"]) if doc else 0
 
 
-def test_sighup_is_ignored_with_a_clear_line_and_the_daemon_keeps_ticking(tmp_path):
+def test_sighup_reloads_the_strategies_folder_and_the_daemon_keeps_ticking(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", *FAST)
     assert wait_for(lambda: ticks(cwd) > 0, 20)
@@ -42,9 +42,10 @@ def test_sighup_is_ignored_with_a_clear_line_and_the_daemon_keeps_ticking(tmp_pa
     code, out, err = stop(proc, signal.SIGINT)
     assert code == 0, err
     logs = events(out)
-    hup = [e for e in logs if e["event"].startswith("SIGHUP received")]
-    assert len(hup) == 1 and hup[0]["event"] == (
-        "SIGHUP received: ignored; reload is not supported yet, use SIGTERM to stop")
+    # Nothing changed in the folder: the reload says so, and every pair keeps its code.
+    assert [e["signal"] for e in logs if e["event"] == "reload requested"] == ["SIGHUP"]
+    reloaded = [e for e in logs if e["event"] == "strategies reloaded"]
+    assert len(reloaded) == 1 and (reloaded[0]["changed"], reloaded[0]["problems"]) == (0, 0)
     assert logs[-1]["event"] == "stopped"
     assert list((cwd / "dump" / "reports" / "live").glob("BTCUSDT_*.md"))
     assert status(cwd)["state"] == "stopped"

@@ -58,6 +58,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.journal: list[dict[str, Any]] = []
         self.snapshots: list[dict[str, Any]] = []
+        self.checkpoints: list[dict[str, Any]] = []
         self.failing = False
         self.closed = False
 
@@ -68,6 +69,9 @@ class MemoryStore:
 
     def snapshot(self, state: dict[str, Any]) -> None:
         self.snapshots.append(state)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self.checkpoints.append(state)
 
     def records(self) -> list[dict[str, Any]]:
         return list(self.journal)

@@ -125,11 +125,17 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     taken = (doc.get("control") or {}).get("halts") if doc.get("alive") else None
     for line in halt_lines(doc.get("halts") or [], taken):
         console.print(line, highlight=False)
+    reload = doc.get("reload")
+    if reload:
+        console.print(f"last reload at {format_time(reload['at'])}: {reload['changed']} pair(s) take new code at "
+                      f"their next ask, {reload['kept']} keep theirs", highlight=False)
+        for problem in reload.get("problems") or []:
+            console.print(f"  reload problem: {problem}", highlight=False, markup=False)
     sweep = doc.get("last_sweep")
     if sweep and sweep.get("seconds") is not None:
         console.print(f"last minute's sweep: {sweep['pairs']} pairs ticked in {sweep['seconds']:.3f} s")
     table = Table()
-    for column in ("pair", "state", "price", "position", "last tick", "lag", "errors (1 h)"):
+    for column in ("pair", "state", "price", "position", "last tick", "lag", "errors (1 h)", "code"):
         table.add_column(column)
     for p in doc.get("pairs", []):
         position = "-"
@@ -154,6 +160,9 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
         elif protection.get("stop") and p.get("signal_id"):
             stop = protection["stop"]
             state += f", stop {stop['status']}"
+        code = p.get("code") or "-"
+        if p.get("code_pending"):
+            code += f" (next ask: {p['code_pending']})"
         table.add_row(f"{p['symbol']} / {p['strategy']} / {p['exchange']}", state, format_price(p.get("price")),
-                      position, format_time(p.get("last_tick_at")), lag, errors)
+                      position, format_time(p.get("last_tick_at")), lag, errors, code)
     console.print(table)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +102,8 @@ class Engine:
         # The candle files whose end was logged: one line per file, however many pairs replay it.
         self.files_ended: set[str] = set()
         # `livetrader halt` / `resume` and the daily loss limits (docs/behaviour.md §13).
+        #: The last hot reload (``reload``), None before any: shown in the status file.
+        self.last_reload: Reload | None = None
         self.halts = Halts(self.data_dir, lambda: self.clock.now_ms(), bus, {
             name: DailyLimit(profile.max_daily_loss_percent, profile.capital)
             for name, profile in config.risk.items()
@@ -172,8 +174,9 @@ class Engine:
         pair = Pair(resolved, instantiate(cls), exchange, source, settings=self.settings, risk=risk, bus=self.bus,
                     window=EventWindow(self.settings.max_events))
         pair.executor = self._executor(pair, cls)
+        pair.code_version = self.registry.version_of(cls.name) if cls.name in self.registry else "unavailable"
         self.open()
-        self.restorer.restore(pair, cls.risk)
+        self.restorer.restore(pair, cls.risk, self.clock.now_ms())
         self.pairs.append(pair)
         self.keys.add(pair.key)
         if risk is not None:
@@ -460,6 +463,70 @@ class Engine:
             return False
         return True
 
+    # --- hot reload (SIGHUP; docs/behaviour.md, "Reload") ---------------------------------------
+
+    def reload(self) -> Reload:
+        """Import the strategies folder again; each pair whose module changed takes the new class
+        at its next ask (``Pair._take_reload``), with its saved state.
+
+        A module that no longer imports (or whose class is now invalid) leaves its pairs on the
+        code they run: each problem is logged and reported with its file and line. Positions and
+        journals are not touched. Returns what happened (also kept in ``last_reload`` for status).
+        """
+        from livetrader.strategy.base import load_strategies
+
+        directory = self.registry.directory
+        fresh: StrategyRegistry | None = None
+        try:
+            fresh = load_strategies(directory)
+            problems = [str(p) for p in fresh.problems]
+        except Exception as exc:  # noqa: BLE001 - the folder itself unreadable: every pair keeps its code
+            problems = [f"{directory}: {describe(exc)}"]
+        outcome = Reload(self.clock.now_ms(), problems=problems)
+        for problem in problems:
+            log.error("strategy reload failed", problem=problem, hint="the pairs of this file keep their code")
+        for pair in self.pairs:
+            if pair.code_version == "unavailable" or fresh is None:
+                continue  # a placeholder for a strategy that failed to load at start: a restart brings it
+            self._reload_pair(pair, fresh, outcome)
+        if fresh is not None:
+            # New names, and the new classes of files that loaded (a broken one keeps its old entry).
+            self.registry.strategies.update(fresh.strategies)
+            self.registry.versions.update({f: v for f, v in fresh.versions.items()
+                                           if not any(p.file == f for p in fresh.problems)})
+        self.last_reload = outcome
+        log.info("strategies reloaded", directory=str(directory), changed=outcome.changed, kept=outcome.kept,
+                 problems=len(problems))
+        return outcome
+
+    def _reload_pair(self, pair: Pair, fresh: StrategyRegistry, outcome: Reload) -> None:
+        """Set ``pair`` to take its reloaded class at its next ask, if its module changed."""
+        name = pair.strategy_name
+        info = fresh.strategies.get(name)
+        if info is None:
+            loaded_from = self.registry.strategies[name].file if name in self.registry else None
+            why = next((str(p) for p in fresh.problems if p.name == name or p.file == loaded_from), None)
+            message = (f"reload: {why}; it keeps running {pair.code_version}" if why else
+                       f"reload: strategy '{name}' is no longer in {fresh.directory}; it keeps running "
+                       f"{pair.code_version}")
+            pair.report_error(self.clock.now_ms(), message, "strategy")
+            outcome.kept += 1
+            return
+        version = fresh.versions.get(info.file, "unreadable")
+        if _source_hash(version) == _source_hash(pair.code_version):
+            pair.reload_to = None  # back to the code it runs (a change undone before its next ask)
+            return
+        if info.cls.risk != type(pair.strategy).risk:
+            pair.report_error(self.clock.now_ms(), f"reload: {info.file}:{info.line}: the risk profile changed "
+                              f"({type(pair.strategy).risk} -> {info.cls.risk}); restart to apply it; it keeps "
+                              f"running {pair.code_version}", "strategy")
+            outcome.kept += 1
+            return
+        pair.reload_to = (info.cls, version)
+        outcome.changed += 1
+        log.info("strategy reload pending", symbol=pair.symbol, strategy=name, exchange=pair.exchange,
+                 version=version, running=pair.code_version, when="at its next ask")
+
     # --- reports (written by ``report.live``) --------------------------------------------
 
     def report_text(self, pair: Pair, now_ms: int | None = None) -> str:
@@ -530,6 +597,26 @@ class Engine:
         open_positions = sum(1 for p in self.pairs if p.state == "open")
         last = max((p.last_tick_at or 0 for p in self.pairs), default=0)
         return {"pairs": len(self.pairs), "open": open_positions, "last_tick_at": last}
+
+
+@dataclass(slots=True)
+class Reload:
+    """What the last hot reload did: when (engine clock), how many pairs will take new code
+    (``changed``) or keep theirs for a problem (``kept``), and each problem with file:line."""
+
+    at: int
+    changed: int = 0
+    kept: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the status file."""
+        return {"at": self.at, "changed": self.changed, "kept": self.kept, "problems": self.problems}
+
+
+def _source_hash(version: str | None) -> str | None:
+    """The source part of a ``code_version`` (a ``touch`` alone changes nothing)."""
+    return version.split("@", 1)[0] if version else None
 
 
 async def _no_signal(self: Strategy, ctx: Any) -> None:

@@ -9,6 +9,7 @@ profile, to the strategy's callbacks, to the event bus and to the in-memory repo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ class PairStore(Protocol):
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Replace the pair's snapshot with ``state``, atomically."""
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Replace the strategy's saved state (its ``checkpoint()``), atomically; only called for
+        strategies that define ``checkpoint``."""
 
     def records(self) -> list[dict[str, Any]]:
         """Every transition journaled so far, oldest first (reports cover the whole history)."""
@@ -111,7 +116,9 @@ class Pair:
                  "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
                  "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
                  "clock_back_logged", "executor", "key", "unreconciled", "halted", "settle", "steers",
-                 "paused")
+                 "paused",
+                 # strategy state and hot reload (``_save_checkpoint``, ``_take_reload``)
+                 "checkpoints", "checkpoint_text", "checkpoint_state", "code_version", "reload_to")
 
     def __init__(
         self,
@@ -200,6 +207,16 @@ class Pair:
         #: When an operator's ``livetrader pause`` paused this pair (engine clock, ms); None: not
         #: paused. While set, no strategy is asked; a held signal is still managed. Not journaled.
         self.paused: int | None = None
+        # --- strategy state and hot reload (docs/behaviour.md, "Strategy state", "Reload") ---
+        #: True when the strategy defines ``checkpoint``: only such pairs save state after their ticks.
+        self.checkpoints = callable(getattr(strategy, "checkpoint", None))
+        #: The last state saved (as written, and as parsed back): a tick that changed nothing writes nothing.
+        self.checkpoint_text: str | None = None
+        self.checkpoint_state: dict[str, Any] | None = None
+        #: Which code the pair runs (``strategy.base.code_version`` of its module), for status and logs.
+        self.code_version: str | None = None
+        #: A reloaded class and its version, taken at the pair's next ask (``_take_reload``).
+        self.reload_to: tuple[type[Strategy], str] | None = None
 
     def __repr__(self) -> str:
         return f"Pair({self.symbol}, {self.strategy_name}, {self.exchange})"
@@ -269,6 +286,8 @@ class Pair:
         self.clock_back_logged = False
         self.progress_at = time.monotonic()
         self.ticks += 1
+        if self.checkpoints:
+            self._save_checkpoint(minute)
         if self.bus.has_listeners("performance"):
             self.bus.emit("performance", PerformanceEvent(
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
@@ -355,6 +374,8 @@ class Pair:
         self.lag_ms = now - boundary if now > boundary else 0
         self.progress_at = time.monotonic()
         self.ticks += 1
+        if self.checkpoints:
+            self._save_checkpoint(minute)
         if timed:
             self.bus.emit("performance", PerformanceEvent(
                 self.symbol, self.strategy_name, self.exchange, now, (time.perf_counter() - started) * 1000, previous))
@@ -563,6 +584,8 @@ class Pair:
 
     async def _ask(self, now: int, price: float) -> TickResult:
         """Ask the strategy at ``now`` (``decide`` said ``ASK``) and make its answer the result."""
+        if self.reload_to is not None:
+            self._take_reload(now)
         handed_back, self.last_bucket = self.last_bucket, bucket(now, self.interval_ms)
         ctx = Context(self.symbol, self.strategy_name, self.exchange, now, price, self.candles)
         try:
@@ -732,6 +755,92 @@ class Pair:
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(False)
 
+    # --- strategy state and hot reload ---------------------------------------------------------
+
+    def _save_checkpoint(self, at: int) -> None:
+        """Save the strategy's ``checkpoint()`` when it changed since the last save.
+
+        It must return a dict that JSON carries unchanged (string keys, lists rather than
+        tuples, finite numbers): exactly what ``restore`` gets back. Anything else, or an
+        exception, is the strategy's error: reported, the last good state kept, the pair on.
+        """
+        try:
+            state = call_strategy((self.strategy_name, self.symbol, "checkpoint"), _call_checkpoint, self.strategy)
+        except NOT_STRATEGY_ERRORS:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the strategy's
+            self.report_error(at, f"checkpoint raised {describe(exc)}; the last good state is kept", "strategy")
+            return
+        problem = None
+        text = ""
+        if not isinstance(state, dict):
+            problem = f"returned {type(state).__name__}, not a dict"
+        else:
+            try:
+                text = json.dumps(state, allow_nan=False, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:
+                problem = f"returned a value JSON cannot hold: {exc}"
+        if problem is None and text == self.checkpoint_text:
+            return  # unchanged: nothing to write
+        parsed: dict[str, Any] = json.loads(text) if problem is None else {}
+        if problem is None and parsed != state:
+            problem = "returned a value JSON does not give back unchanged (keys must be strings; no tuples)"
+        if problem is not None:
+            self.report_error(at, f"checkpoint {problem}; the last good state is kept", "strategy")
+            return
+        self.checkpoint_text, self.checkpoint_state = text, parsed
+        if self.store is None:
+            return
+        try:
+            self.store.save_checkpoint(parsed)
+        except StoreError as exc:
+            self.report_error(at, f"the strategy state was not saved: {exc}", "storage")
+
+    def restore_strategy(self, state: dict[str, Any], at: int) -> bool:
+        """Give the strategy its saved ``state`` (its ``restore``, if it defines one); False, said
+        as the strategy's error, when ``restore`` raised. It gets a copy: what it keeps of it
+        is its own."""
+        self.checkpoint_state = state
+        self.checkpoint_text = json.dumps(state, allow_nan=False, separators=(",", ":"))
+        return self._restore_into(self.strategy, state, at)
+
+    def _restore_into(self, strategy: Strategy, state: dict[str, Any], at: int) -> bool:
+        restore = getattr(strategy, "restore", None)
+        if not callable(restore):
+            return True
+        try:
+            call_strategy((self.strategy_name, self.symbol, "restore"), restore, json.loads(json.dumps(state)))
+        except NOT_STRATEGY_ERRORS:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too: the strategy's
+            self.report_error(at, f"restore raised {describe(exc)}", "strategy")
+            return False
+        return True
+
+    def _take_reload(self, now: int) -> None:
+        """Switch to the reloaded class (``Engine.reload``) before asking: a new instance, given
+        the last saved state. If it cannot be created or restored, the pair stays on its code."""
+        cls, version = self.reload_to or (None, "")
+        self.reload_to = None
+        assert cls is not None
+        try:
+            strategy = cls()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken constructor is the new code's error
+            self.report_error(now, f"reload of {version}: the strategy could not be created: {describe(exc)}; "
+                              f"it keeps running {self.code_version}", "strategy")
+            return
+        state = self.checkpoint_state
+        if state is not None and not self._restore_into(strategy, state, now):
+            self.report_error(now, f"reload of {version} refused; it keeps running {self.code_version}", "strategy")
+            return
+        log.info("strategy reloaded", symbol=self.symbol, strategy=self.strategy_name, exchange=self.exchange,
+                 version=version, previous=self.code_version, restored=state is not None)
+        self.strategy = strategy
+        self.interval_ms = SIGNAL_INTERVALS[strategy.interval]
+        self.checkpoints = callable(getattr(strategy, "checkpoint", None))
+        self.steers = getattr(strategy, "manage_kind", None) is not None
+        self.code_version = version
+
     # --- reporting --------------------------------------------------------------------------
 
     def report_error(self, now: int, message: str, kind: str) -> None:
@@ -753,6 +862,10 @@ class Pair:
         log.info("risk rejected", reason=reason, symbol=self.symbol, strategy=self.strategy_name, profile=profile)
         self.bus.emit("risk", RiskEvent(self.symbol, self.strategy_name, self.exchange, now, profile, reason,
                                         signal_id))
+
+
+def _call_checkpoint(strategy: Any) -> Any:
+    return strategy.checkpoint()
 
 
 def _minute_of(ms: int) -> int:

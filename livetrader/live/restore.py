@@ -119,11 +119,12 @@ class Restorer:
 
         return restore_pair(self.data_dir, key, repair=False).row is not None
 
-    def restore(self, pair: Pair, risk_name: str | None) -> None:
+    def restore(self, pair: Pair, risk_name: str | None, now: int | None = None) -> None:
         """Put ``pair``'s durable state back into it, and give it its store.
 
         ``open()`` replayed the commit log already: every journal read here is complete.
         Raises ``StateDamaged`` when the pair's files are damaged (they are quarantined first).
+        ``now``: the engine's clock, for the errors said (a damaged strategy state).
         """
         from livetrader.core.interval import bucket
         from livetrader.store.state import FilePairStore, restore_pair
@@ -157,6 +158,8 @@ class Restorer:
             store.snapshot(pair.snapshot(), now=True)  # completes an interrupted transition
         elif not store.path.exists():
             store.snapshot(pair.snapshot())  # a new pair's first snapshot
+        if pair.checkpoints:
+            self._restore_strategy(pair, now)
         if pair.row is not None:
             self.restored += 1
             if self.restored <= RESTORED_LOG_LINES:
@@ -164,6 +167,21 @@ class Restorer:
                          state=pair.state)
             elif self.restored == RESTORED_LOG_LINES + 1:
                 log.info("more pairs restored; `livetrader status` lists them all", shown=RESTORED_LOG_LINES)
+
+    def _restore_strategy(self, pair: Pair, now: int | None) -> None:
+        """Give the strategy its saved state (``store.checkpoint``), if it has any: a damaged file
+        is quarantined and the strategy starts without ``restore`` being called (said in the
+        log and in the pair's errors, at ``now`` on the engine's clock)."""
+        from livetrader.store.checkpoint import read_checkpoint
+
+        state, note = read_checkpoint(self.data_dir, pair.key, repair=True)
+        now = now if now is not None else (pair.last_minute or 0)
+        if note is not None:
+            log.warning("recovery", symbol=pair.symbol, strategy=pair.strategy_name, note=note)
+            pair.report_error(now, note, "storage")
+        if state is not None and pair.restore_strategy(state, now):
+            log.info("strategy state restored", symbol=pair.symbol, strategy=pair.strategy_name,
+                     exchange=pair.exchange)
 
     def _restore_orders(self, pair: Pair, records: list[dict[str, Any]]) -> None:
         """Give the pair's executor its orders back, after checking the pair's journal was written

@@ -2,7 +2,7 @@
 
 :func:`run_daemon` is the whole lifecycle: logging set up, the data directory taken, the
 engine built (``service.startup``), then, while the loops run, the signal handlers (SIGINT
-and SIGTERM stop gracefully, a second SIGINT exits at once, SIGHUP is logged and ignored),
+and SIGTERM stop gracefully, a second SIGINT exits at once, SIGHUP reloads the strategies folder),
 systemd's notifications (start timeout extended while catching up, READY=1, STATUS=, the
 watchdog), the status file, the stall watcher, the control socket (``livetrader close|cancel|
 pause|resume``) and the live view on a terminal; at the end,
@@ -37,7 +37,9 @@ __all__ = ["STATUS_DEFER_LIMIT", "STATUS_INTERVAL", "STOP_GRACE_SECONDS", "RunRe
 
 log = get_logger(__name__)
 
-SIGHUP_MESSAGE = "SIGHUP received: ignored; reload is not supported yet, use SIGTERM to stop"
+#: Said for a SIGHUP that comes while the daemon still starts: the reload needs the running engine.
+SIGHUP_MESSAGE = ("SIGHUP received while starting: ignored, the strategies being loaded now are the newest; "
+                  "send it again once running to reload")
 
 
 def run_daemon(request: RunRequest, config: Config, strategies_dir: Path) -> int:
@@ -121,7 +123,19 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_signal_handler(signal.SIGHUP, log.warning, SIGHUP_MESSAGE)
+    # --- hot reload: SIGHUP (`systemctl reload`) imports the strategies folder again --------
+    def on_reload() -> None:
+        if signals_seen:
+            log.warning("SIGHUP received while stopping: ignored")
+            return
+        log.info("reload requested", signal="SIGHUP")
+        try:
+            engine.reload()
+        except Exception as exc:  # noqa: BLE001 - a failed reload leaves every pair on its code; trading goes on
+            log.error("reload failed: every pair keeps its code", error=str(exc))
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    # --- end hot reload ---------------------------------------------------------------------
     if early:  # asked to stop while starting: stop now, gracefully (the first signal counts once)
         on_signal(early[0])
     watcher = _stall_watcher(engine)

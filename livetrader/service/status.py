@@ -77,12 +77,16 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "protection": _protection_of(p),
             "halted": p.halted.as_dict() if p.halted is not None else None,
             "paused": p.paused,  # since when an operator's `livetrader pause` holds it (ms), or None
+            # Which code the pair runs, and the reloaded code it takes at its next ask (hot reload).
+            "code": p.code_version,
+            "code_pending": p.reload_to[1] if p.reload_to is not None else None,
         })
     sweep = engine.metronome.last
     last_sweep = None if sweep is None else {"minute": sweep.minute, "pairs": sweep.pairs, "seconds": sweep.seconds}
     return {"pid": os.getpid(), "state": state, "started_at": engine.started_at, "now": now,
             "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs,
-            "last_sweep": last_sweep, "not_running": engine.not_running, "control": engine.halts.status()}
+            "last_sweep": last_sweep, "not_running": engine.not_running, "control": engine.halts.status(),
+            "reload": engine.last_reload.as_dict() if engine.last_reload is not None else None}
 
 
 def write_status(engine: Engine, *, state: str = "running") -> None:

@@ -79,6 +79,8 @@ class FilePairStore:
         journal, self.path = paths or pair_paths(self.data_dir, key)
         self.journal = Journal(journal)
         ensure_dir(self.path.parent)
+        #: The strategy state's file (``save_checkpoint``), made at its first save: most strategies define none.
+        self.checkpoint_file: Path | None = None
 
     async def write_ahead(self, record: dict[str, Any]) -> None:
         """Append the transition to the journal; when this returns it survives a crash.
@@ -126,6 +128,25 @@ class FilePairStore:
             return
         failed = self.writer.failure(self.path)
         self.writer.put(self.path, data)
+        if failed is not None:
+            raise failed
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Replace the strategy's saved state (``store.checkpoint``) atomically, through the
+        snapshot writer when there is one (in the same batches as the snapshots). A failure of
+        the previous background write of the file is raised here, like ``snapshot``'s."""
+        from livetrader.store.checkpoint import checkpoint_document, checkpoint_path
+
+        path = self.checkpoint_file
+        if path is None:
+            path = self.checkpoint_file = checkpoint_path(self.data_dir, self.key)
+            ensure_dir(path.parent)
+        data = checkpoint_document(self.key, state)
+        if self.writer is None:
+            write_json_atomic(path, data)
+            return
+        failed = self.writer.failure(path)
+        self.writer.put(path, data)
         if failed is not None:
             raise failed
 

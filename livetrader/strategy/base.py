@@ -84,6 +84,13 @@ class Strategy:
 
     One instance is created per pair (symbol), so instance attributes set in ``__init__``
     (which must take no arguments) hold per-symbol state.
+
+    State that must survive a restart or a hot reload: define both ``checkpoint(self) -> dict``
+    (a dict JSON carries unchanged) and ``restore(self, state)``. The daemon calls ``checkpoint``
+    after every tick and saves the state when it changed; ``restore`` gets it back when the
+    pair starts, and in the new instance when a reload brings new code. A ``checkpoint`` that
+    raises or returns something JSON cannot hold is the strategy's error: reported, the last
+    good state kept.
     """
 
     name: ClassVar[str] = ""
@@ -349,6 +356,13 @@ class StrategyRegistry:
     problems: list[StrategyProblem] = field(default_factory=list)
     # Strategies whose declaration was rejected, so ``get`` can explain instead of "unknown".
     rejected: dict[str, StrategyInfo] = field(default_factory=dict)
+    #: Each file imported, mapped to its ``code_version`` as imported (what a hot reload compares).
+    versions: dict[Path, str] = field(default_factory=dict)
+
+    def version_of(self, name: str) -> str | None:
+        """The ``code_version`` of the file the strategy ``name`` was loaded from; None if unknown."""
+        info = self.strategies.get(name)
+        return self.versions.get(info.file) if info is not None else None
 
     @property
     def ok(self) -> bool:
@@ -460,10 +474,26 @@ def load_strategies(
         for file in files:
             if on_import is not None:
                 on_import(file)
+            registry.versions[file] = code_version(file)
             module = _import_file(file, registry)
             if module is not None:
                 _collect(module, file, registry)
     return registry
+
+
+def code_version(file: Path) -> str:
+    """Which code ``file`` holds: a short hash of its source and its modification time (UTC),
+    e.g. ``3f2a9c1d0b@2026-12-07T06:40:12Z``; ``unreadable`` when it cannot be read."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    try:
+        source = file.read_bytes()
+        mtime = file.stat().st_mtime
+    except OSError:
+        return "unreadable"
+    stamp = datetime.fromtimestamp(mtime, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{hashlib.sha256(source).hexdigest()[:10]}@{stamp}"
 
 
 def _files_declaring(files: list[Path], wanted: set[str]) -> list[Path] | None:
