@@ -268,7 +268,9 @@ def test_a_kill_at_each_step_of_an_order_is_resolved_on_restart_without_a_resend
     counts = placements(server)
     assert all(n == 1 for n in counts.values()), f"an order was sent twice: {counts}"
     killed = [r for r in records if r.get("client_id") == last["client_id"]]
-    assert killed[-1]["event"] == "order_update" and killed[-1]["status"] in ("filled", "not_placed")
+    assert killed[-1]["event"] == "order_update" and killed[-1]["status"] in ("filled", "not_placed"), [
+        (r["event"], r.get("leg"), r.get("status"), r.get("client_id"), r.get("close_reason"), r["at"])
+        for r in records]
     story = [r["event"] for r in records if r.get("signal_id") == last["signal_id"]]
     if point == "entry_intent_durable":  # killed before the request left: never placed, said so
         assert killed[-1]["status"] == "not_placed" and story[-1] == "cancelled", story
