@@ -40,8 +40,8 @@ DEFAULT_RULES = Rules()
 
 #: Builds the ``TickResult`` of a quiet minute (``idle``, ``waiting``, ``active``) from all its
 #: fields in order, in C: ``TickResult(...)`` runs the named tuple's Python-level ``__new__``
-#: (keywords parsed, defaults filled), and every pair builds one of these every minute (an
-#: in-place live tick ran 8-10 % faster without it). Only for those three results;
+#: (keywords parsed, defaults filled), 3-9 % of an in-place live tick's instructions, and every
+#: pair builds one of these every minute. Only for those three results;
 #: ``tests/test_core_machine.py`` pins the field order and checks each equals the keyword-built one.
 _result = tuple.__new__
 
