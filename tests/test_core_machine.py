@@ -1,9 +1,13 @@
 """docs/behaviour.md §2: the state machine, its actions, reasons and the order of its checks."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from livetrader.core.machine import Rules, accept, check_open, check_scheduled
-from livetrader.core.signal import Signal, SignalRow
+from livetrader.core.machine import ASK, Rules, accept, check_open, check_scheduled, decide
+from livetrader.core.pnl import Costs, pnl_cost, pnl_percentage
+from livetrader.core.price import Market
+from livetrader.core.signal import Signal, SignalRow, TickResult
 
 M = 60_000
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % M
@@ -118,3 +122,55 @@ class TestScheduled:
         tick = check_scheduled(row(pending=False), T0 + M, 99.5, risk=lambda r, p, n: "full")
         assert tick.action == "waiting" and tick.reason == "risk: full"
         assert tick.signal.pending_at is None
+
+
+class TestQuietResults:
+    """The results of a quiet minute (``idle``, ``waiting``, ``active``) are built field by field
+    in order (``machine._result``, for speed): each must be exactly the keyword-built one."""
+
+    def test_the_field_order_they_are_built_in(self):
+        # machine._result lists the fields in this order: a new or moved field must be added there too.
+        assert TickResult._fields == ("action", "symbol", "strategy", "exchange", "at", "price", "signal",
+                                      "close_reason", "reason", "price_close", "pnl_percentage", "pnl_cost",
+                                      "progress_tp", "progress_sl")
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        position=st.sampled_from(["long", "short"]),
+        pending=st.booleans(),
+        held=st.booleans(),
+        entry=st.floats(1.0, 1000.0),
+        tp_distance=st.floats(0.001, 0.5),
+        sl_distance=st.floats(0.001, 0.5),
+        moves=st.tuples(st.floats(-0.6, 0.6), st.floats(-0.6, 0.6), st.floats(0.0, 0.3)),
+        minutes=st.integers(1, 300),
+        at=st.integers(1, 400),
+        fees=st.sampled_from([Rules(), Rules(costs=Costs(fee_percent=0.0, slippage_percent=0.0, cost=250.0))]),
+    )
+    def test_decide_gives_the_keyword_built_result(self, position, pending, held, entry, tp_distance,
+                                                   sl_distance, moves, minutes, at, fees):
+        sign = 1 if position == "long" else -1
+        held_row = SignalRow("id-9", "ETHUSDT", "s", "sim", position, entry, entry * (1 + sign * tp_distance),
+                             entry * (1 - sign * sl_distance), minutes, scheduled_at=T0,
+                             pending_at=T0 if pending else None)
+        price = entry * (1 + moves[0])
+        low, high = min(price, entry * (1 + moves[1])), max(price, entry * (1 + moves[1])) * (1 + moves[2])
+        minute = T0 + at * M
+        key = ("ETHUSDT", "s", "sim")
+        result = decide(key, held_row if held else None, minute, Market(price, low, high), False, fees)
+        assert result is not ASK and type(result) is TickResult and len(result) == len(TickResult._fields)
+        if not held:
+            expected = TickResult("idle", *key, minute, price)
+        elif result.action == "waiting" and result.reason is None:
+            expected = TickResult("waiting", "ETHUSDT", "s", "sim", minute, price, held_row)
+        elif result.action == "active":
+            pnl = pnl_percentage(position, entry, price, fees.costs)
+            to_tp = (price - entry) / (held_row.take_profit - entry) * 100.0
+            to_sl = (price - entry) / (held_row.stop_loss - entry) * 100.0
+            expected = TickResult("active", "ETHUSDT", "s", "sim", minute, price, held_row, pnl_percentage=pnl,
+                                  pnl_cost=pnl_cost(pnl, fees.costs), progress_tp=min(max(to_tp, 0.0), 100.0),
+                                  progress_sl=min(max(to_sl, 0.0), 100.0))
+        else:
+            return  # a transition: built by keywords, as before
+        assert result == expected
+        assert result.signal is expected.signal
