@@ -445,3 +445,37 @@ def test_a_trailing_stop_moves_the_protective_stop_on_the_exchange(tmp_path, ser
         resting = server.account.orders_with_client_id(intents[-1]["client_id"])[-1]
         last_level = [r for r in story if r["event"] in ("opened", "adjusted")][-1]["stop_loss"]
         assert float(resting.stop_price) == pytest.approx(last_level, rel=1e-4)
+
+
+@pytest.mark.parametrize("patience", [30, 1])
+def test_a_stop_whose_answer_was_lost_and_is_not_found_for_a_while_is_never_doubled(tmp_path, server, patience):
+    """The stop's placement answer is lost and the exchange does not find it for a while
+    (Binance's transient "Order does not exist" after placing). Patient enough
+    (``unknown_order_minutes`` 30, hidden for two queries), the guard waits and finds it resting.
+    Not patient enough (1 minute, hidden for 10): it is taken for never placed and a second
+    attempt is sent, refused (the first locks the coins); the earlier attempt is then asked for
+    again, found resting once visible, and protects the position again. Either way one stop
+    rests, and a revival is said."""
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "hold.py").write_text(HOLD_STRATEGY.format(stop=0.95, minutes=600))
+    cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=patience)
+    if patience == 30:
+        server.faults.order_not_found(queries=2, order_type="STOP_LOSS")
+    else:
+        server.faults.order_not_found(seconds=600, order_type="STOP_LOSS")  # 10 simulated minutes
+    server.faults.accept_then_drop(order_type="STOP_LOSS")
+    proc = launch(cwd, cfg)
+    assert wait_for(lambda: any(r["event"] == "order_update" and r["leg"] == "stop" and r["status"] == "open"
+                                for r in records_of(cwd)), 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    records = check_agreement(cwd, server)
+    updates = [r for r in records if r["event"] == "order_update" and r["leg"] == "stop"]
+    assert updates[0]["status"] == "unknown" and any(r.get("not_found_since") for r in updates)
+    resting = [o for o in server.account.orders if o.is_open]
+    assert len(resting) == 1 and resting[0].client_id.startswith("lts1-")
+    if patience == 30:
+        assert [r["attempt"] for r in stops(records)] == [1] and updates[-1]["status"] == "open"
+    else:
+        assert [r["attempt"] for r in stops(records)][:2] == [1, 2]
+        assert any("taken for never placed, is on the exchange after all" in e.get("error", "") for e in events(out))

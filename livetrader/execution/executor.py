@@ -36,6 +36,7 @@ from typing import Any
 from livetrader.core.format import format_time
 from livetrader.core.machine import cancel
 from livetrader.core.orders import (
+    Answer,
     Leg,
     Order,
     Position,
@@ -465,19 +466,16 @@ class Executor:
         answer = await self.broker.query(self.key[0], stop.client_id)
         if answer.status == "unknown":
             return None
-        learnt = stop.learn(answer, now)
         if answer.status == "not_found":
-            assert learnt.not_found_since is not None
-            if now - learnt.not_found_since < self.unknown_ms:
-                if learnt.not_found_since != stop.not_found_since:
-                    await self._journal_stop(learnt, now, price)
-                self.stop = learnt
+            gone = await self._stop_not_found(stop, answer, now, price)
+            if gone is None:
                 return None
-            minutes = self.unknown_ms // MINUTE_MS
-            learnt = replace(learnt, status="not_placed", reason=f"not found for {minutes} minutes")
+            learnt = gone
             self.report_error(now, f"protective stop {stop.client_id} is not on the exchange; placing it again",
                               "order")
-        elif learnt.status in ("cancelled", "expired"):
+        else:
+            learnt = stop.learn(answer, now)
+        if learnt.status in ("cancelled", "expired"):
             self.report_error(now, f"protective stop {stop.client_id} was {learnt.status} on the exchange, not by "
                                    "livetrader; placing it again", "order")
         if learnt != stop:
@@ -525,6 +523,12 @@ class Executor:
                                    "past it): closing the position at market now", "order")
             self.exit_due = ("stop_loss", price)
             return await self._exit(now, price)
+        if learnt.status == "rejected" and "InsufficientFunds" in (learnt.reason or ""):
+            # The coins are locked: perhaps by an earlier stop of this position taken for never
+            # placed (an answer lost, then "not found" for long). Ask for those again first.
+            found = await self._earlier_stop_resting(row.id, attempt, now, price)
+            if found is not None:
+                return found if isinstance(found, TickResult) else None
         if learnt.status == "rejected":
             self.report_error(now, f"protective stop {order.client_id} refused: {learnt.reason}; the position is "
                                    "unprotected on the exchange; placing it again later", "order")
@@ -554,9 +558,12 @@ class Executor:
                                    f"({answer.reason or answer.status}); the exit waits for it", "order")
             return self._waiting(now, price, "cancelling the protective stop")
         if answer.status == "not_found":
-            if stop.status == "unknown" and now - stop.intent_at < self.unknown_ms:
+            # "Not found" right after placing can be transient: the exit waits until it has lasted
+            # unknown_order_minutes (a stop resting unseen would sell the coins the exit sells).
+            gone = await self._stop_not_found(stop, answer, now, price)
+            if gone is None:
                 return self._waiting(now, price, f"protective stop {stop.client_id} not found (yet)")
-            learnt = replace(stop, status="not_placed", reason="neither cancellable nor found")
+            learnt = gone
         else:
             learnt = stop.learn(answer, now)
         await self._journal_stop(learnt, now, price)
@@ -630,12 +637,52 @@ class Executor:
             self.report_error(now, f"protective stop {stop.client_id} not cancelled yet "
                                    f"({answer.reason or answer.status})", "order")
             return False
-        learnt = replace(stop, status="not_placed", reason="neither cancellable nor found") \
-            if answer.status == "not_found" else stop.learn(answer, now)
+        if answer.status == "not_found":
+            gone = await self._stop_not_found(stop, answer, now, price)
+            if gone is None:
+                return False  # not found (yet): asked again next tick
+            learnt = gone
+        else:
+            learnt = stop.learn(answer, now)
         await self._journal_stop(learnt, now, price)
         if learnt.filled > 0 and learnt not in self.sold:
             self.sold.append(learnt)
         return True
+
+    async def _earlier_stop_resting(self, signal_id: str, attempt: int, now: int,
+                                    price: float) -> TickResult | bool | None:
+        """Ask again for this position's earlier stops that were taken for never placed: one found
+        resting becomes the protective stop again (True), one found filled closes the position
+        (its result); None when none is there."""
+        for earlier in range(attempt - 1, 0, -1):
+            client_id = client_order_id(self.key, signal_id, "stop", earlier)
+            answer = await self.broker.query(self.key[0], client_id)
+            if answer.status in ("unknown", "not_found") or answer.status in ("cancelled", "expired", "rejected"):
+                continue
+            assert self.row is not None
+            stop = Order(client_id, "stop", "sell", self.held, earlier, signal_id, now,
+                         type=self.stop_type or "stop_market", stop_price=self.row.stop_loss).learn(answer, now)
+            self.report_error(now, f"protective stop {client_id}, taken for never placed, is on the exchange after "
+                                   f"all ({answer.status}); it protects the position again", "order")
+            await self._journal_stop(stop, now, price)
+            if stop.status == "filled":
+                return self._stopped(stop, now, price, answer.updated_at)
+            self.next_guard_at = now + self.stop_check_ms
+            return True
+        return None
+
+    async def _stop_not_found(self, stop: Order, answer: Answer, now: int, price: float) -> Order | None:
+        """A stop the exchange says it does not know (neither cancellable nor found): None while
+        that has lasted less than ``unknown_order_minutes`` (the run of "not found" journaled),
+        then the stop as ``not_placed``: "not found" right after placing can be transient."""
+        learnt = stop.learn(answer, now)
+        assert learnt.not_found_since is not None
+        if now - learnt.not_found_since < self.unknown_ms:
+            if learnt.not_found_since != stop.not_found_since:
+                await self._journal_stop(learnt, now, price)
+            self.stop = learnt
+            return None
+        return replace(learnt, status="not_placed", reason=f"not found for {self.unknown_ms // MINUTE_MS} minutes")
 
     def _stopped(self, stop: Order, now: int, price: float, filled_at: int | None = None) -> TickResult:
         """The position closed ``stop_loss`` by its protective stop's fill, said in one line: what
