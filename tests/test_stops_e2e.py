@@ -427,12 +427,17 @@ def test_a_trailing_stop_moves_the_protective_stop_on_the_exchange(tmp_path, ser
     (cwd / "strategies" / "trail.py").write_text(TRAILING)
     cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=3)
     proc = launch(cwd, cfg, strategy="trail")
-    assert wait_for(lambda: len({r["client_id"] for r in stops(records_of(cwd))}) >= 3, 60)
+    def moved_twice():
+        moves = [r["signal_id"] for r in records_of(cwd) if r["event"] == "adjusted"]
+        return next((sid for sid in moves if moves.count(sid) >= 2), None)
+
+    assert wait_for(lambda: moved_twice() is not None, 60)
     code, out, err = stop(proc)
     assert code == 0, err
     records = check_agreement(cwd, server)
     assert all(n == 1 for n in placements(server).values())
-    opened = next(r for r in records if r["event"] == "opened")
+    sid = moved_twice()
+    opened = next(r for r in records if r["event"] == "opened" and r["signal_id"] == sid)
     story = [r for r in records if r.get("signal_id") == opened["signal_id"]]
     levels = [r["stop_loss"] for r in story if r["event"] in ("opened", "adjusted")]
     assert len(levels) >= 3 and levels == sorted(levels)
