@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from daemon import ROOT, events, run, start, stop, wait_for, workdir
+from daemon import ROOT, events, run, start, stop, wait_for, wait_running, workdir
 from exchange_server import ExchangeServer
 from exchange_setup import exchange_config, follow_daemon_clock
 from invariants import check_data_dir
@@ -52,6 +52,7 @@ def test_run_trades_survives_an_outage_of_several_minutes_and_recovers_alone(tmp
                  LIVETRADER_BINANCE_SECRET=SECRET)
     journal = cwd / "dump-demo" / "journal"
     assert wait_for(lambda: journal.exists() and len(list(journal.glob("*.jsonl"))) == 2, 30)
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(1)
     down_from = server.clock()
     server.faults.down(until_ms=down_from + 8 * 60_000)  # 8 simulated minutes of 503s
@@ -81,6 +82,7 @@ def test_bad_candles_never_open_or_close_a_position(tmp_path, server, fault):
         server.faults.drop(times=6)
     else:
         server.faults.bad_candle(fault, times=6)
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(2)
     code, out, err = stop(proc)
     assert code == 0, err
@@ -98,6 +100,7 @@ def test_rate_limits_and_malformed_answers_are_retried(tmp_path, server):
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance", "--config", cfg,
                  "--speed", "600")
     assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists(), 30)
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(1)
     code, out, err = stop(proc)
     assert code == 0, err
@@ -225,6 +228,7 @@ def test_exchange_clock_skew(tmp_path, skew_minutes):
     with ExchangeServer(clock=lambda: daemon_now() + skew_minutes * 60_000) as srv:
         proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--exchange", "binance",
                      "--config", config(cwd, srv), "--speed", "600")
+        assert wait_running(cwd / "dump-demo", proc)
         time.sleep(3)
         code, out, err = stop(proc)
     assert code == 0, err
@@ -247,6 +251,7 @@ def test_request_timeouts_are_retried_then_reported(tmp_path, server):
                  "--speed", "600")
     assert wait_for(lambda: (cwd / "dump-demo" / "journal").exists(), 30)
     server.faults.hang(1.0, times=4)
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(3)
     code, out, err = stop(proc)
     assert code == 0, err

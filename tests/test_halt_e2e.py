@@ -143,7 +143,8 @@ def server(tmp_path):
 
 def test_halt_flatten_sells_every_open_position_on_the_exchange(tmp_path, server):
     cwd = workdir(tmp_path)
-    strategy(cwd, HOUR_LONG, "hour_long.py")
+    # A day-long position (72 s at this speed): still open when the halt lands on a loaded machine.
+    strategy(cwd, HOUR_LONG.replace("minutes=60", "minutes=1440"), "hour_long.py")
     cfg = exchange_config(cwd, server, mode="sandbox")
     proc = start(cwd, "run", "BTCUSDT", "-s", "hour-long", "-s", "scheduler", "--exchange", "binance",
                  "--config", cfg, "--speed", SPEED, **KEYS)

@@ -3,7 +3,7 @@
 import time
 
 import pytest
-from daemon import events, run, start, stop, workdir
+from daemon import events, run, start, stop, wait_running, workdir
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
@@ -11,6 +11,7 @@ pytestmark = pytest.mark.e2e  # every test here starts the real command as a pro
 def test_a_note_with_a_lone_surrogate_is_an_invalid_signal_and_the_daemon_carries_on(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "bad-note", "--strategy", "always-long", "--speed", "3000")
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(3)
     code, out, err = stop(proc)
     assert code == 0, err

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from daemon import DATA, events, run, start, stop, wait_for, workdir
+from daemon import DATA, events, run, start, stop, wait_for, wait_running, workdir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -233,6 +233,7 @@ def test_the_daemon_restores_a_pair_from_files_with_old_names_and_renames_them(t
 
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "B_x", "--speed", "60", "--data-dir", "dump")
     assert wait_for(lambda: journal.exists(), 20)
+    assert wait_running(cwd / "dump", proc)
     time.sleep(1.5)
     code, out, err = stop(proc)
     assert code == 0, err

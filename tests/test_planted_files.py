@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from daemon import events, run, start, stop, workdir
+from daemon import events, run, start, stop, wait_running, workdir
 
 from livetrader.errors import StoreWriteError
 from livetrader.store.atomic import read_json, write_atomic
@@ -69,6 +69,7 @@ def test_the_daemon_never_writes_through_a_planted_journal_symlink(tmp_path):
     # --switch-clock: the planted journal would otherwise make the directory look like a real run's.
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--speed", "3000",
                  "--data-dir", str(data), "--switch-clock")
+    assert wait_running(data, proc)
     time.sleep(3)
     code, out, err = stop(proc)
     assert code == 0, err

@@ -17,7 +17,7 @@ import time
 
 import orjson
 import pytest
-from daemon import FIXTURE_STRATEGIES, events, run, start, stop, wait_for, workdir
+from daemon import FIXTURE_STRATEGIES, events, run, start, stop, wait_for, wait_running, workdir
 from invariants import check_data_dir
 from powerloss import PowerLossDisk
 
@@ -80,6 +80,7 @@ def test_a_transition_left_only_in_the_commit_log_is_restored_not_forgotten(tmp_
     assert journal.read_bytes() == before
 
     proc = start(cwd, *args)
+    assert wait_running(data, proc)
     time.sleep(2.0)
     code, out, err = stop(proc)
     assert code == 0, err

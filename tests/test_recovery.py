@@ -251,6 +251,7 @@ def test_a_second_daemon_on_the_same_data_directory_refuses_to_start(tmp_path):
     cwd = workdir(tmp_path)
     first = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "600")
     assert wait_for(lambda: (cwd / "dump-demo" / "livetrader.lock").exists(), 20)
+    assert wait_running(cwd / "dump-demo", first)
     time.sleep(0.5)
     second = run(cwd, "run", "ETHUSDT", "--strategy", "always-long", "--speed", "600")
     assert second.returncode == 1
@@ -274,6 +275,7 @@ def test_restart_announces_a_restored_position_as_active_never_opened(tmp_path):
     proc.communicate()
     opened_id = [json.loads(x) for x in journal.read_text().splitlines() if '"opened"' in x][-1]["signal_id"]
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "60")
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(2)
     code, out, err = stop(proc)
     assert code == 0, err

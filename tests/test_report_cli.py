@@ -7,7 +7,7 @@ import time
 import tracemalloc
 
 import pytest
-from daemon import FIXTURE_STRATEGIES, run, start, stop, workdir
+from daemon import FIXTURE_STRATEGIES, run, start, stop, wait_running, workdir
 from test_recovery import T0, drive, new_engine
 
 from livetrader.core.price import MINUTE_MS
@@ -21,6 +21,7 @@ def stats_section(markdown: str) -> str:
 def test_the_sigint_report_matches_the_report_built_from_the_journal(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--speed", "6000")
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(3)
     code, _, err = stop(proc)
     assert code == 0, err

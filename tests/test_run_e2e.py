@@ -5,7 +5,7 @@ import signal
 import time
 
 import pytest
-from daemon import DATA, events, run, start, stop, wait_for, workdir
+from daemon import DATA, events, run, start, stop, wait_for, wait_running, workdir
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
 
@@ -18,6 +18,7 @@ def trading(events_list, strategy):
 def test_sim_run_trades_and_stops_gracefully_with_reports(tmp_path, sig):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "ETHUSDT", "--strategy", "always-long", "--speed", "6000")
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(4)
     code, out, err = stop(proc, sig)
     assert code == 0, err
@@ -38,6 +39,7 @@ def test_sim_run_trades_and_stops_gracefully_with_reports(tmp_path, sig):
 def test_one_broken_strategy_does_not_stop_the_other_pairs(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "broken", "--strategy", "always-long", "--speed", "6000")
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(4)
     code, out, err = stop(proc)
     assert code == 0, err
@@ -53,6 +55,7 @@ def test_stop_cancels_a_waiting_scheduled_signal(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "scheduler", "--speed", "600")
     assert wait_for(lambda: (cwd / "dump-demo").exists(), 10)
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(1.5)
     code, out, _ = stop(proc)
     assert code == 0
@@ -80,6 +83,7 @@ def test_files_replay_runs_to_the_end_of_the_file_and_exits(tmp_path):
 def test_second_sigint_during_shutdown_exits_at_once(tmp_path):
     cwd = workdir(tmp_path)
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "hanging", "--speed", "600")
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(2)
     proc.send_signal(signal.SIGINT)  # waits for the hanging tick (up to the 180 s strategy timeout)
     time.sleep(0.5)

@@ -91,6 +91,7 @@ def test_status_of_a_running_a_stopped_and_a_killed_daemon(tmp_path):
     assert run(cwd, "status", "--data-dir", "dump-demo").returncode == 3
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "always-long", "--strategy", "broken", "--speed", "600")
     assert wait_for(lambda: (cwd / "dump-demo" / "status.json").exists(), 20)
+    assert wait_running(cwd / "dump-demo", proc)
     time.sleep(1.5)
     running = run(cwd, "status", "--data-dir", "dump-demo", "--json")
     assert running.returncode == 0
