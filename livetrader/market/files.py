@@ -426,7 +426,7 @@ def _csv_as_json(body: list[str], width: int) -> list[list[object]] | None:
         return None
     if set(map(len, rows)) != {width}:
         return None  # a blank line ([]), a short or a long row
-    return rows  # type: ignore[no-any-return]
+    return rows
 
 
 def _columns_to_candles(
