@@ -45,6 +45,8 @@ class BacktestRequest:
     strict: bool
     as_json: bool
     report: Path | None
+    #: The candle store to read (None: the data directory's); see ``_open_candles``.
+    store: Path | None = None
 
 
 def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> tuple[int, int]:
@@ -108,7 +110,10 @@ def _backtest(
 ) -> tuple[BacktestResult, dict[str, Any]]:
     """Backtest one pair: prints its tables (unless ``--json``) and returns its JSON document."""
     strategy = instantiate(cls)
-    source = open_source(request.exchange, config, request.candles, request.strict)
+    # --- candle source: the store when it holds the range (livetrader download), else the exchange ---
+    stored = _open_stored(request, config)
+    source = stored or open_source(request.exchange, config, request.candles, request.strict)
+    # --- end of candle source ---
     symbol = source.resolve_symbol(request.symbol)
     bounds = source.bounds(symbol)
     start, end = resolve_range(request, bounds)
@@ -145,6 +150,26 @@ def _backtest(
     if not request.as_json:
         print_summary(result, stats, elapsed, filled)
     return result, to_document(result, stats, elapsed, filled)
+
+
+def _open_stored(request: BacktestRequest, config: Config) -> Any:
+    """The candle store's ``StoreSource`` when it holds every minute the backtest reads (history
+    included), else None; says on stderr where the candles come from when they come from it."""
+    if request.candles is not None or request.exchange == "files":
+        return None
+    from livetrader.market.store import default_root, open_stored
+
+    root = request.store or default_root(config.data_dir)
+    if not root.is_dir():
+        return None
+    start, end = resolve_range(request, None)
+    history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
+    stored = open_stored(root, request.exchange, request.symbol, history_start, end)
+    if stored is not None:
+        filled = f", {stored.filled_minutes:,} gap minute(s) filled flat" if stored.filled_minutes else ""
+        print(f"candles: from the store {stored.where} ({len(stored.candles):,} minutes{filled})",
+              file=sys.stderr, flush=True)
+    return stored
 
 
 def report_path(path: Path, result: BacktestResult, several: bool) -> Path:
