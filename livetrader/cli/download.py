@@ -18,6 +18,8 @@ from livetrader.market.store import CandleStore, DownloadReport, default_root, d
 
 #: Seconds between two progress lines on stderr.
 PROGRESS_EVERY = 1.0
+#: The last minutes before now that an empty answer does not mark as gaps (clock skew).
+SETTLE_MINUTES = 2
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,17 +50,20 @@ def run_download(request: DownloadRequest, config: Config) -> list[DownloadRepor
         detail = "the last closed minute" if request.end is None or request.end > closed else "--to"
         raise UsageError(f"--from {format_minute(request.start)} must be before {detail} ({format_minute(end)})")
     with store.lock():
-        return asyncio.run(_download_all(request, source, store, start, end))
+        # An exchange a moment behind has nothing yet for the last minutes: not gaps, just not yet.
+        settled = closed - SETTLE_MINUTES * MINUTE_MS
+        return asyncio.run(_download_all(request, source, store, start, end, settled))
 
 
 async def _download_all(request: DownloadRequest, source: Any, store: CandleStore, start: int,
-                        end: int) -> list[DownloadReport]:
+                        end: int, settled: int) -> list[DownloadReport]:
     reports = []
     try:
         fetch_page = page_fetcher(source)
         for name in dict.fromkeys(request.symbols):
             symbol = source.resolve_symbol(name)
-            report = await download(store, request.exchange, symbol, start, end, fetch_page, _Progress())
+            report = await download(store, request.exchange, symbol, start, end, fetch_page, _Progress(),
+                                    settled=settled)
             print(summary(report, store))
             reports.append(report)
     finally:

@@ -360,6 +360,7 @@ async def download(
     end: int,
     fetch_page: PageFetcher,
     progress: Callable[[DownloadReport, int], None] | None = None,
+    settled: int | None = None,
 ) -> DownloadReport:
     """Fetch the minutes of ``[start, end)`` the store lacks into it; ``symbol`` is the exchange's spelling.
 
@@ -367,7 +368,9 @@ async def download(
     and stored; minutes the exchange answered around are recorded as gaps. A day file is written
     (atomically) as soon as the download moves past it, and whatever was fetched is written when
     anything goes wrong, so a killed or failed download resumes where it stopped. ``progress`` is
-    called after each page with the report and the minutes still to fetch.
+    called after each page with the report and the minutes still to fetch. Minutes from
+    ``settled`` on (the last few before now) are never recorded as gaps when the exchange sends
+    nothing for them: its clock may be a moment behind, and they are fetched next time instead.
     """
     start -= start % MINUTE_MS
     end -= end % MINUTE_MS
@@ -408,7 +411,8 @@ async def download(
                 report.requests += 1
                 rows = [c for c in page if since <= c[0] < b]
                 if not rows:
-                    mark_gap(since, b)  # nothing more before the end of this run
+                    # Nothing more before the end of this run (but too recent minutes stay unknown).
+                    mark_gap(since, b if settled is None else max(since, min(b, settled)))
                     to_fetch -= (b - since) // MINUTE_MS
                     since = b
                 else:
