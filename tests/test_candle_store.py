@@ -81,7 +81,7 @@ def test_download_stores_what_the_source_serves_and_a_second_run_fetches_nothing
     assert len(calls) == 2
     stored = store.load("sim", "BTCUSDT", start, end)
     assert stored is not None and stored.candles == SimSource(seed=7).fetch_sync("BTCUSDT", start, end)
-    assert stored.times == list(range(start, end, M)) and stored.filled_minutes == 0
+    assert list(stored.times) == list(range(start, end, M)) and stored.filled_minutes == 0
     calls.clear()
     again = sim_download(store, start, end, counted)
     assert (calls, again.fetched, again.already) == ([], 0, 1940)
@@ -119,7 +119,7 @@ def test_gaps_are_recorded_not_refetched_and_filled_as_a_candle_file_fills_them(
     path = tmp_path / "same.json"
     path.write_text(json.dumps(rows))
     from_file = FileSource(path)
-    assert stored.candles == from_file.candles and stored.times == from_file.times
+    assert stored.candles == from_file.candles and list(stored.times) == from_file.times
     assert (stored.gaps, stored.filled_minutes) == (from_file.gaps, from_file.filled_minutes) == (2, 4)
     validate_candles(stored.candles, start, T0 + 2990 * M)
 

@@ -33,7 +33,7 @@ import struct
 import sys
 import zlib
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress, repeat
@@ -114,7 +114,8 @@ class Stored:
     """Candles read from the store for a range: gap-free (gaps filled), and what was filled."""
 
     candles: list[Candle]
-    times: list[int]
+    #: Opening times (a ``range`` when gap-free: no list of a year of ints to build).
+    times: Sequence[int]
     gaps: int
     filled_minutes: int
 
@@ -212,7 +213,7 @@ class CandleStore:
             status = b"".join(statuses)
             if status.count(CANDLE) == len(status):  # the common case: no gap at all
                 o, h, low, c, v = (col.tolist() for col in columns)
-                times = list(range(start, end, MINUTE_MS))
+                times = range(start, end, MINUTE_MS)
                 new = tuple.__new__
                 candles = list(map(new, repeat(Candle), zip(times, o, h, low, c, v, strict=True)))
                 return Stored(candles, times, 0, 0)
@@ -483,7 +484,7 @@ class StoreSource:
         self.resolve_symbol(symbol)
         lo = bisect_left(self.times, start_ms)
         hi = bisect_left(self.times, end_ms, lo)
-        return self.candles if (lo, hi) == (0, len(self.times)) else self.candles[lo:hi]
+        return self.candles if (lo, hi) == (0, len(self.candles)) else self.candles[lo:hi]
 
     async def close(self) -> None:
         """Nothing to release."""
