@@ -213,10 +213,10 @@ class CandleStore:
             status = b"".join(statuses)
             if status.count(CANDLE) == len(status):  # the common case: no gap at all
                 o, h, low, c, v = (col.tolist() for col in columns)
-                times = range(start, end, MINUTE_MS)
+                minutes = range(start, end, MINUTE_MS)
                 new = tuple.__new__
-                candles = list(map(new, repeat(Candle), zip(times, o, h, low, c, v, strict=True)))
-                return Stored(candles, times, 0, 0)
+                candles = list(map(new, repeat(Candle), zip(minutes, o, h, low, c, v, strict=True)))
+                return Stored(candles, minutes, 0, 0)
             mask = status.translate(_IS_CANDLE)
             times = list(compress(range(start, end, MINUTE_MS), mask))
             if not times:
