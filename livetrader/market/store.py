@@ -149,14 +149,28 @@ class CandleStore:
 
     def read_day(self, exchange: str, symbol: str, start: int) -> Day | None:
         """The day opening at ``start``, or None when nothing of it is stored."""
-        path = self.folder(exchange, symbol) / _day_name(start)
+        body = self._read_body(self.folder(exchange, symbol), start)
+        if body is None:
+            return None
+        columns = []
+        for k in range(5):
+            column = array.array("d")
+            column.frombytes(body[_column_at(k, 0):_column_at(k, MINUTES_PER_DAY)])
+            if sys.byteorder == "big":
+                column.byteswap()
+            columns.append(column)
+        return Day(start, bytearray(body[:MINUTES_PER_DAY]), columns)
+
+    def _read_body(self, folder: Path, start: int) -> memoryview | None:
+        """The checked bytes after the header of a day file (status bytes, then the columns), or None."""
+        path = folder / _day_name(start)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CandleSourceError(f"candle store file {path} cannot be read: {exc.strerror}") from None
-        return _decode(path, data, start)
+        return _checked_body(path, data, start)
 
     def write_day(self, exchange: str, symbol: str, day: Day) -> None:
         """Replace the day's file atomically (a crash leaves the old file or the new one, whole)."""
@@ -199,23 +213,28 @@ class CandleStore:
             return None
         statuses: list[bytes] = []
         columns: list[array.array[float]] = [array.array("d") for _ in range(5)]
+        folder = self.folder(exchange, symbol)
         with gc_paused():
-            for d, day in self.days(exchange, symbol, start, end):
-                if day is None:
+            for d in range(day_of(start), end, DAY_MS):
+                body = self._read_body(folder, d)
+                if body is None:
                     return None
                 i, stop = (max(start, d) - d) // MINUTE_MS, (min(end, d + DAY_MS) - d) // MINUTE_MS
-                status = bytes(day.status[i:stop])
+                status = bytes(body[i:stop])
                 if UNKNOWN in status:
                     return None
                 statuses.append(status)
-                for whole, part in zip(columns, day.columns, strict=True):
-                    whole.extend(part[i:stop] if stop - i < MINUTES_PER_DAY else part)
+                for k, whole in enumerate(columns):  # straight from the file's bytes: one copy
+                    whole.frombytes(body[_column_at(k, i):_column_at(k, stop)])
+            if sys.byteorder == "big":
+                for whole in columns:
+                    whole.byteswap()
             status = b"".join(statuses)
             if status.count(CANDLE) == len(status):  # the common case: no gap at all
-                o, h, low, c, v = (col.tolist() for col in columns)
                 minutes = range(start, end, MINUTE_MS)
                 new = tuple.__new__
-                candles = list(map(new, repeat(Candle), zip(minutes, o, h, low, c, v, strict=True)))
+                # Straight from the arrays (their iterators make the floats): no list per column.
+                candles = list(map(new, repeat(Candle), zip(minutes, *columns, strict=True)))
                 return Stored(candles, minutes, 0, 0)
             mask = status.translate(_IS_CANDLE)
             times = list(compress(range(start, end, MINUTE_MS), mask))
@@ -263,7 +282,12 @@ def _add_run(runs: list[tuple[int, int]], a: int, b: int) -> None:
         runs.append((a, b))
 
 
-def _decode(path: Path, data: bytes, start: int) -> Day:
+def _column_at(k: int, minute: int) -> int:
+    """Where value ``minute`` of column ``k`` starts in a day file's body."""
+    return MINUTES_PER_DAY + k * _COLUMN_BYTES + minute * 8
+
+
+def _checked_body(path: Path, data: bytes, start: int) -> memoryview:
     def damaged(why: str) -> CandleSourceError:
         return CandleSourceError(
             f"candle store file {path} is damaged ({why}); delete it and run `livetrader download` again for its day"
@@ -279,15 +303,7 @@ def _decode(path: Path, data: bytes, start: int) -> Day:
     body = memoryview(data)[_HEADER.size:]
     if zlib.crc32(body) != crc:
         raise damaged("checksum mismatch")
-    status = bytearray(body[:MINUTES_PER_DAY])
-    columns = []
-    for k in range(5):
-        column = array.array("d")
-        column.frombytes(body[MINUTES_PER_DAY + k * _COLUMN_BYTES:MINUTES_PER_DAY + (k + 1) * _COLUMN_BYTES])
-        if sys.byteorder == "big":
-            column.byteswap()
-        columns.append(column)
-    return Day(start, status, columns)
+    return body
 
 
 class _StoreLock:
