@@ -114,12 +114,24 @@ def test_backtest_from_the_store_equals_the_backtest_against_the_exchange(tmp_pa
     assert from_store.trades == from_exchange.trades and from_store.cancelled == from_exchange.cancelled
     assert (from_store.symbol, from_store.frames) == (from_exchange.symbol, from_exchange.frames) == ("BTC/USDT", 2880)
 
-    # Part of the range not in the store: read from the exchange, as before.
+    # Part of the range not in the store: read from the exchange, as before, and said so.
     server.clear_log()
     request = BacktestRequest(symbol="BTCUSDT", strategy="my-strategy", start=start, end=end + 60 * M,
                               exchange="binance", candles=None, strict=True, as_json=True, report=None)
     run_all([request], cfg, ROOT / "strategies")
-    assert "candles: from the store" not in capsys.readouterr().err and klines(server)
+    err = capsys.readouterr().err
+    assert "candles: from binance: the store" in err and "lacks 60 minute(s) of 2024-01-03T00:00Z" in err
+    assert klines(server)
+
+    # A store holding the range but only part of the day of history before it: used, and said so.
+    partial = tmp_path / "partial"
+    run_download(DownloadRequest(["BTC/USDT"], "binance", start - 100 * M, end, partial), cfg)
+    capsys.readouterr()
+    server.clear_log()
+    short = backtest(partial)
+    assert klines(server) == []
+    assert "(2,980 minutes, 100 of them before --from, not 1,440: download from earlier" in capsys.readouterr().err
+    assert short.frames == 2880 and len(short.trades) > 5
 
 
 def test_files_is_not_an_exchange_to_download_from(tmp_path: Path, server: ExchangeServer) -> None:

@@ -153,23 +153,39 @@ def _backtest(
 
 
 def _open_stored(request: BacktestRequest, config: Config) -> Any:
-    """The candle store's ``StoreSource`` when it holds every minute the backtest reads (history
-    included), else None; says on stderr where the candles come from when they come from it."""
+    """The candle store's ``StoreSource`` when it holds every minute the backtest prices (history
+    as far as the store has it, up to ``HISTORY_MINUTES``), else None. Says on stderr, in one line,
+    where the candles come from whenever the store holds the symbol."""
     if request.candles is not None or request.exchange == "files":
         return None
-    from livetrader.market.store import default_root, open_stored
+    from livetrader.market.store import default_root, missing_minutes, open_stored
 
     root = request.store or default_root(config.data_dir)
     if not root.is_dir():
         return None
     start, end = resolve_range(request, None)
-    history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
-    stored = open_stored(root, request.exchange, request.symbol, history_start, end)
+    start -= start % MINUTE_MS
+    history_start = start - HISTORY_MINUTES * MINUTE_MS
+    # The range itself must be stored; history is what the store has (with less than five minutes
+    # of it the first frames wait for five candles, as with a candle file that starts at --from).
+    needed_from = start
+    stored = open_stored(root, request.exchange, request.symbol, history_start, end, needed_from)
     if stored is not None:
-        filled = f", {stored.filled_minutes:,} gap minute(s) filled flat" if stored.filled_minutes else ""
-        print(f"candles: from the store {stored.where} ({len(stored.candles):,} minutes{filled})",
+        history = (start - stored.times[0]) // MINUTE_MS
+        notes = [f"{len(stored.candles):,} minutes"]
+        if history < HISTORY_MINUTES:
+            notes.append(f"{history:,} of them before --from, not {HISTORY_MINUTES:,}: download from earlier "
+                         "for the full history")
+        if stored.filled_minutes:
+            notes.append(f"{stored.filled_minutes:,} gap minute(s) filled flat")
+        print(f"candles: from the store {stored.where} ({', '.join(notes)})", file=sys.stderr, flush=True)
+        return stored
+    lacking = missing_minutes(root, request.exchange, request.symbol, needed_from, end)
+    if lacking is not None:
+        print(f"candles: from {request.exchange}: the store {root} lacks {lacking:,} minute(s) of "
+              f"{format_minute(start)} .. {format_minute(end)} (`livetrader download` fetches them)",
               file=sys.stderr, flush=True)
-    return stored
+    return None
 
 
 def report_path(path: Path, result: BacktestResult, several: bool) -> Path:

@@ -506,14 +506,35 @@ class StoreSource:
         """Nothing to release."""
 
 
-def open_stored(root: Path, exchange: str, symbol: str, start: int, end: int) -> StoreSource | None:
-    """A ``StoreSource`` when the store at ``root`` holds every minute of ``[start, end)`` for
-    ``symbol`` on ``exchange``, else None."""
+def open_stored(root: Path, exchange: str, symbol: str, start: int, end: int,
+                needed_from: int | None = None) -> StoreSource | None:
+    """A ``StoreSource`` of ``symbol`` on ``exchange`` from the store at ``root``, or None.
+
+    Without ``needed_from``: when the store holds every minute of ``[start, end)``. With it: when
+    it holds every minute of ``[needed_from, end)``; the candles then begin at ``start`` or, when
+    the store lacks minutes before ``needed_from``, just after the last of them (history is what
+    the store has, as a candle file gives what it holds).
+    """
     store = CandleStore(root)
     name = store.stored_symbol(exchange, symbol)
     if name is None:
         return None
+    if needed_from is not None:
+        missing = store.missing(exchange, name, start, end)
+        if missing and missing[-1][1] > needed_from:
+            return None
+        if missing:
+            start = missing[-1][1]
     stored = store.load(exchange, name, start, end)
     if stored is None or not stored.candles:
         return None
     return StoreSource(store, exchange, name, stored)
+
+
+def missing_minutes(root: Path, exchange: str, symbol: str, start: int, end: int) -> int | None:
+    """How many minutes of ``[start, end)`` the store lacks for ``symbol``; None when it holds none of it."""
+    store = CandleStore(root)
+    name = store.stored_symbol(exchange, symbol)
+    if name is None:
+        return None
+    return sum(b - a for a, b in store.missing(exchange, name, start, end)) // MINUTE_MS
