@@ -74,6 +74,8 @@ LATE = [
     ("text", "abc", "'abc' is not a number"),
     ("empty", "", "is not a number"),
     ("huge", "1e999", "values must be finite"),
+    ("inf high", "inf", "high is 'inf'; values must be finite"),
+    ("minus inf low", "-inf", "low is '-inf'; values must be finite"),
 ]
 
 
@@ -81,7 +83,8 @@ LATE = [
 def test_a_bad_value_far_into_a_long_file_is_found_and_named(tmp_path: Path, case: str, value: str,
                                                              fragment: str) -> None:
     rows = good_rows(3000)
-    column = {"nan": 2, "inf volume": 5, "zero low": 3, "negative volume": 5}.get(case, 4)
+    column = {"nan": 2, "inf volume": 5, "zero low": 3, "negative volume": 5, "inf high": 2,
+              "minus inf low": 3}.get(case, 4)
     fields = rows[2500].split(",")
     fields[column] = value
     rows[2500] = ",".join(fields)

@@ -436,25 +436,26 @@ def _columns_to_candles(
     """``(candles, times, gaps, filled_minutes)`` when every row passes the checks of ``FileSource._load``,
     with missing minutes filled as it fills them; None at the first doubt (the row path then words it).
 
-    Every check is a C-level pass over a column. ``sum`` is not finite when any value is NaN or
-    infinite (or when finite values overflow: a false alarm the row path then clears).
+    Every check is a C-level pass over a column or two. A NaN fails every comparison, so the
+    ``low <= open, close <= high`` passes refuse NaN prices too; every price then lies between the
+    lowest low and the highest high, so those two bound them all. ``sum`` of the volumes is not
+    finite when one is NaN or infinite (or when finite ones overflow: a false alarm the row path
+    then clears).
     """
     if not times:
         return None
-    for column in (o, h, low, c, v):
-        if not math.isfinite(sum(column)):
-            return None
-    # low <= open, close <= high for every row; then low > 0 makes every price positive.
     if not (all(map(le, low, o)) and all(map(le, o, h)) and all(map(le, low, c)) and all(map(le, c, h))):
         return None
-    if min(low) <= 0 or min(v) < 0:
+    if not (0 < min(low) and max(h) < math.inf and math.isfinite(sum(v)) and min(v) >= 0):
         return None
-    if times[0] % MINUTE_MS:
+    first = times[0]
+    if first % MINUTE_MS:
         return None
-    steps = set(map(sub, islice(times, 1, None), times))
     new = tuple.__new__  # Candle tuples without the Python-level __new__, as the row path builds them
-    if steps <= {MINUTE_MS}:
+    # The common case, gap-free, ordered and on the minute, in one comparison of int lists.
+    if times == list(range(first, first + len(times) * MINUTE_MS, MINUTE_MS)):
         return list(map(new, repeat(Candle), zip(times, o, h, low, c, v, strict=True))), times, 0, 0
+    steps = set(map(sub, islice(times, 1, None), times))
     if min(steps) <= 0 or any(step % MINUTE_MS for step in steps) or strict:
         return None  # out of order, duplicate, off the minute, or a gap refused: the row path's messages
     return fill_gaps(times, o, h, low, c, v)
