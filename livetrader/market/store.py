@@ -10,9 +10,10 @@ Layout, under the store's root (default: ``<data dir>/candles``)::
 A day file holds every minute of its day: a header (magic, the day's opening ms, a CRC-32 of the
 rest), one status byte per minute (``UNKNOWN``: never fetched; ``CANDLE``; ``GAP``: fetched, and
 the exchange has no candle for it) and five little-endian float64 columns (open, high, low,
-close, volume) of 1,440 values each. Opening times are implied by the position. Reading a day is
-one ``read`` and five ``array.frombytes``: a year loads in a fraction of a second, with no
-library beyond the standard one (measured against numpy and pyarrow: README "Candle store").
+close, volume) of 1,440 values each. Opening times are implied by the position. Reading a range
+is one ``read`` per day and an ``array.frombytes`` per column straight from its bytes: a year
+loads in about a quarter of a second, with no library beyond the standard one (measured against
+numpy and pyarrow: README "Downloading candles: the local candle store").
 
 Every day file is replaced atomically (``store.atomic.write_atomic``), so a download killed at any
 instant leaves whole files: the minutes written before the kill are kept, the others are still
