@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import sys
 import time
@@ -113,6 +114,10 @@ def _backtest(
     # --- candle source: the store when it holds the range (livetrader download), else the exchange ---
     stored = _open_stored(request, config)
     source = stored or open_source(request.exchange, config, request.candles, request.strict)
+    if stored is not None or request.candles is not None:
+        # A year of candles, loaded now and kept to the end: out of the collector's sight, or every
+        # full collection during the replay walks them all (measured: the replay 10-20 % slower).
+        gc.freeze()
     # --- end of candle source ---
     symbol = source.resolve_symbol(request.symbol)
     bounds = source.bounds(symbol)
