@@ -27,8 +27,9 @@ def outcome(path: Path, bulk: bool, strict: bool = False) -> tuple[object, ...]:
         src = FileSource(path, strict=strict, bulk=bulk)
     except CandleSourceError as exc:
         return ("error", str(exc))
+    # repr too: it tells -0.0 from 0.0, which == does not.
     return ("ok", src.format, src.rows, src.gaps, src.filled_minutes, src.times, src.candles,
-            [tuple(map(type, c)) for c in src.candles])
+            [tuple(map(type, c)) for c in src.candles], repr(src.candles))
 
 
 def assert_same(path: Path) -> tuple[object, ...]:
@@ -127,6 +128,7 @@ ODD_CSV = [
     ("true", f"{HEADER}\n{T0},true,12,9,11,5\n"),
     ("null byte", f"{HEADER}\n{T0},1\x00,12,9,11,5\n"),
     ("no newline at end", f"{HEADER}\n{_row(0)}\n{_row(1)}"),
+    ("minus zero volume", f"{HEADER}\n{T0},10,12,9,11,-0\n"),
 ]
 
 

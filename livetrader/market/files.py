@@ -414,11 +414,12 @@ def _csv_as_json(body: list[str], width: int) -> list[list[object]] | None:
 
     A number JSON accepts is one ``float()`` accepts and reads as the same float (both round
     correctly); anything else (ISO times, ``nan``, ``.5``, an empty field) makes the text invalid
-    JSON and the caller splits the lines instead. Brackets are refused first so that no line can
-    turn into two JSON rows.
+    JSON and the caller splits the lines instead.
     """
     text = "\n".join(body)
-    if "[" in text or "]" in text or "{" in text or "}" in text:
+    # No brackets: no line can turn into two JSON rows. No minus: JSON reads "-0" as the int 0
+    # where float() reads -0.0 (and a valid candle file has no negative number anyway).
+    if "[" in text or "]" in text or "{" in text or "}" in text or "-" in text:
         return None
     try:
         rows = orjson.loads("[[" + text.replace("\n", "],[") + "]]")
