@@ -207,6 +207,10 @@ def backtest(
         "it, errors are counted and that tick is idle, as live)."))] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the markdown report here.")] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Candle store to read when it holds the range (default: "
+                                  "candles/ in the data directory; see `livetrader download`).")
+    ] = None,
     config: ConfigOpt = None,
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
@@ -223,11 +227,44 @@ def backtest(
         last = parse_time(end, "--to") if end else None
         requests = [
             BacktestRequest(symbol=symbol, strategy=strategy, start=first, end=last, exchange=chosen,
-                            candles=candles, strict=strict, as_json=as_json, report=report)
+                            candles=candles, strict=strict, as_json=as_json, report=report, store=store)
             for symbol in dict.fromkeys(symbols)  # a name given twice is backtested once
             for strategy in dict.fromkeys(strategies)
         ]
         run_all(requests, cfg, folder)
+
+    guarded(work)
+
+
+@app.command(cls=ReadableCommand)
+def download(
+    symbols: Annotated[
+        list[str], typer.Argument(metavar="SYMBOL...", help="One or more symbols, e.g. BTC/USDT ETHUSDT.",
+                                  show_default=False)
+    ],
+    exchange: Annotated[
+        str, typer.Option("--exchange", "-e", help="A ccxt exchange (binance, ...) or a name from the config, or sim.",
+                          show_default=False)
+    ],
+    start: Annotated[str, typer.Option("--from", help="First minute, ISO-8601 UTC.", show_default=False)],
+    end: Annotated[
+        str | None, typer.Option("--to", help="End of the range, exclusive (default: now; never past the last "
+                                 "closed minute).")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="The candle store (default: candles/ in the data directory).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Download 1-minute candles once into the local candle store: only missing minutes are fetched,
+    gaps are recorded, a killed download resumes; `backtest` then reads them from the store."""
+    from livetrader.cli.download import DownloadRequest, run_download
+
+    def work() -> None:
+        cfg, _ = _settings(config, None)
+        request = DownloadRequest(symbols=symbols, exchange=exchange, start=parse_time(start, "--from"),
+                                  end=parse_time(end, "--to") if end else None, store=store)
+        run_download(request, cfg)
 
     guarded(work)
 

@@ -617,6 +617,20 @@ class CcxtSource:
             raise CandleSourceError(f"{self.name} {unified}: bad candles: {exc}") from None
         return candles
 
+    async def fetch_page(self, symbol: str, since: int, end: int) -> list[Candle]:
+        """One request: the closed candles the exchange has from ``since`` on, before ``end`` (at most a
+        page), as it sent them: gaps are left for the caller to see (``livetrader download`` records
+        them), which ``fetch`` refuses. Retried like every request; not validated here."""
+        exchange = await self._ready()
+        unified = self._lookup(symbol)
+        now = self.clock()
+        end = min(end, now - now % MINUTE_MS)  # the forming candle is not history yet
+        if end <= since:
+            return []
+        want = min(self._page_limit(exchange), -(-(end - since) // MINUTE_MS))
+        rows, _ = await self._call(f"fetching candles of {unified}", self._fetch_page, exchange, unified, since, want)
+        return [c for c in rows if since <= c.timestamp < end]
+
     async def _fetch_range(self, exchange: Any, unified: str, first: int, end: int) -> tuple[list[Candle], int | None]:
         """Candles opening in ``[first, end)``, page by page; and the earliest ``Date`` the exchange sent."""
         page_limit = self._page_limit(exchange)
