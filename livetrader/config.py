@@ -26,9 +26,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livetrader.errors import ConfigError, LivetraderError, UsageError
+
+if TYPE_CHECKING:
+    from livetrader.core.machine import Rules
 
 #: Where ``load_config(None)`` looks, relative to the working directory.
 DEFAULT_CONFIG_PATH = Path("config/livetrader.toml")
@@ -55,6 +58,13 @@ class EngineConfig:
     #: Real seconds the event loop may go without coming round (strategy code that blocks it)
     #: before the stall is logged, naming the strategy and its stack.
     stall_seconds: float = 10.0
+
+    def rules(self) -> Rules:
+        """The core's decision rules from these numbers: the same for a live pair and a backtest."""
+        from livetrader.core.machine import Rules
+        from livetrader.core.pnl import Costs
+
+        return Rules(Costs(self.fee_percent, self.slippage_percent, self.cost), self.schedule_timeout_minutes)
 
 
 @dataclass(frozen=True, slots=True)

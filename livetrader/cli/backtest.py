@@ -21,7 +21,6 @@ from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
 from livetrader.core.signal import TickResult
 from livetrader.core.stats import ClosedTrade, Stats, compute_stats
 from livetrader.errors import NoCandlesError, UsageError
-from livetrader.live.engine import settings_of
 from livetrader.market.sources import open_source
 from livetrader.strategy.base import instantiate, load_strategies
 from livetrader.strategy.risk import build_profiles
@@ -141,7 +140,7 @@ def _backtest(
     with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
         result = asyncio.run(
             run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
-                         rules=settings_of(config).rules, risk=risk, progress=progress, strict=request.strict)
+                         rules=config.engine.rules(), risk=risk, progress=progress, strict=request.strict)
         )
     elapsed = time.perf_counter() - started
     stats = compute_stats(

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from livetrader.config import Config
-from livetrader.core.machine import Rules
-from livetrader.core.pnl import Costs
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import UsageError
 from livetrader.events import BUS, DoneEvent, ErrorEvent, EventBus
@@ -58,7 +56,7 @@ class Supervision:
 def settings_of(config: Config) -> PairSettings:
     """Pair settings from the ``[engine]`` section."""
     e = config.engine
-    rules = Rules(Costs(e.fee_percent, e.slippage_percent, e.cost), e.schedule_timeout_minutes)
+    rules = e.rules()
     return PairSettings(rules, e.strategy_timeout_seconds, e.max_events)
 
 
