@@ -223,3 +223,48 @@ def test_a_missing_token_refuses_the_start_and_a_credentials_file_must_be_privat
     channel = build_channel(replace(config, credentials_file=secret_file), {})
     assert channel.prepare(Message("closed", "x"))[0].url.endswith(f"/bot{TOKEN}/sendMessage")
     assert TOKEN in redaction.secrets()
+
+
+# --- what the engine shows between sweeps: parked, degraded, discrepancies, orders, stops, halts, the day ---
+
+
+def test_observe_tells_each_change_of_a_real_engine_once(tmp_path: Path):
+    import asyncio
+    from types import SimpleNamespace
+
+    from bench.harness import ORIGIN_MS, build_engine
+
+    from livetrader.core.halt import Halt
+    from livetrader.core.orders import Order
+
+    receiver = serve()
+    engine, clock = build_engine(tmp_path / "data", [("SIM00000USDT", "bench-reference")], ORIGIN_MS, 2)
+    try:
+        channel = build_channel(webhook_config(receiver.url), {})
+        hub = Notifications([channel])
+        hub.start()
+        pair = engine.pairs[0]
+        hub.observe(engine)  # the first look: nothing to tell about a healthy pair
+        pair.unreconciled = "the account holds 0.5 BTC, the journal none"
+        pair.state = "parked"
+        entry = Order("cid-1", "entry", "buy", 0.5, 1, "sig-1", ORIGIN_MS)
+        stop = Order("cid-2", "stop", "sell", 0.5, 1, "sig-1", ORIGIN_MS, status="open", stop_price=99.5)
+        pair.executor = SimpleNamespace(order=replace(entry, order_id="x1"), stop=stop)
+        engine.halts.in_force = {"all": Halt("all", ORIGIN_MS, "operator", "maintenance", False)}
+        hub.observe(engine)
+        hub.observe(engine)  # nothing changed: nothing more is sent
+        pair.executor = SimpleNamespace(order=replace(entry, order_id="x1", status="filled"),
+                                        stop=replace(stop, status="filled"))
+        engine.halts.in_force = {}
+        clock.now = ORIGIN_MS + 86_400_000  # the engine's UTC day turned
+        hub.observe(engine)
+        assert wait_until(lambda: len(receiver.accepted()) == 9)
+        hub.close(1.0)
+    finally:
+        receiver.close()
+        asyncio.run(engine.close())
+    texts = receiver.texts()
+    for expected in ("Parked: SIM00000USDT bench-reference on sim", "Reconciliation discrepancy", "Order outcome unknown",
+                     "Stop placed", "HALTED (all)", "Order resolved", "Stop filled", "Halt lifted (all)",
+                     "Daily summary"):
+        assert sum(expected in t for t in texts) == 1, (expected, texts)

@@ -59,10 +59,10 @@ class MetricsPortError(LivetraderError):
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``"localhost:9464"`` -> (host, port); ConfigError otherwise."""
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``"localhost:9464"`` -> (host, port); port 0: any free one."""
     host, sep, port_text = listen.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ConfigError(f"[metrics] listen must be HOST:PORT (e.g. \"127.0.0.1:9464\"), got {listen!r}")
     return host, int(port_text)
 
