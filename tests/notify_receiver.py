@@ -65,7 +65,7 @@ def serve(script: list[tuple[int, dict[str, str], float]] | None = None,
     receiver = Receiver(list(script or []), default)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with receiver.lock:
                 status, headers, delay = receiver.script.pop(0) if receiver.script else receiver.default

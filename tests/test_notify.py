@@ -233,7 +233,6 @@ def test_observe_tells_each_change_of_a_real_engine_once(tmp_path: Path):
     from types import SimpleNamespace
 
     from bench.harness import ORIGIN_MS, build_engine
-
     from livetrader.core.halt import Halt
     from livetrader.core.orders import Order
 
@@ -264,7 +263,7 @@ def test_observe_tells_each_change_of_a_real_engine_once(tmp_path: Path):
         receiver.close()
         asyncio.run(engine.close())
     texts = receiver.texts()
-    for expected in ("Parked: SIM00000USDT bench-reference on sim", "Reconciliation discrepancy", "Order outcome unknown",
-                     "Stop placed", "HALTED (all)", "Order resolved", "Stop filled", "Halt lifted (all)",
-                     "Daily summary"):
+    for expected in ("Parked: SIM00000USDT bench-reference on sim", "Reconciliation discrepancy",
+                     "Order outcome unknown", "Stop placed", "HALTED (all)", "Order resolved", "Stop filled",
+                     "Halt lifted (all)", "Daily summary"):
         assert sum(expected in t for t in texts) == 1, (expected, texts)
