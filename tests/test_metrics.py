@@ -59,10 +59,12 @@ def test_health_follows_the_watchdog_condition_and_names_the_late_pair(served):
     progress["ETHUSDT/dip"] = PairProgress(time.monotonic() - 6.0, 5.0)  # its last tick is past its deadline
     code, text = get(url + "/health")
     assert code == 503 and "ETHUSDT/dip" in text and "BTCUSDT" not in text
+    metrics.refresh()  # the daemon refreshes about once a second, between sweeps
     scraped = families(get(url + "/metrics")[1])
     assert scraped["livetrader_healthy"][0].value == 0
     progress["ETHUSDT/dip"] = PairProgress(time.monotonic(), 5.0)  # it ticked again
     assert get(url + "/health") == (200, "ok\n")
+    metrics.refresh()
     assert families(get(url + "/metrics")[1])["livetrader_healthy"][0].value == 1
     assert get(url + "/nothing")[0] == 404
 

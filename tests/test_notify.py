@@ -267,3 +267,23 @@ def test_observe_tells_each_change_of_a_real_engine_once(tmp_path: Path):
                      "Order outcome unknown", "Stop placed", "HALTED (all)", "Order resolved", "Stop filled",
                      "Halt lifted (all)", "Daily summary"):
         assert sum(expected in t for t in texts) == 1, (expected, texts)
+
+
+def test_every_notify_and_metrics_key_is_documented_in_the_sample_config_and_the_readme():
+    import re
+    import tomllib
+
+    from livetrader.config import _METRICS_KEYS, _NOTIFY_KEYS
+
+    root = Path(__file__).resolve().parent.parent
+    sample = (root / "config" / "livetrader.toml").read_text()
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Watching from outside"):readme.index("## Benchmarks")]
+    for key in [*_NOTIFY_KEYS, *_METRICS_KEYS]:
+        assert re.search(rf"^# {key} = ", sample, re.M), f"config/livetrader.toml does not show {key}"
+        assert f"{key}" in section, f"the README's 'Watching from outside' does not mention {key}"
+    # The sample, uncommented, is a valid config (with a webhook url, as the table needs one of its kind).
+    tail = sample[sample.index("# [metrics]"):]
+    uncommented = "\n".join(line[2:] for line in tail.splitlines() if re.match(r"# (\[|\w+ = )", line))
+    config = parse_config(tomllib.loads(uncommented))
+    assert config.metrics is not None and config.notify["phone"].type == "telegram"

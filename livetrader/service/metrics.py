@@ -94,6 +94,7 @@ class Snapshot:
     commit_flush_seconds: float = 0.0
     bus_dropped: int = 0
     late: list[tuple[str, str, str]] = field(default_factory=list)
+    healthy: bool = False
     halts: int = 0
 
 
@@ -148,11 +149,19 @@ class Metrics:
     # --- the snapshot, on the event loop ------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read what the engine counts into a new snapshot (on the loop, between sweeps)."""
-        engine = self.engine
-        if engine is None:
-            return
+        """Read what the engine counts, and the watchdog condition, into a new snapshot (on the loop, between
+        sweeps)."""
         snap = Snapshot()
+        engine = self.engine
+        if engine is not None:
+            self._read_engine(engine, snap)
+        if self.health is not None and self.ready:
+            snap.healthy, late = self.health(time.monotonic())
+            by_name = {f"{p.symbol}/{p.strategy_name}": p.key for p in engine.pairs} if late and engine else {}
+            snap.late = [by_name[name] for name in late if name in by_name]
+        self.snapshot = snap
+
+    def _read_engine(self, engine: Engine, snap: Snapshot) -> None:
         ticks: Tally[tuple[str, str]] = Tally()
         opened: Tally[tuple[str, str]] = Tally()
         pnl: dict[tuple[str, str], float] = {}
@@ -195,11 +204,6 @@ class Metrics:
             snap.commit_flushes, snap.commit_flush_seconds = commits.batches, commits.flush_seconds
         snap.bus_dropped = engine.bus.dropped()
         snap.halts = len(engine.halts.in_force)
-        if self.health is not None and self.ready:
-            _, late = self.health(time.monotonic())
-            by_name = {f"{p.symbol}/{p.strategy_name}": p.key for p in engine.pairs} if late else {}
-            snap.late = [by_name[name] for name in late if name in by_name]
-        self.snapshot = snap
 
     async def refresh_loop(self, interval: float = 1.0) -> None:
         """Refresh the snapshot every ``interval`` seconds, between sweeps; run until cancelled."""
@@ -306,14 +310,10 @@ class _SnapshotCollector:
         for key in s.late:
             late.add_metric(list(key), 1)
         yield late
-        healthy = 0
-        if m.ready and m.health is not None:
-            try:
-                healthy = 1 if m.health(time.monotonic())[0] else 0
-            except Exception:  # noqa: BLE001 - a broken check is unhealthy
-                healthy = 0
+        # From the snapshot: judging 10,000 pairs on the server's thread could hold the GIL during a sweep.
         yield GaugeMetricFamily("livetrader_healthy", "1 while every live pair completes its ticks within its "
-                                "deadline (what /health answers)", value=healthy)
+                                "deadline (what /health answers), as of the last refresh",
+                                value=1 if m.ready and s.healthy else 0)
 
 
 class _QuietHandler(WSGIRequestHandler):
