@@ -122,3 +122,22 @@ def test_listen_must_be_host_and_port(listen):
 
 def test_ipv6_loopback_is_loopback():
     assert parse_listen("[::1]:9464") == ("::1", 9464)
+
+
+def test_the_shipped_alerts_name_only_metrics_the_daemon_exposes(served):
+    import re
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+    metrics = Metrics()
+    metrics.channels = lambda: {"phone": (1, 0, 0)}  # a daemon with a channel, after an error:
+    metrics.tick_errors.labels("source").inc()  # families without samples are not written at all
+    text = get(served(metrics) + "/metrics")[1]
+    exposed = set(re.findall(r"^# TYPE (\S+) ", text, re.M))  # the classic text format names counters *_total
+    alerts = (deploy / "alerts.yml").read_text()
+    named = set(re.findall(r"\b(livetrader_[a-z_]+)", alerts))
+    assert named and named <= exposed, named - exposed
+    for alert in ("LivetraderDown", "LivetraderPairLate", "LivetraderUnknownOrders",
+                  "LivetraderReconciliationDiscrepancy"):
+        assert f"alert: {alert}\n" in alerts
+    assert "rule_files:\n  - alerts.yml" in (deploy / "prometheus.yml").read_text()
