@@ -162,7 +162,7 @@ retry_seconds = 0.05
     assert texts[0] == "livetrader started: 2 pairs"
     assert any(t.startswith("Closed long BTCUSDT quick-long on sim:") and "USDT)" in t and "held" in t for t in texts)
     assert not any(t.startswith("Opened") for t in texts)  # not selected for this channel
-    assert texts[-1] == "livetrader stopping"
+    assert "livetrader stopping" in texts  # (a position closed by the last sweep may be told after it)
     # The webhook: every kind it selected (all), signed.
     kinds = {r.json()["event"] for r in hook.accepted()}
     assert {"opened", "closed", "started", "ready", "stopping", "daily"} <= kinds
