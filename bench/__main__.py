@@ -33,7 +33,8 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "orders": ("order path cost; 100 pairs opening at once; kill -9 torture with orders",
                {"count": 300, "pairs": 100, "kills": 100}, {"count": 40, "pairs": 20, "kills": 3}),
     "observe": ("live sweep with metrics and a notification channel, against without",
-                {"sizes": (10_000,), "warmup": 10, "minutes": 30}, {"sizes": (200,), "warmup": 3, "minutes": 5}),
+                {"sizes": (10_000,), "warmup": 5, "minutes": 15, "rounds": 2},
+                {"sizes": (200,), "warmup": 3, "minutes": 5, "rounds": 1}),
 }
 
 
