@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from livetrader.config import MetricsConfig
-from livetrader.errors import ConfigError
+from livetrader.errors import ConfigError, MetricsPortError
 from livetrader.events import ErrorEvent, EventBus
-from livetrader.service.metrics import Metrics, MetricsPortError, MetricsServer, parse_listen
+from livetrader.service.metrics import Metrics, MetricsServer, parse_listen
 from livetrader.service.systemd import PairProgress, WatchdogGate
 
 

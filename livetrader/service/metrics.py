@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from livetrader.config import MetricsConfig
-from livetrader.errors import ConfigError, LivetraderError
+from livetrader.errors import ConfigError, MetricsPortError
 from livetrader.logs import get_logger
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from livetrader.live.engine import Engine
 
-__all__ = ["MetricsPortError", "Metrics", "MetricsServer", "parse_listen"]
+__all__ = ["Metrics", "MetricsServer", "parse_listen"]
 
 log = get_logger(__name__)
 
@@ -52,10 +52,6 @@ SWEEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 
 #: ``(healthy, late pair names)`` at a monotonic time: ``WatchdogGate.check``.
 HealthCheck = Callable[[float], tuple[bool, list[str]]]
-
-
-class MetricsPortError(LivetraderError):
-    """The metrics port could not be opened (taken by another process, or the address is not ours)."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

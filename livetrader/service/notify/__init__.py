@@ -130,7 +130,7 @@ class Notifications:
         wanted = {kind for c in self.channels for kind in c.events}
         actions = {a for a in ("opened", "closed", "cancelled") if a in wanted} | {"closed"}  # closed feeds the day
         self._unsubscribe.append(bus.listen("signal_live", self._tick_listener(frozenset(actions))))
-        if self.digests:
+        if self.digests or "daily" in wanted:  # the daily summary counts the errors too
             self._unsubscribe.append(bus.listen("error", self.on_error))
 
     def _tick_listener(self, actions: frozenset[str]) -> Callable[[Any], None]:
@@ -163,6 +163,8 @@ class Notifications:
             return  # parked pairs are told by observe; a listener's failure is ours, not the operator's
         where = "/".join(x for x in (event.symbol, event.strategy) if x)
         text = f"{where}: {event.message}" if where else event.message
+        if not self.digests:
+            return
         for digest in self.digests.values():
             digest.add(event.kind, text, event.at)
         self.flush_errors(event.at)

@@ -26,6 +26,8 @@ from livetrader.redaction import redact, redact_value, register
 from livetrader.service.notify.channel import Channel, Request
 from livetrader.service.notify.format import Message
 
+#: Telegram refuses a message longer than 4096 characters; a long error is cut, not lost.
+TELEGRAM_MAX_TEXT = 4000
 #: The header carrying a webhook body's signature: ``sha256=<hex HMAC-SHA256 of the body>``.
 SIGNATURE_HEADER = "X-Livetrader-Signature"
 
@@ -98,7 +100,7 @@ def telegram(config: NotifyConfig, environ: Mapping[str, str] | None = None) -> 
     url = f"{config.api_url}/bot{token}/sendMessage"
 
     def prepare(message: Message) -> list[Request]:
-        text = redact(message.text)
+        text = redact(message.text)[:TELEGRAM_MAX_TEXT]
         return [Request(url, json.dumps({"chat_id": chat, "text": text, "disable_web_page_preview": True}).encode(),
                         {"Content-Type": "application/json"}, f"telegram sendMessage to chat {chat}")
                 for chat in config.chat_ids]
