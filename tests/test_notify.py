@@ -232,12 +232,22 @@ def test_observe_tells_each_change_of_a_real_engine_once(tmp_path: Path):
     import asyncio
     from types import SimpleNamespace
 
-    from bench.harness import ORIGIN_MS, build_engine
+    from daemon import FIXTURE_STRATEGIES
+
+    from livetrader.config import Config
     from livetrader.core.halt import Halt
     from livetrader.core.orders import Order
+    from livetrader.events import EventBus
+    from livetrader.live.clock import ManualClock
+    from livetrader.live.engine import Engine
+    from livetrader.strategy.base import load_strategies
 
     receiver = serve()
-    engine, clock = build_engine(tmp_path / "data", [("SIM00000USDT", "bench-reference")], ORIGIN_MS, 2)
+    origin = 1_704_067_200_000  # 2024-01-01T00:00Z
+    clock = ManualClock(origin)
+    engine = Engine(Config(), load_strategies(FIXTURE_STRATEGIES), clock=clock, bus=EventBus(),
+                    data_dir=tmp_path / "data")
+    engine.add_pair("BTCUSDT", "always-long")
     try:
         channel = build_channel(webhook_config(receiver.url), {})
         hub = Notifications([channel])
@@ -246,16 +256,16 @@ def test_observe_tells_each_change_of_a_real_engine_once(tmp_path: Path):
         hub.observe(engine)  # the first look: nothing to tell about a healthy pair
         pair.unreconciled = "the account holds 0.5 BTC, the journal none"
         pair.state = "parked"
-        entry = Order("cid-1", "entry", "buy", 0.5, 1, "sig-1", ORIGIN_MS)
-        stop = Order("cid-2", "stop", "sell", 0.5, 1, "sig-1", ORIGIN_MS, status="open", stop_price=99.5)
+        entry = Order("cid-1", "entry", "buy", 0.5, 1, "sig-1", origin)
+        stop = Order("cid-2", "stop", "sell", 0.5, 1, "sig-1", origin, status="open", stop_price=99.5)
         pair.executor = SimpleNamespace(order=replace(entry, order_id="x1"), stop=stop)
-        engine.halts.in_force = {"all": Halt("all", ORIGIN_MS, "operator", "maintenance", False)}
+        engine.halts.in_force = {"all": Halt("all", origin, "operator", "maintenance", False)}
         hub.observe(engine)
         hub.observe(engine)  # nothing changed: nothing more is sent
         pair.executor = SimpleNamespace(order=replace(entry, order_id="x1", status="filled"),
                                         stop=replace(stop, status="filled"))
         engine.halts.in_force = {}
-        clock.now = ORIGIN_MS + 86_400_000  # the engine's UTC day turned
+        clock.now = origin + 86_400_000  # the engine's UTC day turned
         hub.observe(engine)
         assert wait_until(lambda: len(receiver.accepted()) == 9)
         hub.close(1.0)
@@ -263,7 +273,7 @@ def test_observe_tells_each_change_of_a_real_engine_once(tmp_path: Path):
         receiver.close()
         asyncio.run(engine.close())
     texts = receiver.texts()
-    for expected in ("Parked: SIM00000USDT bench-reference on sim", "Reconciliation discrepancy",
+    for expected in ("Parked: BTCUSDT always-long on sim", "Reconciliation discrepancy",
                      "Order outcome unknown", "Stop placed", "HALTED (all)", "Order resolved", "Stop filled",
                      "Halt lifted (all)", "Daily summary"):
         assert sum(expected in t for t in texts) == 1, (expected, texts)
