@@ -84,6 +84,7 @@ def test_a_daemon_notifies_and_is_scraped_and_its_health_follows_the_watchdog(tm
     # Telegram answers 429 (Retry-After 0.2 s), then 500, then works: the first message arrives late, not lost.
     telegram = serve(script=[(429, {"Retry-After": "0.2"}, 0), (500, {}, 0)])
     hook = serve()
+    stuck = serve(default=(200, {}, 60.0))  # accepts every request and never answers in time
     port = free_port()
     (cwd / "obs.toml").write_text(f"""
 [engine]
@@ -105,6 +106,12 @@ type = "webhook"
 url = "{hook.url}/hook"
 sign = true
 retry_seconds = 0.05
+
+[notify.stuck]
+type = "webhook"
+url = "{stuck.url}/hook"
+queue = 5
+timeout_seconds = 1
 """)
     url = f"http://127.0.0.1:{port}"
     proc = start(cwd, "run", "BTCUSDT", "--strategy", "quick-long", "--strategy", "late-blocker",
@@ -142,12 +149,19 @@ retry_seconds = 0.05
         assert wait_for(lambda: healths[-1][1] == 200, 10), "/health never recovered"
         # A day of the engine's clock passes within ~4.3 s at this speed: the daily summary comes.
         assert wait_for(lambda: any("Daily summary" in t for t in telegram.texts()), 10)
-        assert scrape(url)["livetrader_ticks_total"][group] > ticks
+        final = scrape(url)
+        assert final["livetrader_ticks_total"][group] > ticks
+        # The stuck channel overflowed, yet no sweep waited for it: only the one the blocker held took > 1 s.
+        assert final["livetrader_notifications_dropped_total"][(("channel", "stuck"),)] > 0
+        sweeps = final["livetrader_sweep_duration_seconds_count"][()]
+        within_a_second = final["livetrader_sweep_duration_seconds_bucket"][(("le", "1.0"),)]
+        assert sweeps > 100 and sweeps - within_a_second <= 1, (sweeps, within_a_second)
     finally:
         watching.set()
         code, out, err = stop(proc, signal.SIGINT, timeout=30)
         telegram.close()
         hook.close()
+        stuck.close()
     assert code == 0, err
     late = [text for _, c, text in healths if c == 503]
     assert all("late" in text and "BTCUSDT/" in text for text in late), late[:3]

@@ -123,7 +123,6 @@ class Metrics:
         self.registry.register(_SnapshotCollector(self))
         # Per pair: the tick count last seen, so each tick's lag is observed once.
         self._seen_ticks: dict[tuple[str, str, str], int] = {}
-        self._seen_minute: int | None = None
         self._lock = threading.Lock()
 
     # --- fed by the event bus (delivered after a sweep, never during it) ----------------------
@@ -141,6 +140,11 @@ class Metrics:
             self.tick_errors.labels(event.kind or "other").inc()
 
         return [bus.listen("signal_live", on_tick), bus.listen("error", on_error)]
+
+    def on_sweep(self, sweep: Any) -> None:
+        """A sweep completed (a ``Metronome`` listener: once a minute, after the sweep's last tick)."""
+        if sweep.seconds is not None:
+            self.sweep_duration.observe(sweep.seconds)
 
     # --- the snapshot, on the event loop ------------------------------------------------------
 
@@ -192,9 +196,6 @@ class Metrics:
         sweep = engine.metronome.last
         if sweep is not None and sweep.seconds is not None:
             snap.sweep_seconds, snap.sweep_pairs = sweep.seconds, sweep.pairs
-            if sweep.minute != self._seen_minute:
-                self._seen_minute = sweep.minute
-                self.sweep_duration.observe(sweep.seconds)
         commits = engine.restorer.commits
         if commits is not None:
             snap.commit_flushes, snap.commit_flush_seconds = commits.batches, commits.flush_seconds

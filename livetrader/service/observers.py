@@ -58,6 +58,7 @@ class Observers:
             self.metrics.engine = engine
             self.metrics.health = health
             self.metrics.listen(engine.bus)
+            engine.metronome.listeners.append(self.metrics.on_sweep)
             if self.notifications is not None:
                 self.metrics.channels = self.notifications.counters
             self.server.start()
