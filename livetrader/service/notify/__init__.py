@@ -119,9 +119,11 @@ class Notifications:
         for listener in self._unsubscribe:
             listener()
         self._unsubscribe = []
-        deadline = self.monotonic() + timeout
+        deadline = time.monotonic() + timeout
+        for channel in self.channels:  # all at once: a stuck channel must not eat the others' time
+            channel.begin_close(deadline)
         for channel in self.channels:
-            channel.close(max(0.1, deadline - self.monotonic()))
+            channel.finish_close()
 
     # --- from the event bus ----------------------------------------------------------------------
 

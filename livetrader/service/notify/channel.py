@@ -166,7 +166,8 @@ class Channel:
             with self._cond:
                 while not self.queue and not self._closing:
                     self._cond.wait()
-                if not self.queue:
+                past_deadline = self._deadline is not None and time.monotonic() > self._deadline
+                if not self.queue or past_deadline:
                     return
                 request = self.queue.popleft()
                 self._busy = True
@@ -226,12 +227,22 @@ class Channel:
 
     def close(self, timeout: float) -> None:
         """Deliver what is queued within ``timeout`` seconds, then stop; what is left is dropped and counted."""
+        self.begin_close(time.monotonic() + timeout)
+        self.finish_close()
+
+    def begin_close(self, deadline: float) -> None:
+        """Stop taking new messages after ``deadline`` (monotonic); deliver until then."""
         with self._cond:
             self._closing = True
-            self._deadline = time.monotonic() + timeout
+            self._deadline = deadline
             self._cond.notify_all()
+
+    def finish_close(self) -> None:
+        """Wait for the thread (until the deadline, and a request in flight at most ``timeout_seconds`` past
+        it), then count what was left undelivered."""
+        deadline = self._deadline if self._deadline is not None else time.monotonic()
         if self._thread.is_alive():
-            self._thread.join(timeout + 0.5)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
         with self._cond:
             left = len(self.queue)
             self.queue.clear()
