@@ -398,9 +398,8 @@ def _read_notify(table: Any, path: Path | None) -> Mapping[str, NotifyConfig]:
         if kind == "telegram" and not values.get("chat_ids"):
             raise ConfigError(f"{_source(path)}: {where}.chat_ids is required for a telegram channel "
                               "(the chats the bot writes to)")
-        if kind == "webhook" and not values.get("url") and "credentials_file" not in values:
-            raise ConfigError(f"{_source(path)}: {where}.url is required for a webhook channel (or a url in its "
-                              "credentials_file, when the URL itself is a secret, as Discord's and Slack's are)")
+        # A webhook without url may take it from LIVETRADER_NOTIFY_<NAME>_URL or its credentials_file
+        # (Discord's and Slack's URLs are secrets): checked where those are read (service/notify/senders.py).
         channels[name] = NotifyConfig(name=name, **values)
     return MappingProxyType(channels)
 

@@ -297,3 +297,14 @@ def test_every_notify_and_metrics_key_is_documented_in_the_sample_config_and_the
     uncommented = "\n".join(line[2:] for line in tail.splitlines() if re.match(r"# (\[|\w+ = )", line))
     config = parse_config(tomllib.loads(uncommented))
     assert config.metrics is not None and config.notify["phone"].type == "telegram"
+
+
+def test_a_webhook_url_that_is_a_secret_comes_from_the_environment_and_is_never_shown():
+    secret_url_part = "T000/B000/XXXXsecretpathXXXX"
+    config = parse_config({"notify": {"slack": {"type": "webhook", "template": "slack"}}}).notify["slack"]
+    with pytest.raises(ConfigError, match="LIVETRADER_NOTIFY_SLACK_URL"):
+        build_channel(config, {})
+    url = f"https://hooks.slack.invalid/services/{secret_url_part}"
+    channel = build_channel(config, {"LIVETRADER_NOTIFY_SLACK_URL": url})
+    assert channel.prepare(Message("closed", "x"))[0].url == url
+    assert redaction.redact(f"POST {url} failed") == "POST *** failed"

@@ -122,8 +122,9 @@ def webhook(config: NotifyConfig, environ: Mapping[str, str] | None = None) -> C
     secrets = load_secrets(config, environ)
     url = secrets.get("url") or config.url
     if not url:
-        raise ConfigError(f"[notify.{config.name}] needs a url: in the config, or url = \"...\" in its "
-                          "credentials_file")
+        raise ConfigError(f"[notify.{config.name}] needs a url: url = \"...\" in the config, LIVETRADER_NOTIFY_"
+                          f"{notify_env_name(config.name)}_URL in the environment, or url = \"...\" in its "
+                          "credentials_file (a Discord or Slack URL is a secret: not in the config)")
     key = secrets.get("secret")
     if config.sign and not key:
         raise ConfigError(f"[notify.{config.name}] sign = true needs the HMAC key: set LIVETRADER_NOTIFY_"
