@@ -34,6 +34,9 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
                {"count": 300, "pairs": 100, "kills": 100}, {"count": 40, "pairs": 20, "kills": 3}),
     "candles": ("a year of candles loaded from the store, JSON and CSV; the backtest command end to end",
                 {"days": 365, "repeats": 3, "runs": 5}, {"days": 3, "repeats": 1, "runs": 1}),
+    "observe": ("live sweep with metrics and a notification channel, against without",
+                {"sizes": (10_000,), "warmup": 5, "minutes": 15, "rounds": 2},
+                {"sizes": (200,), "warmup": 3, "minutes": 5, "rounds": 1}),
 }
 
 
@@ -51,6 +54,8 @@ def runner(name: str) -> Callable[..., Result]:
         from bench.orders import run
     elif name == "candles":
         from bench.candle_load import run
+    elif name == "observe":
+        from bench.observe_overhead import run
     else:
         from bench.cli_start import run
     return run

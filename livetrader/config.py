@@ -9,6 +9,8 @@ Layout (every key optional; the built-in defaults equal the shipped file)::
     [exchanges.<name>]      free-form table per candle source ([exchanges.sim] seed = 42)
     [risk.<profile>]        max_positions, max_positions_per_symbol, cost, max_daily_loss_percent,
                             capital
+    [metrics]               listen, allow_remote (Prometheus /metrics and /health; off when absent)
+    [notify.<name>]         type ("telegram" | "webhook"), events, and the channel's own keys
 
 A typo must not silently fall back to a default in a system that trades money, so an
 unknown section or key, a wrong type or an out-of-range value is a ConfigError naming the
@@ -93,6 +95,60 @@ def _default_risk() -> Mapping[str, RiskProfileConfig]:
     return MappingProxyType({"conservative": RiskProfileConfig("conservative", 3, 1)})
 
 
+# --- [metrics] and [notify.<name>] (service/metrics.py, service/notify/) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: where Prometheus scrapes ``/metrics`` and ``/health``.
+
+    Off unless the section is present: a port is opened only when asked for, and several daemons on
+    one host (``livetrader@.service`` instances) must each be given their own.
+    """
+
+    listen: str = "127.0.0.1:9464"
+    #: A ``listen`` address other than loopback is refused unless this is true (and then warned about).
+    allow_remote: bool = False
+
+
+#: What a channel can be sent (``events = [...]``); all of them when the key is absent.
+NOTIFY_EVENTS = ("opened", "closed", "cancelled", "orders", "stops", "reconciliation", "degraded", "halts",
+                 "lifecycle", "errors", "daily")
+NOTIFY_TYPES = ("telegram", "webhook")
+WEBHOOK_TEMPLATES = ("json", "discord", "slack")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """One ``[notify.<name>]`` channel. Its secret (the bot token, the HMAC key) is never here: it comes
+    from ``LIVETRADER_NOTIFY_<NAME>_TOKEN`` / ``_SECRET`` or a mode-600 ``credentials_file``."""
+
+    name: str
+    type: str
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    #: telegram: the Bot API's base URL (a local server in tests) and the chats to send to.
+    api_url: str = "https://api.telegram.org"
+    chat_ids: tuple[str, ...] = ()
+    #: webhook: where to POST, the body's shape, and whether to sign it (``X-Livetrader-Signature``).
+    url: str | None = None
+    template: str = "json"
+    sign: bool = False
+    credentials_file: Path | None = None
+    #: Messages waiting for delivery before the oldest is dropped (and counted).
+    queue: int = 1000
+    timeout_seconds: float = 10.0
+    #: Attempts per message on 429/5xx/timeouts; the wait doubles from ``retry_seconds`` (or is
+    #: what ``Retry-After`` says), at most ``retry_max_seconds``.
+    retries: int = 5
+    retry_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    #: Errors are summarised: at most one message per this many seconds, counting what came since.
+    error_interval_seconds: float = 300.0
+
+
+# --- end [metrics] and [notify.<name>] ---------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``path`` is the file it came from, None for built-in defaults."""
@@ -104,6 +160,10 @@ class Config:
     exchanges: Mapping[str, Mapping[str, Any]] = field(default_factory=_default_exchanges)
     risk: Mapping[str, RiskProfileConfig] = field(default_factory=_default_risk)
     path: Path | None = None
+    #: ``[metrics]``: None (no port opened) unless the section is there.
+    metrics: MetricsConfig | None = None
+    #: ``[notify.<name>]`` channels by name.
+    notify: Mapping[str, NotifyConfig] = field(default_factory=lambda: MappingProxyType({}))
 
     def exchange_options(self, name: str) -> dict[str, Any]:
         """A mutable copy of ``[exchanges.<name>]``, empty when the section is absent."""
@@ -208,7 +268,7 @@ _RISK_KEYS: dict[str, Check] = {
     "max_daily_loss_percent": _number(0, inclusive=False),
     "capital": _number(0, inclusive=False),
 }
-_SECTIONS = ("livetrader", "engine", "exchanges", "risk")
+_SECTIONS = ("livetrader", "engine", "exchanges", "risk", "metrics", "notify")
 
 
 def _read_table(table: Any, section: str, checks: dict[str, Check], path: Path | None) -> dict[str, Any]:
@@ -262,6 +322,103 @@ def _read_risk(table: Any, path: Path | None) -> Mapping[str, RiskProfileConfig]
     return MappingProxyType(profiles)
 
 
+# --- checks of [metrics] and [notify.<name>] ---
+
+
+def _bool(value: Any, where: _Where) -> bool:
+    if not isinstance(value, bool):
+        raise where.error("true or false", value)
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: Any, where: _Where) -> str:
+        if value not in choices:
+            raise where.error("one of " + ", ".join(repr(c) for c in choices), value)
+        return str(value)
+
+    return check
+
+
+def _strings(choices: tuple[str, ...] | None) -> Check:
+    def check(value: Any, where: _Where) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
+        if not isinstance(items, list) or not items or not all(
+                isinstance(v, str | int) and not isinstance(v, bool) for v in items):
+            raise where.error("a non-empty list of strings", value)
+        out = tuple(str(v) for v in items)
+        bad = [v for v in out if choices is not None and v not in choices]
+        if bad:
+            raise where.error("a list of " + ", ".join(choices or ()), value)
+        return out
+
+    return check
+
+
+def _url(value: Any, where: _Where) -> str:
+    text = _non_empty_str(value, where)
+    if not text.startswith(("http://", "https://")):
+        raise where.error("an http:// or https:// URL", value)
+    return text.rstrip("/") if where.key.endswith("api_url") else text
+
+
+_METRICS_KEYS: dict[str, Check] = {"listen": _non_empty_str, "allow_remote": _bool}
+_NOTIFY_KEYS: dict[str, Check] = {
+    "type": _one_of(NOTIFY_TYPES),
+    "events": _strings(NOTIFY_EVENTS),
+    "api_url": _url,
+    "chat_ids": _strings(None),
+    "url": _url,
+    "template": _one_of(WEBHOOK_TEMPLATES),
+    "sign": _bool,
+    "credentials_file": _path,
+    "queue": _positive_int,
+    "timeout_seconds": _number(0, inclusive=False),
+    "retries": _positive_int,
+    "retry_seconds": _number(0, inclusive=False),
+    "retry_max_seconds": _number(0, inclusive=False),
+    "error_interval_seconds": _number(0, inclusive=False),
+}
+#: Keys that would put a secret into the config file: refused with a pointer to where it goes.
+_NOTIFY_SECRET_KEYS = ("token", "bot_token", "secret", "hmac_secret", "password")
+
+
+def _read_metrics(table: Any, path: Path | None) -> MetricsConfig | None:
+    if table is None:
+        return None
+    return MetricsConfig(**_read_table(table, "metrics", _METRICS_KEYS, path))
+
+
+def _read_notify(table: Any, path: Path | None) -> Mapping[str, NotifyConfig]:
+    if not isinstance(table, dict):
+        raise _Where(path, "notify").error("a table of [notify.<name>] sections", table)
+    channels = {}
+    for name, options in table.items():
+        where = f"notify.{name}"
+        if isinstance(options, dict):
+            for key in options:
+                if key in _NOTIFY_SECRET_KEYS:
+                    env = f"LIVETRADER_NOTIFY_{notify_env_name(name)}_{'SECRET' if 'secret' in key else 'TOKEN'}"
+                    raise ConfigError(f"{_source(path)}: {where}.{key} is a secret; secrets never go in the config "
+                                      f"file. Set {env} in the environment, or credentials_file = \"...\" (chmod 600)")
+        values = _read_table(options, where, _NOTIFY_KEYS, path)
+        kind = values.get("type")
+        if kind is None:
+            raise _Where(path, f"{where}.type").error("one of 'telegram', 'webhook'", None)
+        if kind == "telegram" and not values.get("chat_ids"):
+            raise ConfigError(f"{_source(path)}: {where}.chat_ids is required for a telegram channel "
+                              "(the chats the bot writes to)")
+        # A webhook without url may take it from LIVETRADER_NOTIFY_<NAME>_URL or its credentials_file
+        # (Discord's and Slack's URLs are secrets): checked where those are read (service/notify/senders.py).
+        channels[name] = NotifyConfig(name=name, **values)
+    return MappingProxyType(channels)
+
+
+def notify_env_name(name: str) -> str:
+    """A channel's name as it appears in its environment variables: ``my-phone`` -> ``MY_PHONE``."""
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
 def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
     """Build a Config from an already parsed TOML document, checking every section and key."""
     for section in data:
@@ -270,7 +427,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
             hint = f"; did you mean [{close[0]}]?" if close else "."
             raise ConfigError(
                 f"{_source(path)}: unknown section [{section}]{hint} Known: [livetrader], [engine], "
-                "[exchanges.<name>], [risk.<profile>]"
+                "[exchanges.<name>], [risk.<profile>], [metrics], [notify.<name>]"
             )
     top = _read_table(data.get("livetrader", {}), "livetrader", _LIVETRADER_KEYS, path)
     engine = _read_table(data.get("engine", {}), "engine", _ENGINE_KEYS, path)
@@ -278,6 +435,8 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
         engine=EngineConfig(**engine),
         exchanges=_read_exchanges(data.get("exchanges", {}), path),
         risk=_read_risk(data.get("risk", {}), path),
+        metrics=_read_metrics(data.get("metrics"), path),
+        notify=_read_notify(data.get("notify", {}), path),
         path=path,
         **top,
     )

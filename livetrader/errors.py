@@ -81,3 +81,8 @@ class DataDirLocked(StoreError):
         self.directory = directory
         self.pid = pid
         super().__init__(message)
+
+
+class MetricsPortError(LivetraderError):
+    """The ``[metrics]`` port could not be opened: taken by another process, or not an address of
+    this machine (exit code 1)."""

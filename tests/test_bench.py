@@ -379,7 +379,7 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr  # --quick exits 1 when a figure is not sane
     benchmarks = json.loads(done.stdout)["benchmarks"]
-    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli", "orders", "candles"]
+    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli", "orders", "candles", "observe"]
     for name, result in benchmarks.items():
         for row in result["rows"]:
             assert math.isfinite(row["value"]), (name, row["metric"])

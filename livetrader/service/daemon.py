@@ -30,6 +30,7 @@ from livetrader.service.startup import RunRequest, build_engine, check_data_dir
 
 if TYPE_CHECKING:
     from livetrader.service.control_socket import ControlServer
+    from livetrader.service.observers import Observers
     from livetrader.service.stall import StallWatcher
     from livetrader.service.systemd import Notifier
 
@@ -78,12 +79,20 @@ def run_daemon(request: RunRequest, config: Config, strategies_dir: Path) -> int
     data_dir = check_data_dir(request.data_dir_of(config))
     notifier = Notifier.from_env()
     lock = take_data_dir(data_dir)  # before any strategy code runs: one daemon per directory
+    observers = None
     try:
+        # --- metrics and notifications (service/observers.py): a taken port refuses the start now ---
+        from livetrader.service.observers import Observers
+
+        observers = Observers.from_config(config)
+        # ---
         engine = build_engine(request, config, strategies_dir, lock=lock, notifier=notifier)
     except BaseException:
+        if observers is not None:
+            observers.close()
         lock.release()  # a start refused with an error message is a clean stop, not an abnormal end
         raise
-    return asyncio.run(_main(engine, data_dir, request, notifier, early))
+    return asyncio.run(_main(engine, data_dir, request, notifier, early, observers))
 
 
 #: Real seconds a graceful stop waits for the current ticks before cancelling them (under
@@ -96,7 +105,7 @@ STATUS_DEFER_LIMIT = 5.0
 
 
 async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: Notifier,  # noqa: C901 - one lifecycle
-                early: list[int] | None = None) -> int:
+                early: list[int] | None = None, observers: Observers | None = None) -> int:
     """Run the built engine until a signal stops it, with its helpers (status, systemd, stall
     watcher, live view) around it; then the reports, the final status and the storage closed."""
     from livetrader.live.api import Live
@@ -172,11 +181,18 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
 
     extender = asyncio.create_task(extend_while_catching_up())
 
+    # One condition for systemd's watchdog and for /health (service/metrics.py): every live pair ticked in time.
+    gate = WatchdogGate(progress, started)
+    if observers is not None:
+        observers.attach(engine, gate.check)
+
     def on_ready() -> None:
         extender.cancel()
         notifier.ready(one_line(engine))
         log.info("ready", pairs=len(engine.pairs), open=engine.summary()["open"])
-        helpers.append(asyncio.create_task(watchdog_loop(notifier, WatchdogGate(progress, started))))
+        helpers.append(asyncio.create_task(watchdog_loop(notifier, gate)))
+        if observers is not None:
+            observers.ready(one_line(engine))
 
     # --- operator commands: the control socket (``service.control_socket``), while the lock is held ---
     control = await _control_server(engine, data_dir)
@@ -195,12 +211,18 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
         for task in helpers:
             task.cancel()
         notifier.stopping("writing reports")
+        if observers is not None:
+            observers.stopping()
         if control is not None:
             await control.close()  # before the reports: a request still waiting is refused, not left hanging
         failures = _finish(engine)
         await engine.bus.drain(5.0)
         await engine.close()
         notifier.close()
+        if observers is not None:
+            from livetrader.service.observers import closing
+
+            await asyncio.to_thread(closing(observers))  # up to 5 s of deliveries: not on the loop
     log.info("stopped", pairs=len(engine.pairs))
     if failures:
         raise ShutdownError("stopped, but " + "; ".join(failures))
