@@ -18,11 +18,11 @@ from livetrader.config import Config
 from livetrader.core.format import format_minute
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
 from livetrader.core.signal import TickResult
-from livetrader.core.stats import ClosedTrade, Stats, compute_stats
+from livetrader.core.stats import Stats, TradeSummary, compute_stats, summarize_trades
 from livetrader.errors import NoCandlesError, UsageError
 from livetrader.live.engine import settings_of
 from livetrader.market.sources import open_source
-from livetrader.strategy.base import instantiate, load_strategies
+from livetrader.strategy.base import Strategy, instantiate, instantiate_with, load_strategies, params_of
 from livetrader.strategy.risk import build_profiles
 
 # A symbol such as BTC/USDT cannot go into a file name as is.
@@ -45,6 +45,8 @@ class BacktestRequest:
     strict: bool
     as_json: bool
     report: Path | None
+    #: ``--param NAME=VALUE`` as given (one value each): the strategy's declared parameters for this run.
+    params: tuple[str, ...] = ()
 
 
 def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> tuple[int, int]:
@@ -107,20 +109,8 @@ def _backtest(
     request: BacktestRequest, cls: Any, config: Config, several: bool
 ) -> tuple[BacktestResult, dict[str, Any]]:
     """Backtest one pair: prints its tables (unless ``--json``) and returns its JSON document."""
-    strategy = instantiate(cls)
-    source = open_source(request.exchange, config, request.candles, request.strict)
-    symbol = source.resolve_symbol(request.symbol)
-    bounds = source.bounds(symbol)
-    start, end = resolve_range(request, bounds)
-    if bounds is not None and (end <= bounds[0] or start >= bounds[1]):
-        raise NoCandlesError(
-            f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}: "
-            f"{request.candles} covers {format_minute(bounds[0])} .. {format_minute(bounds[1])}"
-        )
-    history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
-    candles = asyncio.run(_fetch_and_close(source, symbol, history_start, end))
-    if not candles:
-        raise NoCandlesError(f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}")
+    strategy = strategy_with_params(cls, request.params)
+    symbol, start, end, candles, filled = load_range(request, config)
     profiles = build_profiles(config.risk_tables())
     risk = None
     if cls.risk:
@@ -134,17 +124,66 @@ def _backtest(
                          rules=settings_of(config).rules, risk=risk, progress=progress, strict=request.strict)
         )
     elapsed = time.perf_counter() - started
-    stats = compute_stats(
-        [ClosedTrade(t.pnl_percentage or 0.0, t.signal.pending_at or t.at, t.at) for t in result.trades if t.signal],
-        first_at=result.start,
-        last_at=result.end,
-    )
-    filled = getattr(source, "filled_minutes", 0)
+    from livetrader.backtest.walk import buy_and_hold, trades_of
+
+    trades = trades_of(result)
+    stats = compute_stats(trades, first_at=result.start, last_at=result.end)
+    summary = summarize_trades(trades, buy_and_hold=buy_and_hold(candles, start, end, settings_of(config).rules))
     if request.report is not None:
-        _write_report(report_path(request.report, result, several), result, stats)
+        _write_report(report_path(request.report, result, several), result, stats, summary)
     if not request.as_json:
-        print_summary(result, stats, elapsed, filled)
-    return result, to_document(result, stats, elapsed, filled)
+        print_summary(result, stats, elapsed, filled, summary)
+    document = to_document(result, stats, elapsed, filled)
+    document["trade_summary"] = summary.to_dict()
+    if request.params:
+        document["summary"]["params"] = dict(strategy_params(cls, request.params))
+    return result, document
+
+
+def strategy_params(cls: type[Strategy], given: tuple[str, ...]) -> dict[str, Any]:
+    """``--param NAME=VALUE`` options read as the strategy's declared parameters (one value each)."""
+    from livetrader.backtest.walk import expand_values, parse_param_option
+
+    declared = params_of(cls)
+    values: dict[str, Any] = {}
+    for text in given:
+        name, spec = parse_param_option(text)
+        if name not in declared:
+            raise UsageError(f"--param {name}: strategy '{cls.name}' has no such parameter "
+                             f"(its parameters: {', '.join(declared) or 'none'})")
+        expanded = expand_values(name, spec, declared[name].type)
+        if len(expanded) != 1:
+            raise UsageError(f"--param {text}: backtest takes one value per parameter; "
+                             "`livetrader walk` runs a grid of them")
+        values[name] = expanded[0]
+    return values
+
+
+def strategy_with_params(cls: type[Strategy], given: tuple[str, ...]) -> Strategy:
+    """An instance of ``cls``, its declared parameters set by ``--param`` (none: ``instantiate``)."""
+    if not given:
+        return instantiate(cls)
+    return instantiate_with(cls, strategy_params(cls, given))
+
+
+def load_range(request: BacktestRequest, config: Config) -> tuple[str, int, int, list[Any], int]:
+    """The candles a backtest of ``request`` runs on: (symbol as the exchange spells it, first
+    frame, end, candles from ``HISTORY_MINUTES`` before the first frame to the end, minutes the
+    source filled in)."""
+    source = open_source(request.exchange, config, request.candles, request.strict)
+    symbol = source.resolve_symbol(request.symbol)
+    bounds = source.bounds(symbol)
+    start, end = resolve_range(request, bounds)
+    if bounds is not None and (end <= bounds[0] or start >= bounds[1]):
+        raise NoCandlesError(
+            f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}: "
+            f"{request.candles} covers {format_minute(bounds[0])} .. {format_minute(bounds[1])}"
+        )
+    history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
+    candles = asyncio.run(_fetch_and_close(source, symbol, history_start, end))
+    if not candles:
+        raise NoCandlesError(f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}")
+    return symbol, start, end, candles, getattr(source, "filled_minutes", 0)
 
 
 def report_path(path: Path, result: BacktestResult, several: bool) -> Path:
@@ -211,7 +250,8 @@ def to_document(result: BacktestResult, stats: Stats, elapsed: float, filled: in
     }
 
 
-def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: int) -> None:
+def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: int,
+                  summary: TradeSummary | None = None) -> None:
     """A readable summary: the range, the trades by close reason, the statistics."""
     from rich.console import Console
     from rich.table import Table
@@ -245,6 +285,11 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
     for kind, count in sorted(result.errors.items()):
         first = result.first_errors.get(kind) or {}
         head.add_row(f"{kind} errors (ticks left idle)", f"{count:,}, first: {first.get('message', '?')}")
+    if summary is not None:
+        from livetrader.report.markdown import summary_lines
+
+        for label, value in summary_lines(summary):
+            head.add_row(label, value)
     speed = result.frames / elapsed if elapsed > 0 else float("inf")
     head.add_row("time", f"{elapsed:.3f} s ({speed:,.0f} minutes/s)")
     console.print(head)
@@ -260,7 +305,7 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
         console.print("No closed trades in this range.")
 
 
-def _write_report(path: Path, result: BacktestResult, stats: Stats) -> None:
+def _write_report(path: Path, result: BacktestResult, stats: Stats, summary: TradeSummary) -> None:
     from livetrader.core.signal import record_of
     from livetrader.report.markdown import build_report
     from livetrader.store.atomic import write_atomic
@@ -272,7 +317,8 @@ def _write_report(path: Path, result: BacktestResult, stats: Stats) -> None:
     )
     title = f"Backtest report: {result.strategy} on {result.symbol} ({result.exchange}), " \
             f"{format_minute(result.start)} .. {format_minute(result.end)}"
-    text = build_report(title, events, stats=stats, note="Statistics cover every closed trade of the backtest.")
+    text = build_report(title, events, stats=stats, note="Statistics cover every closed trade of the backtest.",
+                        summary=summary)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode())
 
