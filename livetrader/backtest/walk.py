@@ -212,7 +212,10 @@ class _Worker:
         try:
             row = self._backtest(run)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing run is reported in its row
-            row = {"error": f"{type(exc).__name__}: {exc}"}
+            error = f"{type(exc).__name__}: {exc}"
+            if self.folder is not None:  # name the user's file, not this worker's copy of it
+                error = error.replace(self.folder, self.payload.strategies_dir)
+            row = {"error": error}
         return {**describe_run(run), **row, "seconds": round(time.perf_counter() - started, 6)}
 
     def _backtest(self, run: WalkRun) -> dict[str, Any]:
@@ -319,13 +322,13 @@ def rank_value(row: dict[str, Any], rank: str) -> float | None:
 
 
 def ranked(rows: Iterable[dict[str, Any]], rank: str) -> list[dict[str, Any]]:
-    """The rows best first by ``rank``; rows whose figure is N/A or that failed come last, by run."""
+    """The rows best first by ``rank`` (ties by run); then those whose figure is N/A, then the failed."""
     _, higher_is_better = RANKS[rank]
 
     def key(row: dict[str, Any]) -> tuple[int, float, int]:
         value = rank_value(row, rank)
         if value is None:
-            return (1, 0.0, row["run"])
+            return (2 if row.get("error") else 1, 0.0, row["run"])
         return (0, -value if higher_is_better else value, row["run"])
 
     return sorted(rows, key=key)
@@ -349,67 +352,86 @@ def execute(runs: Sequence[WalkRun], payload: WalkPayload, *, workers: int = 1, 
     ``cluster``: a Dask scheduler address (``tcp://HOST:PORT``) or a ``distributed.Client``;
     else ``workers`` local processes (1: in this process, no pool).
     """
-    if not runs:
-        return []
-    if cluster is not None:
-        rows = _on_dask(runs, payload, cluster, progress)
-    elif workers <= 1:
-        rows = []
-        worker = _Worker(payload)
-        try:
+    with Walker(payload, workers=workers, cluster=cluster) as walker:
+        return walker.run(runs, progress)
+
+
+class Walker:
+    """Where runs go, kept open between batches (the grid, then its hold-out): this process
+    (``workers=1``), a pool of ``workers`` processes, or a Dask cluster (an address or a
+    ``distributed.Client``). The payload reaches each worker once, when it starts or is scattered."""
+
+    def __init__(self, payload: WalkPayload, *, workers: int = 1, cluster: str | Any | None = None) -> None:
+        self.payload, self.workers, self.cluster = payload, workers, cluster
+        self.local: _Worker | None = None
+        self.pool: Any = None
+        self.client: Any = None
+        self.shipped: Any = None
+
+    def __enter__(self) -> Walker:
+        if self.cluster is not None:
+            try:
+                from distributed import Client
+            except ImportError:
+                raise UsageError("--cluster needs Dask: pip install 'livetrader[cluster]'") from None
+            self.client = self.cluster if isinstance(self.cluster, Client) else _connect(Client, self.cluster)
+            self.shipped = self.client.scatter(self.payload, broadcast=True)  # the candles travel once per worker
+        elif self.workers <= 1:
+            self.local = _Worker(self.payload)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # forkserver: clean worker processes (no copy of this process's threads, such as the
+            # progress bar's); the payload reaches each through its initializer, once.
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(
+                "forkserver"), initializer=_init_pool_worker, initargs=(self.payload,))
+        return self
+
+    def run(self, runs: Sequence[WalkRun], progress: Callable[[dict[str, Any]], None] | None = None
+            ) -> list[dict[str, Any]]:
+        """The rows of ``runs``, in run order; ``progress`` gets each row as it ends."""
+        rows: list[dict[str, Any]] = []
+        if not runs:
+            return rows
+        if self.local is not None:
+            futures: Iterable[Any] = ()
             for run in runs:
-                rows.append(worker.run(run))
+                rows.append(self.local.run(run))
                 if progress is not None:
                     progress(rows[-1])
-        finally:
-            worker.close()
-    else:
-        rows = _on_pool(runs, payload, workers, progress)
-    return sorted(rows, key=lambda row: row["run"])
+        else:
+            if self.client is not None:
+                from distributed import as_completed as finished
 
+                futures = finished(self.client.map(run_on_worker, list(runs), payload=self.shipped, pure=False))
+            else:
+                from concurrent.futures import as_completed
 
-def _on_pool(runs: Sequence[WalkRun], payload: WalkPayload, workers: int,
-             progress: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+                futures = as_completed([self.pool.submit(_run_in_pool, run) for run in runs])
+            for future in futures:
+                rows.append(future.result())
+                if progress is not None:
+                    progress(rows[-1])
+        return sorted(rows, key=lambda row: row["run"])
 
-    # forkserver: a clean process per worker (no copy of this process's threads or event loop);
-    # the payload then goes to each worker once, through its initializer.
-    context = multiprocessing.get_context("forkserver")
-    rows = []
-    with ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=context,
-                             initializer=_init_pool_worker, initargs=(payload,)) as pool:
-        futures = [pool.submit(_run_in_pool, run) for run in runs]
-        for future in as_completed(futures):
-            rows.append(future.result())
-            if progress is not None:
-                progress(rows[-1])
-    return rows
-
-
-def _on_dask(runs: Sequence[WalkRun], payload: WalkPayload, cluster: str | Any,
-             progress: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise UsageError("--cluster needs Dask: pip install 'livetrader[cluster]'") from None
-    client = cluster if isinstance(cluster, Client) else _connect(Client, cluster)
-    try:
-        shipped = client.scatter(payload, broadcast=True)  # the candles travel once per worker
-        futures = client.map(run_on_worker, list(runs), payload=shipped, pure=False)
-        rows = []
-        for future in as_completed(futures):
-            rows.append(future.result())
-            if progress is not None:
-                progress(rows[-1])
-        return rows
-    finally:
-        if client is not cluster:
-            client.close()
+    def __exit__(self, *exc: object) -> None:
+        if self.local is not None:
+            self.local.close()
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        if self.client is not None and self.client is not self.cluster:
+            self.client.close()
 
 
 def _connect(client_type: Any, address: str) -> Any:
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(address if "://" in address else f"tcp://{address}")
     try:
+        # A plain connect first: a refused port fails at once, where Client would retry until its timeout.
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or 8786), timeout=10).close()
         return client_type(address, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise UsageError(f"--cluster {address}: cannot reach the Dask scheduler ({exc}); start one with "

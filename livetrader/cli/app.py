@@ -380,12 +380,15 @@ def report(
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write one markdown file per pair here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Statistics and trades as one JSON document.")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help=(
+        "One line per pair and a portfolio line for all of them together (with --out: OUT/summary.md)."))] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Build the reports from the journal, whether or not a daemon is running."""
     from livetrader.cli.report import run as run_report
 
-    raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json)))
+    raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json,
+                                                summary)))
 
 
 @app.command(cls=ReadableCommand)

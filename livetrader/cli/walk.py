@@ -14,12 +14,12 @@ import orjson
 from livetrader import redaction
 from livetrader.backtest.walk import (
     RANKS,
+    Walker,
     WalkPayload,
     WalkRun,
     candle_columns,
     check_params,
     default_workers,
-    execute,
     holdout_split,
     parse_param_option,
     rank_value,
@@ -103,8 +103,9 @@ def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str,
     workers = request.workers or default_workers()
 
     began = time.perf_counter()
-    with _Progress(len(runs), enabled=not request.as_json and sys.stderr.isatty()) as progress:
-        rows = execute(runs, payload, workers=workers, cluster=request.cluster, progress=progress)
+    with _Progress(len(runs), enabled=not request.as_json and sys.stderr.isatty()) as progress, \
+            Walker(payload, workers=min(workers, len(runs)), cluster=request.cluster) as walker:
+        rows = walker.run(runs, progress)
         best = ranked(rows, request.rank)[: request.top]
         holdout_rows: list[dict[str, Any]] = []
         if split is not None:
@@ -112,7 +113,7 @@ def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str,
                              end=ranges[row["symbol"]][1], phase="holdout")
                      for i, row in enumerate(best) if not row.get("error")]
             progress.add(len(again))
-            holdout_rows = execute(again, payload, workers=workers, cluster=request.cluster, progress=progress)
+            holdout_rows = walker.run(again, progress)
     elapsed = time.perf_counter() - began
 
     by_main = {len(runs) + i: row["run"] for i, row in enumerate(best)}
