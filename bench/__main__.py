@@ -32,6 +32,8 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "cli": ("CLI start", {"runs": 10}, {"runs": 3}),
     "orders": ("order path cost; 100 pairs opening at once; kill -9 torture with orders",
                {"count": 300, "pairs": 100, "kills": 100}, {"count": 40, "pairs": 20, "kills": 3}),
+    "walk": ("walk: process pool and Dask LocalCluster against one worker", {"runs": 100, "days": 365},
+             {"runs": 6, "days": 3}),
 }
 
 
@@ -47,6 +49,8 @@ def runner(name: str) -> Callable[..., Result]:
         from bench.restart import run
     elif name == "orders":
         from bench.orders import run
+    elif name == "walk":
+        from bench.walk_speed import run
     else:
         from bench.cli_start import run
     return run
