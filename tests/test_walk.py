@@ -39,6 +39,7 @@ from livetrader import Signal, Strategy
 class Crossing(Strategy):
     name = "crossing"
     interval = "5m"
+    cost = 250.0
     fast: int = 5
     slow: int = 20
     width: float = 1.5
@@ -191,6 +192,8 @@ def test_every_run_equals_a_backtest_with_the_same_parameters_and_a_failing_run_
         single = backtest_document(folder, capsys, row["params"], T0, T0 + 10 * DAY)
         assert row["stats"] == single["stats"]
         assert row["summary"] == single["trade_summary"]
+        # The strategy's position cost of 250 quote units gives the PnL in quote currency.
+        assert row["pnl_cost"] == pytest.approx(row["stats"]["total_pnl"] * 2.5)
     # The report files: markdown and the same JSON document.
     assert json.loads((tmp_path / "walk.json").read_text()) == document
     text = (tmp_path / "walk.md").read_text()

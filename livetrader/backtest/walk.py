@@ -170,6 +170,8 @@ class WalkPayload:
     strategy_files: dict[str, bytes] | None
     rules: Rules = DEFAULT_RULES
     risk_tables: dict[str, Any] = field(default_factory=dict)
+    #: Each strategy's own rules where they differ from ``rules`` (its position cost).
+    strategy_rules: dict[str, Rules] = field(default_factory=dict)
     exchange: str = "sim"
     strict: bool = False
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -229,10 +231,10 @@ class _Worker:
                                  "which the config does not define")
             risk = build_profiles(payload.risk_tables)[cls.risk]
         candles = self.candles[run.symbol]
+        rules = payload.strategy_rules.get(run.strategy, payload.rules)
         result = asyncio.run(run_backtest(strategy, candles, run.symbol, run.start, run.end,
-                                          exchange=payload.exchange, rules=payload.rules, risk=risk,
-                                          strict=payload.strict))
-        return result_row(result, candles, payload.rules)
+                                          exchange=payload.exchange, rules=rules, risk=risk, strict=payload.strict))
+        return result_row(result, candles, rules)
 
     def close(self) -> None:
         """Remove the strategy files written for a cluster payload."""

@@ -6,7 +6,7 @@ import asyncio
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from livetrader import redaction
 from livetrader.backtest.replay import BacktestResult, run_backtest
 from livetrader.config import Config
 from livetrader.core.format import format_minute
+from livetrader.core.machine import Rules
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
 from livetrader.core.signal import TickResult
 from livetrader.core.stats import Stats, TradeSummary, compute_stats, summarize_trades
@@ -121,14 +122,14 @@ def _backtest(
     with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
         result = asyncio.run(
             run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
-                         rules=settings_of(config).rules, risk=risk, progress=progress, strict=request.strict)
+                         rules=rules_for(cls, config), risk=risk, progress=progress, strict=request.strict)
         )
     elapsed = time.perf_counter() - started
     from livetrader.backtest.walk import buy_and_hold, trades_of
 
     trades = trades_of(result)
     stats = compute_stats(trades, first_at=result.start, last_at=result.end)
-    summary = summarize_trades(trades, buy_and_hold=buy_and_hold(candles, start, end, settings_of(config).rules))
+    summary = summarize_trades(trades, buy_and_hold=buy_and_hold(candles, start, end, rules_for(cls, config)))
     if request.report is not None:
         _write_report(report_path(request.report, result, several), result, stats, summary)
     if not request.as_json:
@@ -138,6 +139,15 @@ def _backtest(
     if request.params:
         document["summary"]["params"] = dict(strategy_params(cls, request.params))
     return result, document
+
+
+def rules_for(cls: type[Strategy], config: Config) -> Rules:
+    """The engine's rules, with the position cost a live run of ``cls`` would spend (the strategy's
+    ``cost``, else its risk profile's, else ``[engine] cost``): the trades' PnL in quote currency."""
+    rules = settings_of(config).rules
+    profile = config.risk.get(cls.risk) if cls.risk else None
+    cost = cls.cost or (profile.cost if profile is not None else None)
+    return rules if not cost else replace(rules, costs=replace(rules.costs, cost=float(cost)))
 
 
 def strategy_params(cls: type[Strategy], given: tuple[str, ...]) -> dict[str, Any]:

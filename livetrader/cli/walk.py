@@ -27,7 +27,7 @@ from livetrader.backtest.walk import (
     strategy_grid,
     strategy_sources,
 )
-from livetrader.cli.backtest import BacktestRequest, load_range
+from livetrader.cli.backtest import BacktestRequest, load_range, rules_for
 from livetrader.config import Config
 from livetrader.core.format import format_minute
 from livetrader.core.stats import STAT_KINDS, format_stat
@@ -97,7 +97,8 @@ def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str,
             for params in grids[strategy]:
                 runs.append(WalkRun(len(runs), strategy, symbol, params, first, last if cut is None else cut))
     payload = WalkPayload(columns, str(strategies_dir), None, settings_of(config).rules, config.risk_tables(),
-                          request.exchange, request.strict)
+                          {name: rules_for(cls, config) for name, cls in classes.items()}, request.exchange,
+                          request.strict)
     if request.cluster is not None:
         payload.strategy_files = strategy_sources(strategies_dir)  # the cluster's machines may not have the folder
     workers = request.workers or default_workers()
