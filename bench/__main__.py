@@ -32,8 +32,8 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "cli": ("CLI start", {"runs": 10}, {"runs": 3}),
     "orders": ("order path cost; 100 pairs opening at once; kill -9 torture with orders",
                {"count": 300, "pairs": 100, "kills": 100}, {"count": 40, "pairs": 20, "kills": 3}),
-    "walk": ("walk: process pool and Dask LocalCluster against one worker", {"runs": 100, "days": 365},
-             {"runs": 6, "days": 3}),
+    "walk": ("walk: process pool and Dask LocalCluster against one worker", {"runs": 100, "days": 365, "repeats": 2},
+             {"runs": 6, "days": 3, "repeats": 1}),
 }
 
 
