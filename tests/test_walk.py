@@ -237,6 +237,8 @@ def test_a_parameter_no_strategy_declares_is_refused_with_what_they_declare(tmp_
         run_walk(walk_request(tmp_path, params=("fats=1,2",)), Config(), folder)
     with pytest.raises(UsageError, match="--rank"):
         run_walk(walk_request(tmp_path, rank="luck"), Config(), folder)
+    with pytest.raises(UsageError, match="--workers must be at least 1"):
+        run_walk(walk_request(tmp_path, workers=0), Config(), folder)
 
 
 def test_backtest_takes_one_value_per_parameter(folder, capsys):

@@ -63,6 +63,8 @@ def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str,
         raise UsageError(f"--rank {request.rank!r}: use one of {', '.join(RANKS)}")
     if request.top < 1:
         raise UsageError("--top must be at least 1")
+    if request.workers is not None and request.workers < 1:
+        raise UsageError("--workers must be at least 1 (1 runs everything in this process)")
     registry = load_strategies(strategies_dir)
     classes = {name: registry.get(name) for name in dict.fromkeys(request.strategies)}
     for cls in classes.values():
