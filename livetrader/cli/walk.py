@@ -59,23 +59,12 @@ class WalkRequest:
 
 def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str, Any]:
     """Run the walk, write its report (markdown + JSON), print the ranking; return the JSON document."""
-    if request.rank not in RANKS:
-        raise UsageError(f"--rank {request.rank!r}: use one of {', '.join(RANKS)}")
-    if request.top < 1:
-        raise UsageError("--top must be at least 1")
-    if request.workers is not None and request.workers < 1:
-        raise UsageError("--workers must be at least 1 (1 runs everything in this process)")
+    options = _checked_options(request)
     registry = load_strategies(strategies_dir)
     classes = {name: registry.get(name) for name in dict.fromkeys(request.strategies)}
     for cls in classes.values():
         if cls.risk:
             config.risk_profile(cls.risk)  # a clear error before anything runs
-    options: dict[str, str] = {}
-    for text in request.params:
-        name, spec = parse_param_option(text)
-        if name in options:
-            raise UsageError(f"--param {name} is given twice: give its values once, e.g. {name}=5,10,20")
-        options[name] = spec
     declared = {name: params_of(cls) for name, cls in classes.items()}
     check_params(options, declared)
     grids = {name: strategy_grid(name, declared[name], options) for name in classes}
@@ -144,6 +133,23 @@ def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str,
     else:
         _print(document, md_path, json_path)
     return document
+
+
+def _checked_options(request: WalkRequest) -> dict[str, str]:
+    """The ``--param`` grids by name, once the options that need no strategy are checked."""
+    if request.rank not in RANKS:
+        raise UsageError(f"--rank {request.rank!r}: use one of {', '.join(RANKS)}")
+    if request.top < 1:
+        raise UsageError("--top must be at least 1")
+    if request.workers is not None and request.workers < 1:
+        raise UsageError("--workers must be at least 1 (1 runs everything in this process)")
+    options: dict[str, str] = {}
+    for text in request.params:
+        name, spec = parse_param_option(text)
+        if name in options:
+            raise UsageError(f"--param {name} is given twice: give its values once, e.g. {name}=5,10,20")
+        options[name] = spec
+    return options
 
 
 # -- the report ----------------------------------------------------------------------------------
