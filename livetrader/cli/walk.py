@@ -122,7 +122,9 @@ def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str,
     }
     document = redaction.redact_value(document)
     out = request.out or Path(f"walk_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
-    md_path, json_path = out.with_suffix(".md"), out.with_suffix(".json")
+    if out.suffix in (".md", ".json"):
+        out = out.with_suffix("")  # --out walk.md names the pair, not walk.md.md
+    md_path, json_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".json")
     from livetrader.store.atomic import write_atomic
 
     md_path.parent.mkdir(parents=True, exist_ok=True)
