@@ -85,7 +85,6 @@ def run(runs: int = 100, days: int = 365, workers: int = 2, dask: bool = True, r
         one, rows = _timed({"workers": 1}, payload, plan)
         if any(r["error"] for r in rows):
             raise AssertionError(f"a run failed: {next(r['error'] for r in rows if r['error'])}")
-        shipped = WalkPayload(payload.columns, folder, {"bench_walk.py": STRATEGY.encode()})
         pools: list[float] = []
         dasks: list[float] = []
         started = 0.0
@@ -105,6 +104,9 @@ def run(runs: int = 100, days: int = 365, workers: int = 2, dask: bool = True, r
                     raise AssertionError("the process pool's rows differ from one process's")
                 pools.append(seconds)
                 if client is not None:
+                    # A new payload (a new token) each time, as each `walk --cluster` is: the workers
+                    # build their state again rather than reuse the last timing's.
+                    shipped = WalkPayload(payload.columns, folder, {"bench_walk.py": STRATEGY.encode()})
                     seconds, dask_rows = _timed({"cluster": client}, shipped, plan)
                     if not _same(rows, dask_rows):
                         raise AssertionError("the Dask cluster's rows differ from one process's")
