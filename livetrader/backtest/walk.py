@@ -252,6 +252,10 @@ def _worker_for(payload: WalkPayload) -> _Worker:
             old.close()
         _WORKERS.clear()
         worker = _WORKERS[payload.token] = _Worker(payload)
+        if worker.folder is not None:
+            import atexit
+
+            atexit.register(worker.close)  # the last walk's copy of the strategies goes with the worker process
     return worker
 
 
