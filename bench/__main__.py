@@ -37,6 +37,8 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "observe": ("live sweep with metrics and a notification channel, against without",
                 {"sizes": (10_000,), "warmup": 5, "minutes": 15, "rounds": 2},
                 {"sizes": (200,), "warmup": 3, "minutes": 5, "rounds": 1}),
+    "walk": ("walk: process pool and Dask LocalCluster against one worker", {"runs": 100, "days": 365, "repeats": 2},
+             {"runs": 6, "days": 3, "repeats": 1}),
 }
 
 
@@ -56,6 +58,8 @@ def runner(name: str) -> Callable[..., Result]:
         from bench.candle_load import run
     elif name == "observe":
         from bench.observe_overhead import run
+    elif name == "walk":
+        from bench.walk_speed import run
     else:
         from bench.cli_start import run
     return run

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e  # every test here starts the real command as a pro
 
 COMMANDS = [[], ["backtest"], ["run"], ["recover"], ["report"], ["status"], ["halt"], ["resume"], ["strategies"],
             ["strategies", "check"], ["positions"], ["positions", "forget"], ["positions", "adopt"], ["orders"],
-            ["close"], ["cancel"], ["pause"], ["download"]]
+            ["close"], ["cancel"], ["pause"], ["download"], ["walk"]]
 ONE_DESCRIPTION = re.compile(
     r"Default:\s+\$LIVETRADER_DATA_DIR,\s+else\s+data_dir\s+in\s+the\s+config,\s+else\s+systemd's\s+"
     r"\$STATE_DIRECTORY,\s+else\s+\./dump"

@@ -211,6 +211,8 @@ def backtest(
         Path | None, typer.Option("--store", help="Candle store to read when it holds the range (default: "
                                   "candles/ in the data directory; see `livetrader download`).")
     ] = None,
+    params: Annotated[list[str] | None, typer.Option("--param", "-p", metavar="NAME=VALUE", help=(
+        "Set a parameter the strategy declares (e.g. fast=5); repeat for several. Grids: `livetrader walk`."))] = None,
     config: ConfigOpt = None,
     strategies_dir: StrategiesDirOpt = None,
 ) -> None:
@@ -227,7 +229,8 @@ def backtest(
         last = parse_time(end, "--to") if end else None
         requests = [
             BacktestRequest(symbol=symbol, strategy=strategy, start=first, end=last, exchange=chosen,
-                            candles=candles, strict=strict, as_json=as_json, report=report, store=store)
+                            candles=candles, strict=strict, as_json=as_json, report=report, store=store,
+                            params=tuple(params or ()))
             for symbol in dict.fromkeys(symbols)  # a name given twice is backtested once
             for strategy in dict.fromkeys(strategies)
         ]
@@ -265,6 +268,56 @@ def download(
         request = DownloadRequest(symbols=symbols, exchange=exchange, start=parse_time(start, "--from"),
                                   end=parse_time(end, "--to") if end else None, store=store)
         run_download(request, cfg)
+
+    guarded(work)
+
+
+@app.command(cls=ReadableCommand)
+def walk(
+    symbols: Annotated[
+        list[str], typer.Argument(metavar="SYMBOL...", help="One or more symbols, e.g. BTCUSDT or BTC/USDT.",
+                                  show_default=False)
+    ],
+    strategies: Annotated[
+        list[str], typer.Option("--strategy", "-s", metavar="NAME", help="Strategy name; repeat for several.")
+    ],
+    params: Annotated[list[str] | None, typer.Option("--param", "-p", metavar="NAME=VALUES", help=(
+        "A grid over a declared parameter: START:STOP:STEP (stop included), a list 20,50,100, or one value; "
+        "repeat for several (every combination runs)."))] = None,
+    start: Annotated[str | None, typer.Option("--from", help="First frame, ISO-8601 UTC (as backtest).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End of the range, exclusive (as backtest).")] = None,
+    exchange: Annotated[str, typer.Option("--exchange", "-e", help="Candle source (as backtest).")] = "sim",
+    candles: Annotated[Path | None, typer.Option("--candles", help="CSV or JSON candle file.")] = None,
+    holdout: Annotated[str | None, typer.Option("--holdout", metavar="SHARE", help=(
+        "Keep the last SHARE of the range (e.g. 25%) out of the grid; the best runs are run again on it."))] = None,
+    rank: Annotated[str, typer.Option("--rank", metavar="STAT", help=(
+        "Rank by: sharpe, pnl, pnl_cost, sqn, profit_factor, win_rate, expectancy, max_drawdown (lowest first), "
+        "trades, ..."))] = "sharpe",
+    top: Annotated[int, typer.Option("--top", help="How many best runs to show (and re-run on the hold-out).")] = 5,
+    workers: Annotated[int | None, typer.Option("--workers", help="Local processes (default: one per core).")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", metavar="tcp://HOST:PORT", help=(
+        "Run on this Dask distributed scheduler instead (pip install 'livetrader[cluster]')."))] = None,
+    out: Annotated[Path | None, typer.Option("--out", help=(
+        "Report path without suffix: writes OUT.md and OUT.json (default: ./walk_<time>)."))] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A strategy error fails its run (as backtest --strict).")
+                      ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document instead of the table.")] = False,
+    config: ConfigOpt = None,
+    strategies_dir: StrategiesDirOpt = None,
+) -> None:
+    """Backtest strategies x symbols x parameter grids in parallel, rank them, write a comparison report."""
+    from livetrader.cli.walk import WalkRequest
+    from livetrader.cli.walk import run as run_walk
+
+    def work() -> None:
+        cfg, folder = _settings(config, strategies_dir)
+        chosen = "files" if candles is not None and exchange == "sim" else exchange
+        request = WalkRequest(
+            symbols=tuple(symbols), strategies=tuple(strategies), params=tuple(params or ()),
+            start=parse_time(start, "--from") if start else None, end=parse_time(end, "--to") if end else None,
+            exchange=chosen, candles=candles, holdout=holdout, rank=rank, top=top, workers=workers, cluster=cluster,
+            out=out, as_json=as_json, strict=strict)
+        run_walk(request, cfg, folder)
 
     guarded(work)
 
@@ -365,12 +418,15 @@ def report(
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write one markdown file per pair here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Statistics and trades as one JSON document.")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help=(
+        "One line per pair and a portfolio line for all of them together (with --out: OUT/summary.md)."))] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Build the reports from the journal, whether or not a daemon is running."""
     from livetrader.cli.report import run as run_report
 
-    raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json)))
+    raise typer.Exit(guarded(lambda: run_report(_data_dir(data_dir, config), symbol, strategy, out, as_json,
+                                                summary)))
 
 
 @app.command(cls=ReadableCommand)

@@ -7,7 +7,7 @@ import gc
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,13 @@ from livetrader import redaction
 from livetrader.backtest.replay import BacktestResult, run_backtest
 from livetrader.config import Config
 from livetrader.core.format import format_minute
+from livetrader.core.machine import Rules
 from livetrader.core.price import MINUTE_MS, VWAP_CANDLES
 from livetrader.core.signal import TickResult
-from livetrader.core.stats import ClosedTrade, Stats, compute_stats
+from livetrader.core.stats import Stats, TradeSummary, compute_stats, summarize_trades
 from livetrader.errors import NoCandlesError, UsageError
 from livetrader.market.sources import open_source
-from livetrader.strategy.base import instantiate, load_strategies
+from livetrader.strategy.base import Strategy, instantiate, instantiate_with, load_strategies, params_of
 from livetrader.strategy.risk import build_profiles
 
 # A symbol such as BTC/USDT cannot go into a file name as is.
@@ -47,6 +48,8 @@ class BacktestRequest:
     report: Path | None
     #: The candle store to read (None: the data directory's); see ``_open_candles``.
     store: Path | None = None
+    #: ``--param NAME=VALUE`` as given (one value each): the strategy's declared parameters for this run.
+    params: tuple[str, ...] = ()
 
 
 def resolve_range(request: BacktestRequest, bounds: tuple[int, int] | None) -> tuple[int, int]:
@@ -109,7 +112,76 @@ def _backtest(
     request: BacktestRequest, cls: Any, config: Config, several: bool
 ) -> tuple[BacktestResult, dict[str, Any]]:
     """Backtest one pair: prints its tables (unless ``--json``) and returns its JSON document."""
-    strategy = instantiate(cls)
+    strategy = strategy_with_params(cls, request.params)
+    symbol, start, end, candles, filled = load_range(request, config)
+    profiles = build_profiles(config.risk_tables())
+    risk = None
+    if cls.risk:
+        config.risk_profile(cls.risk)  # a clear error when the profile is not configured
+        risk = profiles[cls.risk]
+
+    started = time.perf_counter()
+    with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
+        result = asyncio.run(
+            run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
+                         rules=rules_for(cls, config), risk=risk, progress=progress, strict=request.strict)
+        )
+    elapsed = time.perf_counter() - started
+    from livetrader.backtest.walk import buy_and_hold, trades_of
+
+    trades = trades_of(result)
+    stats = compute_stats(trades, first_at=result.start, last_at=result.end)
+    summary = summarize_trades(trades, buy_and_hold=buy_and_hold(candles, start, end, rules_for(cls, config)))
+    if request.report is not None:
+        _write_report(report_path(request.report, result, several), result, stats, summary)
+    if not request.as_json:
+        print_summary(result, stats, elapsed, filled, summary)
+    document = to_document(result, stats, elapsed, filled)
+    document["trade_summary"] = summary.to_dict()
+    if request.params:
+        document["summary"]["params"] = dict(strategy_params(cls, request.params))
+    return result, document
+
+
+def rules_for(cls: type[Strategy], config: Config) -> Rules:
+    """The engine's rules, with the position cost a live run of ``cls`` would spend (the strategy's
+    ``cost``, else its risk profile's, else ``[engine] cost``): the trades' PnL in quote currency."""
+    rules = config.engine.rules()
+    profile = config.risk.get(cls.risk) if cls.risk else None
+    cost = cls.cost or (profile.cost if profile is not None else None)
+    return rules if not cost else replace(rules, costs=replace(rules.costs, cost=float(cost)))
+
+
+def strategy_params(cls: type[Strategy], given: tuple[str, ...]) -> dict[str, Any]:
+    """``--param NAME=VALUE`` options read as the strategy's declared parameters (one value each)."""
+    from livetrader.backtest.walk import expand_values, parse_param_option
+
+    declared = params_of(cls)
+    values: dict[str, Any] = {}
+    for text in given:
+        name, spec = parse_param_option(text)
+        if name not in declared:
+            raise UsageError(f"--param {name}: strategy '{cls.name}' has no such parameter "
+                             f"(its parameters: {', '.join(declared) or 'none'})")
+        expanded = expand_values(name, spec, declared[name].type)
+        if len(expanded) != 1:
+            raise UsageError(f"--param {text}: backtest takes one value per parameter; "
+                             "`livetrader walk` runs a grid of them")
+        values[name] = expanded[0]
+    return values
+
+
+def strategy_with_params(cls: type[Strategy], given: tuple[str, ...]) -> Strategy:
+    """An instance of ``cls``, its declared parameters set by ``--param`` (none: ``instantiate``)."""
+    if not given:
+        return instantiate(cls)
+    return instantiate_with(cls, strategy_params(cls, given))
+
+
+def load_range(request: BacktestRequest, config: Config) -> tuple[str, int, int, list[Any], int]:
+    """The candles a backtest of ``request`` runs on: (symbol as the exchange spells it, first
+    frame, end, candles from ``HISTORY_MINUTES`` before the first frame to the end, minutes the
+    source filled in)."""
     # --- candle source: the store when it holds the range (livetrader download), else the exchange ---
     stored = _open_stored(request, config)
     source = stored or open_source(request.exchange, config, request.candles, request.strict)
@@ -130,30 +202,7 @@ def _backtest(
     candles = asyncio.run(_fetch_and_close(source, symbol, history_start, end))
     if not candles:
         raise NoCandlesError(f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}")
-    profiles = build_profiles(config.risk_tables())
-    risk = None
-    if cls.risk:
-        config.risk_profile(cls.risk)  # a clear error when the profile is not configured
-        risk = profiles[cls.risk]
-
-    started = time.perf_counter()
-    with _progress(start, end, enabled=not request.as_json and sys.stderr.isatty()) as progress:
-        result = asyncio.run(
-            run_backtest(strategy, candles, symbol, start, end, exchange=request.exchange,
-                         rules=config.engine.rules(), risk=risk, progress=progress, strict=request.strict)
-        )
-    elapsed = time.perf_counter() - started
-    stats = compute_stats(
-        [ClosedTrade(t.pnl_percentage or 0.0, t.signal.pending_at or t.at, t.at) for t in result.trades if t.signal],
-        first_at=result.start,
-        last_at=result.end,
-    )
-    filled = getattr(source, "filled_minutes", 0)
-    if request.report is not None:
-        _write_report(report_path(request.report, result, several), result, stats)
-    if not request.as_json:
-        print_summary(result, stats, elapsed, filled)
-    return result, to_document(result, stats, elapsed, filled)
+    return symbol, start, end, candles, getattr(source, "filled_minutes", 0)
 
 
 def _open_stored(request: BacktestRequest, config: Config) -> Any:
@@ -256,7 +305,8 @@ def to_document(result: BacktestResult, stats: Stats, elapsed: float, filled: in
     }
 
 
-def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: int) -> None:
+def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: int,
+                  summary: TradeSummary | None = None) -> None:
     """A readable summary: the range, the trades by close reason, the statistics."""
     from rich.console import Console
     from rich.table import Table
@@ -290,6 +340,11 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
     for kind, count in sorted(result.errors.items()):
         first = result.first_errors.get(kind) or {}
         head.add_row(f"{kind} errors (ticks left idle)", f"{count:,}, first: {first.get('message', '?')}")
+    if summary is not None:
+        from livetrader.report.markdown import summary_lines
+
+        for label, value in summary_lines(summary):
+            head.add_row(label, value)
     speed = result.frames / elapsed if elapsed > 0 else float("inf")
     head.add_row("time", f"{elapsed:.3f} s ({speed:,.0f} minutes/s)")
     console.print(head)
@@ -305,7 +360,7 @@ def print_summary(result: BacktestResult, stats: Stats, elapsed: float, filled: 
         console.print("No closed trades in this range.")
 
 
-def _write_report(path: Path, result: BacktestResult, stats: Stats) -> None:
+def _write_report(path: Path, result: BacktestResult, stats: Stats, summary: TradeSummary) -> None:
     from livetrader.core.signal import record_of
     from livetrader.report.markdown import build_report
     from livetrader.store.atomic import write_atomic
@@ -317,7 +372,8 @@ def _write_report(path: Path, result: BacktestResult, stats: Stats) -> None:
     )
     title = f"Backtest report: {result.strategy} on {result.symbol} ({result.exchange}), " \
             f"{format_minute(result.start)} .. {format_minute(result.end)}"
-    text = build_report(title, events, stats=stats, note="Statistics cover every closed trade of the backtest.")
+    text = build_report(title, events, stats=stats, note="Statistics cover every closed trade of the backtest.",
+                        summary=summary)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode())
 

@@ -94,8 +94,10 @@ def _halt_note(data_dir: Path) -> str:
         return ""
     halts = [h.as_dict() for _, h in sorted(halts_in_force(records).items())]
     return " ".join(halt_lines(halts, halts))
-def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | None, as_json: bool) -> int:
-    """Print (or write to ``out``) the report of every matching pair; returns the exit code."""
+def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | None, as_json: bool,
+        summary: bool = False) -> int:
+    """Print (or write to ``out``) the report of every matching pair, or with ``summary`` one line
+    per pair and the portfolio line; returns the exit code."""
     require_data_dir(data_dir, "report")
     pairs = journal_pairs(data_dir)
     if not pairs:
@@ -108,6 +110,8 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
         raise UsageError(
             f"no journal for {symbol or '*'} / {strategy or '*'} in {data_dir}; pairs with a journal: {known}"
         )
+    if summary:
+        return _summary(wanted, out, as_json)
     now, clock_note = report_clock(data_dir)
     halted = _halt_note(data_dir)
     if halted:
@@ -136,3 +140,25 @@ def run(data_dir: Path, symbol: str | None, strategy: str | None, out: Path | No
 
 def _same_symbol(a: str, b: str) -> bool:
     return a.replace("/", "").upper() == b.replace("/", "").upper()
+
+
+def _summary(pairs: list[JournalPair], out: Path | None, as_json: bool) -> int:
+    """``--summary``: every pair on one line and the portfolio line, as markdown (or JSON)."""
+    from livetrader.report.summary import summarize_pairs, summary_markdown
+
+    lines = summarize_pairs([(f"{p.symbol} {p.strategy} ({p.exchange})", p.records) for p in pairs])
+    if as_json:
+        doc = {"pairs": [line.to_dict() for line in lines[:-1]], "portfolio": lines[-1].to_dict()}
+        sys.stdout.buffer.write(orjson.dumps(redaction.redact_value(doc), option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    text = summary_markdown(lines)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    from livetrader.store.atomic import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "summary.md"
+    write_atomic(path, text.encode())
+    sys.stdout.write(f"{path}\n")
+    return 0

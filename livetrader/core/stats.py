@@ -35,11 +35,14 @@ DAYS_PER_YEAR = 365
 
 @dataclass(slots=True, frozen=True)
 class ClosedTrade:
-    """One closed trade as statistics see it: its PnL in percent and its times in integer ms UTC."""
+    """One closed trade as statistics see it: its PnL in percent and its times in integer ms UTC;
+    why it closed and its PnL in quote currency when known (for :func:`summarize_trades`)."""
 
     pnl_percentage: float
     opened_at: int
     closed_at: int
+    close_reason: str | None = None
+    pnl_cost: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -309,3 +312,148 @@ def format_stat(value: float | None, kind: str) -> str:
     if kind == "points":
         return f"{value:.3f}%"
     return f"{value:.3f}"
+
+
+# -- what a trader reads beside the statistics (``summarize_trades``) ----------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class ReasonLine:
+    """The closed trades of one exit reason: how many, their average PnL (percent), their PnL in
+    quote currency (None when no trade of them carries it), wins and losses."""
+
+    reason: str
+    count: int
+    avg_pnl: float | None
+    pnl_cost: float | None
+    wins: int
+    losses: int
+
+
+@dataclass(slots=True, frozen=True)
+class TradeSummary:
+    """A trader's view of closed trades; see :func:`summarize_trades`. Times in integer ms UTC."""
+
+    trades: int
+    pnl_cost: float | None
+    by_reason: tuple[ReasonLine, ...]
+    avg_duration_ms: float | None
+    median_duration_ms: float | None
+    best: ClosedTrade | None
+    worst: ClosedTrade | None
+    longest_win_streak: int
+    longest_loss_streak: int
+    max_drawdown: float | None
+    drawdown_start: int | None
+    drawdown_end: int | None
+    buy_and_hold: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: trades as ``{pnl_percentage, pnl_cost, opened_at, closed_at, close_reason}``."""
+
+        def trade(t: ClosedTrade | None) -> dict[str, object] | None:
+            if t is None:
+                return None
+            return {"pnl_percentage": t.pnl_percentage, "pnl_cost": t.pnl_cost, "opened_at": t.opened_at,
+                    "closed_at": t.closed_at, "close_reason": t.close_reason}
+
+        return {
+            "trades": self.trades,
+            "pnl_cost": self.pnl_cost,
+            "by_reason": [{"reason": r.reason, "count": r.count, "avg_pnl": r.avg_pnl, "pnl_cost": r.pnl_cost,
+                           "wins": r.wins, "losses": r.losses} for r in self.by_reason],
+            "avg_duration_ms": self.avg_duration_ms,
+            "median_duration_ms": self.median_duration_ms,
+            "best": trade(self.best),
+            "worst": trade(self.worst),
+            "longest_win_streak": self.longest_win_streak,
+            "longest_loss_streak": self.longest_loss_streak,
+            "max_drawdown": self.max_drawdown,
+            "drawdown_start": self.drawdown_start,
+            "drawdown_end": self.drawdown_end,
+            "buy_and_hold": self.buy_and_hold,
+        }
+
+
+def _sum_known(values: Sequence[float | None]) -> float | None:
+    """The sum of the known (finite) values; None when none is known."""
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    return _attempt(lambda: math.fsum(known)) if known else None
+
+
+def _streaks(pnls: Sequence[float]) -> tuple[int, int]:
+    """The longest run of consecutive wins and of consecutive losses; a zero PnL ends both."""
+    best_win = best_loss = wins = losses = 0
+    for p in pnls:
+        wins = wins + 1 if p > 0 else 0
+        losses = losses + 1 if p < 0 else 0
+        best_win, best_loss = max(best_win, wins), max(best_loss, losses)
+    return best_win, best_loss
+
+
+def drawdown_span(trades_in_close_order: Sequence[ClosedTrade]) -> tuple[float | None, int | None, int | None]:
+    """The largest fall of the cumulative PnL (as :func:`compute_stats`' ``max_drawdown``) and when
+    it ran: from the peak (the close of the trade that set it, or the first trade's opening when
+    the curve fell from its start at 0) to the close of the trade at the bottom. ``(0, None, None)``
+    when the curve never falls; ``(None, None, None)`` without trades."""
+    if not trades_in_close_order:
+        return None, None, None
+    equity = peak = worst = 0.0
+    peak_at: int = trades_in_close_order[0].opened_at
+    start = end = None
+    for t in trades_in_close_order:
+        equity += t.pnl_percentage
+        if not math.isfinite(equity):
+            return None, None, None
+        if equity > peak:
+            peak, peak_at = equity, t.closed_at
+        elif peak - equity > worst:
+            worst, start, end = peak - equity, peak_at, t.closed_at
+    return _finite(worst), start, end
+
+
+def _mean_pnl(trades: Sequence[ClosedTrade]) -> float | None:
+    return _attempt(lambda: statistics.mean(t.pnl_percentage for t in trades))
+
+
+def summarize_trades(trades: Sequence[ClosedTrade], *, buy_and_hold: float | None = None) -> TradeSummary:
+    """What a trader reads beside :class:`Stats`, from closed trades in any order.
+
+    * ``pnl_cost``: the sum of the trades' PnL in quote currency (those that carry one);
+    * ``by_reason``: per ``close_reason`` (``?`` when unknown), sorted by reason: count, average
+      PnL %, PnL in quote, wins (PnL > 0) and losses (PnL < 0);
+    * ``avg_duration_ms``/``median_duration_ms``: of ``closed_at - opened_at``;
+    * ``best``/``worst``: the trades of highest and lowest PnL % (the first closed on a tie);
+    * ``longest_win_streak``/``longest_loss_streak``: consecutive wins/losses in close order;
+    * ``max_drawdown``, ``drawdown_start``, ``drawdown_end``: :func:`drawdown_span`;
+    * ``buy_and_hold``: passed through (the PnL % of holding the range, computed by the caller,
+      who knows the prices).
+    """
+    ordered = sorted(trades, key=lambda t: (t.closed_at, t.opened_at))
+    groups: dict[str, list[ClosedTrade]] = {}
+    for t in ordered:
+        groups.setdefault(t.close_reason or "?", []).append(t)
+    by_reason = tuple(
+        ReasonLine(reason, len(group), _mean_pnl(group),
+                   _sum_known([t.pnl_cost for t in group]),
+                   sum(1 for t in group if t.pnl_percentage > 0), sum(1 for t in group if t.pnl_percentage < 0))
+        for reason, group in sorted(groups.items())
+    )
+    durations = [t.closed_at - t.opened_at for t in ordered]
+    wins, losses = _streaks([t.pnl_percentage for t in ordered])
+    drawdown, start, end = drawdown_span(ordered)
+    return TradeSummary(
+        trades=len(ordered),
+        pnl_cost=_sum_known([t.pnl_cost for t in ordered]),
+        by_reason=by_reason,
+        avg_duration_ms=_attempt(lambda: statistics.mean(durations)) if durations else None,
+        median_duration_ms=_attempt(lambda: statistics.median(durations)) if durations else None,
+        best=max(ordered, key=lambda t: t.pnl_percentage) if ordered else None,
+        worst=min(ordered, key=lambda t: t.pnl_percentage) if ordered else None,
+        longest_win_streak=wins,
+        longest_loss_streak=losses,
+        max_drawdown=drawdown,
+        drawdown_start=start,
+        drawdown_end=end,
+        buy_and_hold=_finite(buy_and_hold),
+    )

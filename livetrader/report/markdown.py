@@ -18,7 +18,16 @@ from typing import Any, Final
 from livetrader.core.format import format_duration, format_price, format_time
 from livetrader.core.orders import ORDER_EVENTS, orders_of
 from livetrader.core.signal import TickResult, record_of
-from livetrader.core.stats import STAT_EXPLANATIONS, STAT_KINDS, ClosedTrade, Stats, compute_stats, format_stat
+from livetrader.core.stats import (
+    STAT_EXPLANATIONS,
+    STAT_KINDS,
+    ClosedTrade,
+    Stats,
+    TradeSummary,
+    compute_stats,
+    format_stat,
+    summarize_trades,
+)
 from livetrader.logs import get_logger
 from livetrader.redaction import redact
 from livetrader.store.names import stem_of
@@ -182,7 +191,9 @@ def _signal_id_of(event: dict | TickResult) -> str | None:
 def closed_trade_of(record: dict) -> ClosedTrade | None:
     """The :class:`ClosedTrade` of a ``closed`` record; None for other records or a missing/non-finite PnL.
 
-    Opened at ``pending_at`` (falling back to ``scheduled_at``, then to the close time); closed at ``at``.
+    Opened at ``pending_at`` (falling back to ``scheduled_at``, then to the close time); closed at ``at``;
+    with its ``close_reason`` and ``pnl_cost`` (quote currency: from the fills in sandbox/live, from
+    the position's cost otherwise) when the record has them.
     """
     if record.get("event") != "closed":
         return None
@@ -193,7 +204,9 @@ def closed_trade_of(record: dict) -> ClosedTrade | None:
     opened_at = _ms(record.get("pending_at"))
     if opened_at is None:
         opened_at = _ms(record.get("scheduled_at"))
-    return ClosedTrade(pnl, closed_at if opened_at is None else opened_at, closed_at)
+    reason = record.get("close_reason")
+    return ClosedTrade(pnl, closed_at if opened_at is None else opened_at, closed_at,
+                       reason if isinstance(reason, str) else None, _num(record.get("pnl_cost")))
 
 
 def closed_trades(records: Iterable[dict]) -> list[ClosedTrade]:
@@ -332,6 +345,7 @@ def build_report(
     trades: Sequence[ClosedTrade] | None = None,
     max_rows: int | None = None,
     orders: Sequence[dict] | None = None,
+    summary: TradeSummary | None = None,
 ) -> str:
     """The markdown report of one pair: title, events table, orders (sandbox/live), equity line, statistics.
 
@@ -340,7 +354,9 @@ def build_report(
     (e.g. every closed trade in the journal — say so in ``note``). ``now_ms`` stamps the report
     (default: the clock). ``trades`` are the closed trades of the equity line (default: those
     among ``records``); ``max_rows`` keeps only the newest rows of a long journal; ``orders``
-    the records whose orders are listed (default: ``records``; a live window holds none).
+    the records whose orders are listed (default: ``records``; a live window holds none);
+    ``summary`` the trader's summary (default: of ``trades``; a backtest passes one with its
+    buy-and-hold).
     """
     if now_ms is None:
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
@@ -363,7 +379,9 @@ def build_report(
     lines.append("")
 
     lines += _orders_section(records if orders is None else orders)
-    lines += _equity_section(closed_trades(records) if trades is None else trades)
+    closed = closed_trades(records) if trades is None else trades
+    lines += _equity_section(closed)
+    lines += _trades_section(summarize_trades(closed) if summary is None else summary)
 
     lines += ["## Statistics", ""]
     if stats.total_closed == 0:
@@ -375,6 +393,59 @@ def build_report(
     lines.append("")
     # Notes, reasons and titles come from strategies: a report is an output like any other.
     return redact("\n".join(lines))
+
+
+def _quote(value: float | None) -> str:
+    return "N/A" if value is None else f"{value:+,.2f}"
+
+
+def summary_lines(summary: TradeSummary) -> list[tuple[str, str]]:
+    """The trader's summary as (label, value) lines: profit in quote currency, durations, best and
+    worst trade, streaks, the drawdown's dates, buy-and-hold. Printed by ``backtest`` and reports."""
+    def trade(t: ClosedTrade | None) -> str:
+        if t is None:
+            return "N/A"
+        cost = "" if t.pnl_cost is None else f" ({_quote(t.pnl_cost)} quote)"
+        reason = t.close_reason or "?"
+        return f"{format_stat(t.pnl_percentage, 'pnl')}{cost}, {reason}, closed {format_time(t.closed_at)}"
+
+    if summary.max_drawdown is None:
+        drawdown = "N/A"
+    elif summary.drawdown_start is None:
+        drawdown = f"{format_stat(summary.max_drawdown, 'points')} (never fell)"
+    else:
+        drawdown = (f"{format_stat(summary.max_drawdown, 'points')} from {format_time(summary.drawdown_start)} "
+                    f"to {format_time(summary.drawdown_end)}")
+    return [
+        ("Profit (quote currency)", _quote(summary.pnl_cost)),
+        ("Average duration", format_duration(summary.avg_duration_ms)),
+        ("Median duration", format_duration(summary.median_duration_ms)),
+        ("Best trade", trade(summary.best)),
+        ("Worst trade", trade(summary.worst)),
+        ("Longest winning streak", str(summary.longest_win_streak)),
+        ("Longest losing streak", str(summary.longest_loss_streak)),
+        ("Drawdown", drawdown),
+        ("Buy and hold (same range)", "N/A" if summary.buy_and_hold is None
+         else format_stat(summary.buy_and_hold, "pnl")),
+    ]
+
+
+def _trades_section(summary: TradeSummary) -> list[str]:
+    """Closed trades as a trader reads them: one row per exit reason, then the summary lines."""
+    if summary.trades == 0:
+        if summary.buy_and_hold is None:
+            return []
+        return ["## Trades", "", f"No closed trades; buy and hold over the same range: "
+                f"{format_stat(summary.buy_and_hold, 'pnl')}.", ""]
+    lines = ["## Trades", "", "| Exit reason | Trades | Average PnL % | PnL (quote) | Wins | Losses |",
+             "|---|---|---|---|---|---|"]
+    for r in summary.by_reason:
+        lines.append(f"| {_cell(r.reason)} | {r.count} | {format_stat(r.avg_pnl, 'pnl')} | {_quote(r.pnl_cost)} | "
+                     f"{r.wins} | {r.losses} |")
+    lines += ["", "| What | Value |", "|---|---|"]
+    lines += [f"| {label} | {_cell(value)} |" for label, value in summary_lines(summary)]
+    lines.append("")
+    return lines
 
 
 def _orders_section(records: Sequence[dict]) -> list[str]:

@@ -85,6 +85,11 @@ class Strategy:
     One instance is created per pair (symbol), so instance attributes set in ``__init__``
     (which must take no arguments) hold per-symbol state.
 
+    Tunable parameters (``livetrader walk --param fast=5:30:5``): plain annotated class attributes
+    with a default, ``fast: int = 10`` (``int``, ``float``, ``bool`` or ``str``); read them as
+    ``self.fast``. A run overrides them on the instance before ``__init__`` (``params_of``,
+    ``instantiate_with``); live and ``backtest`` use the defaults.
+
     State that must survive a restart or a hot reload: define both ``checkpoint(self) -> dict``
     (a dict JSON carries unchanged) and ``restore(self, state)``. The daemon calls ``checkpoint``
     after every tick and saves the state when it changed; ``restore`` gets it back when the
@@ -758,3 +763,75 @@ def instantiate(cls: type[Strategy]) -> Strategy:
         raise StrategyLoadError(
             f"{file}:{line}: strategy '{cls.name}' could not be created: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+# -- tunable parameters (``livetrader walk``) ----------------------------------------------------
+
+#: The types a tunable parameter may have; ``--param`` values are read as these.
+PARAM_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+#: Class attributes every strategy has: never parameters.
+_NOT_PARAMS = frozenset({"name", "interval", "risk", "cost", "signal_is_async", "callbacks", "manage_kind"})
+
+
+class Param(NamedTuple):
+    """One tunable parameter of a strategy: a plain annotated class attribute (``fast: int = 10``)."""
+
+    name: str
+    type: type
+    default: Any
+
+
+def params_of(cls: type) -> dict[str, Param]:
+    """The tunable parameters of a strategy class, by name, in declaration order (parents first).
+
+    A parameter is a class attribute with an annotation of ``int``, ``float``, ``bool`` or ``str``
+    and a default value of that type, declared on the strategy class or a parent below ``Strategy``
+    (``fast: int = 10``). ``ClassVar`` annotations, private names (``_x``) and the settings every
+    strategy has (``name``, ``interval``, ``risk``, ``cost``) are not parameters. Works with and
+    without ``from __future__ import annotations`` (string annotations).
+    """
+    found: dict[str, Param] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or klass is Strategy:
+            continue
+        for attr, annotation in vars(klass).get("__annotations__", {}).items():
+            if attr.startswith("_") or attr in _NOT_PARAMS:
+                continue
+            kind = PARAM_TYPES.get(annotation if isinstance(annotation, str) else getattr(annotation, "__name__", ""))
+            if kind is None or attr not in vars(klass):
+                continue
+            default = vars(klass)[attr]
+            if isinstance(default, kind) and (kind is bool or not isinstance(default, bool)):
+                found[attr] = Param(attr, kind, default)
+    return found
+
+
+def instantiate_with(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
+    """An instance of ``cls`` with ``params`` overriding its declared parameters' defaults.
+
+    The values are set on the instance before ``__init__`` runs, so ``__init__`` sees them (and may
+    refuse a combination by raising). Raises StrategyLoadError for a name ``cls`` does not declare
+    or a value of the wrong type, and for a constructor error (with file:line, as ``instantiate``).
+    """
+    declared = params_of(cls)
+    for key, value in params.items():
+        param = declared.get(key)
+        if param is None:
+            known = ", ".join(declared) or "none"
+            raise StrategyLoadError(f"strategy '{cls.name}' has no parameter {key!r} (its parameters: {known})")
+        if not isinstance(value, param.type) or (param.type is not bool and isinstance(value, bool)):
+            if not (param.type is float and isinstance(value, int) and not isinstance(value, bool)):
+                raise StrategyLoadError(f"strategy '{cls.name}': parameter {key!r} is {param.type.__name__}, "
+                                        f"not {value!r}")
+    obj = cls.__new__(cls)
+    for key, value in params.items():
+        setattr(obj, key, float(value) if declared[key].type is float else value)
+    try:
+        obj.__init__()  # type: ignore[misc]
+    except (Exception, SystemExit) as exc:  # a sys.exit() in __init__ is the strategy's failure
+        file, line = _class_file(cls)
+        line = _line_in_file(exc, file) or line
+        raise StrategyLoadError(
+            f"{file}:{line}: strategy '{cls.name}' could not be created with {params}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return obj
