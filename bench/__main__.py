@@ -26,9 +26,9 @@ from bench.common import Result, machine
 PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "backtest": ("backtest throughput, reference workload", {"days": 365, "repeats": 5}, {"days": 30, "repeats": 2}),
     "live": ("live scale through the real tick path", {"sizes": (1_000, 10_000), "warmup": 20, "minutes": 60},
-             {"sizes": (100, 1_000), "warmup": 5, "minutes": 10}),
+             {"sizes": (100, 500), "warmup": 3, "minutes": 5}),
     "safety": ("cost of crash safety per transition", {"count": 500}, {"count": 40}),
-    "restart": ("restart to all pairs restored", {"pairs": 10_000}, {"pairs": 1_000}),
+    "restart": ("restart to all pairs restored", {"pairs": 10_000}, {"pairs": 300}),
     "cli": ("CLI start", {"runs": 10}, {"runs": 3}),
     "orders": ("order path cost; 100 pairs opening at once; kill -9 torture with orders",
                {"count": 300, "pairs": 100, "kills": 100}, {"count": 40, "pairs": 20, "kills": 3}),
