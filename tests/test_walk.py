@@ -248,3 +248,18 @@ def test_backtest_takes_one_value_per_parameter(folder, capsys):
         backtest_document(folder, capsys, {"fats": "3"}, T0, T0 + DAY)
     doc = backtest_document(folder, capsys, {"fast": "4"}, T0, T0 + DAY)
     assert doc["summary"]["params"] == {"fast": 4}
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_the_terminal_table_fits_its_width_and_shows_the_holdout_beside_the_rank(tmp_path, folder, capsys,
+                                                                                   monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    run_walk(walk_request(tmp_path, holdout="30%", params=("fast=3,6", "slow=8,20"), as_json=False), Config(), folder)
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert table and all(len(line) <= columns and "…" not in line for line in table), "\n".join(lines)  # none cut
+    header = next(line for line in table if "Parameters" in line)
+    assert "pnl (hold-out)" in header and "PnL %" in header
+    # Wide: every column; narrow: the least needed left out, and said so.
+    assert ("Buy & hold" in header) == (columns == 200)
+    assert ("Every column, and every run: the report." in lines) == (columns == 80)

@@ -237,19 +237,41 @@ def _stat(row: dict[str, Any] | None, key: str, kind: str) -> str:
     return format_stat(row["stats"][key], kind)
 
 
+#: Columns the terminal table leaves out first when it is narrow (the report keeps them all).
+_DROP_ORDER = ("Buy & hold", "Max drawdown", "PnL (quote)", "Win rate", "Run", "Trades")
+
+
 def _print(document: dict[str, Any], md_path: Path, json_path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     walk = document["walk"]
     rows = {row["run"]: row for row in document["runs"]}
-    table = Table(title=f"Walk: best {len(document['best'])} of {walk['runs']} runs by {walk['rank']}")
-    for title in _COLUMNS:
-        table.add_column(title, justify="left" if title in ("Strategy", "Symbol", "Parameters") else "right")
-    for run in document["best"]:
-        table.add_row(*_cells(rows[run]))
+    columns = list(_COLUMNS)
+    cells = [_cells(rows[run]) for run in document["best"]]
+    if walk["holdout_from"] is not None:  # the over-fitting check belongs beside the figure ranked by
+        held = {row["main_run"]: row for row in document["holdout"]}
+        columns.append(f"{walk['rank']} (hold-out)")
+        cells = [[*c, _rank_text(held.get(run), walk["rank"])] for c, run in zip(cells, document["best"], strict=True)]
+    one_each = [title for title, key in (("Strategy", "strategies"), ("Symbol", "symbols")) if len(walk[key]) == 1]
     console = Console()
+
+    def width(keep: list[str]) -> int:  # a column's widest cell, its padding and its border
+        return 1 + sum(3 + max(len(title), *(len(row[columns.index(title)]) for row in cells)) for title in keep)
+
+    keep = [title for title in columns if title not in one_each or width(columns) <= console.width]
+    for title in _DROP_ORDER:
+        if width(keep) <= console.width or not cells:
+            break
+        keep.remove(title)
+    table = Table(title=f"Walk: best {len(document['best'])} of {walk['runs']} runs by {walk['rank']}")
+    for title in keep:
+        table.add_column(title, justify="left" if title in ("Strategy", "Symbol", "Parameters") else "right")
+    for row in cells:
+        table.add_row(*(row[columns.index(title)] for title in keep))
     console.print(table)
+    if len(keep) < len(columns):
+        console.print("Every column, and every run: the report.")
     if walk["failed"]:
         console.print(f"{walk['failed']} run(s) failed: their rows in the report say why.")
     console.print(f"{walk['runs']} runs in {walk['seconds']} s. Report: {md_path} (JSON: {json_path})")
