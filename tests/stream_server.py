@@ -272,7 +272,9 @@ class StreamServer:
             if self._take("forming"):
                 candle = Candle(candle.timestamp, candle.open * 10, candle.high * 10, candle.low * 10,
                                 candle.close * 10, candle.volume)
-            frames.append(kline_frame(symbol, candle, self._take("early_close"), now))
+            # Marked closed well before its minute ends (20 s at least): no clock skew excuses it.
+            early = now - current < 40_000 and self._take("early_close")
+            frames.append(kline_frame(symbol, candle, early, now))
         return frames
 
 

@@ -52,7 +52,7 @@ TEST_STREAM_ROOTS = {"binance": "wss://stream.testnet.binance.vision"}
 STREAM_GRACE_MS = 2_000
 #: How far in the future of this machine's clock a candle's close may be and still count as
 #: closed (clock skew); a "closed" candle further ahead is refused as malformed.
-_CLOSE_SKEW_MS = 5_000
+_CLOSE_SKEW_MS = 1_000
 _BACKOFF_FIRST_SECONDS = 0.2
 _BACKOFF_MAX_SECONDS = 30.0
 _AHEAD_KEPT = 5  # candles kept per symbol while an earlier one is missing
@@ -115,6 +115,8 @@ class CandleStream:
         self.last_frame_at: int | None = None
         #: ``connecting`` (before the first connect), ``up`` (every connection open), ``down`` or ``closed``.
         self.state = "connecting"
+        #: How many candles the feed has fetched over REST (priming, backfills, polling while down), if known.
+        self.rest_candles: Callable[[], int] | None = None
 
     @property
     def up(self) -> bool:
@@ -140,7 +142,8 @@ class CandleStream:
     def status(self) -> dict[str, Any]:
         """State and counters, for the status file."""
         return {"state": self.state, "connections": len(self.chunks), "connected": sum(self._connected),
-                "symbols": len(self.ids), "last_candle_at": self.last_candle_at, **self.counts}
+                "symbols": len(self.ids), "last_candle_at": self.last_candle_at, **self.counts,
+                "rest_candles": self.rest_candles() if self.rest_candles is not None else None}
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -156,9 +159,8 @@ class CandleStream:
                 reason = "closed by the exchange"
                 try:
                     async with session.ws_connect(url, autoping=True, max_msg_size=16 * 1024 * 1024) as ws:
-                        self._set_connected(index, True)
+                        await self._read(ws, index)
                         delay = self.backoff_first
-                        await self._read(ws)
                 except _Stalled:
                     self.counts["stalls"] += 1
                     reason = f"silent for {self.stall_seconds:g} s (stalled)"
@@ -172,8 +174,12 @@ class CandleStream:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
 
-    async def _read(self, ws: Any) -> None:
-        """Handle the frames of one open connection until it closes (or stalls: ``_Stalled``)."""
+    async def _read(self, ws: Any, index: int) -> None:
+        """Handle the frames of connection ``index`` until it closes (or stalls: ``_Stalled``).
+
+        The connection counts as up from its first frame: one that opens and stays silent (a
+        stalled server) is not, so its reconnects are counted but not logged as a flapping stream.
+        """
         import aiohttp
 
         while True:
@@ -182,6 +188,8 @@ class CandleStream:
             except TimeoutError:
                 raise _Stalled from None
             if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                if not self._connected[index]:
+                    self._set_connected(index, True)
                 self.receive(message.data)
             elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
                                   aiohttp.WSMsgType.ERROR):
@@ -328,6 +336,7 @@ def open_stream(name: str, feed: Any, symbols: Iterable[str], on_closed: Callabl
     if not ids:
         return None
     stream = CandleStream(name, root, ids, feed.push, on_closed, clock, source.settings.stream_stall_seconds)
+    stream.rest_candles = lambda: int(feed.fetched)
     stream.start()
     return stream
 
