@@ -32,6 +32,10 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "cli": ("CLI start", {"runs": 10}, {"runs": 3}),
     "orders": ("order path cost; 100 pairs opening at once; kill -9 torture with orders",
                {"count": 300, "pairs": 100, "kills": 100}, {"count": 40, "pairs": 20, "kills": 3}),
+    "stream": ("decision lag, candles by WebSocket vs REST, 1,000 symbols",
+               {"symbols": 1_000, "stream_minutes": 10, "stream_speed": 10.0, "rest_minutes": 2, "rest_speed": 1.0},
+               {"symbols": 20, "stream_minutes": 1, "stream_speed": 30.0, "rest_minutes": 1, "rest_speed": 30.0,
+                "warmup": 1}),
 }
 
 
@@ -47,6 +51,8 @@ def runner(name: str) -> Callable[..., Result]:
         from bench.restart import run
     elif name == "orders":
         from bench.orders import run
+    elif name == "stream":
+        from bench.stream_lag import run
     else:
         from bench.cli_start import run
     return run

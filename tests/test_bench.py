@@ -379,7 +379,7 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr  # --quick exits 1 when a figure is not sane
     benchmarks = json.loads(done.stdout)["benchmarks"]
-    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli", "orders"]
+    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli", "orders", "stream"]
     for name, result in benchmarks.items():
         for row in result["rows"]:
             assert math.isfinite(row["value"]), (name, row["metric"])
@@ -397,3 +397,7 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
     torture = benchmarks["orders"]["details"]["torture"]
     assert torture["kills"] == 3 and torture["resent"] == 0 and torture["orders_not_in_journal"] == 0
     assert torture["closed_twice"] == 0 and torture["unprotected"] == 0
+    # Every pair decided every counted minute on streamed candles, none fetched by the minute over REST.
+    streamed = benchmarks["stream"]["details"]["stream"]
+    assert streamed["decisions"] == streamed["symbols"] * streamed["minutes"]
+    assert streamed["stream"]["candles"] >= streamed["symbols"] * streamed["minutes"]

@@ -266,3 +266,12 @@ def test_keyed_loops_wake_on_their_candle_not_before_the_boundary():
 
     order = asyncio.run(scenario())
     assert sorted(order[:2]) == ["B", "plain"] and order[2] == "A"
+
+
+def test_status_shows_each_streams_state_and_counters():
+    from livetrader.cli.status import stream_lines
+
+    stream = CandleStream("binance", "ws://unused", dict(SYMBOLS), lambda s, c: "held", lambda s, b: None, lambda: T0)
+    stream.counts["disconnects"] = 2
+    (line,) = stream_lines({"binance": stream.status()})
+    assert line.startswith("binance candle stream: connecting (0/1 connections, 2 symbols;") and "2 disconnects" in line
