@@ -2,7 +2,8 @@
 
 The real engine (``Engine.run``: a supervised loop per pair, the metronome, persistence on, one
 ``bench-reference`` pair per symbol) trades against the suite's local servers on 127.0.0.1: the
-REST exchange (``tests/exchange_server.py``) and its kline stream (``tests/stream_server.py``),
+REST exchange (``tests/exchange_server.py``, in this process) and its kline stream
+(``tests/stream_server.py``, in a process of its own, as a real exchange's work is not ours),
 both on the engine's simulated clock and serving the same candles. For every pair and minute
 it takes the *decision lag*: from the candle's close (the minute boundary) to that pair's tick
 done (``Pair.decision_lag_ms``), read when the minute's sweep completes.
@@ -15,13 +16,14 @@ The clock runs ``speed`` times faster than real time (a whole run of real minute
 too long); lags are reported in real milliseconds (simulated lag / speed), so they are what a
 real-time run would see for the same work. The first minutes (every pair's first tick fetches
 its history over REST: the start, not the steady state) are not counted. CPU is the process's
-CPU time per simulated minute (the servers' threads included: they run in this process);
+CPU time per simulated minute (the REST server's thread included: it runs in this process);
 memory is the resident size after the warm-up and at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +43,7 @@ def measure(mode: str, symbols: int, minutes: int, speed: float, warmup: int) ->
     """Run ``symbols`` pairs for ``warmup`` + ``minutes`` simulated minutes with candles by ``mode``."""
     sys.path.insert(0, str(ROOT / "tests"))
     from exchange_server import ExchangeServer  # the suite's servers; tests import nothing from bench
-    from stream_server import StreamServer, stream_symbols
+    from stream_server import stream_symbols
 
     from bench.harness import daemon_logging, registry
     from livetrader.config import Config
@@ -54,12 +56,17 @@ def measure(mode: str, symbols: int, minutes: int, speed: float, warmup: int) ->
     start = wall - wall % MINUTE_MS + 10 * MINUTE_MS  # a fresh minute, 20 s (simulated) before its end
     clock = SimClock(origin_wall=wall, origin_sim=start + 40_000, speed=speed)
     names = stream_symbols(symbols)
+    stream = None
+    if mode == "stream":  # in a process of its own, its candles made first: the exchange's work is not ours
+        stream = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "stream_server.py"), str(symbols), str(wall), str(start + 40_000),
+             str(speed), str(start), str(start + (warmup + minutes + 3) * MINUTE_MS)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert stream.stdout is not None
+        stream_url = stream.stdout.readline().strip()
     with ExchangeServer(clock=clock.now_ms, symbols=names) as rest, \
-            StreamServer(clock=clock.now_ms, sim=rest.sim, forming_every=5.0) as stream, \
             tempfile.TemporaryDirectory(prefix="livetrader-bench-") as tmp:
-        if mode == "stream":  # the server's candles made before: its thread shares this process's CPU
-            stream.preload(start, start + (warmup + minutes + 3) * MINUTE_MS)
-        urls = {"api_base": rest.url, **({"stream_base": stream.url} if mode == "stream" else {})}
+        urls = {"api_base": rest.url, **({"stream_base": stream_url} if stream is not None else {})}
         table: dict[str, Any] = {"ccxt_id": "binance", "urls": urls, "options": OPTIONS, "candles": mode}
         if mode == "stream":
             table["rate_limit_ms"] = 1  # only the start fetches over REST (history): not what is measured
@@ -99,6 +106,10 @@ def measure(mode: str, symbols: int, minutes: int, speed: float, warmup: int) ->
         with daemon_logging(Path(tmp) / "daemon.log"):  # logging as the daemon logs, into a file
             asyncio.run(main())
         figures["klines_requests"] = rest.count("/klines")
+    if stream is not None:
+        assert stream.stdin is not None
+        stream.stdin.close()
+        stream.wait(10)
     figures.update({"mode": mode, "symbols": symbols, "minutes": minutes, "speed": speed, "decisions": len(lags),
                     "p50_ms": percentile(lags, 50), "p99_ms": percentile(lags, 99), "max_ms": max(lags, default=0.0)})
     return figures

@@ -295,3 +295,27 @@ def stream_symbols(count: int) -> dict[str, float]:
     """``count`` synthetic symbols (``S0000USDT``...) with base prices, for scale tests and benchmarks."""
     return {f"S{i:04d}USDT": 1.0 + (i % 97) for i in range(count)}
 
+
+
+def main(argv: list[str]) -> None:
+    """``python tests/stream_server.py SYMBOLS ORIGIN_WALL ORIGIN_SIM SPEED FIRST END``: a stream of
+    ``stream_symbols(SYMBOLS)`` on the simulated clock ``SimClock(ORIGIN_WALL, ORIGIN_SIM, SPEED)``, its
+    candles of ``[FIRST, END)`` made first; prints its URL, serves until stdin closes. For benchmarks:
+    in a process of its own, its work is not counted as the client's."""
+    import sys
+
+    from livetrader.live.clock import SimClock
+
+    count, origin_wall, origin_sim, speed, first, end = argv
+    clock = SimClock(int(origin_wall), int(origin_sim), float(speed))
+    server = StreamServer(clock=clock.now_ms, symbols=stream_symbols(int(count)), forming_every=5.0)
+    server.preload(int(first), int(end))
+    with server:
+        print(server.url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -264,7 +264,7 @@ class Engine:
 
     def _open_streams(self, pairs: list[Pair]) -> None:
         """Open the candle stream of every exchange of ``pairs`` that pushes its candles (``market.ccxt.stream``)."""
-        from livetrader.market.ccxt.stream import STREAM_GRACE_MS, open_stream
+        from livetrader.market.ccxt.stream import grace_seconds, open_stream
 
         by_exchange: dict[str, set[str]] = {}
         for pair in pairs:
@@ -276,7 +276,7 @@ class Engine:
                                  lambda: self.clock.now_ms())
             if stream is not None:
                 self.streams[exchange] = stream
-                self.metronome.grace = self.clock.real_seconds(STREAM_GRACE_MS)
+                self.metronome.grace = grace_seconds(self.clock.real_seconds)
 
     def _candle_closed(self, exchange: str) -> Callable[[str, int], int]:
         """What a stream calls when a symbol's candle closing at a boundary is in: wake its pairs."""

@@ -50,6 +50,9 @@ TEST_STREAM_ROOTS = {"binance": "wss://stream.testnet.binance.vision"}
 #: How long (of the engine's clock) after a boundary a pair waits for its symbol's candle before
 #: its tick fetches it over REST instead.
 STREAM_GRACE_MS = 2_000
+#: ... but never less real time than this: on a fast simulated clock 2 s of it are a few ms, less
+#: than a thousand candles take to arrive (and never more than half a minute of the clock).
+STREAM_GRACE_MIN_SECONDS = 0.5
 #: How far in the future of this machine's clock a candle's close may be and still count as
 #: closed (clock skew); a "closed" candle further ahead is refused as malformed.
 _CLOSE_SKEW_MS = 1_000
@@ -72,6 +75,13 @@ def stream_root(settings: Any) -> str | None:
         return None
     roots = TEST_STREAM_ROOTS if settings.test_network else STREAM_ROOTS
     return roots.get(settings.ccxt_id)
+
+
+def grace_seconds(real_seconds: Callable[[float], float]) -> float:
+    """Real seconds after a boundary that a pair waits for its streamed candle, given its clock's
+    ``real_seconds`` (ms of the clock -> real seconds): ``STREAM_GRACE_MS``, at least
+    ``STREAM_GRACE_MIN_SECONDS``, at most half a minute of the clock."""
+    return min(max(real_seconds(STREAM_GRACE_MS), STREAM_GRACE_MIN_SECONDS), real_seconds(MINUTE_MS / 2))
 
 
 class _Stalled(Exception):
