@@ -79,19 +79,15 @@ def measure(mode: str, symbols: int, minutes: int, speed: float, warmup: int) ->
         figures: dict[str, Any] = {}
 
         async def main() -> None:
-            done: asyncio.Queue[Any] = asyncio.Queue()
-            engine.metronome.listeners.append(done.put_nowait)
             runner = asyncio.create_task(engine.run())
+            first = start + (warmup + 1) * MINUTE_MS  # the first minute counted
+            await clock.sleep_until(first - MINUTE_MS // 2)  # the warm-up is over: measure from here
+            cpu_started, rss_started = time.process_time(), rss_bytes()
             counted = 0
-            cpu_started: float | None = None
-            rss_started = 0
-            while counted < minutes:
-                sweep = await done.get()
-                if cpu_started is None:
-                    if sweep.minute >= start + warmup * MINUTE_MS:  # the warm-up is over: measure from here
-                        cpu_started, rss_started = time.process_time(), rss_bytes()
-                    continue
-                minute_lags = [p.decision_lag_ms for p in engine.pairs if p.last_minute == sweep.minute]
+            for minute in range(first, first + minutes * MINUTE_MS, MINUTE_MS):
+                # Half a minute after the boundary every pair has decided it (or missed it: not counted).
+                await clock.sleep_until(minute + MINUTE_MS // 2)
+                minute_lags = [p.decision_lag_ms for p in engine.pairs if p.last_minute == minute]
                 lags.extend(lag / speed for lag in minute_lags if lag is not None)
                 counted += 1
             # Per simulated minute: the CPU a real-time minute of the same work takes.
@@ -115,7 +111,7 @@ def measure(mode: str, symbols: int, minutes: int, speed: float, warmup: int) ->
     return figures
 
 
-def run(symbols: int = 1_000, stream_minutes: int = 10, stream_speed: float = 10.0, rest_minutes: int = 2,
+def run(symbols: int = 1_000, stream_minutes: int = 10, stream_speed: float = 4.0, rest_minutes: int = 2,
         rest_speed: float = 1.0, warmup: int = 2) -> Result:
     """Both paths, one after the other, in the same run."""
     result = Result("stream", f"decision lag, {symbols:,} symbols: WebSocket stream vs REST polling")

@@ -146,6 +146,8 @@ class Metronome:
                 if timer is not None:
                     timer.cancel()
         self.pauses.pause()  # before anything allocates: a collection due now waits too
+        for earlier in [s for m, s in self._sweeps.items() if m < minute and s.left <= 0 and m not in self._waiting]:
+            self._complete(earlier)  # all ticked, its last group gone: never left open behind a newer one
         due = [w for group in taken for w in group if not w[0].done()]
         if not due:
             sweep = self._sweeps.get(minute)

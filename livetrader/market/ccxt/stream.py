@@ -194,7 +194,8 @@ class CandleStream:
 
         while True:
             try:
-                message = await asyncio.wait_for(ws.receive(), self.stall_seconds)
+                # aiohttp's own timeout: ``asyncio.wait_for`` would make a task per frame.
+                message = await ws.receive(timeout=self.stall_seconds)
             except TimeoutError:
                 raise _Stalled from None
             if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
