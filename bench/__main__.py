@@ -35,7 +35,7 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "stream": ("decision lag, candles by WebSocket vs REST, 1,000 symbols",
                {"symbols": 1_000, "stream_minutes": 10, "stream_speed": 4.0, "rest_minutes": 2, "rest_speed": 1.0},
                {"symbols": 20, "stream_minutes": 1, "stream_speed": 30.0, "rest_minutes": 1, "rest_speed": 30.0,
-                "warmup": 1}),
+                "warmup": 2}),
 }
 
 
