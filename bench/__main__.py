@@ -39,6 +39,10 @@ PLAN: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
                 {"sizes": (200,), "warmup": 3, "minutes": 5, "rounds": 1}),
     "walk": ("walk: process pool and Dask LocalCluster against one worker", {"runs": 100, "days": 365, "repeats": 2},
              {"runs": 6, "days": 3, "repeats": 1}),
+    "stream": ("decision lag, candles by WebSocket vs REST, 1,000 symbols",
+               {"symbols": 1_000, "stream_minutes": 10, "stream_speed": 4.0, "rest_minutes": 2, "rest_speed": 1.0},
+               {"symbols": 20, "stream_minutes": 1, "stream_speed": 30.0, "rest_minutes": 1, "rest_speed": 30.0,
+                "warmup": 2}),
 }
 
 
@@ -60,6 +64,8 @@ def runner(name: str) -> Callable[..., Result]:
         from bench.observe_overhead import run
     elif name == "walk":
         from bench.walk_speed import run
+    elif name == "stream":
+        from bench.stream_lag import run
     else:
         from bench.cli_start import run
     return run

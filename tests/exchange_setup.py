@@ -11,12 +11,16 @@ from livetrader.live.clock import saved_clock
 
 def exchange_config(cwd: Path, server: Any, **settings: Any) -> str:
     """Write ``exchange.toml`` in ``cwd``: an ``[exchanges.binance]`` section on ``server``, spot
-    only, quick retries, plus ``settings`` (strings are quoted); return its name for ``--config``."""
-    lines = ["[exchanges.binance]", 'ccxt_id = "binance"', f'urls = {{ api_base = "{server.url}" }}',
+    only, quick retries, candles polled, plus ``settings`` (strings are quoted; ``stream_base``: the
+    candle stream's URL, with ``candles="stream"``); return its name for ``--config``."""
+    stream = settings.pop("stream_base", None)
+    urls = f'api_base = "{server.url}"' + (f', stream_base = "{stream}"' if stream else "")
+    lines = ["[exchanges.binance]", 'ccxt_id = "binance"', f"urls = {{ {urls} }}",
              'options = { defaultType = "spot", fetchMarkets = { types = ["spot"] }, fetchCurrencies = false, '
              'fetchMargins = false, adjustForTimeDifference = false }',
              "retry_base_seconds = 0.01", "retry_max_seconds = 0.05"]
-    settings = {"timeout_ms": 2000, "max_retries": 1, **settings}
+    # Candles by REST unless a test streams them (``candles="stream"`` with ``urls`` naming a stream_base).
+    settings = {"timeout_ms": 2000, "max_retries": 1, "candles": "poll", **settings}
     lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()]
     (cwd / "exchange.toml").write_text("\n".join(lines) + "\n")
     return "exchange.toml"

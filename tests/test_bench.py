@@ -379,7 +379,8 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr  # --quick exits 1 when a figure is not sane
     benchmarks = json.loads(done.stdout)["benchmarks"]
-    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli", "orders", "candles", "observe", "walk"]
+    assert list(benchmarks) == ["backtest", "live", "safety", "restart", "cli", "orders", "candles", "observe", "walk",
+                                "stream"]
     for name, result in benchmarks.items():
         for row in result["rows"]:
             assert math.isfinite(row["value"]), (name, row["metric"])
@@ -400,3 +401,7 @@ def test_quick_benchmarks_are_sane_and_backtest_the_reference_workload():
     # The walk ran every run in one process, on the pool and on Dask, with equal rows (else it raises).
     walk = benchmarks["walk"]["details"]
     assert walk["runs"] == 6 and walk["trades"] > 0 and len(walk["dask_seconds"]) == len(walk["pool_seconds"]) == 1
+    # Every pair decided every counted minute on streamed candles, none fetched by the minute over REST.
+    streamed = benchmarks["stream"]["details"]["stream"]
+    assert streamed["decisions"] == streamed["symbols"] * streamed["minutes"]
+    assert streamed["stream"]["candles"] >= streamed["symbols"] * streamed["minutes"]

@@ -105,6 +105,18 @@ def _stalled(doc: dict[str, Any]) -> str:
             f"({format_duration(held)}): {who} is blocking it{where}; every pair waits (the log has its stack)")
 
 
+def stream_lines(streams: dict[str, Any]) -> list[str]:
+    """One line per exchange whose candles are streamed: its state and counters."""
+    return [f"{name} candle stream: {s['state']} ({s['connected']}/{s['connections']} connections, "
+            f"{s['symbols']} symbols; {s['candles']} candles, {s['disconnects']} disconnects, {s['stalls']} stalls, "
+            f"{s['out_of_sequence']} out of sequence, {s['malformed']} malformed)" for name, s in streams.items()]
+
+
+def _lag_of(pair: dict[str, Any]) -> Any:
+    """The decision lag: the candle's close to the tick done (older status files: to the tick's start)."""
+    return pair["decision_lag_ms"] if pair.get("decision_lag_ms") is not None else pair.get("lag_ms")
+
+
 def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     """A readable account: the verdict first, then one row per pair."""
     from rich.console import Console
@@ -123,7 +135,7 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(f"livetrader in {data_dir}: {verdict}")
     taken = (doc.get("control") or {}).get("halts") if doc.get("alive") else None
-    for line in halt_lines(doc.get("halts") or [], taken):
+    for line in [*halt_lines(doc.get("halts") or [], taken), *stream_lines(doc.get("streams") or {})]:
         console.print(line, highlight=False)
     reload = doc.get("reload")
     if reload:
@@ -142,7 +154,7 @@ def print_status(doc: dict[str, Any], data_dir: Path) -> None:
         if p.get("signal_id"):
             position = (f"{p['position']} @ {format_price(p['price_open'])} "
                         f"TP {format_price(p['take_profit'])} SL {format_price(p['stop_loss'])}")
-        lag = format_duration(p.get("lag_ms"))
+        lag = format_duration(_lag_of(p))
         errors = str(p.get("errors_last_hour", 0))
         if p.get("last_error"):
             errors += f" (last: {p['last_error'][:60]})"

@@ -109,6 +109,9 @@ class Engine:
         # --- operator commands: close, cancel, pause, resume (``live.commands``) ---
         #: Requests from the control socket, each carried out by its pair's loop between two ticks.
         self.commands = Commands(lambda: self.pairs, lambda: self.clock.now_ms())
+        # --- candle streams (``market.ccxt.stream``): one per exchange that pushes its candles ---
+        #: The open candle streams by exchange; their pairs wake when their symbol's candle arrives.
+        self.streams: dict[str, Any] = {}
 
     # --- building -------------------------------------------------------------------------
 
@@ -236,6 +239,7 @@ class Engine:
         up"). No strategy is asked before it.
         """
         chosen = list(pairs) if pairs is not None else list(self.pairs)
+        self._open_streams(chosen)
         await self.resolve_protection(chosen)
         self.halts.start(chosen)  # before any strategy is asked: a halt journaled while stopped holds
         watcher = asyncio.create_task(self.halts.watch(), name="operator journal")
@@ -255,6 +259,27 @@ class Engine:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
+
+    def _open_streams(self, pairs: list[Pair]) -> None:
+        """Open the candle stream of every exchange of ``pairs`` that pushes its candles (``market.ccxt.stream``)."""
+        from livetrader.market.ccxt.stream import grace_seconds, open_stream
+
+        by_exchange: dict[str, set[str]] = {}
+        for pair in pairs:
+            by_exchange.setdefault(pair.exchange, set()).add(pair.symbol)
+        for exchange, symbols in by_exchange.items():
+            if exchange in self.streams or exchange not in self.sources:
+                continue
+            stream = open_stream(exchange, self.sources[exchange], sorted(symbols), self._candle_closed(exchange),
+                                 lambda: self.clock.now_ms())
+            if stream is not None:
+                self.streams[exchange] = stream
+                self.metronome.grace = grace_seconds(self.clock.real_seconds)
+
+    def _candle_closed(self, exchange: str) -> Callable[[str, int], int]:
+        """What a stream calls when a symbol's candle closing at a boundary is in: wake its pairs."""
+        fire = self.metronome.fire_key
+        return lambda symbol, boundary: fire(boundary, (exchange, symbol))
 
     async def reconcile(self, pairs: list[Pair]) -> None:
         """Reconcile the open positions of sandbox/live ``pairs`` with their accounts (``live.reconcile``)."""
@@ -393,6 +418,7 @@ class Engine:
                         self._file_ended(pair)
                         return "finished"
                     await pair.tick(now)
+                    pair.decision_lag_ms = max(0, self.clock.now_ms() - (now - now % MINUTE_MS))
                 if swept is not None:
                     self.metronome.ticked(swept)
                     swept = None
@@ -445,7 +471,9 @@ class Engine:
         real = self.clock.real_seconds(due_ms - self.clock.now_ms()) + self.supervision.tick_delay
         if real <= 0:
             return None
-        pair.wake = self.metronome.wait(due_ms, real, express)
+        stream = self.streams.get(pair.exchange)
+        key = (pair.exchange, pair.symbol) if stream is not None and stream.up else None  # wait for its candle
+        pair.wake = self.metronome.wait(due_ms, real, express, key)
         try:
             woke = await pair.wake
         finally:
@@ -574,6 +602,8 @@ class Engine:
     async def close(self) -> None:
         """Write the queued snapshots, close every source and journal, and release the data directory."""
         self.metronome.pauses.resume()  # a sweep cut short by the stop leaves them paused
+        for stream in self.streams.values():
+            await stream.close()
         writer = self.restorer.writer
         await self.restorer.close(pair.store for pair in self.pairs if pair.store is not None)
         if writer is not None:

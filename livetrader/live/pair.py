@@ -113,8 +113,8 @@ class Pair:
     __slots__ = ("__dict__", "symbol", "strategy", "strategy_name", "exchange", "source", "settings", "risk", "bus",
                  "store", "interval_ms", "window", "row", "last_bucket", "last_opened_id", "accepting", "degraded",
                  "stopping", "wake", "state", "price", "last_tick_at", "lag_ms", "last_result", "error_count",
-                 "last_error", "ticks", "progress_at", "recent_errors", "checked_until", "closed_trades",
-                 "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
+                 "decision_lag_ms", "last_error", "ticks", "progress_at", "recent_errors", "checked_until",
+                 "closed_trades", "won_trades", "lost_trades", "realised_pnl", "listeners", "last_minute", "signal_ids",
                  "clock_back_logged", "executor", "key", "unreconciled", "halted", "settle", "steers",
                  "paused",
                  # strategy state and hot reload (``_save_checkpoint``, ``_take_reload``)
@@ -166,6 +166,8 @@ class Pair:
         self.price: float | None = None
         self.last_tick_at: int | None = None
         self.lag_ms: int | None = None
+        #: From the close of the candle a tick decided on (its minute boundary) to that tick done, ms.
+        self.decision_lag_ms: int | None = None
         self.last_result: TickResult | None = None
         self.error_count = 0
         self.last_error: str | None = None
@@ -372,6 +374,7 @@ class Pair:
         self.last_minute = minute
         self.clock_back_logged = False
         self.lag_ms = now - boundary if now > boundary else 0
+        self.decision_lag_ms = now - minute  # in place: done within the reading of ``now``
         self.progress_at = time.monotonic()
         self.ticks += 1
         if self.checkpoints:

@@ -116,6 +116,31 @@ class CandleFeed:
             self._held[symbol] = _Held(candles[-keep:], keep)
         return candles
 
+    def push(self, symbol: str, candle: Candle) -> str:
+        """Hold a closed candle a stream pushed (``market.ccxt.stream``), validated as a fetched one.
+
+        Returns what became of it: ``held`` (the next minute of what is held: validated, spike
+        checked against the held ones, and held), ``duplicate`` (held already), ``ahead`` (a minute
+        before it is missing: not held, the next fetch backfills the gap over the source), or
+        ``unheld`` (nothing of the symbol held yet: its first fetch gets it). Raises
+        ``CandleError`` for a candle the validation refuses (it is not held).
+        """
+        held = self._held.get(symbol)
+        if held is None:
+            return "unheld"
+        at = candle.timestamp
+        if at < held.end:
+            return "duplicate"
+        if at > held.end:
+            return "ahead"
+        self._append(held, at, [candle], at, at + MINUTE_MS)
+        return "held"
+
+    def held_end(self, symbol: str) -> int | None:
+        """The end (exclusive opening time) of the candles held for ``symbol``, or None."""
+        held = self._held.get(symbol)
+        return None if held is None else held.end
+
     @property
     def in_process(self) -> bool:
         """True when the source makes its candles in this process (``fetch_sync``: sim, files):

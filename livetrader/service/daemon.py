@@ -309,7 +309,10 @@ def _live_view(engine: Engine, request: RunRequest):
                 position=row.position if row else None, price_open=row.price_open if row else None,
                 take_profit=row.take_profit if row else None, stop_loss=row.stop_loss if row else None,
                 pnl_percentage=last.pnl_percentage if last is not None and last.action == "active" else None,
-                last_tick_at=p.last_tick_at, lag_ms=p.lag_ms, error_count=p.error_count, last_error=p.last_error,
+                last_tick_at=p.last_tick_at,
+                # The decision lag: candle's close to tick done.
+                lag_ms=p.decision_lag_ms if p.decision_lag_ms is not None else p.lag_ms,
+                error_count=p.error_count, last_error=p.last_error,
                 closed_trades=p.closed_trades, won_trades=p.won_trades, lost_trades=p.lost_trades,
                 realised_pnl=p.realised_pnl,
             ))

@@ -66,6 +66,8 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
             "price_open": row.price_open if row else None, "take_profit": row.take_profit if row else None,
             "stop_loss": row.stop_loss if row else None, "pending_at": row.pending_at if row else None,
             "last_tick_at": p.last_tick_at, "lag_ms": p.lag_ms, "ticks": p.ticks,
+            # From the candle's close (the minute boundary) to the tick done: what a decision waited.
+            "decision_lag_ms": p.decision_lag_ms,
             "closed_trades": p.closed_trades, "realised_pnl": p.realised_pnl,
             # Redacted where they are made (Pair.report_error); again here, cheaply (errors are
             # rare), because this file is read by anyone who may read the data directory.
@@ -86,7 +88,9 @@ def status_document(engine: Engine, *, state: str = "running") -> dict[str, Any]
     return {"pid": os.getpid(), "state": state, "started_at": engine.started_at, "now": now,
             "written_at": int(time.time() * 1000), "speed": engine.clock.speed, "pairs": pairs,
             "last_sweep": last_sweep, "not_running": engine.not_running, "control": engine.halts.status(),
-            "reload": engine.last_reload.as_dict() if engine.last_reload is not None else None}
+            "reload": engine.last_reload.as_dict() if engine.last_reload is not None else None,
+            # Per exchange whose candles are pushed: the stream's state and counters (market.ccxt.stream).
+            "streams": {name: stream.status() for name, stream in engine.streams.items()}}
 
 
 def write_status(engine: Engine, *, state: str = "running") -> None:

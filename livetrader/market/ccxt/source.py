@@ -6,6 +6,10 @@ Configured by an ``[exchanges.<name>]`` table (every key optional)::
     ccxt_id = "binance"                 # default: the table's name
     options = { defaultType = "spot" }  # the ccxt constructor's ``options``; spot unless set (_default_to_spot)
     urls = { api_base = "http://127.0.0.1:8080" }  # every API URL re-rooted here (tests)
+                                        # stream_base = "ws://127.0.0.1:8765": the candle stream's root
+    candles = "stream"                  # closed candles pushed by the exchange's WebSocket stream where
+                                        # livetrader speaks it (binance), else polled; "poll": REST only
+    stream_stall_seconds = 30           # a stream silent this long is reconnected (REST meanwhile)
     timeout_ms = 10000                  # per HTTP request (ccxt's default: 10000)
     rate_limit_ms = 50                  # ccxt's rate limiter (default: the exchange's own)
     max_retries = 4                     # retries of a failed request, with exponential backoff
@@ -75,6 +79,7 @@ SETTING_KEYS = (
     "ccxt_id", "options", "urls", "timeout_ms", "rate_limit_ms", "max_retries", "retry_base_seconds",
     "retry_max_seconds", "page_limit", "sandbox", "credentials_file", "mode", "unknown_order_minutes",
     "protective_stop", "stop_limit_gap_percent", "stop_check_minutes", "reconcile_minutes",
+    "candles", "stream_stall_seconds",
 )
 #: Keys that would put a secret into the config file (compared lower-case, without ``_`` and ``-``).
 _SECRET_KEYS = frozenset({
@@ -131,6 +136,12 @@ class CcxtSettings:
     stop_limit_gap_percent: float = 0.5
     stop_check_minutes: float = 1.0
     reconcile_minutes: float = 15.0
+    #: ``stream`` (closed candles pushed over the exchange's WebSocket, where supported) or ``poll`` (REST).
+    candles: str = "stream"
+    #: The stream's root URL (``urls.stream_base``), None for the exchange's own.
+    stream_base: str | None = None
+    #: Real seconds a connected stream may stay silent before it counts as stalled and reconnects.
+    stream_stall_seconds: float = 30.0
 
     @property
     def test_network(self) -> bool:
@@ -198,8 +209,20 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
     if not isinstance(urls, Mapping):
         raise error("urls", "a table such as { api_base = \"http://127.0.0.1:8080\" }")
     for key in urls:
-        if key != "api_base":
-            raise ConfigError(f"{where} urls: unknown key {key}; only api_base is supported")
+        if key not in ("api_base", "stream_base"):
+            raise ConfigError(f"{where} urls: unknown key {key}; only api_base and stream_base are supported")
+    stream_base = urls.get("stream_base")
+    if stream_base is not None and (
+        not isinstance(stream_base, str) or urlsplit(stream_base).scheme not in ("ws", "wss")
+        or not urlsplit(stream_base).netloc
+    ):
+        raise ConfigError(f"{where} urls.stream_base must be a ws(s) URL such as \"ws://127.0.0.1:8765\", "
+                          f"got {stream_base!r}")
+    candles = table.get("candles", "stream")
+    if candles not in ("stream", "poll"):
+        raise error("candles", '"stream" (the exchange pushes closed candles over a WebSocket) or "poll" (REST)')
+    stall = number("stream_stall_seconds", 30.0, 0.0, strict=True)
+    assert stall is not None
     api_base = urls.get("api_base")
     if api_base is not None and (
         not isinstance(api_base, str) or urlsplit(api_base).scheme not in ("http", "https")
@@ -247,6 +270,9 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
         stop_limit_gap_percent=gap,
         stop_check_minutes=check,
         reconcile_minutes=every,
+        candles=candles,
+        stream_base=stream_base.rstrip("/") if stream_base else None,
+        stream_stall_seconds=stall,
     )
 
 
@@ -575,6 +601,14 @@ class CcxtSource:
         if unknown:
             raise UnknownSymbolError("; ".join(unknown))
         return resolved
+
+    def market_id(self, symbol: str) -> str | None:
+        """The exchange's own id of the unified ``symbol`` (``BTC/USDT`` -> ``BTCUSDT``), None before
+        the markets are loaded or for a symbol not among them."""
+        holder = self._markets_holder
+        market = holder.markets.get(symbol) if holder is not None else None
+        market_id = market.get("id") if isinstance(market, dict) else None
+        return market_id if isinstance(market_id, str) else None
 
     def bounds(self, symbol: str) -> tuple[int, int] | None:
         """None: a live exchange has no end."""
