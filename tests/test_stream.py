@@ -95,7 +95,7 @@ async def streamed(clock: FastClock, server: StreamServer, scenario, stall_secon
 
 def test_closed_candles_are_held_in_order_and_their_pairs_woken():
     # Slower than the fault tests: a boundary passing while the feed is primed would make a gap.
-    clock = FastClock(speed=300)
+    clock = FastClock(speed=100)  # a minute is 0.6 s: room for priming on a loaded machine
 
     async def scenario(stream, feed, closed):
         first = feed.held_end("BTC/USDT")

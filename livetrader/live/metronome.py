@@ -179,8 +179,14 @@ class Metronome:
             waiter[0].set_result(minute)
         if in_place and next_wait is not None:  # (in_place holds loops only when it is set)
             following, seconds = next_wait()
-            for waiter in in_place:
-                self._file(following, seconds, waiter)  # sets the timers if first
+            self._file(following, seconds, in_place[0])  # sets the timers if first
+            unkeyed = self._waiting[following].get(None)
+            for waiter in in_place[1:]:
+                if waiter[2] is None and unkeyed is not None:
+                    unkeyed.append(waiter)  # the common case, thousands a minute: no lookups
+                else:
+                    self._file(following, seconds, waiter)
+                    unkeyed = self._waiting[following].get(None)
             sweep.left -= len(in_place) - 1
             self.ticked(minute)  # the last of them: completes the sweep when none was woken
         return len(due)
