@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,3 +35,33 @@ def follow_daemon_clock(cwd: Path) -> Any:
         clock = saved_clock(cwd / "dump-demo")
         return clock.now_ms() if clock else int(time.time() * 1000)
     return now
+
+
+class CutConnections:
+    """The exchange's port while the network is down: every connection is cut as it arrives.
+
+    Counting them lets a test bring the exchange back only once the daemon has really met
+    the outage (a slow start on a busy machine must not make the outage pass unseen).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.attempts = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.attempts += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept(); a bare close() would not free the port
+        self.sock.close()

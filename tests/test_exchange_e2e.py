@@ -3,16 +3,14 @@
 import json
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from daemon import ROOT, events, run, start, stop, wait_for, wait_running, workdir
 from exchange_server import ExchangeServer
-from exchange_setup import exchange_config, follow_daemon_clock
+from exchange_setup import CutConnections, exchange_config, follow_daemon_clock
 from invariants import check_data_dir
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
@@ -107,36 +105,6 @@ def test_rate_limits_and_malformed_answers_are_retried(tmp_path, server):
     assert any(e["event"] == "opened" for e in events(out))
 
 
-class CutConnections:
-    """The exchange's port while the network is down: every connection is cut as it arrives.
-
-    Counting them lets a test bring the exchange back only once the daemon has really met
-    the outage (a slow start on a busy machine must not make the outage pass unseen).
-    """
-
-    def __init__(self, port: int) -> None:
-        self.attempts = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(16)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.attempts += 1
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept(); a bare close() would not free the port
-        self.sock.close()
-
-
 def test_network_down_at_start_then_up(tmp_path):
     cwd = workdir(tmp_path)
     with ExchangeServer(clock=follow_daemon_clock(tmp_path)) as srv:
@@ -175,7 +143,6 @@ def test_unknown_symbol_and_exchange_are_clear_usage_errors(tmp_path, server):
 
 
 def test_a_watchdog_stops_when_the_exchange_hangs(tmp_path, server):
-    import socket
 
     cwd = workdir(tmp_path)
     cfg = config(cwd, server, timeout_ms=30000)

@@ -19,7 +19,7 @@ import json
 import pytest
 from daemon import events, start, stop, wait_for, wait_running, workdir
 from exchange_server import ExchangeServer
-from exchange_setup import exchange_config, follow_daemon_clock
+from exchange_setup import CutConnections, exchange_config, follow_daemon_clock
 from invariants import check_data_dir
 from stream_server import StreamServer
 
@@ -108,3 +108,36 @@ def test_every_minute_is_decided_once_from_the_right_candles_through_every_strea
             assert price == expected, (symbol, minute)
     checked = check_data_dir(data, rest.sim)
     assert checked.get("closes verified", 0) >= 8
+
+
+def test_a_stream_whose_exchange_was_unreachable_at_start_opens_once_its_markets_load(tmp_path):
+    cwd = workdir(tmp_path)
+    clock = follow_daemon_clock(cwd)
+    data = cwd / "dump-demo"
+
+    def stream_state() -> str | None:
+        try:
+            return json.loads((data / "status.json").read_text())["streams"]["binance"]["state"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    with StreamServer(clock=clock) as stream:
+        with ExchangeServer(clock=clock) as rest:  # seed 42: the stream's candles
+            port = rest.port
+            cfg = exchange_config(cwd, rest, candles="stream", stream_base=stream.url)
+        down = CutConnections(port)  # the exchange's REST API unreachable: no markets at start
+        try:
+            proc = start(cwd, "run", *SYMBOLS, "--strategy", "quick-long",
+                         "--exchange", "binance", "--config", cfg, "--speed", "120")
+            assert wait_for(lambda: down.attempts >= 2, 30), "the daemon never reached the exchange"
+            assert wait_running(data, proc)
+            assert stream_state() is None  # polled meanwhile (and failing: the exchange is down)
+        finally:
+            down.close()
+        with ExchangeServer(clock=clock, port=port):
+            assert wait_for(lambda: stream_state() == "up", 30), "the stream never opened"
+            code, out, err = stop(proc)
+    assert code == 0, err
+    logs = [e["event"] for e in events(out)]
+    assert logs.count("candle stream: markets not loaded; candles are polled over REST until they are") == 1
+    assert "candle stream opened: markets loaded" in logs

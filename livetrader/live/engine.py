@@ -244,6 +244,7 @@ class Engine:
         self.halts.start(chosen)  # before any strategy is asked: a halt journaled while stopped holds
         watcher = asyncio.create_task(self.halts.watch(), name="operator journal")
         reconciling: asyncio.Task[None] | None = None
+        streams_later: asyncio.Task[None] | None = None
         try:
             await asyncio.gather(*(self.first_tick(p) for p in chosen))
             await self.reconcile(chosen)  # orders asked for first (the first ticks did), then the balances
@@ -251,16 +252,19 @@ class Engine:
                 on_ready()
             self.tasks = [asyncio.create_task(self.run_pair(p), name=f"pair {p.key}") for p in chosen]
             reconciling = asyncio.create_task(self._reconcile_every(chosen), name="reconcile")
+            streams_later = asyncio.create_task(self._open_streams_later(chosen), name="candle streams")
             results = await asyncio.gather(*self.tasks, return_exceptions=True)
         finally:
             watcher.cancel()
+            if streams_later is not None:
+                streams_later.cancel()
             if reconciling is not None:
                 reconciling.cancel()
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
 
-    def _open_streams(self, pairs: list[Pair]) -> None:
+    def _open_streams(self, pairs: list[Pair], *, quiet: bool = False) -> None:
         """Open the candle stream of every exchange of ``pairs`` that pushes its candles (``market.ccxt.stream``)."""
         from livetrader.market.ccxt.stream import grace_seconds, open_stream
 
@@ -271,10 +275,25 @@ class Engine:
             if exchange in self.streams or exchange not in self.sources:
                 continue
             stream = open_stream(exchange, self.sources[exchange], sorted(symbols), self._candle_closed(exchange),
-                                 lambda: self.clock.now_ms())
+                                 lambda: self.clock.now_ms(), quiet=quiet)
             if stream is not None:
                 self.streams[exchange] = stream
                 self.metronome.grace = grace_seconds(self.clock.real_seconds)
+                if quiet:
+                    log.info("candle stream opened: markets loaded", exchange=exchange, symbols=len(symbols))
+
+    async def _open_streams_later(self, pairs: list[Pair]) -> None:
+        """An exchange whose markets were not loaded at start (unreachable then) is polled until they
+        are: try its stream again once a minute of the clock, until every streamable exchange has one."""
+        from livetrader.market.ccxt.stream import can_stream
+
+        minute = self.clock.real_seconds(MINUTE_MS)
+        if minute == float("inf"):
+            return  # a clock moved by hand (tests, benchmarks): no minute passes by itself
+        every = min(minute, 60.0)
+        while any(p.exchange not in self.streams and can_stream(self.sources.get(p.exchange)) for p in pairs):
+            await asyncio.sleep(every)
+            self._open_streams(pairs, quiet=True)
 
     def _candle_closed(self, exchange: str) -> Callable[[str, int], int]:
         """What a stream calls when a symbol's candle closing at a boundary is in: wake its pairs."""

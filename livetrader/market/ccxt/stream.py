@@ -321,11 +321,22 @@ def _parse(frame: str | bytes) -> tuple[str, Candle, bool] | str:
     return market_id, Candle(opened, *values), closed
 
 
+def can_stream(feed: Any) -> bool:
+    """True when the candles of ``feed`` (a ``CandleFeed``) are to come by stream: a ccxt exchange
+    with a stream (``stream_root``) whose settings do not ask to poll."""
+    from livetrader.market.ccxt.source import CcxtSource
+
+    source = getattr(feed, "source", None)
+    return isinstance(source, CcxtSource) and stream_root(source.settings) is not None
+
+
 def open_stream(name: str, feed: Any, symbols: Iterable[str], on_closed: Callable[[str, int], object],
-                clock: Callable[[], int]) -> CandleStream | None:
+                clock: Callable[[], int], *, quiet: bool = False) -> CandleStream | None:
     """The started candle stream of exchange ``name`` for ``symbols`` (unified), or None when its
     candles are polled: a source that is not a ccxt exchange (``sim``, ``files``), ``candles =
-    "poll"``, or an exchange without a stream (``stream_root``). ``feed`` is its ``CandleFeed``."""
+    "poll"``, or an exchange without a stream (``stream_root``), or one whose markets are not
+    loaded yet (said once, unless ``quiet``: the engine tries again each minute). ``feed`` is its
+    ``CandleFeed``."""
     from livetrader.market.ccxt.source import CcxtSource
 
     source = getattr(feed, "source", None)
@@ -333,7 +344,7 @@ def open_stream(name: str, feed: Any, symbols: Iterable[str], on_closed: Callabl
         return None
     root = stream_root(source.settings)
     if root is None:
-        if source.settings.candles == "stream":
+        if source.settings.candles == "stream" and not quiet:
             log.info("no candle stream for this exchange; candles are polled over REST", exchange=name,
                      ccxt_id=source.settings.ccxt_id)
         return None
@@ -341,7 +352,9 @@ def open_stream(name: str, feed: Any, symbols: Iterable[str], on_closed: Callabl
     for symbol in symbols:
         market_id = source.market_id(symbol)
         if market_id is None:
-            log.warning("candle stream: markets not loaded; candles are polled over REST", exchange=name)
+            if not quiet:
+                log.warning("candle stream: markets not loaded; candles are polled over REST until they are",
+                            exchange=name)
             return None
         ids[market_id] = symbol
     if not ids:
