@@ -115,7 +115,7 @@ class Metrics:
         self.transitions = Counter("livetrader_transitions", "Signal transitions, by kind (opened, closed...)",
                                    ["kind"], registry=self.registry)
         self.decision_lag = Histogram("livetrader_decision_lag_seconds",
-                                      "Seconds from a minute boundary to the pair's decision",
+                                      "Seconds from the candle's close (the minute boundary) to the pair's tick done",
                                       buckets=LAG_BUCKETS, registry=self.registry)
         self.sweep_duration = Histogram("livetrader_sweep_duration_seconds",
                                         "Seconds one minute's sweep of every pair took",
@@ -181,8 +181,9 @@ class Metrics:
                 snap.discrepancies += 1
             if seen.get(pair.key, 0) != pair.ticks:
                 seen[pair.key] = pair.ticks
-                if pair.lag_ms is not None:
-                    observe(pair.lag_ms / 1000)
+                lag = pair.decision_lag_ms if pair.decision_lag_ms is not None else pair.lag_ms  # close -> tick done
+                if lag is not None:
+                    observe(lag / 1000)
             executor = pair.executor
             if executor is not None:
                 for order in (executor.order, executor.stop):
