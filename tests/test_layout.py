@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "livetrader"
 #: Floors, bottom to top (docs/behaviour.md and DESIGN): a module imports only from its floor or below.
 FLOORS = [
     {"core"},
-    {"errors", "config", "redaction", "logs", "sweep"},
+    {"errors", "config", "redaction", "logs", "sweep", "credentials"},
     {"store", "strategy", "events"},
     {"market", "execution", "backtest", "report"},
     {"live"},

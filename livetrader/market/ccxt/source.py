@@ -50,15 +50,12 @@ import asyncio
 import contextlib
 import contextvars
 import difflib
-import json
 import logging
 import math
 import os
 import re
-import stat
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -69,6 +66,7 @@ from urllib.parse import urlsplit
 from livetrader import redaction
 from livetrader.core.format import format_time
 from livetrader.core.price import MINUTE_MS, Candle, CandleError, validate_candles
+from livetrader.credentials import read_credentials_file
 from livetrader.errors import CandleSourceError, ConfigError, LivetraderError, UnknownSymbolError, UsageError
 from livetrader.logs import get_logger
 
@@ -316,52 +314,10 @@ def _credential_field(key: str) -> str | None:
     return None
 
 
-def _read_credentials_file(path: Path, name: str) -> dict[str, str]:  # noqa: C901 - one branch per way a credentials file can be wrong, each with its own message
-    """The credentials in ``path`` (TOML, JSON, or ``KEY=VALUE`` lines), after checking its mode."""
+def _read_credentials_file(path: Path, name: str) -> dict[str, str]:
+    """The API key and secret in ``path`` (``livetrader.credentials``: mode 600, TOML, JSON or lines)."""
     where = f"credentials_file {path} of [exchanges.{name}]"
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError(f"{where} does not exist; create it (chmod 600) or remove credentials_file") from None
-    except OSError as exc:
-        raise ConfigError(f"{where} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"{where} is not a regular file")
-    if mode & 0o077:
-        raise ConfigError(
-            f"{where} is accessible by group or others (mode {stat.S_IMODE(mode):o}); refusing to start. "
-            f"Run: chmod 600 {path}"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{where} cannot be read: {reason}") from None
-    # The parsers' messages give positions only, never the text: safe to show.
-    data: Any
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where}: invalid TOML ({exc})") from None
-    elif suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: invalid JSON (line {exc.lineno}, column {exc.colno})") from None
-    else:
-        data = {}
-        for number, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            key, sep, value = line.removeprefix("export ").partition("=")
-            if not sep:
-                raise ConfigError(f"{where} line {number}: expected KEY=VALUE")
-            data[key.strip()] = value.strip().strip("'\"")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must hold a table of apiKey and secret")
+    data = read_credentials_file(path, where)
     found: dict[str, str] = {}
     for key, value in data.items():
         which = _credential_field(str(key))

@@ -14,13 +14,12 @@ import hashlib
 import hmac
 import json
 import os
-import stat
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from livetrader.config import NotifyConfig, notify_env_name
+from livetrader.credentials import read_credentials_file
 from livetrader.errors import ConfigError
 from livetrader.redaction import redact, redact_value, register
 from livetrader.service.notify.channel import Channel, Request
@@ -33,39 +32,8 @@ SIGNATURE_HEADER = "X-Livetrader-Signature"
 
 
 def _read_file(path: Path, where: str) -> dict[str, str]:
-    """``token`` / ``secret`` / ``url`` from a mode-600 credentials file."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: credentials_file {path} does not exist; create it (chmod 600)") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: credentials_file {path} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"{where}: credentials_file {path} is not a regular file")
-    if mode & 0o077:
-        raise ConfigError(f"{where}: credentials_file {path} is accessible by group or others (mode "
-                          f"{stat.S_IMODE(mode):o}); refusing to start. Run: chmod 600 {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"{where}: credentials_file {path} cannot be read") from None
-    data: Any
-    try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = {}
-            for line in text.splitlines():
-                key, sep, value = line.strip().removeprefix("export ").partition("=")
-                if sep and not key.startswith("#"):
-                    data[key.strip()] = value.strip().strip("'\"")
-    except (tomllib.TOMLDecodeError, ValueError):
-        # The parser's message could quote the file: say only where.
-        raise ConfigError(f"{where}: credentials_file {path} is not valid {path.suffix[1:].upper()}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: credentials_file {path} must hold a table")
+    """``token`` / ``secret`` / ``url`` from a credentials file (``livetrader.credentials``: mode 600)."""
+    data = read_credentials_file(path, f"credentials_file {path} of {where}")
     found = {}
     for key, value in data.items():
         plain = str(key).lower().replace("-", "_")
