@@ -183,18 +183,15 @@ def load_range(request: BacktestRequest, config: Config) -> tuple[str, int, int,
     frame, end, candles from ``HISTORY_MINUTES`` before the first frame to the end, minutes the
     source filled in)."""
     # --- candle source: the store when it holds the range (livetrader download), else the exchange ---
-    was_enabled = gc.isenabled()
-    gc.disable()  # through the load and the freeze: re-enabled before it, the collector walks every candle once
-    try:
+    from livetrader.market.files import gc_paused
+
+    with gc_paused():  # through the load and the freeze: re-enabled before it, the collector walks every candle once
         stored = _open_stored(request, config)
         source = stored or open_source(request.exchange, config, request.candles, request.strict)
         if stored is not None or request.candles is not None:
             # A year of candles, loaded now and kept to the end: out of the collector's sight, or every
             # full collection during the replay walks them all (measured: the replay 10-20 % slower).
             gc.freeze()
-    finally:
-        if was_enabled:
-            gc.enable()
     # --- end of candle source ---
     symbol = source.resolve_symbol(request.symbol)
     bounds = source.bounds(symbol)

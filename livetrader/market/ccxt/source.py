@@ -209,25 +209,22 @@ def parse_settings(name: str, table: Mapping[str, Any], source: str = "config") 
     for key in urls:
         if key not in ("api_base", "stream_base"):
             raise ConfigError(f"{where} urls: unknown key {key}; only api_base and stream_base are supported")
-    stream_base = urls.get("stream_base")
-    if stream_base is not None and (
-        not isinstance(stream_base, str) or urlsplit(stream_base).scheme not in ("ws", "wss")
-        or not urlsplit(stream_base).netloc
-    ):
-        raise ConfigError(f"{where} urls.stream_base must be a ws(s) URL such as \"ws://127.0.0.1:8765\", "
-                          f"got {stream_base!r}")
+
+    def url(key: str, schemes: tuple[str, str], example: str) -> str | None:
+        value = urls.get(key)
+        if value is not None and (not isinstance(value, str) or urlsplit(value).scheme not in schemes
+                                  or not urlsplit(value).netloc):
+            raise ConfigError(f"{where} urls.{key} must be a {schemes[0]}(s) URL such as \"{example}\", "
+                              f"got {value!r}")
+        return value
+
+    stream_base = url("stream_base", ("ws", "wss"), "ws://127.0.0.1:8765")
     candles = table.get("candles", "stream")
     if candles not in ("stream", "poll"):
         raise error("candles", '"stream" (the exchange pushes closed candles over a WebSocket) or "poll" (REST)')
     stall = number("stream_stall_seconds", 30.0, 0.0, strict=True)
     assert stall is not None
-    api_base = urls.get("api_base")
-    if api_base is not None and (
-        not isinstance(api_base, str) or urlsplit(api_base).scheme not in ("http", "https")
-        or not urlsplit(api_base).netloc
-    ):
-        raise ConfigError(f"{where} urls.api_base must be an http(s) URL such as \"http://127.0.0.1:8080\", "
-                          f"got {api_base!r}")
+    api_base = url("api_base", ("http", "https"), "http://127.0.0.1:8080")
     sandbox = table.get("sandbox", False)
     if not isinstance(sandbox, bool):
         raise error("sandbox", "true or false")
