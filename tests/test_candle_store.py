@@ -157,3 +157,30 @@ def test_one_download_writes_a_store_at_a_time(tmp_path: Path) -> None:
         CandleStore(tmp_path).lock().__enter__()
     with CandleStore(tmp_path).lock():
         pass  # released
+
+
+def test_history_begins_after_the_last_minute_never_fetched(tmp_path: Path) -> None:
+    """``load(..., needed_from)``: the range must be whole from ``needed_from``; before it, the
+    candles begin just after the last minute never fetched, across day files and missing days."""
+    store = CandleStore(tmp_path)
+    sim = SimSource(seed=7)
+    # Fetched: a piece of day 0, then day 2 from minute 100 on, day 3 whole; day 1 never.
+    sim_download(store, T0 + 50 * M, T0 + 60 * M)
+    sim_download(store, T0 + DAY_MS * 2 + 100 * M, T0 + DAY_MS * 4)
+    end = T0 + DAY_MS * 4
+    needed = T0 + DAY_MS * 3
+    for start in (T0, T0 + 55 * M, T0 + DAY_MS, T0 + DAY_MS * 2):
+        stored = store.load("sim", "BTCUSDT", start, end, needed_from=needed)
+        assert stored is not None
+        assert stored.times[0] == T0 + DAY_MS * 2 + 100 * M
+        assert stored.candles == sim.fetch_sync("BTCUSDT", stored.times[0], end)
+    # Only the range from ``needed_from`` has to be whole: a minute missing inside it refuses.
+    assert store.load("sim", "BTCUSDT", T0, end + M, needed_from=needed) is None
+    assert store.load("sim", "BTCUSDT", T0, end, needed_from=T0 + DAY_MS * 2 + 99 * M) is None
+    assert store.load("sim", "BTCUSDT", T0, end, needed_from=T0 + DAY_MS * 2 + 100 * M) is not None
+    # Without ``needed_from`` every minute must be there.
+    assert store.load("sim", "BTCUSDT", T0, end) is None
+    # Inside one day file: the candles begin after minute 49, the last one never fetched.
+    piece = store.load("sim", "BTCUSDT", T0, T0 + 60 * M, needed_from=T0 + 50 * M)
+    assert piece is not None and list(piece.times) == list(range(T0 + 50 * M, T0 + 60 * M, M))
+    assert store.load("sim", "BTCUSDT", T0, T0 + 70 * M, needed_from=T0 + 60 * M) is None

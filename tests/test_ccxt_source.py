@@ -15,7 +15,8 @@ from exchange_server import ExchangeServer
 from livetrader.config import parse_config
 from livetrader.core.price import MINUTE_MS
 from livetrader.errors import CandleSourceError, ConfigError, UnknownSymbolError, UsageError
-from livetrader.market.ccxt.source import CcxtSource, Credentials, guess_symbol, load_credentials, parse_settings
+from livetrader.market.ccxt.settings import Credentials, load_credentials, parse_settings
+from livetrader.market.ccxt.source import CcxtSource, guess_symbol
 from livetrader.market.sources import open_source
 
 # A fixed instant, 30 s into a minute: server and source agree on it, so no test races a boundary.

@@ -15,7 +15,8 @@ import pytest
 from daemon import ROOT, run, workdir
 from exchange_server import ExchangeServer
 
-from livetrader.market.ccxt.source import SETTING_KEYS, CcxtSource
+from livetrader.market.ccxt.settings import SETTING_KEYS
+from livetrader.market.ccxt.source import CcxtSource
 
 README = (ROOT / "README.md").read_text()
 REAL_EXCHANGES = README[README.index("## Real exchanges"):README.index("## Running as a service")]

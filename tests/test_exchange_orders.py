@@ -14,7 +14,8 @@ from exchange_account import tick_size
 from exchange_server import ORDER_PATH, ExchangeServer
 
 from livetrader.core.price import MINUTE_MS
-from livetrader.market.ccxt.source import CcxtSource, Credentials
+from livetrader.market.ccxt.settings import Credentials
+from livetrader.market.ccxt.source import CcxtSource
 
 NOW = 1_704_110_430_000  # 2024-01-01T12:00:30Z: 30 s into a minute, far from a boundary
 MINUTE = NOW - NOW % MINUTE_MS

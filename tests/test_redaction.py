@@ -20,7 +20,8 @@ from livetrader.core.price import MINUTE_MS
 from livetrader.events import BUS, listen_error, listen_signal
 from livetrader.live.clock import SimClock, saved_clock
 from livetrader.live.engine import Engine
-from livetrader.market.ccxt.source import CcxtSource, Credentials
+from livetrader.market.ccxt.settings import Credentials
+from livetrader.market.ccxt.source import CcxtSource
 from livetrader.service.console import add_redaction, redact
 from livetrader.service.status import status_document
 from livetrader.strategy.base import load_strategies

@@ -12,7 +12,7 @@ from stream_server import MALFORMED_FRAMES, StreamServer, kline_frame
 
 from livetrader.core.price import MINUTE_MS, Candle
 from livetrader.live.metronome import Metronome
-from livetrader.market.ccxt.source import parse_settings
+from livetrader.market.ccxt.settings import parse_settings
 from livetrader.market.ccxt.stream import CandleStream, stream_root
 from livetrader.market.feed import CandleFeed
 from livetrader.market.sim import SimSource

@@ -267,10 +267,14 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
     # Looked up once: a backtest nobody listens to builds no event (listeners added later miss it).
     publish = bus.has_listeners("signal") or bus.has_listeners("signal_backtest")
 
+    def candles_in(lo: int, hi: int) -> list[Candle]:
+        """The candles opening in ``[lo, hi)`` (``Context``'s ``in_memory``: no coroutine per read)."""
+        a = (lo - base) // MINUTE_MS
+        b = (hi - base) // MINUTE_MS
+        return all_candles[a if a > 0 else 0:b if b > 0 else 0]
+
     async def load(lo: int, hi: int) -> list[Candle]:
-        a = max(0, series.index(lo))
-        b = max(0, min(len(all_candles), series.index(hi)))
-        return all_candles[a:b]
+        return candles_in(lo, hi)
 
     gate = risk.check if risk else None
 
@@ -304,8 +308,8 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
         reply: object = None
         if steers:
             try:
-                reply = await ask_manage(strategy, Context(symbol, name, exchange, active.at, active.price, load),
-                                         Held.of(active), strategy_timeout_seconds)
+                ctx = Context(symbol, name, exchange, active.at, active.price, load, candles_in)
+                reply = await ask_manage(strategy, ctx, Held.of(active), strategy_timeout_seconds)
             except TimeoutError as exc:
                 failed("strategy", active.at, f"strategy {name!r}: manage timed out at {format_minute(active.at)}",
                        exc)
@@ -347,7 +351,7 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
             price = vwap(all_candles[i - VWAP_CANDLES:i])
             result.strategy_calls += 1
             try:
-                signal = await ask(Context(symbol, name, exchange, t, price, load))
+                signal = await ask(Context(symbol, name, exchange, t, price, load, candles_in))
             except TimeoutError as exc:
                 failed("strategy", t, f"strategy {name!r} timed out at {format_minute(t)}: no answer after "
                        f"{strategy_timeout_seconds} s", exc)

@@ -83,23 +83,31 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     return run_all([request], config, strategies_dir)[0]
 
 
-def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Path) -> list[BacktestResult]:
+def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Path,
+            keep: list[Any] | None = None) -> list[BacktestResult]:
     """Backtest each (symbol, strategy) pair of ``requests``, one after another.
 
     Every strategy name is checked before the first pair runs, so a typo in the last one costs
     nothing. Tables are printed after each pair; ``--json`` prints one document at the end: the
     pair's document for one pair, ``{"backtests": [...]}`` (in the order asked) for several.
     Raises LivetraderError subclasses for the user's mistakes.
+
+    ``keep``: the last pair's candles are appended to it rather than freed here (the command
+    then ends without freeing them: ``cli.app.leave``). Each earlier pair's are freed before
+    the next pair loads its own.
     """
     registry = load_strategies(strategies_dir)
     classes = {request.strategy: registry.get(request.strategy) for request in requests}
     several = len(requests) > 1
     results: list[BacktestResult] = []
     documents: list[dict[str, Any]] = []
-    for request in requests:
-        result, document = _backtest(request, classes[request.strategy], config, several)
+    for i, request in enumerate(requests):
+        result, document, candles = _backtest(request, classes[request.strategy], config, several)
         results.append(result)
         documents.append(document)
+        if keep is not None and i == len(requests) - 1:
+            keep.append(candles)
+        del candles  # not alive while the next pair loads its own
     if requests and requests[0].as_json:
         doc = documents[0] if not several else {"backtests": documents}
         # Notes come from the strategy: an output like any other (the summary prints none).
@@ -110,8 +118,9 @@ def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Pat
 
 def _backtest(
     request: BacktestRequest, cls: Any, config: Config, several: bool
-) -> tuple[BacktestResult, dict[str, Any]]:
-    """Backtest one pair: prints its tables (unless ``--json``) and returns its JSON document."""
+) -> tuple[BacktestResult, dict[str, Any], list[Any]]:
+    """Backtest one pair: prints its tables (unless ``--json``) and returns its result, its JSON
+    document and the candles it ran on."""
     strategy = strategy_with_params(cls, request.params)
     symbol, start, end, candles, filled = load_range(request, config)
     profiles = build_profiles(config.risk_tables())
@@ -140,7 +149,7 @@ def _backtest(
     document["trade_summary"] = summary.to_dict()
     if request.params:
         document["summary"]["params"] = dict(strategy_params(cls, request.params))
-    return result, document
+    return result, document, candles
 
 
 def rules_for(cls: type[Strategy], config: Config) -> Rules:

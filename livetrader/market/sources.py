@@ -39,7 +39,8 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
         return FileSource(candles, strict=strict)
     table = config.exchange_options(name)
     if "ccxt_id" in table or (name and _is_ccxt_id(name)):
-        from livetrader.market.ccxt.source import CcxtSource, load_credentials, parse_settings
+        from livetrader.market.ccxt.settings import load_credentials, parse_settings
+        from livetrader.market.ccxt.source import CcxtSource
 
         where = str(config.path) if config.path else "config"
         credentials = load_credentials(name, parse_settings(name, table, where))
@@ -66,7 +67,7 @@ def register_secrets(config: Config) -> None:
     names (its environment variables or its ``credentials_file``). A configured exchange whose
     credentials cannot be read is skipped here: opening it reports why (``open_source``).
     """
-    from livetrader.market.ccxt.source import environment_secrets, load_credentials, parse_settings
+    from livetrader.market.ccxt.settings import environment_secrets, load_credentials, parse_settings
 
     redaction.register(environment_secrets())
     where = str(config.path) if config.path else "config"

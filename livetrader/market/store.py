@@ -204,10 +204,14 @@ class CandleStore:
                 i = k
         return runs
 
-    def load(self, exchange: str, symbol: str, start: int, end: int) -> Stored | None:
+    def load(self, exchange: str, symbol: str, start: int, end: int, needed_from: int | None = None) -> Stored | None:
         """The stored candles opening in ``[start, end)`` with gaps filled, or None unless every
         minute of the range was fetched. Gap minutes before the first candle are left out (there is
-        no close to fill them from)."""
+        no close to fill them from).
+
+        With ``needed_from``, only ``[needed_from, end)`` must be fetched whole: the candles begin
+        at ``start`` or, when minutes before ``needed_from`` were never fetched, just after the last
+        of them. Each day file is read once either way."""
         start -= start % MINUTE_MS
         end += -end % MINUTE_MS
         if start >= end:
@@ -218,15 +222,27 @@ class CandleStore:
         with gc_paused():
             for d in range(day_of(start), end, DAY_MS):
                 body = self._read_body(folder, d)
-                if body is None:
-                    return None
                 i, stop = (max(start, d) - d) // MINUTE_MS, (min(end, d + DAY_MS) - d) // MINUTE_MS
-                status = bytes(body[i:stop])
+                status = bytes(body[i:stop]) if body is not None else bytes(stop - i)
                 if UNKNOWN in status:
-                    return None
+                    # The minute after the last one never fetched: the range may begin there only
+                    # when that is at or before ``needed_from``.
+                    after = d + (i + status.rindex(UNKNOWN) + 1) * MINUTE_MS
+                    if needed_from is None or after > needed_from:
+                        return None
+                    start = after
+                    statuses.clear()
+                    columns = [array.array("d") for _ in range(5)]
+                    if body is None:
+                        continue
+                    i = (after - d) // MINUTE_MS
+                    status = bytes(body[i:stop])
+                assert body is not None
                 statuses.append(status)
                 for k, whole in enumerate(columns):  # straight from the file's bytes: one copy
                     whole.frombytes(body[_column_at(k, i):_column_at(k, stop)])
+            if start >= end:
+                return None
             if sys.byteorder == "big":
                 for whole in columns:
                     whole.byteswap()
@@ -520,13 +536,7 @@ def open_stored(root: Path, exchange: str, symbol: str, start: int, end: int,
     name = store.stored_symbol(exchange, symbol)
     if name is None:
         return None
-    if needed_from is not None:
-        missing = store.missing(exchange, name, start, end)
-        if missing and missing[-1][1] > needed_from:
-            return None
-        if missing:
-            start = missing[-1][1]
-    stored = store.load(exchange, name, start, end)
+    stored = store.load(exchange, name, start, end, needed_from)
     if stored is None or not stored.candles:
         return None
     return StoreSource(store, exchange, name, stored)
