@@ -202,6 +202,11 @@ def load_range(request: BacktestRequest, config: Config) -> tuple[str, int, int,
             # full collection during the replay walks them all (measured: the replay 10-20 % slower).
             gc.freeze()
     # --- end of candle source ---
+    if getattr(source, "from_copy", False):
+        from livetrader.market.parsed import folder_of
+
+        print(f"candles: {request.candles} ({len(getattr(source, 'candles', ())):,} minutes), from the parsed copy in "
+              f"{folder_of(config.data_dir)} (the file is byte for byte the one parsed)", file=sys.stderr, flush=True)
     symbol = source.resolve_symbol(request.symbol)
     bounds = source.bounds(symbol)
     start, end = resolve_range(request, bounds)

@@ -39,6 +39,10 @@ from livetrader.core.price import MINUTE_MS, Candle
 from livetrader.errors import CandleSourceError, UnknownSymbolError
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+#: Files this large (~100,000 rows and more) get a parsed copy (``market.parsed``); smaller ones load in milliseconds.
+_COPY_FROM_BYTES = 5_000_000
+#: The first bytes of a file, kept with its parsed copy: what tells CSV from JSON (``_detect_format``).
+_HEAD_BYTES = 64
 _PRICES = ("open", "high", "low", "close")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -62,30 +66,71 @@ class FileSource:
 
     name = "files"
 
-    def __init__(self, path: str | Path, symbol: str | None = None, strict: bool = False, *, bulk: bool = True) -> None:
+    def __init__(self, path: str | Path, symbol: str | None = None, strict: bool = False, *, bulk: bool = True,
+                 parsed_copies: Path | None = None) -> None:
         """Read and check the whole file; ``bulk=False`` reads it row by row only (the reference
-        path the bulk one is tested against; same result, several times slower)."""
+        path the bulk one is tested against; same result, several times slower).
+
+        ``parsed_copies``: a folder of parsed copies (``market.parsed``): a large file is loaded
+        from its copy when one was kept for exactly these bytes (``from_copy`` is then True),
+        and a copy is kept after it loads otherwise."""
         self.path = Path(path)
         self.symbol = normalize_symbol(symbol) if symbol else None
         self.strict = strict
         self.candles: list[Candle] = []
-        self.times: list[int] = []
+        self.times: Sequence[int] = []
         self.rows = 0
         self.gaps = 0
         self.filled_minutes = 0
+        self.from_copy = False
+        with gc_paused():
+            if parsed_copies is not None and bulk and self._worth_a_copy():
+                self._load_with_copy(strict, parsed_copies)
+            else:
+                data = self._read()
+                self.format = _detect_format(self.path, data)
+                self._parse(data, bulk, strict)
+
+    def _worth_a_copy(self) -> bool:
+        try:
+            return self.path.stat().st_size >= _COPY_FROM_BYTES
+        except OSError:
+            return False  # the read says what is wrong
+
+    def _load_with_copy(self, strict: bool, folder: Path) -> None:
+        """From the parsed copy of exactly the file's bytes when ``folder`` holds one; else parsed,
+        and a copy kept (named by the bytes parsed, read again: the file may have changed meanwhile)."""
+        from livetrader.market import parsed
+
+        key = parsed.key_of_file(self.path)
+        copy = parsed.read(folder, key) if key is not None else None
+        if copy is not None and not (strict and copy.gaps):  # strict refuses gaps: the loader says so, in words
+            self.candles, self.times, self.rows = copy.candles, copy.times, copy.rows
+            self.gaps, self.filled_minutes, self.from_copy = copy.gaps, copy.filled_minutes, True
+            self.format = _detect_format(self.path, copy.head)
+            return
         data = self._read()
         self.format = _detect_format(self.path, data)
-        with gc_paused():
-            columns = _bulk_columns(data, self.format) if bulk else None
-            loaded = _columns_to_candles(*columns, strict=strict) if columns is not None else None
-            if loaded is not None:
-                self.candles, self.times, self.gaps, self.filled_minutes = loaded
-                self.rows = len(columns[0]) if columns is not None else 0
-            else:
-                rows = self._json_rows(data) if self.format == "json" else self._csv_rows(data)
-                self._load(rows)
+        columns = self._parse(data, True, strict)
+        # Every minute from the first candle to the last, gaps filled: a range of times.
+        times = range(self.times[0], self.times[-1] + MINUTE_MS, MINUTE_MS)
+        parsed.write(folder, parsed.key_of(data), parsed.Parsed(self.candles, times, self.rows, self.gaps,
+                                                                 self.filled_minutes, data[:_HEAD_BYTES]), columns)
+
+    def _parse(self, data: bytes, bulk: bool, strict: bool) -> Columns | None:
+        """Parse and check ``data``: the bulk path first (unless ``bulk`` is False), the row path on
+        any doubt. Returns the bulk path's columns when the candles are exactly those (no gap filled)."""
+        columns = _bulk_columns(data, self.format) if bulk else None
+        loaded = _columns_to_candles(*columns, strict=strict) if columns is not None else None
+        if loaded is not None:
+            self.candles, self.times, self.gaps, self.filled_minutes = loaded
+            self.rows = len(columns[0]) if columns is not None else 0
+        else:
+            rows = self._json_rows(data) if self.format == "json" else self._csv_rows(data)
+            self._load(rows)
         if not self.candles:
             raise self._error(f"holds no candles; it needs {_shape(self.format)}")
+        return columns if loaded is not None and not self.filled_minutes else None
 
     # -- CandleSource -------------------------------------------------------------------------
 
@@ -203,7 +248,8 @@ class FileSource:
     def _load(self, rows: Iterator[_Row]) -> None:
         """Check each row and append it, filling or refusing gaps; raises at the first bad row."""
         candles = self.candles
-        times = self.times
+        times: list[int] = []
+        self.times = times
         previous: Candle | None = None
         previous_where: _Where | None = None
         new = tuple.__new__  # Candle tuples without the Python-level __new__, for load speed
@@ -224,7 +270,7 @@ class FileSource:
                 if step <= 0:
                     self._raise_order(ts, step, previous_where, where)
                 if step > MINUTE_MS:
-                    self._gap(previous, ts, where)
+                    self._gap(previous, ts, where, times)
             candle: Candle = new(Candle, (ts, o, h, low, c, v))
             candles.append(candle)
             times.append(ts)
@@ -242,7 +288,7 @@ class FileSource:
             f"timestamp {ts} ({format_time(ts)}) comes before the one on {earlier}; sort the rows by timestamp", where
         )
 
-    def _gap(self, previous: Candle, ts: int, where: _Where) -> None:
+    def _gap(self, previous: Candle, ts: int, where: _Where, times: list[int]) -> None:
         """Fill the minutes missing before ``ts`` with flat candles, or refuse in strict mode."""
         missing = (ts - previous.timestamp) // MINUTE_MS - 1
         if self.strict:
@@ -257,7 +303,7 @@ class FileSource:
         new = tuple.__new__
         for t in range(previous.timestamp + MINUTE_MS, ts, MINUTE_MS):
             self.candles.append(new(Candle, (t, p, p, p, p, 0.0)))
-            self.times.append(t)
+            times.append(t)
         self.gaps += 1
         self.filled_minutes += missing
 

@@ -35,8 +35,10 @@ def open_source(name: str, config: Config, candles: Path | None = None, strict: 
         if candles is None:
             raise UsageError("--exchange files needs --candles PATH (a CSV or JSON file of 1-minute candles)")
         from livetrader.market.files import FileSource
+        from livetrader.market.parsed import folder_of
 
-        return FileSource(candles, strict=strict)
+        # A large file's parsed copy lives in the data directory (market.parsed): the next load skips the parse.
+        return FileSource(candles, strict=strict, parsed_copies=folder_of(config.data_dir))
     table = config.exchange_options(name)
     if "ccxt_id" in table or (name and _is_ccxt_id(name)):
         from livetrader.market.ccxt.settings import load_credentials, parse_settings
