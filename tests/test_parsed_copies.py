@@ -55,7 +55,7 @@ def test_the_second_load_is_the_copy_and_equals_the_parse(tmp_path: Path, small_
     folder = tmp_path / "copies"
     reference = FileSource(path)  # no copies at all
     first = FileSource(path, parsed_copies=folder)
-    assert not first.from_copy and len(list(folder.iterdir())) == 1
+    assert not first.from_copy and len(list(folder.glob("*.candles"))) == 1
     second = FileSource(path, parsed_copies=folder)
     assert second.from_copy
     assert state(second) == state(first) == state(reference)
@@ -101,7 +101,7 @@ def test_a_damaged_copy_is_never_used(tmp_path: Path, small_copies: None) -> Non
     path = write_json(tmp_path / "c.json", rows(3000))
     folder = tmp_path / "copies"
     FileSource(path, parsed_copies=folder)
-    (copy,) = folder.iterdir()
+    (copy,) = folder.glob("*.candles")
     for damage in (lambda b: b[:-8], lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], lambda b: b[:20]):
         copy.write_bytes(damage(copy.read_bytes()))
         assert parsed.read(folder, copy.name.removesuffix(".candles")) is None and not copy.exists()
@@ -136,8 +136,23 @@ def test_only_the_most_recently_used_copies_are_kept(tmp_path: Path, small_copie
     os.utime(copies[1], ns=(2, 2))
     assert FileSource(paths[0], parsed_copies=folder).from_copy  # ... until it is used again
     FileSource(paths[2], parsed_copies=folder)
-    assert sorted(folder.iterdir()) == sorted([copies[0], copies[2]])  # the least recently used went
+    assert sorted(folder.glob("*.candles")) == sorted([copies[0], copies[2]])  # the least recently used went
+    assert len(list(folder.glob("*.hint"))) == 2  # and the hint that led to it
     assert not FileSource(paths[1], parsed_copies=folder).from_copy
+
+
+def test_a_copy_is_used_only_for_the_bytes_it_was_parsed_from(tmp_path: Path, small_copies: None) -> None:
+    """The identity (path, inode, size, times) only says where to look: the bytes decide."""
+    folder = tmp_path / "copies"
+    a, b = (write_json(tmp_path / f"{seed}.json", rows(500, seed)) for seed in (1, 2))
+    FileSource(a, parsed_copies=folder)
+    FileSource(b, parsed_copies=folder)
+    hint_a = folder / f"{parsed.identity_of(a)}.hint"
+    hint_a.unlink()
+    hint_a.symlink_to(os.readlink(folder / f"{parsed.identity_of(b)}.hint"))  # a's identity -> b's copy
+    src = FileSource(a, parsed_copies=folder)
+    assert not src.from_copy and state(src) == state(FileSource(a))
+    assert FileSource(a, parsed_copies=folder).from_copy and FileSource(b, parsed_copies=folder).from_copy
 
 
 def test_an_unwritable_folder_loads_the_file_all_the_same(tmp_path: Path, small_copies: None) -> None:

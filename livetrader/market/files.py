@@ -99,23 +99,24 @@ class FileSource:
 
     def _load_with_copy(self, strict: bool, folder: Path) -> None:
         """From the parsed copy of exactly the file's bytes when ``folder`` holds one; else parsed,
-        and a copy kept (named by the bytes parsed, read again: the file may have changed meanwhile)."""
+        and a copy kept, named by the bytes parsed."""
         from livetrader.market import parsed
 
-        key = parsed.key_of_file(self.path)
-        copy = parsed.read(folder, key) if key is not None else None
+        copy = parsed.load(self.path, folder)
         if copy is not None and not (strict and copy.gaps):  # strict refuses gaps: the loader says so, in words
             self.candles, self.times, self.rows = copy.candles, copy.times, copy.rows
             self.gaps, self.filled_minutes, self.from_copy = copy.gaps, copy.filled_minutes, True
             self.format = _detect_format(self.path, copy.head)
             return
+        identity = parsed.identity_of(self.path)  # before the read: a file changed meanwhile is only a miss later
         data = self._read()
         self.format = _detect_format(self.path, data)
         columns = self._parse(data, True, strict)
         # Every minute from the first candle to the last, gaps filled: a range of times.
         times = range(self.times[0], self.times[-1] + MINUTE_MS, MINUTE_MS)
         parsed.write(folder, parsed.key_of(data), parsed.Parsed(self.candles, times, self.rows, self.gaps,
-                                                                 self.filled_minutes, data[:_HEAD_BYTES]), columns)
+                                                                 self.filled_minutes, data[:_HEAD_BYTES]),
+                     columns, identity)
 
     def _parse(self, data: bytes, bulk: bool, strict: bool) -> Columns | None:
         """Parse and check ``data``: the bulk path first (unless ``bulk`` is False), the row path on

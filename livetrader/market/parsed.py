@@ -25,6 +25,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -35,6 +36,7 @@ from livetrader.core.price import MINUTE_MS, Candle
 #: Copies kept (a year of candles is 21 MB).
 KEEP = 8
 _SUFFIX = ".candles"
+_HINT = ".hint"
 _MAGIC = b"LTPC"
 #: magic, first candle's opening (ms), candles, rows read from the file, gaps, minutes filled, the
 #: file's first bytes; then the CRC-32 of those fields and the body (the five columns).
@@ -80,15 +82,48 @@ def key_of(data: bytes) -> str:
 
 
 def key_of_file(path: Path) -> str | None:
-    """``key_of`` the bytes of the file at ``path``, read in pieces (no copy of a whole file in
-    memory); None when it cannot be read (the loader then says why)."""
-    digest = hashlib.sha256(_LOADER)
+    """``key_of`` the bytes of the file at ``path``; None when it cannot be read (the loader then
+    says why). One read and one hash of the whole file: both release the GIL, so this runs beside
+    the building of candles (``load``) rather than before it."""
     try:
-        with path.open("rb") as f:
-            hashlib.file_digest(f, lambda: digest)
+        return key_of(path.read_bytes())
     except OSError:
         return None
-    return digest.hexdigest()
+
+
+def identity_of(path: Path) -> str | None:
+    """What names a file without reading it: its absolute path, device, inode, size and times.
+    Only a hint: a copy found by it is used once the file's bytes hash to the copy's name."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    text = f"{path.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load(path: Path, folder: Path) -> Parsed | None:
+    """The parsed copy of the file at ``path`` when ``folder`` holds one for exactly its bytes, else None.
+
+    The copy is looked up by the file's identity (``identity_of``, a symlink ``<identity>.hint``
+    to the copy) and built into candles while another thread hashes the file's bytes; it is kept
+    only when that hash is the copy's name. So the hash costs no time beside the building (a year:
+    ~45 ms saved on two cores), and a copy is never used for other bytes, whatever the identity says.
+    """
+    identity = identity_of(path)
+    if identity is None:
+        return None
+    try:
+        named = os.readlink(folder / (identity + _HINT))
+    except OSError:
+        return None
+    key = Path(named).name.removesuffix(_SUFFIX)
+    with ThreadPoolExecutor(max_workers=1) as hashing:
+        hashed = hashing.submit(key_of_file, path)
+        copy = read(folder, key)
+        if copy is None or hashed.result() != key:
+            return None
+    return copy
 
 
 def read(folder: Path, key: str) -> Parsed | None:
@@ -125,13 +160,15 @@ def read(folder: Path, key: str) -> Parsed | None:
     return Parsed(candles, times, rows, gaps, filled, head)
 
 
-def write(folder: Path, key: str, parsed: Parsed, columns: Sequence[Sequence[object]] | None = None) -> None:
+def write(folder: Path, key: str, parsed: Parsed, columns: Sequence[Sequence[object]] | None = None,
+          identity: str | None = None) -> None:
     """Keep a copy of ``parsed`` named ``key``, then drop the oldest beyond ``KEEP``. Any OS error
     leaves things as they were: a copy is only ever an optimisation. Not synced to the disk (a
     cache): a copy torn by a power cut fails its CRC and is parsed again.
 
     ``columns``: the loader's own (times, open, high, low, close, volume) lists when the candles
-    are exactly those: faster than taking the candles apart again."""
+    are exactly those: faster than taking the candles apart again. ``identity``: the file's
+    (``identity_of``, taken before it was read), for ``load`` to find the copy by."""
     values = columns[1:] if columns is not None else [list(map(itemgetter(k), parsed.candles)) for k in range(1, 6)]
     arrays = [array.array("d", column) for column in values]
     if sys.byteorder == "big":
@@ -146,9 +183,18 @@ def write(folder: Path, key: str, parsed: Parsed, columns: Sequence[Sequence[obj
         folder.mkdir(parents=True, exist_ok=True)
         part.write_bytes(fields + _CRC.pack(zlib.crc32(body, zlib.crc32(fields))) + body)
         os.replace(part, path)
+        if identity is not None:
+            hint = folder / (identity + _HINT)
+            link = hint.with_name(f"{hint.name}.{os.getpid()}.part")
+            link.unlink(missing_ok=True)
+            os.symlink(path.name, link)
+            os.replace(link, hint)
         copies = sorted(folder.glob("*" + _SUFFIX), key=lambda p: p.stat().st_mtime_ns, reverse=True)
         for stale in copies[KEEP:]:
             stale.unlink(missing_ok=True)
+        for hint in folder.glob("*" + _HINT):
+            if not hint.exists():  # its copy is gone (exists() follows the link)
+                hint.unlink(missing_ok=True)
     except OSError:
         _discard(part)
 
