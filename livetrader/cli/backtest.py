@@ -217,6 +217,8 @@ def load_range(request: BacktestRequest, config: Config) -> tuple[str, int, int,
         )
     history_start = start - start % MINUTE_MS - HISTORY_MINUTES * MINUTE_MS
     candles = asyncio.run(_fetch_and_close(source, symbol, history_start, end))
+    if stored is not None or request.candles is not None:
+        gc.freeze()  # the list handed over too (a file source's is a slice of its own: a new list)
     if not candles:
         raise NoCandlesError(f"no candles for {symbol} between {format_minute(start)} and {format_minute(end)}")
     return symbol, start, end, candles, getattr(source, "filled_minutes", 0)
