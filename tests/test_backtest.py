@@ -154,6 +154,41 @@ def test_strategy_sees_only_closed_candles():
     assert seen == [(T10 + 7 * M, T10 + 6 * M, T10), (T10 + 8 * M, T10 + 7 * M, T10)]
 
 
+def test_the_price_a_strategy_reads_is_the_vwap_of_the_five_candles_before_now():
+    """A backtest prices a tick when the strategy reads ``ctx.price`` (not before): the same VWAP."""
+    candles = random_walk(DAY0, 300, 11)
+    by_ts = {c.timestamp: i for i, c in enumerate(candles)}
+    seen = []
+
+    class Reads:
+        name, interval = "reads", "1m"
+
+        async def get_signal(self, ctx):
+            seen.append((ctx.now_ms, ctx.price, ctx.price))
+
+    run(Reads(), candles, DAY0 + 10 * M, DAY0 + 200 * M)
+    assert len(seen) == 190
+    for now, price, again in seen:
+        i = by_ts[now]
+        assert price == again == vwap(candles[i - 5:i])
+
+
+def test_a_context_prices_once_and_only_when_read():
+    calls = []
+
+    def price_at(t):
+        calls.append(t)
+        return 123.5
+
+    async def load(a, b):
+        return []
+
+    lazy = Context("BTCUSDT", "s", "sim", T10, None, load, price_at=price_at)
+    assert calls == []
+    assert lazy.price == lazy.price == 123.5 and calls == [T10]
+    assert Context("BTCUSDT", "s", "sim", T10, 99.0, load, price_at=price_at).price == 99.0 and calls == [T10]
+
+
 def test_same_id_as_the_last_opened_signal_is_ignored():
     candles = flat(T10 - H, 3 * H, overrides={T10: spike(T10, 120.0)})
     again = Signal("long", 102, 99, id="idea-1")

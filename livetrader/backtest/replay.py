@@ -276,6 +276,11 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
     async def load(lo: int, hi: int) -> list[Candle]:
         return candles_in(lo, hi)
 
+    def price_at(t: int) -> float:
+        """The price of frame ``t``: the VWAP of the five candles before it (``_Series.market``'s)."""
+        i = (t - base) // MINUTE_MS
+        return vwap(all_candles[i - VWAP_CANDLES:i])
+
     gate = risk.check if risk else None
 
     def failed(kind: str, at: int, message: str, exc: BaseException) -> None:
@@ -347,11 +352,11 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
             # Here ``decide`` says ``ASK`` (nothing held, a new bucket): not called, it would only
             # cost the ask (the benchmark's idle mode is little else) the building of a ``Market``.
             last_bucket = b
-            i = (t - base) // MINUTE_MS
-            price = vwap(all_candles[i - VWAP_CANDLES:i])
             result.strategy_calls += 1
+            # Priced when read (``price_at``): most asks end without the strategy reading it.
+            ctx = Context(symbol, name, exchange, t, None, load, candles_in, price_at)
             try:
-                signal = await ask(Context(symbol, name, exchange, t, price, load, candles_in))
+                signal = await ask(ctx)
             except TimeoutError as exc:
                 failed("strategy", t, f"strategy {name!r} timed out at {format_minute(t)}: no answer after "
                        f"{strategy_timeout_seconds} s", exc)
@@ -367,7 +372,7 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
                 t = b + interval_ms
                 continue
             try:
-                tick = answer(signal, key, t, price, last_opened_id, (), gate)
+                tick = answer(signal, key, t, ctx.price, last_opened_id, (), gate)
             except SignalError as exc:
                 failed("signal", t,
                        redact(f"strategy {name!r} returned an invalid signal at {format_minute(t)}: {exc}"), exc)

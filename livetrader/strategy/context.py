@@ -21,22 +21,33 @@ class Context:
     ``now``: a strategy cannot look ahead, in live and backtest alike.
     """
 
-    __slots__ = ("symbol", "strategy", "exchange", "now_ms", "price", "_load", "_slice")
+    __slots__ = ("symbol", "strategy", "exchange", "now_ms", "_price", "_load", "_slice", "_price_at")
 
     def __init__(
-        self, symbol: str, strategy: str, exchange: str, now_ms: int, price: float, load: CandleLoader,
-        in_memory: CandleSlicer | None = None,
+        self, symbol: str, strategy: str, exchange: str, now_ms: int, price: float | None, load: CandleLoader,
+        in_memory: CandleSlicer | None = None, price_at: Callable[[int], float] | None = None,
     ) -> None:
         """``in_memory``, when given, answers ``candles`` instead of ``load`` (same arguments, same
         result): the backtest's, whose candles are all in a list (an await per read was a third of
-        an ask's cost)."""
+        an ask's cost). ``price`` None: ``price_at(now_ms)`` gives it when first read (a backtest's
+        strategy that answers without reading it costs no VWAP)."""
         self.symbol = symbol
         self.strategy = strategy
         self.exchange = exchange
         self.now_ms = now_ms
-        self.price = price
+        self._price = price
         self._load = load
         self._slice = in_memory
+        self._price_at = price_at
+
+    @property
+    def price(self) -> float:
+        """The VWAP of the five 1-minute candles before now (docs/behaviour.md §3)."""
+        price = self._price
+        if price is None:
+            assert self._price_at is not None, "a Context needs a price or a price_at"
+            price = self._price = self._price_at(self.now_ms)
+        return price
 
     @property
     def now(self) -> datetime:
