@@ -74,3 +74,44 @@ def test_strategy_errors_are_counted_like_live_and_strict_stops_at_the_first(tmp
     assert text.returncode == 0 and f"{kind} errors (ticks left idle)" in text.stdout
     stopped = run(cwd, *args, "--strict")
     assert stopped.returncode == 1 and said in stopped.stderr and "Traceback" not in stopped.stderr
+
+
+LEAVES_THINGS_OPEN = '''
+import threading
+import time
+
+from livetrader import Strategy
+
+LOG = open("asked.log", "w")  # never closed: flushed when the process ends, as Python does
+
+
+def late_write():
+    time.sleep(0.5)
+    with open("thread.done", "w") as f:
+        f.write("done")
+
+
+class LeavesThingsOpen(Strategy):
+    name = "leaves-things-open"
+    interval = "1m"
+
+    def __init__(self):
+        threading.Thread(target=late_write).start()  # not a daemon: the process waits for it
+
+    async def get_signal(self, ctx):
+        LOG.write(f"{ctx.now_ms}\\n")
+        return None
+'''
+
+
+def test_the_command_ends_as_python_does_files_flushed_and_threads_joined(cwd):
+    """The candles are frozen out of the collector's sight for the replay, and the strategy's module
+    with them; at the end all is handed back (``cli.backtest.candles_frozen``), so the exit is
+    Python's own: a strategy's unclosed file is flushed, its thread finishes. Frozen to the end,
+    the file lost its last buffer."""
+    (cwd / "strategies" / "leaves_things_open.py").write_text(LEAVES_THINGS_OPEN)
+    result = run(cwd, "backtest", "BTCUSDT", "-s", "leaves-things-open", *DAY, "--json")
+    assert result.returncode == 0, result.stderr
+    asked = json.loads(result.stdout)["summary"]["strategy_calls"]
+    assert asked > 1000 and len((cwd / "asked.log").read_text().splitlines()) == asked
+    assert (cwd / "thread.done").read_text() == "done"

@@ -80,6 +80,8 @@ def test_a_file_with_gaps_keeps_its_fill_and_strict_still_refuses_it(tmp_path: P
 
 
 def test_an_edit_that_keeps_size_and_time_is_parsed_again(tmp_path: Path, small_copies: None) -> None:
+    """Size and modification time kept; the change time moves (the kernel's), so the file has a new
+    identity and finds no hint. The case where an identity leads to the wrong copy: the next test."""
     data = rows(3000)
     path = write_csv(tmp_path / "c.csv", data)
     folder = tmp_path / "copies"
@@ -102,7 +104,9 @@ def test_a_damaged_copy_is_never_used(tmp_path: Path, small_copies: None) -> Non
     folder = tmp_path / "copies"
     FileSource(path, parsed_copies=folder)
     (copy,) = folder.glob("*.candles")
-    for damage in (lambda b: b[:-8], lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], lambda b: b[:20]):
+    # Cut short, a header field changed, one bit of the last volume flipped (same length), a stub.
+    for damage in (lambda b: b[:-8], lambda b: b[:20] + bytes([b[20] ^ 1]) + b[21:],
+                   lambda b: b[:-1] + bytes([b[-1] ^ 1]), lambda b: b[:20]):
         copy.write_bytes(damage(copy.read_bytes()))
         assert parsed.read(folder, copy.name.removesuffix(".candles")) is None and not copy.exists()
         src = FileSource(path, parsed_copies=folder)  # parsed again, and a whole copy kept
@@ -183,3 +187,22 @@ def test_backtest_twice_from_a_large_file_gives_the_same_trades(tmp_path: Path) 
     first, second = (json.loads(run.stdout) for run in runs)
     assert first["trades"] and first["trades"] == second["trades"] and first["stats"] == second["stats"]
     assert first["summary"]["candles"] == second["summary"]["candles"] == 60_000
+
+
+def test_leftovers_are_tidied(tmp_path: Path, small_copies: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer killed mid-write leaves a ``.part`` (removed once an hour old); a file given new
+    identities (copied, touched) leaves hints (the newest ``HINTS`` kept)."""
+    monkeypatch.setattr(parsed, "HINTS", 2)
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    old_part, new_part = folder / "x.candles.1.part", folder / "y.candles.2.part"
+    for part in (old_part, new_part):
+        part.write_bytes(b"torn")
+    os.utime(old_part, (1, 1))
+    path = write_json(tmp_path / "c.json", rows(500))
+    for n in range(4):  # the same bytes under four identities (each load after the touch parses again)
+        os.utime(path, ns=(n * 10**9, n * 10**9))
+        FileSource(path, parsed_copies=folder)
+    assert not old_part.exists() and new_part.exists()
+    assert len(list(folder.glob("*.candles"))) == 1 and len(list(folder.glob("*.hint"))) == 2
+    assert FileSource(path, parsed_copies=folder).from_copy  # the newest identity's hint is kept

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -115,27 +115,6 @@ def guarded(work: Callable[[], T]) -> T:
         raise fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
-
-
-def leave(code: int) -> NoReturn:
-    """End a one-shot command that loaded a year of candles, skipping the interpreter's teardown.
-
-    Those candles are some 3.7 million objects (a tuple, a timestamp and five floats a minute);
-    freeing them one by one, then every module, took 0.1 s of a one-second backtest, and nothing
-    needs it. ``atexit`` handlers run first (logging's flush among them) and the output is
-    flushed, so nothing written is lost; then the process ends (``os._exit``). Output that
-    cannot be flushed (a closed pipe) ends it with 120, as Python's own exit does.
-    """
-    import atexit
-    import os
-
-    atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        code = code or 120
-    os._exit(code)
 
 
 def _settings(config: Path | None, strategies_dir: Path | None) -> tuple[Any, Path]:
@@ -255,11 +234,9 @@ def backtest(
             for symbol in dict.fromkeys(symbols)  # a name given twice is backtested once
             for strategy in dict.fromkeys(strategies)
         ]
-        run_all(requests, cfg, folder, keep=loaded)
+        run_all(requests, cfg, folder)
 
-    loaded: list[Any] = []
     guarded(work)
-    leave(0)
 
 
 @app.command(cls=ReadableCommand)

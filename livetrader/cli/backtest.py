@@ -7,6 +7,8 @@ import gc
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -83,31 +85,24 @@ def run(request: BacktestRequest, config: Config, strategies_dir: Path) -> Backt
     return run_all([request], config, strategies_dir)[0]
 
 
-def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Path,
-            keep: list[Any] | None = None) -> list[BacktestResult]:
+def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Path) -> list[BacktestResult]:
     """Backtest each (symbol, strategy) pair of ``requests``, one after another.
 
     Every strategy name is checked before the first pair runs, so a typo in the last one costs
     nothing. Tables are printed after each pair; ``--json`` prints one document at the end: the
     pair's document for one pair, ``{"backtests": [...]}`` (in the order asked) for several.
     Raises LivetraderError subclasses for the user's mistakes.
-
-    ``keep``: the last pair's candles are appended to it rather than freed here (the command
-    then ends without freeing them: ``cli.app.leave``). Each earlier pair's are freed before
-    the next pair loads its own.
     """
-    registry = load_strategies(strategies_dir)
-    classes = {request.strategy: registry.get(request.strategy) for request in requests}
-    several = len(requests) > 1
-    results: list[BacktestResult] = []
-    documents: list[dict[str, Any]] = []
-    for i, request in enumerate(requests):
-        result, document, candles = _backtest(request, classes[request.strategy], config, several)
-        results.append(result)
-        documents.append(document)
-        if keep is not None and i == len(requests) - 1:
-            keep.append(candles)
-        del candles  # not alive while the next pair loads its own
+    with candles_frozen():
+        registry = load_strategies(strategies_dir)
+        classes = {request.strategy: registry.get(request.strategy) for request in requests}
+        several = len(requests) > 1
+        results: list[BacktestResult] = []
+        documents: list[dict[str, Any]] = []
+        for request in requests:
+            result, document = _backtest(request, classes[request.strategy], config, several)
+            results.append(result)
+            documents.append(document)
     if requests and requests[0].as_json:
         doc = documents[0] if not several else {"backtests": documents}
         # Notes come from the strategy: an output like any other (the summary prints none).
@@ -118,9 +113,8 @@ def run_all(requests: list[BacktestRequest], config: Config, strategies_dir: Pat
 
 def _backtest(
     request: BacktestRequest, cls: Any, config: Config, several: bool
-) -> tuple[BacktestResult, dict[str, Any], list[Any]]:
-    """Backtest one pair: prints its tables (unless ``--json``) and returns its result, its JSON
-    document and the candles it ran on."""
+) -> tuple[BacktestResult, dict[str, Any]]:
+    """Backtest one pair: prints its tables (unless ``--json``) and returns its JSON document."""
     strategy = strategy_with_params(cls, request.params)
     symbol, start, end, candles, filled = load_range(request, config)
     profiles = build_profiles(config.risk_tables())
@@ -149,7 +143,7 @@ def _backtest(
     document["trade_summary"] = summary.to_dict()
     if request.params:
         document["summary"]["params"] = dict(strategy_params(cls, request.params))
-    return result, document, candles
+    return result, document
 
 
 def rules_for(cls: type[Strategy], config: Config) -> Rules:
@@ -187,10 +181,26 @@ def strategy_with_params(cls: type[Strategy], given: tuple[str, ...]) -> Strateg
     return instantiate_with(cls, strategy_params(cls, given))
 
 
+@contextmanager
+def candles_frozen() -> Iterator[None]:
+    """Where ``load_range`` may freeze candles: at the end, whatever was frozen is handed back
+    to the garbage collector (``gc.unfreeze``).
+
+    ``gc.freeze`` moves every object alive at that moment out of the collector's sight, not only
+    the candles: a strategy's module, its open files, its threads' objects too. Left frozen,
+    those in reference cycles would never be finalized, not even at exit (a strategy's unclosed
+    log file lost its last buffer: ``tests/test_backtest_cli.py``)."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def load_range(request: BacktestRequest, config: Config) -> tuple[str, int, int, list[Any], int]:
     """The candles a backtest of ``request`` runs on: (symbol as the exchange spells it, first
     frame, end, candles from ``HISTORY_MINUTES`` before the first frame to the end, minutes the
-    source filled in)."""
+    source filled in). Candles from a file or the store are frozen out of the collector's sight
+    (``gc.freeze``): call it inside ``candles_frozen``."""
     # --- candle source: the store when it holds the range (livetrader download), else the exchange ---
     from livetrader.market.files import gc_paused
 

@@ -27,7 +27,7 @@ from livetrader.backtest.walk import (
     strategy_grid,
     strategy_sources,
 )
-from livetrader.cli.backtest import BacktestRequest, load_range, rules_for
+from livetrader.cli.backtest import BacktestRequest, candles_frozen, load_range, rules_for
 from livetrader.config import Config
 from livetrader.core.format import format_minute
 from livetrader.core.stats import STAT_KINDS, format_stat
@@ -59,6 +59,11 @@ class WalkRequest:
 
 def run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str, Any]:
     """Run the walk, write its report (markdown + JSON), print the ranking; return the JSON document."""
+    with candles_frozen():  # load_range freezes the candles it loads
+        return _run(request, config, strategies_dir)
+
+
+def _run(request: WalkRequest, config: Config, strategies_dir: Path) -> dict[str, Any]:
     options = _checked_options(request)
     registry = load_strategies(strategies_dir)
     classes = {name: registry.get(name) for name in dict.fromkeys(request.strategies)}

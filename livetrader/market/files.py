@@ -41,8 +41,6 @@ from livetrader.errors import CandleSourceError, UnknownSymbolError
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 #: Files this large (~100,000 rows and more) get a parsed copy (``market.parsed``); smaller ones load in milliseconds.
 _COPY_FROM_BYTES = 5_000_000
-#: The first bytes of a file, kept with its parsed copy: what tells CSV from JSON (``_detect_format``).
-_HEAD_BYTES = 64
 _PRICES = ("open", "high", "low", "close")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -106,7 +104,7 @@ class FileSource:
         if copy is not None and not (strict and copy.gaps):  # strict refuses gaps: the loader says so, in words
             self.candles, self.times, self.rows = copy.candles, copy.times, copy.rows
             self.gaps, self.filled_minutes, self.from_copy = copy.gaps, copy.filled_minutes, True
-            self.format = _detect_format(self.path, copy.head)
+            self.format = copy.format
             return
         identity = parsed.identity_of(self.path)  # before the read: a file changed meanwhile is only a miss later
         data = self._read()
@@ -115,8 +113,7 @@ class FileSource:
         # Every minute from the first candle to the last, gaps filled: a range of times.
         times = range(self.times[0], self.times[-1] + MINUTE_MS, MINUTE_MS)
         parsed.write(folder, parsed.key_of(data), parsed.Parsed(self.candles, times, self.rows, self.gaps,
-                                                                 self.filled_minutes, data[:_HEAD_BYTES]),
-                     columns, identity)
+                                                                 self.filled_minutes, self.format), columns, identity)
 
     def _parse(self, data: bytes, bulk: bool, strict: bool) -> Columns | None:
         """Parse and check ``data``: the bulk path first (unless ``bulk`` is False), the row path on

@@ -49,6 +49,10 @@ class Context:
             price = self._price = self._price_at(self.now_ms)
         return price
 
+    @price.setter
+    def price(self, value: float) -> None:
+        self._price = value  # as when it was a plain attribute: a strategy may have set it
+
     @property
     def now(self) -> datetime:
         """The tick time as an aware UTC datetime."""
