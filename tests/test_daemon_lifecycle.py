@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon import events, run, start, stop, wait_for, workdir
+from daemon import events, run, start, stop, wait_for, wait_running, workdir
 from test_strategy_containment import fixture_line
 
 pytestmark = pytest.mark.e2e  # every test here starts the real command as a process
@@ -157,3 +157,41 @@ def test_strategies_import_after_the_lock_with_systemd_told_and_only_the_request
     listed = run(cwd, "strategies")
     assert listed.returncode == 0 and "bystander" in listed.stdout and "spy" in listed.stdout
     assert len(imported(cwd)) == 5
+
+
+KEEPS_A_LOG = '''
+from pathlib import Path
+
+from livetrader import Strategy
+
+LOG = open("asked.log", "w")  # never closed: Python flushes it when the process ends
+
+
+class KeepsALog(Strategy):
+    name = "keeps-a-log"
+    interval = "1m"
+
+    def __init__(self):
+        self.asked = 0
+
+    async def get_signal(self, ctx):
+        self.asked += 1
+        LOG.write(f"{ctx.now_ms}\\n")
+        Path("asked.count").write_text(str(self.asked))  # written whole at every ask
+        return None
+'''
+
+
+def test_a_strategys_unclosed_file_is_flushed_when_the_daemon_stops(tmp_path):
+    """Start-up's objects, strategies included, are frozen out of the collector's sight
+    (live/collector.py); Python never finalizes frozen objects, so the daemon hands them back
+    before it exits: a strategy's unclosed log keeps every line (frozen, it lost the last 8 KB)."""
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "keeps_a_log.py").write_text(KEEPS_A_LOG)
+    proc = start(cwd, "run", "BTCUSDT", "-s", "keeps-a-log", "--speed", "600")
+    assert wait_running(cwd / "dump-demo", proc)
+    assert wait_for(lambda: (cwd / "asked.count").exists() and int((cwd / "asked.count").read_text()) >= 20, 30)
+    code, _, err = stop(proc)
+    assert code == 0, err
+    asked = int((cwd / "asked.count").read_text())
+    assert len((cwd / "asked.log").read_text().splitlines()) == asked

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -92,7 +93,13 @@ def run_daemon(request: RunRequest, config: Config, strategies_dir: Path) -> int
             observers.close()
         lock.release()  # a start refused with an error message is a clean stop, not an abnormal end
         raise
-    return asyncio.run(_main(engine, data_dir, request, notifier, early, observers))
+    try:
+        return asyncio.run(_main(engine, data_dir, request, notifier, early, observers))
+    finally:
+        # Start-up's objects were frozen out of the collector's sight (live/collector.py), strategies
+        # included; Python never finalizes frozen objects, so a strategy's unclosed file would lose
+        # its last buffer at exit. Handed back now, the exit finalizes them as it would.
+        gc.unfreeze()
 
 
 #: Real seconds a graceful stop waits for the current ticks before cancelling them (under
