@@ -110,7 +110,8 @@ class Fault:
     cancelled) before the fault replaces its answer. ``retry_after`` is the ``Retry-After`` header
     of a 429/418; ``code``/``msg`` the Binance error of an ``api_error``; ``fraction`` the share a
     ``partial`` fill fills; ``seconds``/``queries`` how long an ``order_not_found`` lasts;
-    ``order_type`` (e.g. ``STOP_LOSS``) limits a fault to the requests carrying that ``type``.
+    ``order_type`` (e.g. ``STOP_LOSS``) limits a fault to the requests carrying that ``type``, and
+    ``symbol`` (e.g. ``ETHUSDT``) to those carrying that ``symbol``.
     """
 
     kind: str
@@ -129,12 +130,15 @@ class Fault:
     fraction: float = 0.5
     queries: int = 0
     order_type: str | None = None
+    symbol: str | None = None
     hits: int = 0
 
     def matches(self, path: str, now_ms: int, method: str = "GET", params: dict[str, str] | None = None) -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
         if self.order_type is not None and (params or {}).get("type") != self.order_type:
+            return False
+        if self.symbol is not None and (params or {}).get("symbol") != self.symbol:
             return False
         if self.until_ms is not None and now_ms >= self.until_ms:
             return False

@@ -16,6 +16,7 @@ from livetrader.cli.backtest import BacktestRequest, run_all
 from livetrader.cli.download import DownloadRequest, run_download
 from livetrader.config import parse_config
 from livetrader.core.price import MINUTE_MS
+from livetrader.errors import CandleSourceError
 from livetrader.market.store import CandleStore
 
 M = MINUTE_MS
@@ -69,6 +70,40 @@ def test_download_is_incremental(tmp_path: Path, server: ExchangeServer, capsys)
     assert (wider.fetched, wider.already) == (300, 1440)
     assert stored(store, start - 120 * M, end + 180 * M).candles == server.candles(
         "BTCUSDT", start - 120 * M, end + 180 * M)
+
+
+def test_symbols_download_side_by_side_and_one_failing_stops_no_other(tmp_path: Path, server: ExchangeServer,
+                                                                       capsys) -> None:
+    """Several symbols are fetched at once (``CONCURRENT_SYMBOLS``): their requests interleave. A symbol
+    whose candles are unusable fails alone: the others are fetched whole, then its error is raised."""
+    cfg = config(server, tmp_path)
+    store = tmp_path / "store"
+    start, end = D1, D1 + 3 * DAY  # five pages each
+    names = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    reports = run_download(DownloadRequest(names, "binance", start, end, store), cfg)
+    assert [r.symbol for r in reports] == names and all(r.fetched == 3 * 1440 for r in reports)
+    asked = [r.query["symbol"] for r in server.requests if r.path.endswith("/klines")]
+    assert len(asked) == 15
+    # Side by side: every symbol's first request comes before any symbol's last one.
+    assert max(asked.index(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")) < min(
+        len(asked) - 1 - asked[::-1].index(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+    for name in names:
+        assert CandleStore(store).load("binance", name, start, end).candles == server.candles(
+            name.replace("/", ""), start, end)
+    assert len(capsys.readouterr().out.splitlines()) == 3  # one summary per symbol
+
+    later = tmp_path / "later"
+    bad_minute = D1 + DAY + 100 * M
+    server.faults.bad_candle("high_below_low", minutes=[bad_minute], times=None, until_ms=NOW + DAY,
+                             symbol="ETHUSDT")
+    with pytest.raises(CandleSourceError, match=r"binance ETH/USDT: the candle at 2024-01-02T01:40"):
+        run_download(DownloadRequest(names, "binance", start, end, later), cfg)
+    for name in ("BTC/USDT", "SOL/USDT"):
+        assert CandleStore(later).missing("binance", name, start, end) == []
+    kept = CandleStore(later).missing("binance", "ETH/USDT", start, end)
+    assert kept and kept[0][0] >= D1 + DAY  # what came before the bad candle is kept
+    out = capsys.readouterr().out
+    assert "BTC/USDT on binance" in out and "SOL/USDT on binance" in out and "ETH/USDT on binance" not in out
 
 
 def test_gaps_are_recorded_reported_and_not_fetched_again(tmp_path: Path, server: ExchangeServer, capsys) -> None:

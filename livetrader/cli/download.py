@@ -18,6 +18,9 @@ from livetrader.market.store import CandleStore, DownloadReport, default_root, d
 
 #: Seconds between two progress lines on stderr.
 PROGRESS_EVERY = 1.0
+#: Symbols downloaded at once. Their requests share one ccxt instance, so its rate limiter spaces them
+#: all: a few at once fill the time each request waits for its answer; more would only queue.
+CONCURRENT_SYMBOLS = 4
 #: The last minutes before now that an empty answer does not mark as gaps (clock skew).
 SETTLE_MINUTES = 2
 
@@ -57,18 +60,27 @@ def run_download(request: DownloadRequest, config: Config) -> list[DownloadRepor
 
 async def _download_all(request: DownloadRequest, source: Any, store: CandleStore, start: int,
                         end: int, settled: int) -> list[DownloadReport]:
-    reports = []
+    """Every symbol, ``CONCURRENT_SYMBOLS`` at a time; a summary line as each ends. A symbol that fails
+    does not stop the others: its error is raised once they have all ended (and stored what they fetched)."""
     try:
+        symbols = [source.resolve_symbol(name) for name in dict.fromkeys(request.symbols)]  # a typo: before any
         fetch_page = page_fetcher(source)
-        for name in dict.fromkeys(request.symbols):
-            symbol = source.resolve_symbol(name)
-            report = await download(store, request.exchange, symbol, start, end, fetch_page, _Progress(),
-                                    settled=settled)
-            print(summary(report, store))
-            reports.append(report)
+        room = asyncio.Semaphore(CONCURRENT_SYMBOLS)
+
+        async def one(symbol: str) -> DownloadReport:
+            async with room:
+                report = await download(store, request.exchange, symbol, start, end, fetch_page, _Progress(),
+                                        settled=settled)
+            print(summary(report, store), flush=True)
+            return report
+
+        outcomes = await asyncio.gather(*(one(symbol) for symbol in symbols), return_exceptions=True)
     finally:
         await source.close()
-    return reports
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [outcome for outcome in outcomes if isinstance(outcome, DownloadReport)]
 
 
 class _Progress:
