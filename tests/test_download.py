@@ -3,6 +3,7 @@ and ``backtest`` reading the store: incremental, gaps recorded, trade-for-trade 
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -105,6 +106,14 @@ def test_symbols_download_side_by_side_and_one_failing_stops_no_other(tmp_path: 
     out = capsys.readouterr().out
     assert "BTC/USDT on binance" in out and "SOL/USDT on binance" in out and "ETH/USDT on binance" not in out
 
+    # --json: one document, every symbol in the order asked, the failed one with its error.
+    with pytest.raises(CandleSourceError):
+        run_download(DownloadRequest(names, "binance", start, end, tmp_path / "third", as_json=True), cfg)
+    doc = json.loads(capsys.readouterr().out)["downloads"]
+    assert [d["symbol"] for d in doc] == names
+    assert [d["fetched"] for d in doc if d["error"] is None] == [3 * 1440, 3 * 1440]
+    assert doc[1]["error"].startswith("binance ETH/USDT: the candle at 2024-01-02T01:40") and "fetched" not in doc[1]
+
 
 def test_gaps_are_recorded_reported_and_not_fetched_again(tmp_path: Path, server: ExchangeServer, capsys) -> None:
     cfg = config(server, tmp_path)
@@ -198,12 +207,14 @@ def test_a_download_killed_mid_way_resumes_where_it_stopped(tmp_path: Path, serv
         assert store.read_day("binance", "BTC/USDT", D1 + DAY * (int(day.stem[-2:]) - 1)) is not None
     server.clear_log()
 
-    result = run(cwd, *args)
+    result = run(cwd, *args, "--json")
     assert result.returncode == 0, result.stderr
+    (done,) = json.loads(result.stdout)["downloads"]
+    assert (done["symbol"], done["from"], done["to"], done["gaps"], done["error"]) == ("BTC/USDT", start, end, [], None)
+    assert done["fetched"] + done["already"] == done["minutes"] == (end - start) // M and done["fetched"] > 0
     asked = klines(server)
     first_missing = missing[0][0]
     assert asked and min(asked) == first_missing  # nothing stored before the kill is fetched again
     assert len(asked) <= -(-(sum(b - a for a, b in missing) // M) // 1000) + len(missing)
     assert store.missing("binance", "BTC/USDT", start, end) == []
     assert stored(cwd / "store", start, end).candles == server.candles("BTCUSDT", start, end)
-    assert "fetched" in result.stdout and "no gaps" in result.stdout

@@ -257,6 +257,8 @@ def download(
     store: Annotated[
         Path | None, typer.Option("--store", help="The candle store (default: candles/ in the data directory).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document at the end (each symbol's "
+                                          "figures or its error) instead of a line per symbol.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Download 1-minute candles once into the local candle store: only missing minutes are fetched,
@@ -266,7 +268,7 @@ def download(
     def work() -> None:
         cfg, _ = _settings(config, None)
         request = DownloadRequest(symbols=symbols, exchange=exchange, start=parse_time(start, "--from"),
-                                  end=parse_time(end, "--to") if end else None, store=store)
+                                  end=parse_time(end, "--to") if end else None, store=store, as_json=as_json)
         run_download(request, cfg)
 
     guarded(work)

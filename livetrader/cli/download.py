@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from livetrader import redaction
 from livetrader.config import Config
 from livetrader.core.format import format_minute
 from livetrader.core.price import MINUTE_MS
@@ -34,6 +37,8 @@ class DownloadRequest:
     start: int
     end: int | None
     store: Path | None
+    #: ``--json``: one document on stdout at the end instead of a summary line per symbol.
+    as_json: bool = False
 
 
 def run_download(request: DownloadRequest, config: Config) -> list[DownloadReport]:
@@ -55,13 +60,22 @@ def run_download(request: DownloadRequest, config: Config) -> list[DownloadRepor
     with store.lock():
         # An exchange a moment behind has nothing yet for the last minutes: not gaps, just not yet.
         settled = closed - SETTLE_MINUTES * MINUTE_MS
-        return asyncio.run(_download_all(request, source, store, start, end, settled))
+        outcomes = asyncio.run(_download_all(request, source, store, start, end, settled))
+    if request.as_json:
+        sys.stdout.buffer.write(orjson.dumps({"downloads": [document(symbol, outcome, store)
+                                                            for symbol, outcome in outcomes]},
+                                             option=orjson.OPT_INDENT_2) + b"\n")
+    for _, outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome  # the first failure, once every symbol has ended (and is in the document)
+    return [outcome for _, outcome in outcomes if isinstance(outcome, DownloadReport)]
 
 
-async def _download_all(request: DownloadRequest, source: Any, store: CandleStore, start: int,
-                        end: int, settled: int) -> list[DownloadReport]:
-    """Every symbol, ``CONCURRENT_SYMBOLS`` at a time; a summary line as each ends. A symbol that fails
-    does not stop the others: its error is raised once they have all ended (and stored what they fetched)."""
+async def _download_all(request: DownloadRequest, source: Any, store: CandleStore, start: int, end: int,
+                        settled: int) -> list[tuple[str, DownloadReport | BaseException]]:
+    """Every symbol, ``CONCURRENT_SYMBOLS`` at a time, a summary line as each ends (unless ``--json``):
+    ``(symbol, report or the error that stopped it)`` in the order asked. A symbol that fails does
+    not stop the others."""
     try:
         symbols = [source.resolve_symbol(name) for name in dict.fromkeys(request.symbols)]  # a typo: before any
         fetch_page = page_fetcher(source)
@@ -71,16 +85,14 @@ async def _download_all(request: DownloadRequest, source: Any, store: CandleStor
             async with room:
                 report = await download(store, request.exchange, symbol, start, end, fetch_page, _Progress(),
                                         settled=settled)
-            print(summary(report, store), flush=True)
+            if not request.as_json:
+                print(summary(report, store), flush=True)
             return report
 
         outcomes = await asyncio.gather(*(one(symbol) for symbol in symbols), return_exceptions=True)
     finally:
         await source.close()
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return [outcome for outcome in outcomes if isinstance(outcome, DownloadReport)]
+    return list(zip(symbols, outcomes, strict=True))
 
 
 class _Progress:
@@ -101,6 +113,18 @@ class _Progress:
         percent = 100 * done / self.total if self.total else 100.0
         print(f"{report.symbol}: {percent:5.1f}% ({done:,} of {self.total:,} missing minutes, "
               f"{report.requests:,} requests)", file=sys.stderr, flush=True)
+
+
+def document(symbol: str, outcome: DownloadReport | BaseException, store: CandleStore) -> dict[str, Any]:
+    """One symbol's entry of ``--json``: the report's figures (times in integer ms UTC), or its error."""
+    if isinstance(outcome, BaseException):
+        return {"symbol": symbol, "error": redaction.redact(str(outcome) or type(outcome).__name__)}
+    report = outcome
+    return {"symbol": report.symbol, "exchange": report.exchange, "from": report.start, "to": report.end,
+            "minutes": (report.end - report.start) // MINUTE_MS, "already": report.already,
+            "fetched": report.fetched, "requests": report.requests, "new_gap_minutes": report.new_gap_minutes,
+            "gaps": [list(gap) for gap in report.gaps],
+            "store": str(store.folder(report.exchange, report.symbol)), "error": None}
 
 
 def summary(report: DownloadReport, store: CandleStore) -> str:
