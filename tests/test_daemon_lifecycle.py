@@ -160,6 +160,7 @@ def test_strategies_import_after_the_lock_with_systemd_told_and_only_the_request
 
 
 KEEPS_A_LOG = '''
+import os
 from pathlib import Path
 
 from livetrader import Strategy
@@ -177,7 +178,8 @@ class KeepsALog(Strategy):
     async def get_signal(self, ctx):
         self.asked += 1
         LOG.write(f"{ctx.now_ms}\\n")
-        Path("asked.count").write_text(str(self.asked))  # written whole at every ask
+        Path("asked.count.tmp").write_text(str(self.asked))
+        os.replace("asked.count.tmp", "asked.count")  # whole at every ask: the test reads it meanwhile
         return None
 '''
 
