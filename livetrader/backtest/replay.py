@@ -273,7 +273,7 @@ async def run_backtest(  # noqa: C901 - the fast-forward loop in one frame: it r
         b = (hi - base) // MINUTE_MS
         return all_candles[a if a > 0 else 0:b if b > 0 else 0]
 
-    async def load(lo: int, hi: int) -> list[Candle]:
+    async def load(lo: int, hi: int) -> list[Candle]:  # Context's loader; ``candles_in`` answers first
         return candles_in(lo, hi)
 
     def price_at(t: int) -> float:

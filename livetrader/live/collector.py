@@ -21,6 +21,8 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
+from livetrader.market.files import gc_paused
+
 
 class SweepCollector:
     """Pauses the cyclic collector for the length of a sweep (a ``livetrader.sweep.SweepPause``)."""
@@ -51,13 +53,10 @@ def collector_paused() -> Iterator[None]:
     process; the collector, triggered by those allocations, would walk the growing heap
     again and again (a quarter of the restart time). Nothing collectable piles up meanwhile.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        yield
+        with gc_paused():
+            yield
     finally:
-        if was_enabled:
-            gc.enable()
         freeze_startup_objects()
 
 
