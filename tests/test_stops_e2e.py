@@ -484,3 +484,34 @@ def test_a_stop_whose_answer_was_lost_and_is_not_found_for_a_while_is_never_doub
     else:
         assert [r["attempt"] for r in stops(records)][:2] == [1, 2]
         assert any("taken for never placed, is on the exchange after all" in e.get("error", "") for e in events(out))
+
+
+def test_stopping_while_a_stop_is_unknown_says_the_position_is_unprotected_and_the_next_start_protects_it(
+        tmp_path, server):
+    """The stop's placement fails before reaching the book (a 503: outcome unknown) and the exchange
+    keeps not finding it: patient for an hour, the daemon places nothing again. Stopped meanwhile,
+    it says loudly that the position is not protected and why; the next start, patient no more,
+    places the stop again and the position rests protected."""
+    cwd = workdir(tmp_path)
+    (cwd / "strategies" / "hold.py").write_text(HOLD_STRATEGY.format(stop=0.95, minutes=600))
+    cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=60)
+    server.faults.order_status(503, placed=False, order_type="STOP_LOSS")
+    proc = launch(cwd, cfg)
+    assert wait_for(lambda: any(r["event"] == "order_update" and r["leg"] == "stop" and r.get("not_found_since")
+                                for r in records_of(cwd)), 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    warned = [e for e in events(out) if e["event"] == "stopping with a position not protected on the exchange"]
+    intent = stops(records_of(cwd))[0]
+    assert len(warned) == 1 and warned[0]["signal_id"] == intent["signal_id"]
+    assert f"protective stop {intent['client_id']} is unknown (not found on the exchange yet)" in warned[0]["why"]
+    assert open_stop(server) is None
+    # Restarted with a patience long past: the stop is taken for never placed and placed again.
+    cfg = exchange_config(cwd, server, mode="sandbox", unknown_order_minutes=1)
+    proc = launch(cwd, cfg)
+    assert wait_for(lambda: open_stop(server) is not None, 30)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    assert not any(e["event"] == "stopping with a position not protected on the exchange" for e in events(out))
+    assert [r["attempt"] for r in stops(records_of(cwd))] == [1, 2]
+    assert open_stop(server).client_id.startswith("lts2-")

@@ -142,6 +142,28 @@ class Executor:
             return 0.0
         return max(0.0, self.position.amount - sum(o.filled for o in self.sold))
 
+    @property
+    def exposure(self) -> str | None:
+        """Why what this pair may hold on the exchange is not known to rest under a protective stop
+        now: said when the daemon stops, as nothing watches it until the next start. None when it
+        is protected, holds nothing, or the market takes no stop (said at start)."""
+        if self.stop_type == "none":
+            return None
+        order = self.order
+        if self.position is None:
+            if order is not None and order.leg == "entry" and not order.final:
+                return f"its entry {order.client_id} is {order.status}: if it filled, no stop protects it"
+            return None
+        stop = self.stop
+        if stop is None:
+            return "its protective stop is not placed yet"
+        if stop.status in ("open", "filled"):
+            return None  # resting, or it sold the position (the next start closes it ``stop_loss``)
+        if stop.status == "unknown":
+            seen = " (not found on the exchange yet)" if stop.not_found_since is not None else ""
+            return f"its protective stop {stop.client_id} is unknown{seen}"
+        return f"its protective stop {stop.client_id} is {stop.status}"
+
     def guard_due(self, minute: int) -> bool:
         """True when an open position's protective stop is to be placed or asked for at ``minute``."""
         return (self.position is not None and not self.busy and minute >= self.next_guard_at

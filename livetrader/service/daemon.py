@@ -222,6 +222,7 @@ async def _main(engine: Engine, data_dir: Path, request: RunRequest, notifier: N
             observers.stopping()
         if control is not None:
             await control.close()  # before the reports: a request still waiting is refused, not left hanging
+        _say_exposures(engine)
         failures = _finish(engine)
         await engine.bus.drain(5.0)
         await engine.close()
@@ -274,6 +275,18 @@ def _stall_watcher(engine: Engine) -> StallWatcher:
 
 class ShutdownError(LivetraderError):
     """The daemon stopped, but a report or the final status could not be written."""
+
+
+def _say_exposures(engine: Engine) -> None:
+    """Warn, per pair, of what is left on the exchange without a protective stop known to rest:
+    nothing watches it until the next start (§12: never a position left unwatched unsaid)."""
+    for pair in engine.pairs:
+        executor = pair.executor
+        why = executor.exposure if executor is not None else None
+        if why is not None:
+            log.warning("stopping with a position not protected on the exchange", symbol=pair.symbol,
+                        strategy=pair.strategy_name, signal_id=pair.row.id if pair.row else None, why=why,
+                        consequence="nothing sells at its stop-loss until the next start, which resolves it first")
 
 
 def _finish(engine: Engine) -> list[str]:
