@@ -257,3 +257,60 @@ def test_a_checkpoint_behind_newer_commits_keeps_only_the_newer_lines(tmp_path: 
     assert commits.checkpointed(commits.size) and commit_log_path(tmp_path).read_bytes() == b""
     assert not commits.checkpointed(0)
     commits.close()
+
+
+def test_a_pass_between_a_journal_line_and_its_commit_still_empties_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer may take a journal marked for flushing before its line reaches the commit log
+    (the pass runs in between): the commit itself then wakes a pass that empties the log, though
+    no journal is marked any more."""
+    storage = Storage(tmp_path, 5)
+    real = storage.commits._flush  # type: ignore[attr-defined]
+    passes_between = []
+
+    def after_a_pass() -> None:
+        passes_between.append(storage.writer.flush(30))  # takes the marked journals; the log holds nothing yet
+        real()
+
+    monkeypatch.setattr(storage.commits, "_flush", after_a_pass)
+
+    async def main() -> None:
+        await asyncio.gather(*(store.write_ahead(opened(store.key[0], T0)) for store in storage.stores))
+
+    asyncio.run(main())
+    assert passes_between == [True] and storage.commits.size > 0
+    assert storage.writer.flush(30)
+    assert commit_log_path(tmp_path).stat().st_size == 0 and storage.commits.size == 0
+    storage.close()
+    for store in storage.stores:
+        assert len(read_journal(store.journal.path).records) == 1
+
+
+def test_once_a_journal_flush_failed_the_log_keeps_every_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal whose fdatasync failed may have lost its lines (the kernel can drop the dirty
+    pages): the commit log is then the only durable copy, so no later pass empties it, even one
+    flushing only journals that work; the next start replays it."""
+    storage = Storage(tmp_path, 3)
+    broken = storage.stores[0]
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        if fd == broken.journal._fd:  # type: ignore[attr-defined]
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    async def commit_all(stores: list[FilePairStore], at: int) -> None:
+        await asyncio.gather(*(store.write_ahead(opened(store.key[0], at)) for store in stores))
+
+    monkeypatch.setattr(disk.DISK, "fdatasync", failing)
+    asyncio.run(commit_all(storage.stores, T0))
+    assert storage.writer.flush(30)
+    monkeypatch.setattr(disk.DISK, "fdatasync", real)
+    with pytest.raises(StoreWriteError, match="EIO"):
+        asyncio.run(broken.write_ahead(opened(broken.key[0], T0 + M)))  # storage is failing: said at once
+    asyncio.run(commit_all(storage.stores[1:], T0 + 2 * M))
+    assert storage.writer.flush(30)
+    kept = [orjson.loads(line)["record"] for line in commit_log_path(tmp_path).read_bytes().splitlines()]
+    assert [(r["symbol"], r["at"]) for r in kept] == [(s.key[0], T0) for s in storage.stores] + [
+        (s.key[0], T0 + 2 * M) for s in storage.stores[1:]]
+    storage.close()

@@ -7,7 +7,11 @@ written journals to this writer and goes on.
 
 Journals: each pair journal written since the last pass is flushed (``fdatasync``), then
 the commit log is emptied of what they now hold (``CommitLog.checkpointed``):
-every committed line is then durable where it belongs.
+every committed line is then durable where it belongs. A commit wakes a pass even when the
+journals it covers were flushed by the pass before (marked before their commit, they can be
+taken by a pass that ran in between), so the log is emptied whenever the loop goes quiet.
+Once a journal's flush has failed, the log is never emptied again in this process: the
+failed journal's lines may exist nowhere else on disk, and the next start replays the log.
 
 Snapshots: the writer replaces each file atomically
 (``name.tmp``, ``fdatasync``, rename) and then fsyncs each directory once for the whole
@@ -49,6 +53,10 @@ class BackgroundWriter:
             commits.on_commit = self.wake
         self._busy = False
         self._closed = False
+        #: A commit happened since the last pass read the commit log's size.
+        self._committed = False
+        #: A journal's flush failed: its lines stay in the commit log for good (see the module docstring).
+        self._sync_failed = False
         # True while the metronome holds the passes; flushes waiting override it.
         self._held = False
         self._flushing = 0
@@ -72,8 +80,9 @@ class BackgroundWriter:
             self._journals.add(journal)
 
     def wake(self) -> None:
-        """Start a pass now (called after each commit)."""
+        """Start a pass now (called after each commit): the log holds lines to empty."""
         with self._lock:
+            self._committed = True
             self._lock.notify()
 
     def pause(self) -> None:
@@ -103,7 +112,7 @@ class BackgroundWriter:
             self._flushing += 1
             self._lock.notify_all()  # journals marked without a commit (it failed) wake no pass by themselves
             try:
-                return self._lock.wait_for(lambda: not self._pending and not self._journals and not self._busy, timeout)
+                return self._lock.wait_for(lambda: not self._has_work() and not self._busy, timeout)
             finally:
                 self._flushing -= 1
 
@@ -124,24 +133,29 @@ class BackgroundWriter:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not ((self._pending or self._journals) and self._may_run()) and not self._closed:
+                while not (self._has_work() and self._may_run()) and not self._closed:
                     self._lock.wait()  # put, wake, resume, flush and close notify
-                if not self._pending and not self._journals:
+                if not self._has_work():
                     return  # closed and drained
                 # The commit log's size first, then the journals: every line committed up to that
                 # size was written to a journal already marked, so the flushes below cover it.
-                committed = self._committed_size()
+                committed, self._committed = self._committed_size(), False
                 batch, self._pending = self._pending, {}
                 journals, self._journals = self._journals, set()
                 self._busy = True
             try:
-                if self._sync(journals) and self.commits is not None:
+                if not self._sync(journals):
+                    self._sync_failed = True
+                if self.commits is not None and not self._sync_failed:
                     self.commits.checkpointed(committed)
                 self._write(batch)
             finally:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
+
+    def _has_work(self) -> bool:
+        return bool(self._pending or self._journals or (self._committed and not self._sync_failed))
 
     def _committed_size(self) -> int:
         if self.commits is None:
