@@ -69,14 +69,19 @@ class Journal:
         self.path = as_path(path)
         self._mutex = threading.Lock()
         try:
-            ensure_dir(self.path.parent)
             try:
-                self._fd: int | None = disk.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL)
-                # A new file's directory entry must be durable too, or fsync'ed appends could vanish with it.
-                fsync_dir(self.path.parent)
-            except FileExistsError:
+                # A restart opens thousands of existing journals: that case first, in one open.
                 # Never through a planted symlink (O_NOFOLLOW), never into a FIFO or a device.
-                self._fd = disk.open_regular(self.path, os.O_WRONLY | os.O_APPEND)
+                self._fd: int | None = disk.open_regular(self.path, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                ensure_dir(self.path.parent)
+                try:
+                    self._fd = disk.open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    self._fd = disk.open_regular(self.path, os.O_WRONLY | os.O_APPEND)
+                else:
+                    # A new file's directory entry must be durable too, or fsync'ed appends could vanish with it.
+                    fsync_dir(self.path.parent)
         except OSError as exc:
             raise StoreWriteError(self.path, describe_os_error(exc)) from exc
 
