@@ -156,7 +156,7 @@ class Restorer:
         pair.store = store
         if restored.interrupted:
             store.snapshot(pair.snapshot(), now=True)  # completes an interrupted transition
-        elif not store.path.exists():
+        elif not restored.snapshot_found and not store.path.exists():
             store.snapshot(pair.snapshot())  # a new pair's first snapshot
         if pair.checkpoints:
             self._restore_strategy(pair, now)

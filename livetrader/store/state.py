@@ -173,6 +173,8 @@ class Restored:
     paths: tuple[Path, Path] | None = None
     notes: list[str] = field(default_factory=list)
     risk: str | None = None
+    #: A valid snapshot was read (else none exists, or a damaged one was set aside).
+    snapshot_found: bool = False
 
     @property
     def interrupted(self) -> bool:
@@ -306,6 +308,7 @@ def restore_pair(data_dir: Path, key: Key, *, repair: bool = True,  # noqa: C901
     row, last_opened, last_asked = replay(out.records, rows if len(rows) == len(out.records) else None)
     out.row, out.last_opened_id = row, last_opened
     if snapshot is not None:
+        out.snapshot_found = True
         out.snapshot_records = snapshot["journal_records"]
         out.risk = snapshot.get("risk")
         bucket = snapshot.get("last_bucket")
