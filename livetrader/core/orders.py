@@ -276,9 +276,20 @@ def pending_order(records: list[dict[str, Any]]) -> Order | None:
 
 
 def protective_stop(records: list[dict[str, Any]], signal_id: str) -> Order | None:
-    """The last protective stop journaled for the position of ``signal_id``, as its records left it."""
+    """The protective stop of the position of ``signal_id``, as its records left it: the one the
+    journal last spoke of, and one that may still rest before any that has ended.
+
+    Not simply the last attempt: an earlier attempt taken for never placed can be found resting
+    after all (``Executor._earlier_stop_resting``) once a later one was refused, and it is then
+    the stop to cancel before an exit."""
+    last_said: dict[str, int] = {}
+    for index, rec in enumerate(records):
+        if rec.get("signal_id") == signal_id and rec.get("leg") == "stop" and rec.get("client_id") is not None:
+            last_said[str(rec["client_id"])] = index
     stops = [o for o in orders_of(records) if o.leg == "stop" and o.signal_id == signal_id]
-    return stops[-1] if stops else None
+    if not stops:
+        return None
+    return max(stops, key=lambda o: (not o.final, last_said.get(o.client_id, -1)))
 
 
 def exit_decided(records: list[dict[str, Any]], signal_id: str) -> tuple[str, float] | None:

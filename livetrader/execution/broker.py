@@ -114,6 +114,10 @@ def answer_of(order: dict[str, Any], base: str, quote: str) -> Answer:
         state = "unknown"
     cost = order.get("cost")
     average = order.get("average")
+    trade_list = [t for t in order.get("trades") or () if t.get("amount") and t.get("price")]
+    if not cost and average is None and filled and trade_list:
+        # The order gave no price (some exchanges' answers do not): its trades say what it cost.
+        cost = sum(float(t.get("cost") or float(t["amount"]) * float(t["price"])) for t in trade_list)
     if average is None and filled and cost:
         average = float(cost) / filled
     if not cost and filled and average:
@@ -229,9 +233,12 @@ class CcxtBroker:
             return Answer("not_found", reason=redact(f"{type(exc).__name__}: {exc}")[:300])
         except Exception as exc:  # noqa: BLE001 - no answer: asked again later
             return Answer("unknown", reason=redact(f"{type(exc).__name__}: {exc}")[:300])
-        if order.get("filled") and not (order.get("fees") or order.get("fee")) and order.get("id") is not None:
-            # An order query does not carry the fees (Binance's does not): its trades do. Without
-            # them a base-asset fee would be counted as held, and the exit would sell coins not there.
+        unpriced = order.get("average") is None and not order.get("cost")
+        if order.get("filled") and (unpriced or not (order.get("fees") or order.get("fee"))) \
+                and order.get("id") is not None:
+            # An order query does not carry the fees (Binance's does not), nor always the price: its
+            # trades do. Without the fees a base-asset fee would be counted as held, and the exit
+            # would sell coins not there; without a price a fill would look like nothing bought.
             try:
                 trades = await exchange.fetch_order_trades(order["id"], symbol)
             except Exception as exc:  # noqa: BLE001 - no fees known yet: the order is asked for again

@@ -356,6 +356,16 @@ class Executor:
         if amount <= 0:
             return self._closed(now, price)  # nothing (more) that can be sold: the rest is dust
         if self.refused is not None and "InsufficientFunds" in (self.refused.reason or ""):
+            # The coins may be locked by a stop of this position taken for never placed: asked for
+            # first. Found resting, it is cancelled before any sell; found filled, it was the exit.
+            stops = self.attempts.get((row.id, "stop"), 0)
+            found = await self._earlier_stop_resting(row.id, stops + 1, now, price) if stops else None
+            if isinstance(found, TickResult):
+                return found
+            if found:
+                self.withdrawing = False  # its own cancel is journaled before it is sent, next tick
+                return self._waiting(now, price, f"protective stop {self.stop.client_id if self.stop else ''} "
+                                                 "rests after all: cancelled before the exit")
             # The account holds less than the journal says this position bought: sell what is there,
             # loudly, rather than be refused forever (the shortfall stays in the journal as dust).
             free = await self.broker.free(rules.base, fresh=True)
@@ -399,6 +409,13 @@ class Executor:
         if not order.final:
             return self._waiting(now, price, order.reason)
         if order.leg == "entry":
+            if order.filled > 0 and order.average is None:
+                # Bought, at a price the answer did not say: never taken for nothing bought. It is
+                # asked for again (the query reads the order's trades) until its price is known.
+                self.report_error(now, f"entry {order.client_id} filled {order.filled:g} but the exchange said no "
+                                       "price; asking for it again", "order")
+                self.order = replace(order, status="unknown")
+                return self._waiting(now, price, "entry filled at a price not known yet")
             if order.filled > 0 and order.average is not None:
                 opened = replace(row, price_open=order.average, pending_at=row.pending_at or now)
                 self.row = opened
@@ -596,6 +613,12 @@ class Executor:
         return None
 
     # --- a person settles a position the account does not hold (``livetrader positions``) ------
+
+    def unforget(self) -> None:
+        """The ``closed`` of a ``forget`` was not journaled (storage failed): the position is as it
+        was, and the forget is carried out again at the next tick. Nothing is sold meanwhile."""
+        self.forgotten = False
+        self.exit_due = None
 
     async def forget(self, now: int, price: float) -> TickResult | None:
         """Close the open position without selling: its coins left the account outside livetrader.

@@ -428,11 +428,22 @@ class Pair:
             if record["event"] == "forget":
                 result = await executor.forget(minute, market.price)
             else:
+                mine = (await executor.broker.rules(self.symbol)).base
                 held: dict[str, float] = {}
                 for other in others:
-                    if other is not self and other.executor is not None and other.executor.position is not None:
+                    if other is self or other.executor is None:
+                        continue
+                    if other.executor.busy or other.executor.position is not None:
                         base = (await executor.broker.rules(other.symbol)).base
-                        held[base] = held.get(base, 0.0) + other.executor.held
+                        if other.executor.busy and base == mine:
+                            # Its fill may be in the balance already, not in its position yet: what
+                            # this pair would adopt could be those coins.
+                            self.report_error(minute, f"cannot adopt {record.get('signal_id')} yet: {other.symbol} "
+                                                      f"has an order in flight on {base}; asked again next tick",
+                                              "order")
+                            return None
+                        if other.executor.position is not None:
+                            held[base] = held.get(base, 0.0) + other.executor.held
                 adopted = await executor.adopt(minute, market.price, held)
                 if adopted is True:
                     self.settle, self.unreconciled = None, None
@@ -446,7 +457,13 @@ class Pair:
         except Exception as exc:  # noqa: BLE001 - asked again next tick
             self.report_error(minute, f"cannot settle {record.get('signal_id')} yet: {describe(exc)}", "order")
             return None
-        await self.apply(result)
+        try:
+            await self.apply(result)
+        except StoreError as exc:
+            if executor.forgotten:  # a forget, or an adopt of nothing held
+                executor.unforget()  # not closed: nothing may be sold for it; settled again next tick
+            self.report_error(minute, f"storage failed while settling {record.get('signal_id')}: {exc}", "storage")
+            return None
         self.checked_until = minute
         self.settle, self.unreconciled = None, None
         return result

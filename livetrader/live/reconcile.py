@@ -11,7 +11,8 @@ are the owner's and are left alone.
 
 A position whose protective stop filled holds nothing any more, rightly: its stop is asked for
 first, and the pair's next tick closes it ``stop_loss`` instead of degrading it. A base asset
-with an order of any of its pairs in flight is not judged this round: its amounts are moving.
+with an order of any of its pairs in flight, or a pair that moved (filled, opened, closed) while
+the balance was fetched, is not judged this round: its amounts are moving.
 """
 
 from __future__ import annotations
@@ -55,11 +56,22 @@ async def reconcile(pairs: Iterable[Pair], now: int, data_dir: Path | None = Non
     return degraded
 
 
+def _moment(pair: Pair) -> tuple[object, ...]:
+    """What a pair holds and does, to tell whether it moved while the round awaited the exchange."""
+    executor = pair.executor
+    assert executor is not None
+    return (executor.busy, pair.row.id if pair.row is not None else None, executor.position is not None,
+            executor.held)
+
+
 async def _reconcile_account(pairs: list[Pair], now: int) -> int:
     broker = pairs[0].executor.broker  # type: ignore[union-attr]
     holding = [p for p in pairs if p.executor is not None and (p.executor.position is not None or p.executor.busy)]
     if not holding:
         return 0
+    # The balance is fetched while the pairs tick on: a pair whose entry or exit filled meanwhile
+    # is judged against a balance from before its fill. Its base waits for the next round.
+    before = {id(p): _moment(p) for p in pairs}
     totals = await broker.totals()
     if totals is None:
         log.warning("reconciliation skipped: the account's balance could not be read", exchange=pairs[0].exchange)
@@ -70,9 +82,13 @@ async def _reconcile_account(pairs: list[Pair], now: int) -> int:
         rules = await broker.rules(pair.symbol)
         by_base[rules.base].append(pair)
         steps[rules.base] = max(steps.get(rules.base, 0.0), rules.amount_step or 0.0)
+    moving: set[str] = set()
+    for pair in pairs:
+        if _moment(pair) != before[id(pair)]:
+            moving.add((await broker.rules(pair.symbol)).base)
     for base, group in by_base.items():
-        if any(p.executor is not None and p.executor.busy for p in group):
-            continue  # an order in flight: the amounts are moving, judged next round
+        if base in moving or any(p.executor is not None and p.executor.busy for p in group):
+            continue  # an order in flight, or filled during the fetch: the amounts are moving, judged next round
         group.sort(key=lambda p: (p.row.pending_at or 0) if p.row is not None else 0)
         owned = [(p.row.id, p.executor.held) for p in group
                  if p.row is not None and p.executor is not None]
@@ -80,8 +96,11 @@ async def _reconcile_account(pairs: list[Pair], now: int) -> int:
         short = set(uncovered(held, owned, tolerance=steps[base]))
         needed = sum(amount for _sid, amount in owned)
         for pair in group:
-            assert pair.row is not None and pair.executor is not None
+            if pair.row is None or pair.executor is None or _moment(pair) != before[id(pair)]:
+                continue  # it moved while an earlier pair's stop was asked for: next round
             if pair.row.id in short and not await _stop_explains(pair):
+                if pair.row is None or _moment(pair) != before[id(pair)]:
+                    continue  # it moved while its stop was asked for
                 if not pair.unreconciled:
                     pair.unreconciled = (
                         f"the account holds {held:g} {base}, less than the {needed:g} {base} of livetrader's open "
