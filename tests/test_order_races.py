@@ -371,3 +371,50 @@ def test_an_exit_refused_for_locked_coins_first_finds_the_earlier_stop_and_cance
     assert kinds.index(("order_cancel", s1)) < kinds.index(("order_intent", client_order_id(KEY, row.id, "exit", 2)))
     sells = [c for c in broker.calls if c[0] == "place"]
     assert [c[2] for c in sells] == ["1.0", "1.0"]  # the position's amount, never the free balance
+
+
+def test_an_entry_cancelled_while_its_request_is_out_keeps_its_place_in_the_risk_profile() -> None:
+    """The graceful stop's deadline cancels a tick while the entry's request is out: its intent
+    is journaled, so the order may exist. The risk profile still counts it (no other pair takes
+    its place) until its outcome is known; an entry refused before its intent gives it back."""
+    from test_pair import make_pair
+
+    from livetrader.strategy.risk import RiskProfile, max_positions
+
+    class Hanging(FakeBroker):
+        sent: asyncio.Event
+
+        async def place(self, symbol: str, side: str, amount: float, client_id: str) -> Answer:
+            self.calls.append(("place", side, str(amount), client_id))
+            self.sent.set()
+            await asyncio.Event().wait()  # the answer never comes
+            raise AssertionError("unreachable")
+
+    pair, store = make_pair(lambda t: 100.0)
+    profile = RiskProfile("one", [max_positions(1)])
+    pair.risk = profile
+    broker = Hanging()
+    pair.executor = Executor(pair.key, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
+                             write=store.write_ahead, report_error=pair.report_error)
+    row = SignalRow(id="sigR", symbol=pair.symbol, strategy=pair.strategy_name, exchange=pair.exchange,
+                    position="long", price_open=100.0, take_profit=120.0, stop_loss=90.0, minutes=600,
+                    scheduled_at=T0, pending_at=T0)
+
+    async def go() -> None:
+        broker.sent = asyncio.Event()
+        task = asyncio.create_task(pair._carry_out(pair.executor, TickResult("opened", *pair.key, T0, 100.0, row),
+                                                   scheduled=False))
+        await broker.sent.wait()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    run(go())
+    assert [r["event"] for r in store.journal] == ["order_intent"]
+    assert list(profile.positions) == ["sigR"]
+    other = SignalRow(id="sigO", symbol="OTHERUSDT", strategy=pair.strategy_name, exchange=pair.exchange,
+                      position="long", price_open=100.0, take_profit=120.0, stop_loss=90.0, minutes=600,
+                      scheduled_at=T0)
+    assert profile.check(other, 100.0, T0) is not None  # the one slot is taken by the entry in flight

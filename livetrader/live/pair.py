@@ -655,7 +655,10 @@ class Pair:
         try:
             outcome = await executor.carry_out(decided, scheduled)
         except BaseException:
-            if reserved:
+            # Once its intent is journaled the entry may exist (a cancelled or failed await says
+            # nothing of the exchange): it keeps its place until its outcome is known.
+            in_flight = executor.order is not None and executor.order.leg == "entry"
+            if reserved and not in_flight:
                 assert self.risk is not None and row is not None
                 self.risk.remove(row.id)
             raise
