@@ -643,7 +643,8 @@ class Executor:
         return TickResult("closed", *self.key, now, price, self.row, close_reason="closed",
                           price_close=merged.average, pnl_percentage=pnl_percent, pnl_cost=pnl_quote)
 
-    async def adopt(self, now: int, price: float, others_held: dict[str, float]) -> TickResult | bool:
+    async def adopt(self, now: int, price: float, others_held: dict[str, float],
+                    requested_at: int | None = None) -> TickResult | bool:
         """Make what the account holds the position's amount (at most what it held): the
         account's total of the base asset less what ``others_held`` (base asset -> amount of the
         other positions on this account) claim. A ``position_adopted`` record says so; the resting
@@ -664,8 +665,10 @@ class Executor:
         if not await self._cancel_resting_stop(now, price):
             return False
         total = amount + sum(o.filled for o in self.sold)
+        # ``requested_at``: the operator record's own time, by which a restart knows it was done.
         await self.write(self._record("position_adopted", now, price, {
-            "amount": amount, "previous_amount": self.held, "position_amount": total}))
+            "amount": amount, "previous_amount": self.held, "position_amount": total,
+            **({"requested_at": requested_at} if requested_at is not None else {})}))
         log.warning("position adopted: it holds what the account holds", signal_id=self.row.id, symbol=self.key[0],
                     strategy=self.key[1], amount=amount, previous_amount=self.held)
         self.position = replace(self.position, amount=total)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from livetrader.core.halt import ALL, Halt, daily_loss, day_start, halt_of, halts_in_force, last_resume, profile_scope
+from livetrader.core.price import MINUTE_MS
 from livetrader.core.signal import TickResult
 from livetrader.errors import StoreError
 from livetrader.events import ErrorEvent, EventBus
@@ -120,8 +121,7 @@ class Halts:
                             f"{record.get('event')}", signal_id=signal_id)
             return
         if at_start and pair.store is not None and any(
-                r.get("event") == "position_adopted" and int(r.get("at", 0)) >= int(record["at"])
-                for r in pair.store.records()):
+                r.get("event") == "position_adopted" and _answers(r, record) for r in pair.store.records()):
             return  # adopted already, before the last stop
         assert pair.executor is not None
         others = [p for p in self.pairs if p.executor is not None and p.executor.broker is pair.executor.broker]
@@ -229,3 +229,13 @@ class Halts:
         flatten = "; open positions closed at market" if halt.flatten else "; open positions managed"
         return (f"Halted since {format_time(halt.since)} ({halt.scope}, by {halt.by}"
                 f"{': ' + halt.reason if halt.reason else ''}){flatten}: no new entries until `livetrader resume`.")
+
+
+def _answers(adopted: dict[str, Any], request: dict[str, Any]) -> bool:
+    """True when the ``position_adopted`` record carried out the operator's ``adopt`` request: it
+    names the request's time. (Records written before it did are stamped at the minute the adopt
+    was carried out, which may be the request's own minute.)"""
+    if "requested_at" in adopted:
+        return bool(adopted["requested_at"] == request["at"])
+    at = int(request["at"])
+    return int(adopted.get("at", 0)) >= at - at % MINUTE_MS

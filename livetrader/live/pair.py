@@ -444,7 +444,7 @@ class Pair:
                             return None
                         if other.executor.position is not None:
                             held[base] = held.get(base, 0.0) + other.executor.held
-                adopted = await executor.adopt(minute, market.price, held)
+                adopted = await executor.adopt(minute, market.price, held, requested_at=record.get("at"))
                 if adopted is True:
                     self.settle, self.unreconciled = None, None
                     return await self._guard(executor, minute)  # protected again, for the adopted amount

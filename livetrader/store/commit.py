@@ -32,7 +32,7 @@ import orjson
 
 from livetrader.errors import StoreWriteError
 from livetrader.store import disk
-from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir, replace_file
+from livetrader.store.atomic import as_path, describe_os_error, ensure_dir, fsync_dir, tmp_path_of
 from livetrader.store.journal import JOURNAL_DIR, read_journal, record_problem, repair_truncated_tail
 from livetrader.store.quarantine import quarantine
 
@@ -60,6 +60,8 @@ class CommitLog:
         #: Called after each durable batch (the background writer wakes to flush the pair journals).
         self.on_commit: Any = None
         self.batches = 0
+        #: Why the log takes no more commits (a failure left it in a state no append may follow).
+        self.stopped: str | None = None
         #: Seconds spent writing and fdatasync'ing batches, in total (the metrics' flush time).
         self.flush_seconds = 0.0
         try:
@@ -93,7 +95,7 @@ class CommitLog:
         with self.lock:
             fd = self._fd
             if fd is None:
-                error = StoreWriteError(self.path, "the commit log is closed")
+                error = StoreWriteError(self.path, self.stopped or "the commit log is closed")
             else:
                 data = b"".join(lines)
                 started = time.perf_counter()
@@ -121,10 +123,27 @@ class CommitLog:
         # Take back a partly written batch so the next one does not glue onto a partial line.
         try:
             disk.DISK.ftruncate(fd, self.size)
+        except OSError:
+            # A batch appended after that partial line would join it into one unreadable line:
+            # the log takes no more commits (each is refused, loudly) and the next start reads
+            # the partial line as a torn last entry.
+            self._stop(fd, "the commit log may end in a partial line that could not be cut back; no transition "
+                           "is committed until a restart")
+            return "the commit log may end in a partial line (cut at the next start); it takes no more commits"
+        try:
             disk.DISK.fdatasync(fd)
         except OSError:
-            return "the commit log may end in a partial line (cut at the next start)"
+            pass  # cut in the file already: the next batch's fdatasync makes the new length durable with it
         return "nothing of the batch was committed"
+
+    def _stop(self, fd: int, why: str) -> None:
+        """Take no more commits, saying ``why`` to each (called under ``lock``)."""
+        self.stopped = why
+        self._fd = None
+        try:
+            disk.DISK.close(fd)
+        except OSError:
+            pass  # closed either way
 
     def checkpointed(self, size: int) -> bool:
         """Every line within the log's first ``size`` bytes is now durable in its pair journal: drop them.
@@ -137,21 +156,55 @@ class CommitLog:
             fd = self._fd
             if fd is None or size == 0 or size > self.size:
                 return False
-            try:
-                if self.size == size:
+            if self.size == size:
+                try:
                     disk.DISK.ftruncate(fd, 0)
+                except OSError:
+                    return False  # kept whole: replaying lines already in their journals is harmless
+                self.size = 0  # the file is empty now, whether or not the flush below works
+                try:
                     disk.DISK.fdatasync(fd)
-                    self.size = 0
-                    return True
-                newer = os.pread(fd, self.size - size, size)
-                replace_file(self.path, newer)
-                fresh = disk.open_regular(self.path, os.O_RDWR | os.O_APPEND)
-                fsync_dir(self.path.parent)
-            except (OSError, StoreWriteError):
-                return False  # kept whole: replaying lines already in their journals is harmless
-            disk.DISK.close(fd)
-            self._fd, self.size = fresh, len(newer)
-            return True
+                except OSError:
+                    return False  # the next commit's fdatasync makes the length durable with it
+                return True
+            return self._replace_with_newer(fd, size)
+
+    def _replace_with_newer(self, fd: int, size: int) -> bool:
+        """Replace the log by its lines after ``size``: written to ``commit.log.tmp`` through the
+        descriptor kept afterwards, so that a failure anywhere leaves the commits appended to
+        the file a restart reads. Called under ``lock``."""
+        tmp = tmp_path_of(self.path)
+        try:
+            newer = os.pread(fd, self.size - size, size)
+            fresh = disk.open_regular(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError:
+            return False  # nothing changed: kept whole (replaying lines already in their journals is harmless)
+        try:
+            view = memoryview(newer)
+            while view:
+                view = view[disk.DISK.write(fresh, view):]
+            disk.DISK.fdatasync(fresh)
+            disk.DISK.replace(tmp, self.path)
+        except OSError:
+            disk.DISK.close(fresh)
+            try:
+                disk.DISK.unlink(tmp)
+            except OSError:
+                pass  # a stale tmp is removed at the next start
+            return False  # the rename did not happen: the old file, whole, is still the log
+        # The new file is the log now, and ``fresh`` writes to it. Until the directory fsync
+        # lands a power cut could bring the old file back, which holds every line but the
+        # commits appended from here: so a failed directory fsync stops the log (commits are
+        # refused, loudly) rather than acknowledge commits a power cut could lose.
+        disk.DISK.close(fd)
+        self._fd, self.size = fresh, len(newer)
+        try:
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            self._stop(fresh, f"the commit log was replaced but not made durable ({describe_os_error(exc)}); no "
+                              "transition is committed until a restart")
+            return False
+        return True
 
     def close(self) -> None:
         """Close the descriptor; idempotent."""
@@ -259,6 +312,12 @@ def _complete(journal: Path, items: list[tuple[int, dict[str, Any]]], out: Commi
     unsafe = [p for p in read.problems if p.line == 0]
     if unsafe:  # a symlink or a device where the journal should be: never written through
         out.problems.append(f"{journal}: {unsafe[0].reason}; its committed records are kept in the commit log")
+        return
+    if read.problems and any(n <= len(read.records) + len(read.problems) for n, _ in items):
+        # Damaged lines where committed records belong: the commit log may hold the only good
+        # copy of those records (restoring the pair refuses and quarantines the journal).
+        out.problems.append(f"{journal}: {len(read.problems)} damaged line(s) where committed records belong; the "
+                            "commit log is kept with them")
         return
     if read.truncated_tail is not None and repair:
         repair_truncated_tail(journal)
