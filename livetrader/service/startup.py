@@ -199,6 +199,7 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
         _forget_simulated_timeline(engine.data_dir)
     engine.started_at = engine.clock.now_ms()
     damaged: list[StateDamaged] = []
+    fit_open_files(len(request.symbols) * len(request.strategies))
     with collector_paused():
         _add_pairs(engine, request, exchange, broken, damaged)
     if not engine.pairs:
@@ -211,6 +212,33 @@ def build_engine(request: RunRequest, config: Config, strategies_dir: Path, *, l
         log.warning("a pair not run by this process holds a signal; it is not monitored until you run it",
                     **orphan)
     return engine
+
+
+#: Open files beyond one journal per pair: the commit log, the control socket and its clients,
+#: connections to exchanges and webhooks, the metrics server, snapshots being written, logs.
+OPEN_FILES_BESIDE_PAIRS = 256
+
+
+def fit_open_files(pairs: int) -> None:
+    """Make room for ``pairs`` journals, each kept open for its pair's life: the soft limit of
+    open files is raised to the hard one (systemd starts a service at 1,024, too few for a
+    thousand pairs). Raises ``UsageError`` when even the hard limit is too low."""
+    import resource
+
+    needed = pairs + OPEN_FILES_BESIDE_PAIRS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    wanted = max(needed, 65_536) if hard == resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        wanted = soft
+    if wanted < needed:
+        raise UsageError(f"{pairs} pairs need about {needed} open files (a journal each, kept open), and this "
+                         f"process may open {wanted}: raise the limit (systemd: LimitNOFILE={needed} in the unit's "
+                         f"[Service] section; a shell: ulimit -n {needed}), or run fewer pairs per process")
+    log.info("open files limit raised", soft=wanted, was=soft, pairs=pairs)
 
 
 def _announce_orders(engine: Engine) -> None:
