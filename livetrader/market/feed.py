@@ -106,8 +106,13 @@ class CandleFeed:
                 self.served += 1
                 return held.slice(start_ms, end_ms)
             if end_ms - held.first <= MAX_HELD_MINUTES * MINUTE_MS:
+                # Kept from ``start_ms`` on: another asker, or a streamed candle, appending while
+                # this fetch is out must not trim away the oldest minutes this asker needs.
+                held.keep = max(held.keep, min(MAX_HELD_MINUTES, (end_ms - start_ms) // MINUTE_MS))
                 await self._extend(symbol, held, start_ms, end_ms)
-                return held.slice(start_ms, end_ms)
+                if held.first <= start_ms and end_ms <= held.end:
+                    return held.slice(start_ms, end_ms)
+                # Moved on meanwhile after all: the range is fetched whole, below.
         candles = await self._shared(symbol, start_ms, end_ms)
         validate_candles(candles, start_ms, end_ms)
         held = self._held.get(symbol)  # another asker may have moved it on meanwhile

@@ -314,6 +314,12 @@ class FileSource:
                 "like 2024-01-01T00:00:00Z",
                 where,
             )
+        if ms >= LATEST_MS:
+            raise self._error(
+                f"timestamp {_short(value)} is after the year 3000 (it looks like microseconds: divide by 1000); "
+                "each candle is stamped with the start of its minute in milliseconds",
+                where,
+            )
         if ms % MINUTE_MS:
             hint = " (it looks like seconds: multiply by 1000)" if abs(ms) < 100_000_000_000 else ""
             raise self._error(
@@ -362,6 +368,11 @@ def gc_paused() -> Iterator[None]:
         if was_enabled:
             gc.enable()
 
+
+#: Opening times from here on (the year 3000, in ms) are refused: a whole minute in microseconds
+#: (Binance's public kline files since 2025) is a multiple of 60,000 too, and would read as minutes
+#: 1,000 apart, each gap filled.
+LATEST_MS = 32_503_680_000_000
 
 #: Parsed columns: opening times (ms) and the five value columns open, high, low, close, volume.
 Columns = tuple[list[int], list[float], list[float], list[float], list[float], list[float]]
@@ -494,7 +505,7 @@ def _columns_to_candles(
     if not (0 < min(low) and max(h) < math.inf and math.isfinite(sum(v)) and min(v) >= 0):
         return None
     first = times[0]
-    if first % MINUTE_MS:
+    if first % MINUTE_MS or max(times) >= LATEST_MS:
         return None
     new = tuple.__new__  # Candle tuples without the Python-level __new__, as the row path builds them
     # The common case, gap-free, ordered and on the minute, in one comparison of int lists.

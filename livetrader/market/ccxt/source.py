@@ -292,6 +292,13 @@ class CcxtSource:
         market_id = market.get("id") if isinstance(market, dict) else None
         return market_id if isinstance(market_id, str) else None
 
+    def is_spot(self, symbol: str) -> bool:
+        """True when the unified ``symbol`` is a spot market (False for derivatives, and before the
+        markets are loaded). A perpetual may share its spot market's id (Binance's ``BTCUSDT``)."""
+        holder = self._markets_holder
+        market = holder.markets.get(symbol) if holder is not None else None
+        return isinstance(market, dict) and market.get("spot") is True
+
     def bounds(self, symbol: str) -> tuple[int, int] | None:
         """None: a live exchange has no end."""
         return None

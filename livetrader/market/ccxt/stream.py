@@ -59,6 +59,9 @@ _CLOSE_SKEW_MS = 1_000
 _BACKOFF_FIRST_SECONDS = 0.2
 _BACKOFF_MAX_SECONDS = 30.0
 _AHEAD_KEPT = 5  # candles kept per symbol while an earlier one is missing
+#: A connection up this long before it ended starts the reconnect backoff afresh; a shorter one
+#: (an exchange that accepts and closes at once) goes on backing off.
+_HEALTHY_SECONDS = 60.0
 _COUNTERS = ("candles", "duplicates", "out_of_sequence", "forming", "malformed", "rejected", "disconnects",
              "stalls", "connect_failures")
 
@@ -167,10 +170,10 @@ class CandleStream:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while not self._closing:
                 reason = "closed by the exchange"
+                opened = time.monotonic()
                 try:
                     async with session.ws_connect(url, autoping=True, max_msg_size=16 * 1024 * 1024) as ws:
                         await self._read(ws, index)
-                        delay = self.backoff_first
                 except _Stalled:
                     self.counts["stalls"] += 1
                     reason = f"silent for {self.stall_seconds:g} s (stalled)"
@@ -178,8 +181,13 @@ class CandleStream:
                     if not self._connected[index]:
                         self.counts["connect_failures"] += 1
                     reason = f"{type(exc).__name__}: {exc}"[:200]
+                except Exception as exc:  # noqa: BLE001 - never the silent end of the stream: said, then reconnected
+                    reason = f"{type(exc).__name__}: {exc}"[:200]
+                    log.error("candle stream: unexpected error; reconnecting", exchange=self.name, error=reason)
                 if self._closing:
                     return
+                if time.monotonic() - opened >= _HEALTHY_SECONDS:
+                    delay = self.backoff_first  # it was up a good while: this outage starts the backoff afresh
                 self._set_connected(index, False, reason)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
@@ -349,6 +357,7 @@ def open_stream(name: str, feed: Any, symbols: Iterable[str], on_closed: Callabl
                      ccxt_id=source.settings.ccxt_id)
         return None
     ids: dict[str, str] = {}
+    polled: list[str] = []
     for symbol in symbols:
         market_id = source.market_id(symbol)
         if market_id is None:
@@ -356,7 +365,14 @@ def open_stream(name: str, feed: Any, symbols: Iterable[str], on_closed: Callabl
                 log.warning("candle stream: markets not loaded; candles are polled over REST until they are",
                             exchange=name)
             return None
+        if not source.is_spot(symbol):
+            # The stream roots are the spot ones, and a perpetual may share its spot market's id:
+            # its candles would be the spot market's. Derivatives are polled.
+            polled.append(symbol)
+            continue
         ids[market_id] = symbol
+    if polled and not quiet:
+        log.info("candle stream: spot markets only; these are polled over REST", exchange=name, symbols=polled)
     if not ids:
         return None
     stream = CandleStream(name, root, ids, feed.push, on_closed, clock, source.settings.stream_stall_seconds)
