@@ -278,7 +278,7 @@ def test_a_pass_between_a_journal_line_and_its_commit_still_empties_the_log(
         await asyncio.gather(*(store.write_ahead(opened(store.key[0], T0)) for store in storage.stores))
 
     asyncio.run(main())
-    assert passes_between == [True] and storage.commits.size > 0
+    assert passes_between == [True]  # (the commit's own pass may have emptied the log already: that is the fix)
     assert storage.writer.flush(30)
     assert commit_log_path(tmp_path).stat().st_size == 0 and storage.commits.size == 0
     storage.close()

@@ -6,11 +6,15 @@ what docs/behaviour.md §12 requires. Each failed before its fix.
 from __future__ import annotations
 
 import asyncio
+import resource
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from livetrader.core.orders import Answer, MarketRules, client_order_id
+import pytest
+
+from livetrader.core.orders import Answer, MarketRules, Order, client_order_id
 from livetrader.core.price import MINUTE_MS
 from livetrader.core.signal import SignalRow, TickResult, record_of
 from livetrader.errors import StoreWriteError
@@ -354,7 +358,7 @@ def test_an_exit_refused_for_locked_coins_first_finds_the_earlier_stop_and_cance
     ex.restore(journal, row)
     ex.stop_type = "stop_market"
     ex.attempts[(row.id, "stop")] = 2
-    from livetrader.core.orders import Order
+    ex.unplaced_stops = {s1}  # the journal says s1 was taken for never placed (not found for long)
     ex.stop = Order(s2, "stop", "sell", 1.0, 2, row.id, T0, status="rejected", type="stop_market", stop_price=90.0)
     broker.place_answers.append(Answer("rejected", reason="InsufficientFunds: Account has insufficient balance"))
     broker.queries[s1] = [Answer("open", order_id="111")]
@@ -418,3 +422,150 @@ def test_an_entry_cancelled_while_its_request_is_out_keeps_its_place_in_the_risk
                       position="long", price_open=100.0, take_profit=120.0, stop_loss=90.0, minutes=600,
                       scheduled_at=T0)
     assert profile.check(other, 100.0, T0) is not None  # the one slot is taken by the entry in flight
+
+
+# --- found by a review of the fixes above -------------------------------------------------------------
+
+
+def test_an_unpriced_filled_entry_is_journaled_once_then_opened_at_the_decided_price() -> None:
+    """An entry the exchange says filled, at no price, and keeps saying so: its answer is journaled
+    once (not again every minute), and after unknown_order_minutes the position opens at the
+    decided price, loudly, so that its coins get their protective stop."""
+    row = SignalRow(id="sigE", symbol=KEY[0], strategy=KEY[1], exchange=KEY[2], position="long", price_open=100.0,
+                    take_profit=120.0, stop_loss=90.0, minutes=600, scheduled_at=T0)
+    broker = FakeBroker()
+    broker.place_answers.append(Answer("filled", 1.0, None, 0.0, order_id="9"))
+    journal: list[dict[str, Any]] = []
+    errors: list[str] = []
+    ex = Executor(KEY, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
+                  write=lambda r: _append(journal, r), report_error=lambda now, m, k: errors.append(m))
+    decided = TickResult("opened", *KEY, T0, 100.0, replace(row, price_open=100.0))
+    run(ex.carry_out(decided, scheduled=True))
+    cid = client_order_id(KEY, row.id, "entry", 1)
+    broker.queries[cid] = [Answer("filled", 1.0, None, 0.0, order_id="9")]
+    results = [run(ex.advance(T0 + minute * M, 100.0)) for minute in range(1, 11)]
+    assert [r.action for r in results[:9]] == ["entering"] * 9
+    assert results[9].action == "opened" and results[9].signal.price_open == 100.0
+    assert any("opened at the decided price 100" in e for e in errors)
+    updates = [r for r in journal if r["event"] == "order_update" and r["client_id"] == cid]
+    assert len(updates) == 1
+
+
+async def _append(journal: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    journal.append(record)
+
+
+# --- 2. an exit refused for locked coins queries every earlier stop on every tick, forever ---------
+
+
+def test_an_exit_refused_for_locked_coins_does_not_query_every_earlier_stop_every_minute() -> None:
+    """Executor._exit: while ``refused`` says InsufficientFunds, each call asks for all the
+    position's earlier stops (``_earlier_stop_resting(row.id, stops + 1)``), including those the
+    journal already knows cancelled. When the account holds none of the coins (``free`` 0) the
+    branch returns "nothing left to sell" without sending, so ``next_exit_at`` never backs off:
+    every tick repeats all N queries. A trailing stop-loss re-places its stop at every move, so N
+    grows with the position's age (here 40: 400 requests in 10 minutes)."""
+    row = open_row()
+    journal = [opened_record(row)]
+    broker = FakeBroker()
+
+    async def no_coins(asset: str, fresh: bool = False) -> float | None:
+        return 0.0 if asset == "TEST" else 1_000_000.0
+
+    broker.free = no_coins  # type: ignore[method-assign]
+    ex = executor(broker, journal)
+    ex.restore(journal, row)
+    ex.stop_type = "stop_market"
+    stops = 40
+    ex.attempts[(row.id, "stop")] = stops
+    for attempt in range(1, stops + 1):  # each earlier stop was cancelled by livetrader (stop-loss moved)
+        broker.queries[client_order_id(KEY, row.id, "stop", attempt)] = [Answer("cancelled", order_id=str(attempt))]
+    last = client_order_id(KEY, row.id, "stop", stops)
+    ex.stop = Order(last, "stop", "sell", 1.0, stops, row.id, T0, status="cancelled", type="stop_market",
+                    stop_price=90.0)
+    broker.place_answers.append(Answer("rejected", reason="InsufficientFunds: Account has insufficient balance"))
+    run(ex.carry_out(TickResult("closed", *KEY, T0 + 20 * M, 110.0, row, close_reason="closed", price_close=110.0),
+                     scheduled=False))
+    broker.calls.clear()
+    for minute in range(21, 31):
+        run(ex.advance(T0 + minute * M, 110.0))
+    queries = [c for c in broker.calls if c[0] == "query"]
+    assert len(queries) <= stops, f"{len(queries)} stop queries in 10 minutes with nothing sent"
+
+
+# --- 3. adopt is refused for ever while another pair on the base waits to resend a refused exit ----
+
+
+def test_adopt_is_not_blocked_by_another_pair_waiting_to_resend_its_exit() -> None:
+    """Pair._settle refuses the adopt while ``other.executor.busy`` on the same base. ``busy`` is
+    also ``exit_due`` with no order out: a refused exit waiting to be resent, or one waiting for
+    coins the account no longer holds ("nothing of TEST left to sell", for ever) -- the very
+    situation adopt is for. No fill is on its way then, yet the adopt is said to wait for "an
+    order in flight" and never happens."""
+    from test_pair import make_pair
+
+    from livetrader.core.orders import Position
+    from livetrader.execution.executor import Executor
+
+    pair, store = make_pair(lambda t: 100.0)
+    row = open_row()
+    broker = FakeBroker()
+    broker.totals_value = {"TEST": 1.7}  # B's 1.0, and 0.7 of A's
+    a = Executor(pair.key, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
+                 write=store.write_ahead, report_error=pair.report_error)
+    a.restore([opened_record(row)], row)
+    a.stop_type = "stop_market"
+    pair.executor, pair.row = a, row
+    b = executor(broker, [])
+    b.row = open_row("sigB")
+    b.position = Position(1.0, 100.0, 100.0)
+    b.exit_due = ("closed", 110.0)  # B's exit was refused; no order is out (b.order is None)
+    b.next_exit_at = T0 + 60 * M
+    assert b.order is None and b.busy
+    other = SimpleNamespace(executor=b, symbol=KEY[0])
+    pair.settle = ({"event": "adopt", "signal_id": row.id, "at": T0 + 5 * M}, [pair, other])
+    run(pair.tick(T0 + 5 * M))
+    adopted = [r for r in store.journal if r["event"] == "position_adopted"]
+    assert adopted and adopted[0]["amount"] == pytest.approx(0.7), "adopt refused while no order of B is out"
+
+
+# --- 4. fit_open_files refuses every start on macOS-like limits ---------------------------------
+
+
+def test_fit_open_files_on_a_macos_like_limit_raises_the_soft_limit_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS: soft 256, hard RLIM_INFINITY, and setrlimit refuses (EINVAL) a soft limit above
+    kern.maxfilesperproc (OPEN_MAX 10240 by default). fit_open_files asks for 65,536, falls back to
+    the soft 256 when refused, and 256 < pairs + 256: even a single pair is refused to start."""
+    from livetrader.service import startup
+
+    limits = {"soft": 256, "hard": resource.RLIM_INFINITY}
+
+    def getrlimit(which: int) -> tuple[int, int]:
+        return limits["soft"], limits["hard"]
+
+    def setrlimit(which: int, value: tuple[int, int]) -> None:
+        if value[0] == resource.RLIM_INFINITY or value[0] > 10_240:
+            raise ValueError("current limit exceeds maximum limit")
+        limits["soft"] = value[0]
+
+    monkeypatch.setattr(resource, "getrlimit", getrlimit)
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    startup.fit_open_files(1)
+    assert limits["soft"] == 257
+
+
+# --- 5. an unpriced fill priced from an incomplete trade list --------------------------------------
+
+
+def test_an_unpriced_fill_is_not_priced_from_trades_that_cover_only_part_of_it() -> None:
+    """broker.answer_of: ``cost`` is summed over the trades returned, then divided by the order's
+    ``filled``. A trade list that does not yet hold every fill (an exchange's trade history lags
+    its order status) gives a price that is wrong by the missing share: 2.0 filled, 1.5 of them
+    listed at 100 -> average 75. The entry opens at 75 (its PnL, its risk) instead of being asked
+    for again."""
+    from livetrader.execution.broker import answer_of
+
+    order = {"status": "closed", "amount": 2.0, "filled": 2.0, "average": None, "cost": None, "id": "7",
+             "trades": [{"id": "a", "amount": 1.5, "price": 100.0, "cost": 150.0}]}
+    answer = answer_of(order, "TEST", "USDT")
+    assert answer.average is None or abs(answer.average - 100.0) < 1e-9, f"priced at {answer.average}"

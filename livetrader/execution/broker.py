@@ -115,8 +115,10 @@ def answer_of(order: dict[str, Any], base: str, quote: str) -> Answer:
     cost = order.get("cost")
     average = order.get("average")
     trade_list = [t for t in order.get("trades") or () if t.get("amount") and t.get("price")]
-    if not cost and average is None and filled and trade_list:
-        # The order gave no price (some exchanges' answers do not): its trades say what it cost.
+    traded = sum(float(t["amount"]) for t in trade_list)
+    if not cost and average is None and filled and abs(traded - filled) <= filled * 1e-9:
+        # The order gave no price (some exchanges' answers do not): its trades say what it cost,
+        # once they are all listed (a trade history behind the order would price a part as the whole).
         cost = sum(float(t.get("cost") or float(t["amount"]) * float(t["price"])) for t in trade_list)
     if average is None and filled and cost:
         average = float(cost) / filled

@@ -126,6 +126,13 @@ class Executor:
         self.withdrawing = False
         #: The position is being closed by ``forget``: its coins are not the account's any more.
         self.forgotten = False
+        #: Entries that filled at a price the exchange did not say: client id -> when first seen.
+        self.unpriced_since: dict[str, int] = {}
+        #: The open position's stops taken for never placed (not found for unknown_order_minutes):
+        #: the ones an exit refused for locked coins asks for again.
+        self.unplaced_stops: set[str] = set()
+        #: The refused exit after which those were last asked for (once per refusal).
+        self.stops_asked_after: str | None = None
 
     @property
     def protection(self) -> str:
@@ -205,11 +212,14 @@ class Executor:
                          and o.final and o.filled > 0 and o.client_id != pending]
         self.row = row
         self.stop, self.next_guard_at, self.withdrawing, self.forgotten = None, 0, False, False
+        self.unplaced_stops, self.stops_asked_after = set(), None
         if self.position is not None and row is not None:
             adopted = [r for r in records if r.get("event") == "position_adopted" and r.get("signal_id") == row.id]
             if adopted:  # a person settled what the position holds (``livetrader positions adopt``)
                 self.position = replace(self.position, amount=float(adopted[-1]["position_amount"]))
             self.stop = protective_stop(records, row.id)
+            self.unplaced_stops = {o.client_id for o in orders_of(records)
+                                   if o.leg == "stop" and o.signal_id == row.id and o.status == "not_placed"}
             decided = exit_decided(records, row.id)
             if decided is not None and self.order is None:
                 self.exit_due, self.withdrawing = decided, True  # the stop was being cancelled for this exit
@@ -266,7 +276,9 @@ class Executor:
                 learnt = replace(learnt, status="not_placed",
                                  reason=f"not found for {self.unknown_ms // MINUTE_MS} minutes and no trade of "
                                         "the account explains it")
-            await self._journal_update(learnt, now, price)
+            if not (learnt.status == "filled" and learnt.average is None and learnt.filled == order.filled
+                    and order.client_id in self.unpriced_since):
+                await self._journal_update(learnt, now, price)  # (an unpriced fill asked again: journaled once)
             order = learnt
         return self._after(order, now, price)
 
@@ -286,6 +298,7 @@ class Executor:
                 self.next_guard_at = 0
         elif result.action == "closed":
             self.order = self.row = self.position = self.refused = self.stop = None
+            self.unplaced_stops, self.stops_asked_after = set(), None
             self.exit_due = None
             self.withdrawing = self.forgotten = False
             self.next_exit_at = 0
@@ -358,8 +371,11 @@ class Executor:
         if self.refused is not None and "InsufficientFunds" in (self.refused.reason or ""):
             # The coins may be locked by a stop of this position taken for never placed: asked for
             # first. Found resting, it is cancelled before any sell; found filled, it was the exit.
-            stops = self.attempts.get((row.id, "stop"), 0)
-            found = await self._earlier_stop_resting(row.id, stops + 1, now, price) if stops else None
+            found = None
+            if self.unplaced_stops and self.stops_asked_after != self.refused.client_id:
+                self.stops_asked_after = self.refused.client_id  # once per refusal: no request every tick
+                stops = self.attempts.get((row.id, "stop"), 0)
+                found = await self._earlier_stop_resting(row.id, stops + 1, now, price, only=self.unplaced_stops)
             if isinstance(found, TickResult):
                 return found
             if found:
@@ -411,11 +427,20 @@ class Executor:
         if order.leg == "entry":
             if order.filled > 0 and order.average is None:
                 # Bought, at a price the answer did not say: never taken for nothing bought. It is
-                # asked for again (the query reads the order's trades) until its price is known.
-                self.report_error(now, f"entry {order.client_id} filled {order.filled:g} but the exchange said no "
-                                       "price; asking for it again", "order")
-                self.order = replace(order, status="unknown")
-                return self._waiting(now, price, "entry filled at a price not known yet")
+                # asked for again (the query reads the order's trades) for unknown_order_minutes;
+                # then the position opens at the decided price, loudly, so that its coins get their
+                # protective stop rather than wait unprotected for a price that may never come.
+                since = self.unpriced_since.setdefault(order.client_id, now)
+                if now - since < self.unknown_ms:
+                    self.report_error(now, f"entry {order.client_id} filled {order.filled:g} but the exchange said "
+                                           "no price; asking for it again", "order")
+                    self.order = replace(order, status="unknown")
+                    return self._waiting(now, price, "entry filled at a price not known yet")
+                estimate = order.decided_price or row.price_open
+                self.report_error(now, f"entry {order.client_id} filled {order.filled:g} and the exchange never said "
+                                       f"its price: opened at the decided price {estimate:g} (the PnL is an "
+                                       "estimate)", "order")
+                order = self.order = replace(order, average=estimate, cost=order.filled * estimate)
             if order.filled > 0 and order.average is not None:
                 opened = replace(row, price_open=order.average, pending_at=row.pending_at or now)
                 self.row = opened
@@ -697,13 +722,15 @@ class Executor:
             self.sold.append(learnt)
         return True
 
-    async def _earlier_stop_resting(self, signal_id: str, attempt: int, now: int,
-                                    price: float) -> TickResult | bool | None:
+    async def _earlier_stop_resting(self, signal_id: str, attempt: int, now: int, price: float,
+                                    only: set[str] | None = None) -> TickResult | bool | None:
         """Ask again for this position's earlier stops that were taken for never placed: one found
         resting becomes the protective stop again (True), one found filled closes the position
         (its result); None when none is there."""
         for earlier in range(attempt - 1, 0, -1):
             client_id = client_order_id(self.key, signal_id, "stop", earlier)
+            if only is not None and client_id not in only:
+                continue  # known final otherwise: not asked again
             answer = await self.broker.query(self.key[0], client_id)
             if answer.status in ("unknown", "not_found") or answer.status in ("cancelled", "expired", "rejected"):
                 continue
@@ -747,6 +774,10 @@ class Executor:
 
     async def _journal_stop(self, stop: Order, now: int, price: float) -> None:
         await self.write(self._record("order_update", now, price, stop.update_record()))
+        if stop.status == "not_placed":
+            self.unplaced_stops.add(stop.client_id)
+        else:
+            self.unplaced_stops.discard(stop.client_id)
         if stop.order_id:
             self.known_ids.add(stop.order_id)
         self.stop = stop

@@ -433,13 +433,14 @@ class Pair:
                 for other in others:
                     if other is self or other.executor is None:
                         continue
-                    if other.executor.busy or other.executor.position is not None:
+                    entering = other.executor.order is not None and other.executor.order.leg == "entry"
+                    if entering or other.executor.position is not None:
                         base = (await executor.broker.rules(other.symbol)).base
-                        if other.executor.busy and base == mine:
+                        if entering and base == mine:
                             # Its fill may be in the balance already, not in its position yet: what
                             # this pair would adopt could be those coins.
                             self.report_error(minute, f"cannot adopt {record.get('signal_id')} yet: {other.symbol} "
-                                                      f"has an order in flight on {base}; asked again next tick",
+                                                      f"has an entry in flight on {base}; asked again next tick",
                                               "order")
                             return None
                         if other.executor.position is not None:

@@ -230,7 +230,11 @@ def _inspect_pair(data_dir: Path, key: tuple[str, str, str], dry_run: bool, now:
         finding.catch_up_minutes = max(0, min((now - finding.since) // MINUTE_MS, limit))
     order = pending_order(restored.records)
     if order is not None:
-        if order.final:
+        if order.final and order.leg == "entry" and order.filled > 0 and order.average is None:
+            finding.open_order = (f"entry {order.client_id} (attempt {order.attempt}) filled {order.filled:g} at a "
+                                  "price the exchange did not say: the daemon asks for it again at start, and opens "
+                                  "the position at the decided price if it never says")
+        elif order.final:
             finding.open_order = (f"{order.leg} {order.client_id} (attempt {order.attempt}) {order.status}, its "
                                   f"{'opened' if order.leg == 'entry' else 'closed'} not journaled yet: the daemon "
                                   "completes it at start, asking the exchange nothing")

@@ -229,11 +229,16 @@ def fit_open_files(pairs: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
-    wanted = max(needed, 65_536) if hard == resource.RLIM_INFINITY else hard
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    except (ValueError, OSError):
-        wanted = soft
+    # The hard limit, or (unlimited) a generous figure; where the system caps it lower (macOS's
+    # kern.maxfilesperproc), what the pairs need.
+    wanted = soft
+    for candidate in (max(needed, 65_536) if hard == resource.RLIM_INFINITY else hard, needed):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (candidate, hard))
+        except (ValueError, OSError):
+            continue
+        wanted = candidate
+        break
     if wanted < needed:
         raise UsageError(f"{pairs} pairs need about {needed} open files (a journal each, kept open), and this "
                          f"process may open {wanted}: raise the limit (systemd: LimitNOFILE={needed} in the unit's "

@@ -21,6 +21,7 @@ pair's journal>, "record": <the journal record>}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -186,18 +187,18 @@ class CommitLog:
             disk.DISK.fdatasync(fresh)
             disk.DISK.replace(tmp, self.path)
         except OSError:
-            disk.DISK.close(fresh)
-            try:
-                disk.DISK.unlink(tmp)
-            except OSError:
-                pass  # a stale tmp is removed at the next start
+            with contextlib.suppress(OSError):
+                disk.DISK.close(fresh)
+            with contextlib.suppress(OSError):
+                disk.DISK.unlink(tmp)  # else left: the next checkpoint's O_TRUNC open reuses it
             return False  # the rename did not happen: the old file, whole, is still the log
         # The new file is the log now, and ``fresh`` writes to it. Until the directory fsync
         # lands a power cut could bring the old file back, which holds every line but the
         # commits appended from here: so a failed directory fsync stops the log (commits are
         # refused, loudly) rather than acknowledge commits a power cut could lose.
-        disk.DISK.close(fd)
         self._fd, self.size = fresh, len(newer)
+        with contextlib.suppress(OSError):
+            disk.DISK.close(fd)  # the old, unlinked file: nothing more is written to it
         try:
             fsync_dir(self.path.parent)
         except OSError as exc:
