@@ -569,3 +569,90 @@ def test_an_unpriced_fill_is_not_priced_from_trades_that_cover_only_part_of_it()
              "trades": [{"id": "a", "amount": 1.5, "price": 100.0, "cost": 150.0}]}
     answer = answer_of(order, "TEST", "USDT")
     assert answer.average is None or abs(answer.average - 100.0) < 1e-9, f"priced at {answer.average}"
+
+
+# --- found by a review of the fixes of that review ----------------------------------------------------
+
+
+def test_adopt_does_not_forget_a_position_while_another_pairs_exit_is_in_flight() -> None:
+    """Pair._settle now waits only for another pair's *entry*. B's exit (same base) is out and
+    filled on the exchange but its answer is not learnt yet (status unknown): the account's
+    total no longer holds B's 1.0, yet B.held still claims it. A's share is 0.7 - 1.0 -> 0:
+    A's position is forgotten (its stop cancelled, closed without selling) while the account
+    holds its 0.7. Before f947ec1 ``busy`` made the adopt wait."""
+    from test_pair import make_pair
+
+    from livetrader.core.orders import Position
+
+    pair, store = make_pair(lambda t: 100.0)
+    row = open_row()
+    broker = FakeBroker()
+    broker.totals_value = {"TEST": 0.7}  # B's 1.0 sold already; 0.7 of A's left
+    a = Executor(pair.key, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
+                 write=store.write_ahead, report_error=pair.report_error)
+    a.restore([opened_record(row)], row)
+    a.stop_type = "stop_market"
+    pair.executor, pair.row = a, row
+    b = executor(broker, [])
+    b.row = open_row("sigB")
+    b.position = Position(1.0, 100.0, 100.0)
+    b.exit_due = ("closed", 110.0)
+    b.order = Order(client_order_id(KEY, "sigB", "exit", 1), "exit", "sell", 1.0, 1, "sigB", T0,
+                    status="unknown", decided_price=110.0, close_reason="closed")  # its answer was lost
+    other = SimpleNamespace(executor=b, symbol=KEY[0])
+    pair.settle = ({"event": "adopt", "signal_id": row.id, "at": T0 + 5 * M}, [pair, other])
+    run(pair.tick(T0 + 5 * M))
+    closed = [r for r in store.journal if r["event"] == "closed"]
+    assert not closed and a.position is not None, f"A forgotten while it holds 0.7: {closed}"
+
+
+def test_a_resting_stop_is_asked_for_again_after_one_unanswered_query() -> None:
+    """_exit asks for the unplaced stops once per refused exit (``stops_asked_after``). The one
+    query times out (unknown); the coins are locked by that resting stop, so ``free`` is 0 and
+    the branch returns "nothing left to sell" without sending: no new refusal ever comes, the
+    stop is never asked for again, the exit never happens. Before f947ec1 it was asked every tick."""
+    row = open_row()
+    s1 = client_order_id(KEY, row.id, "stop", 1)
+    s2 = client_order_id(KEY, row.id, "stop", 2)
+    journal = [opened_record(row)]
+    broker = FakeBroker()
+
+    async def locked(asset: str, fresh: bool = False) -> float | None:
+        return 0.0 if asset == "TEST" else 1_000_000.0  # all of it locked by s1
+
+    broker.free = locked  # type: ignore[method-assign]
+    ex = executor(broker, journal)
+    ex.restore(journal, row)
+    ex.stop_type = "stop_market"
+    ex.attempts[(row.id, "stop")] = 2
+    ex.unplaced_stops = {s1}
+    ex.stop = Order(s2, "stop", "sell", 1.0, 2, row.id, T0, status="rejected", type="stop_market", stop_price=90.0)
+    broker.place_answers.append(Answer("rejected", reason="InsufficientFunds: Account has insufficient balance"))
+    broker.queries[s1] = [Answer("unknown", reason="RequestTimeout"), Answer("open", order_id="111")]
+    run(ex.carry_out(TickResult("closed", *KEY, T0 + 20 * M, 110.0, row, close_reason="closed", price_close=110.0),
+                     scheduled=False))
+    for minute in range(21, 81):
+        run(ex.advance(T0 + minute * M, 110.0))
+    assert ex.stop is not None and ex.stop.client_id == s1, \
+        f"s1 asked {sum(c == ('query', s1) for c in broker.calls)} time(s) in an hour; never found resting"
+
+
+def test_an_unpriced_entry_wait_is_not_restarted_by_a_restart() -> None:
+    """unpriced_since is memory only: a restart after 9 of the 10 minutes starts the wait over
+    (the journal's first unpriced order_update says when it began); a daemon restarted more
+    often than unknown_order_minutes leaves the coins unprotected for ever."""
+    row = SignalRow(id="sigE", symbol=KEY[0], strategy=KEY[1], exchange=KEY[2], position="long", price_open=100.0,
+                    take_profit=120.0, stop_loss=90.0, minutes=600, scheduled_at=T0)
+    broker = FakeBroker()
+    broker.place_answers.append(Answer("filled", 1.0, None, 0.0, order_id="9"))
+    journal: list[dict[str, Any]] = []
+    ex = executor(broker, journal)
+    run(ex.carry_out(TickResult("opened", *KEY, T0, 100.0, replace(row, price_open=100.0)), scheduled=True))
+    cid = client_order_id(KEY, row.id, "entry", 1)
+    broker.queries[cid] = [Answer("filled", 1.0, None, 0.0, order_id="9")]
+    for minute in range(1, 10):
+        run(ex.advance(T0 + minute * M, 100.0))
+    again = executor(broker, journal)  # restart
+    again.restore(journal, row)
+    results = [run(again.advance(T0 + minute * M, 100.0)) for minute in range(10, 13)]
+    assert "opened" in [r.action for r in results], [r.action for r in results]

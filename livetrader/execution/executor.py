@@ -131,8 +131,8 @@ class Executor:
         #: The open position's stops taken for never placed (not found for unknown_order_minutes):
         #: the ones an exit refused for locked coins asks for again.
         self.unplaced_stops: set[str] = set()
-        #: The refused exit after which those were last asked for (once per refusal).
-        self.stops_asked_after: str | None = None
+        #: When those were last asked for (at most every ``stop_check_minutes`` while an exit is refused).
+        self.stops_asked_at: int | None = None
 
     @property
     def protection(self) -> str:
@@ -198,7 +198,13 @@ class Executor:
                 self.known_ids.add(order.order_id)
             leg_key = (order.signal_id, order.leg)
             self.attempts[leg_key] = max(self.attempts.get(leg_key, 0), order.attempt)
-        self.order = pending_order(records)
+        self.order = carried = pending_order(records)
+        if carried is not None and carried.leg == "entry" and carried.filled > 0 and carried.average is None:
+            # Filled at a price not said: the wait for it runs from its first such answer, across restarts.
+            self.unpriced_since[carried.client_id] = min(
+                (int(r["at"]) for r in records if r.get("event") == "order_update"
+                 and r.get("client_id") == carried.client_id and (r.get("filled") or 0) > 0),
+                default=carried.intent_at)
         self.position = None
         self.sold = []
         opened = next((r for r in reversed(records) if r.get("event") == "opened"), None)
@@ -212,7 +218,7 @@ class Executor:
                          and o.final and o.filled > 0 and o.client_id != pending]
         self.row = row
         self.stop, self.next_guard_at, self.withdrawing, self.forgotten = None, 0, False, False
-        self.unplaced_stops, self.stops_asked_after = set(), None
+        self.unplaced_stops, self.stops_asked_at = set(), None
         if self.position is not None and row is not None:
             adopted = [r for r in records if r.get("event") == "position_adopted" and r.get("signal_id") == row.id]
             if adopted:  # a person settled what the position holds (``livetrader positions adopt``)
@@ -276,8 +282,9 @@ class Executor:
                 learnt = replace(learnt, status="not_placed",
                                  reason=f"not found for {self.unknown_ms // MINUTE_MS} minutes and no trade of "
                                         "the account explains it")
-            if not (learnt.status == "filled" and learnt.average is None and learnt.filled == order.filled
-                    and order.client_id in self.unpriced_since):
+            known = (order.filled, order.cost, order.fee_base, order.fee_quote, order.order_id)
+            if not (learnt.status == "filled" and learnt.average is None and order.client_id in self.unpriced_since
+                    and (learnt.filled, learnt.cost, learnt.fee_base, learnt.fee_quote, learnt.order_id) == known):
                 await self._journal_update(learnt, now, price)  # (an unpriced fill asked again: journaled once)
             order = learnt
         return self._after(order, now, price)
@@ -298,7 +305,7 @@ class Executor:
                 self.next_guard_at = 0
         elif result.action == "closed":
             self.order = self.row = self.position = self.refused = self.stop = None
-            self.unplaced_stops, self.stops_asked_after = set(), None
+            self.unplaced_stops, self.stops_asked_at = set(), None
             self.exit_due = None
             self.withdrawing = self.forgotten = False
             self.next_exit_at = 0
@@ -372,8 +379,9 @@ class Executor:
             # The coins may be locked by a stop of this position taken for never placed: asked for
             # first. Found resting, it is cancelled before any sell; found filled, it was the exit.
             found = None
-            if self.unplaced_stops and self.stops_asked_after != self.refused.client_id:
-                self.stops_asked_after = self.refused.client_id  # once per refusal: no request every tick
+            asked = self.stops_asked_at
+            if self.unplaced_stops and (asked is None or now - asked >= self.stop_check_ms):
+                self.stops_asked_at = now  # a few requests per stop_check_minutes, never one per stop per tick
                 stops = self.attempts.get((row.id, "stop"), 0)
                 found = await self._earlier_stop_resting(row.id, stops + 1, now, price, only=self.unplaced_stops)
             if isinstance(found, TickResult):

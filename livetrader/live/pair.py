@@ -433,14 +433,15 @@ class Pair:
                 for other in others:
                     if other is self or other.executor is None:
                         continue
-                    entering = other.executor.order is not None and other.executor.order.leg == "entry"
-                    if entering or other.executor.position is not None:
+                    # An order out (entry or exit) may have filled already, in the balance but not
+                    # in its pair's position yet: what this pair would adopt could be those coins, or
+                    # coins it would take for gone. (An exit waiting to be resent has none out.)
+                    in_flight = other.executor.order is not None
+                    if in_flight or other.executor.position is not None:
                         base = (await executor.broker.rules(other.symbol)).base
-                        if entering and base == mine:
-                            # Its fill may be in the balance already, not in its position yet: what
-                            # this pair would adopt could be those coins.
+                        if in_flight and base == mine:
                             self.report_error(minute, f"cannot adopt {record.get('signal_id')} yet: {other.symbol} "
-                                                      f"has an entry in flight on {base}; asked again next tick",
+                                                      f"has an order in flight on {base}; asked again next tick",
                                               "order")
                             return None
                         if other.executor.position is not None:
