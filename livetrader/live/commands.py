@@ -176,8 +176,16 @@ class Commands:
                 raise
             except Exception as exc:  # noqa: BLE001 - an operator's request failing must never end the pair's loop
                 pair.report_error(self._now(), f"{request.command} failed: {describe(exc)}", "operator")
-                answer = Answer(1, f"{request.command} {request.describe()} failed: {describe(exc)}; "
-                                   "see livetrader status")
+                executor = pair.executor
+                if request.command == "close" and executor is not None and executor.state == "exiting":
+                    # The exit is decided and the pair carries it on at its next ticks (what failed was
+                    # a record, say): the close happens, and saying "failed" would invite a second one.
+                    answer = Answer(0, f"close {request.describe()} is under way but not complete: {describe(exc)}; "
+                                       "the pair carries it on at its next tick: do not close it by hand; see "
+                                       "livetrader status")
+                else:
+                    answer = Answer(1, f"{request.command} {request.describe()} failed: {describe(exc)}; "
+                                       "see livetrader status")
             if not future.done():
                 future.set_result(answer)
 

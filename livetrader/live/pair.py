@@ -532,12 +532,18 @@ class Pair:
 
     def _halt_acts(self, minute: int) -> bool:
         """True when the halt in force does something to the held signal at ``minute``: cancels a
-        scheduled one, closes an open position under ``--flatten``. Minutes still to catch up (a
-        restart after downtime) are checked first, as usual: the halt acts at the next tick."""
+        scheduled one, closes an open position under ``--flatten``.
+
+        A scheduled signal is cancelled at once, even with minutes still to catch up: checking them
+        could open it, and its entry would be bought now, under the halt. An open position's
+        minutes are checked first, as usual (they can only close it): ``--flatten`` acts at the
+        next tick."""
         halted, row = self.halted, self.row
         if halted is None or row is None or not (halted.flatten or row.pending_at is None):
             return False
-        since = self.checked_until if self.checked_until is not None else _minute_of(row.pending_at or row.scheduled_at)
+        if row.pending_at is None:
+            return True
+        since = self.checked_until if self.checked_until is not None else _minute_of(row.pending_at)
         return since + MINUTE_MS >= minute
 
     async def _obey_halt(self, minute: int) -> TickResult:
