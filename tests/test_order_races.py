@@ -283,6 +283,28 @@ def test_reconcile_round_fails_when_a_position_closes_while_the_balance_was_fetc
     assert run(go()) == 0
 
 
+def adopting(held: float) -> tuple[Any, Any, Executor, Any]:
+    """Pair A holding an open position of 1.0 TEST whose account holds ``held`` TEST, asked to
+    adopt it; and B, another pair on TEST with nothing yet (the test gives it its state).
+    Returns (A's pair, its store, B's executor, B as the pair A's adopt sees)."""
+    from test_pair import make_pair
+
+    pair, store = make_pair(lambda t: 100.0)
+    row = open_row()
+    broker = FakeBroker()
+    broker.totals_value = {"TEST": held}
+    a = Executor(pair.key, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
+                 write=store.write_ahead, report_error=pair.report_error)
+    a.restore([opened_record(row)], row)
+    a.stop_type = "stop_market"
+    pair.executor, pair.row = a, row
+    b = executor(broker, [])
+    b.row = open_row("sigB")
+    other = SimpleNamespace(executor=b, symbol=KEY[0])
+    pair.settle = ({"event": "adopt", "signal_id": row.id, "at": T0 + 5 * M}, [pair, other])
+    return pair, store, b, other
+
+
 # --- 4. adopt counts nothing for another pair whose entry is out: it adopts that pair's coins --------
 
 
@@ -290,24 +312,8 @@ def test_adopt_does_not_take_the_coins_of_another_pair_whose_entry_is_filling() 
     """Pair._settle sums ``held`` of the other pairs with a position only; a pair on the same base
     whose entry order is out (busy, no position yet) owns coins the balance already shows. The
     adopting pair takes them as its own: two positions, one set of coins."""
-    from test_pair import make_pair
-
-    from livetrader.core.orders import Order
-
-    pair, store = make_pair(lambda t: 100.0)
-    row = open_row()
-    broker = FakeBroker()
-    broker.totals_value = {"TEST": 1.0}  # A's coins left the account; B's entry just bought 1.0
-    a = Executor(pair.key, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
-                 write=store.write_ahead, report_error=pair.report_error)
-    a.restore([opened_record(row)], row)
-    a.stop_type = "stop_market"
-    pair.executor, pair.row = a, row
-    b = executor(broker, [])
+    pair, store, b, _ = adopting(1.0)  # A's coins left the account; B's entry just bought 1.0
     b.order = Order("ltb", "entry", "buy", 1.0, 1, "sigB", T0)  # B: entering, its fill not applied yet
-    b.row = open_row("sigB")
-    other = SimpleNamespace(executor=b, symbol=KEY[0])
-    pair.settle = ({"event": "adopt", "signal_id": row.id, "at": T0 + 5 * M}, [pair, other])
     run(pair.tick(T0 + 5 * M))
     adopted = [r for r in store.journal if r["event"] == "position_adopted"]
     assert not adopted, f"adopted {adopted[0]['amount']} TEST: the coins of the pair still entering"
@@ -502,28 +508,13 @@ def test_adopt_is_not_blocked_by_another_pair_waiting_to_resend_its_exit() -> No
     coins the account no longer holds ("nothing of TEST left to sell", for ever) -- the very
     situation adopt is for. No fill is on its way then, yet the adopt is said to wait for "an
     order in flight" and never happens."""
-    from test_pair import make_pair
-
     from livetrader.core.orders import Position
-    from livetrader.execution.executor import Executor
 
-    pair, store = make_pair(lambda t: 100.0)
-    row = open_row()
-    broker = FakeBroker()
-    broker.totals_value = {"TEST": 1.7}  # B's 1.0, and 0.7 of A's
-    a = Executor(pair.key, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
-                 write=store.write_ahead, report_error=pair.report_error)
-    a.restore([opened_record(row)], row)
-    a.stop_type = "stop_market"
-    pair.executor, pair.row = a, row
-    b = executor(broker, [])
-    b.row = open_row("sigB")
+    pair, store, b, _ = adopting(1.7)  # B's 1.0, and 0.7 of A's
     b.position = Position(1.0, 100.0, 100.0)
     b.exit_due = ("closed", 110.0)  # B's exit was refused; no order is out (b.order is None)
     b.next_exit_at = T0 + 60 * M
     assert b.order is None and b.busy
-    other = SimpleNamespace(executor=b, symbol=KEY[0])
-    pair.settle = ({"event": "adopt", "signal_id": row.id, "at": T0 + 5 * M}, [pair, other])
     run(pair.tick(T0 + 5 * M))
     adopted = [r for r in store.journal if r["event"] == "position_adopted"]
     assert adopted and adopted[0]["amount"] == pytest.approx(0.7), "adopt refused while no order of B is out"
@@ -575,35 +566,21 @@ def test_an_unpriced_fill_is_not_priced_from_trades_that_cover_only_part_of_it()
 
 
 def test_adopt_does_not_forget_a_position_while_another_pairs_exit_is_in_flight() -> None:
-    """Pair._settle now waits only for another pair's *entry*. B's exit (same base) is out and
+    """B's exit (same base) is out and
     filled on the exchange but its answer is not learnt yet (status unknown): the account's
     total no longer holds B's 1.0, yet B.held still claims it. A's share is 0.7 - 1.0 -> 0:
     A's position is forgotten (its stop cancelled, closed without selling) while the account
-    holds its 0.7. Before f947ec1 ``busy`` made the adopt wait."""
-    from test_pair import make_pair
-
+    holds its 0.7."""
     from livetrader.core.orders import Position
 
-    pair, store = make_pair(lambda t: 100.0)
-    row = open_row()
-    broker = FakeBroker()
-    broker.totals_value = {"TEST": 0.7}  # B's 1.0 sold already; 0.7 of A's left
-    a = Executor(pair.key, broker, mode="sandbox", cost=100.0, unknown_order_minutes=10.0,
-                 write=store.write_ahead, report_error=pair.report_error)
-    a.restore([opened_record(row)], row)
-    a.stop_type = "stop_market"
-    pair.executor, pair.row = a, row
-    b = executor(broker, [])
-    b.row = open_row("sigB")
+    pair, store, b, _ = adopting(0.7)  # B's 1.0 sold already; 0.7 of A's left
     b.position = Position(1.0, 100.0, 100.0)
     b.exit_due = ("closed", 110.0)
     b.order = Order(client_order_id(KEY, "sigB", "exit", 1), "exit", "sell", 1.0, 1, "sigB", T0,
                     status="unknown", decided_price=110.0, close_reason="closed")  # its answer was lost
-    other = SimpleNamespace(executor=b, symbol=KEY[0])
-    pair.settle = ({"event": "adopt", "signal_id": row.id, "at": T0 + 5 * M}, [pair, other])
     run(pair.tick(T0 + 5 * M))
     closed = [r for r in store.journal if r["event"] == "closed"]
-    assert not closed and a.position is not None, f"A forgotten while it holds 0.7: {closed}"
+    assert not closed and pair.executor.position is not None, f"A forgotten while it holds 0.7: {closed}"
 
 
 def test_a_resting_stop_is_asked_for_again_after_one_unanswered_query() -> None:

@@ -31,18 +31,24 @@ def _log_symbols(data_dir: Path) -> list[str]:
 # --- 1. CommitLog.checkpointed when a system call fails ---------------------------------------------------
 
 
+def _commit(commits: CommitLog, symbol: str) -> None:
+    asyncio.run(commits.commit(1, opened(symbol, T0)))
+
+
+def _two_commits(data_dir: Path) -> tuple[CommitLog, int]:
+    """A commit log holding AAAUSDT's line then BBBUSDT's; and its size after the first."""
+    commits = CommitLog(commit_log_path(data_dir))
+    _commit(commits, "AAAUSDT")
+    first = commits.size
+    _commit(commits, "BBBUSDT")
+    return commits, first
+
+
 def test_a_checkpoint_that_cannot_open_its_new_file_keeps_the_log_whole_and_in_use(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The shortened log cannot be opened (EMFILE: thousands of journals are open). Nothing is
     renamed: the log is kept whole, and later commits go on into the file a restart reads."""
-    commits = CommitLog(commit_log_path(tmp_path))
-
-    async def commit(symbol: str) -> None:
-        await commits.commit(1, opened(symbol, T0))
-
-    asyncio.run(commit("AAAUSDT"))
-    first = commits.size
-    asyncio.run(commit("BBBUSDT"))
+    commits, first = _two_commits(tmp_path)
     real_open = disk.DISK.open
 
     def open_(path, flags, mode=0o644):  # type: ignore[no-untyped-def]
@@ -53,7 +59,7 @@ def test_a_checkpoint_that_cannot_open_its_new_file_keeps_the_log_whole_and_in_u
     monkeypatch.setattr(disk.DISK, "open", open_)
     assert not commits.checkpointed(first)
     monkeypatch.setattr(disk.DISK, "open", real_open)
-    asyncio.run(commit("CCCUSDT"))
+    _commit(commits, "CCCUSDT")
     assert _log_symbols(tmp_path) == ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
     assert commits.checkpointed(commits.size) and _log_symbols(tmp_path) == []
     commits.close()
@@ -64,14 +70,7 @@ def test_a_checkpoint_whose_rename_is_not_made_durable_stops_the_log(
     """The shortened log replaced the old one, but the directory fsync failed: a power cut could
     bring the old file back, without what is appended from now on. So no commit is acknowledged
     any more (each is refused, saying why) until a restart; what was committed is in the file."""
-    commits = CommitLog(commit_log_path(tmp_path))
-
-    async def commit(symbol: str) -> None:
-        await commits.commit(1, opened(symbol, T0))
-
-    asyncio.run(commit("AAAUSDT"))
-    first = commits.size
-    asyncio.run(commit("BBBUSDT"))
+    commits, first = _two_commits(tmp_path)
 
     def failing(path):  # type: ignore[no-untyped-def]
         raise OSError(errno.EIO, "Input/output error")
@@ -79,7 +78,7 @@ def test_a_checkpoint_whose_rename_is_not_made_durable_stops_the_log(
     monkeypatch.setattr(disk.DISK, "fsync_dir", failing)
     assert not commits.checkpointed(first)
     with pytest.raises(StoreWriteError, match="not made durable"):
-        asyncio.run(commit("CCCUSDT"))
+        _commit(commits, "CCCUSDT")
     assert _log_symbols(tmp_path) == ["BBBUSDT"]
     commits.close()
 
@@ -91,11 +90,7 @@ def test_a_failed_fdatasync_after_emptying_the_log_does_not_lose_later_commits(
     next checkpoint behind a newer commit ``pread``s at that stale offset, past the end, and
     replaces the log with nothing: the newer commit is dropped before its journal is flushed."""
     commits = CommitLog(commit_log_path(tmp_path))
-
-    async def commit(symbol: str) -> None:
-        await commits.commit(1, opened(symbol, T0))
-
-    asyncio.run(commit("A-LONG-SYMBOL-SO-THE-FIRST-LINE-IS-LONGER-USDT"))
+    _commit(commits, "A-LONG-SYMBOL-SO-THE-FIRST-LINE-IS-LONGER-USDT")
     real_sync = disk.DISK.fdatasync
     calls = []
 
@@ -108,9 +103,9 @@ def test_a_failed_fdatasync_after_emptying_the_log_does_not_lose_later_commits(
     monkeypatch.setattr(disk.DISK, "fdatasync", failing_once)
     assert not commits.checkpointed(commits.size)  # the truncate happened, its flush failed
     monkeypatch.setattr(disk.DISK, "fdatasync", real_sync)
-    asyncio.run(commit("BBBUSDT"))
+    _commit(commits, "BBBUSDT")
     pass_read = commits.size  # a writer pass reads the size, flushes the journals...
-    asyncio.run(commit("CCCUSDT"))  # ...while the loop commits again
+    _commit(commits, "CCCUSDT")  # ...while the loop commits again
     commits.checkpointed(pass_read)
     assert "CCCUSDT" in _log_symbols(tmp_path), "a commit newer than the checkpoint was dropped from the log"
     commits.close()
